@@ -1,0 +1,379 @@
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::header::{Header, FIELDS_LEN, HEADER_LEN, MAC_LEN};
+use crate::mac::{ChainedMac, Direction};
+use crate::WireError;
+
+/// The default for `max_message_size`: 128 MiB, as in the design brief.
+/// Children inherit the master's setting in their bootstrap config.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// One authenticated frame: routing fields plus the data (one MessagePack
+/// value, left encoded so that forwarding contexts never decode it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub header: Header,
+    pub data: Bytes,
+}
+
+impl Frame {
+    pub fn new(header: Header, data: impl Into<Bytes>) -> Self {
+        Frame {
+            header,
+            data: data.into(),
+        }
+    }
+}
+
+/// Frames in and out of one stream, with both directions' MAC chains.
+///
+/// A decode error leaves the receive chain out of step with the peer, so
+/// after any `Err` the stream must be closed; `FramedRead` does that by
+/// ending the stream.
+#[derive(Debug)]
+pub struct FrameCodec {
+    tx: ChainedMac,
+    rx: ChainedMac,
+    max_message_size: usize,
+}
+
+impl FrameCodec {
+    /// `outgoing` is the direction this end sends in: a parent's codec for
+    /// its child link is `Direction::Down`, the child's is `Direction::Up`.
+    pub fn new(key: &[u8], outgoing: Direction, max_message_size: usize) -> Self {
+        FrameCodec {
+            tx: ChainedMac::new(key, outgoing),
+            rx: ChainedMac::new(key, outgoing.reverse()),
+            max_message_size,
+        }
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Seals an outgoing frame and returns its header bytes, for writers
+    /// that send header and data separately (vectored writes of large data
+    /// without copying it into a buffer).
+    pub fn seal(&mut self, header: &Header, data: &[u8]) -> Result<[u8; HEADER_LEN], WireError> {
+        if data.len() > self.max_message_size || u32::try_from(data.len()).is_err() {
+            return Err(WireError::TooLargeToSend {
+                length: data.len(),
+                max: self.max_message_size,
+            });
+        }
+        Ok(self.tx.seal(header, data))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if src.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let fields: [u8; FIELDS_LEN] = src[MAC_LEN..HEADER_LEN].try_into().expect("16 bytes");
+        let (header, length) = Header::parse_fields(&fields);
+        // The limit is checked on the header alone, before any data is
+        // buffered or any buffer is grown for it.
+        if length as usize > self.max_message_size {
+            return Err(WireError::Oversized {
+                length: length.into(),
+                max: self.max_message_size,
+            });
+        }
+        let total = HEADER_LEN + length as usize;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let mac: [u8; MAC_LEN] = src[..MAC_LEN].try_into().expect("20 bytes");
+        src.advance(HEADER_LEN);
+        let data = src.split_to(length as usize).freeze();
+        if !self.rx.open(&mac, &fields, &data) {
+            return Err(WireError::BadMac {
+                dst: header.dst,
+                src: header.src,
+                handle: header.handle,
+                length,
+            });
+        }
+        Ok(Some(Frame { header, data }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => {
+                let need = if src.len() < HEADER_LEN {
+                    HEADER_LEN
+                } else {
+                    let fields: [u8; FIELDS_LEN] =
+                        src[MAC_LEN..HEADER_LEN].try_into().expect("16 bytes");
+                    HEADER_LEN + Header::parse_fields(&fields).1 as usize
+                };
+                Err(WireError::Truncated {
+                    have: src.len(),
+                    need,
+                })
+            }
+        }
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        let header = self.seal(&frame.header, &frame.data)?;
+        dst.reserve(HEADER_LEN + frame.data.len());
+        dst.put_slice(&header);
+        dst.put_slice(&frame.data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn pair(max: usize) -> (FrameCodec, FrameCodec) {
+        (
+            FrameCodec::new(KEY, Direction::Down, max),
+            FrameCodec::new(KEY, Direction::Up, max),
+        )
+    }
+
+    fn frame(n: u32, len: usize) -> Frame {
+        Frame::new(Header::new(1, 0, 100 + n, 1000 + n), vec![n as u8; len])
+    }
+
+    fn encode_all(tx: &mut FrameCodec, frames: &[Frame]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        for f in frames {
+            tx.encode(f.clone(), &mut buf).unwrap();
+        }
+        buf
+    }
+
+    #[test]
+    fn many_frames_in_one_read() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let frames: Vec<Frame> = (0..50).map(|n| frame(n, n as usize * 7)).collect();
+        let mut buf = encode_all(&mut tx, &frames);
+        let mut got = Vec::new();
+        while let Some(f) = rx.decode(&mut buf).unwrap() {
+            got.push(f);
+        }
+        assert_eq!(got, frames);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn frame_split_at_every_byte_boundary() {
+        let frames = vec![frame(1, 0), frame(2, 40), frame(3, 3)];
+        let wire = encode_all(&mut pair(1 << 20).0, &frames);
+        for cut in 0..=wire.len() {
+            let (_, mut rx) = pair(1 << 20);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in [&wire[..cut], &wire[cut..]] {
+                buf.extend_from_slice(chunk);
+                while let Some(f) = rx.decode(&mut buf).unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, frames, "split at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn frame_fed_one_byte_at_a_time() {
+        let frames = vec![frame(1, 5), frame(2, 0), frame(3, 100)];
+        let wire = encode_all(&mut pair(1 << 20).0, &frames);
+        let (_, mut rx) = pair(1 << 20);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in wire.iter() {
+            buf.put_u8(*b);
+            while let Some(f) = rx.decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn truncated_header_is_an_error() {
+        let wire = encode_all(&mut pair(1 << 20).0, &[frame(1, 10)]);
+        let (_, mut rx) = pair(1 << 20);
+        let mut buf = BytesMut::from(&wire[..HEADER_LEN - 1]);
+        assert_eq!(rx.decode(&mut buf).unwrap(), None);
+        assert_eq!(
+            rx.decode_eof(&mut buf),
+            Err(WireError::Truncated {
+                have: HEADER_LEN - 1,
+                need: HEADER_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_data_is_an_error() {
+        let wire = encode_all(&mut pair(1 << 20).0, &[frame(1, 10)]);
+        let (_, mut rx) = pair(1 << 20);
+        let mut buf = BytesMut::from(&wire[..HEADER_LEN + 4]);
+        assert_eq!(
+            rx.decode_eof(&mut buf),
+            Err(WireError::Truncated {
+                have: HEADER_LEN + 4,
+                need: HEADER_LEN + 10
+            })
+        );
+    }
+
+    #[test]
+    fn clean_eof_between_frames_is_not_an_error() {
+        let wire = encode_all(&mut pair(1 << 20).0, &[frame(1, 10)]);
+        let (_, mut rx) = pair(1 << 20);
+        let mut buf = BytesMut::from(&wire[..]);
+        assert!(rx.decode_eof(&mut buf).unwrap().is_some());
+        assert_eq!(rx.decode_eof(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn flipped_bit_is_a_bad_mac() {
+        let wire = encode_all(&mut pair(1 << 20).0, &[frame(1, 10)]);
+        for bit in 0..wire.len() * 8 {
+            // Flipping a length bit may instead make the frame oversized or
+            // incomplete; every other flip must fail the MAC.
+            if (MAC_LEN + 12..HEADER_LEN).contains(&(bit / 8)) {
+                continue;
+            }
+            let mut bad = BytesMut::from(&wire[..]);
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let (_, mut rx) = pair(1 << 20);
+            assert!(
+                matches!(rx.decode(&mut bad), Err(WireError::BadMac { .. })),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_mac_is_an_error() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut buf = encode_all(&mut tx, &[frame(1, 10)]);
+        buf[0] ^= 0xff;
+        assert_eq!(
+            rx.decode(&mut buf),
+            Err(WireError::BadMac {
+                dst: 1,
+                src: 0,
+                handle: 101,
+                length: 10
+            })
+        );
+    }
+
+    #[test]
+    fn oversized_length_rejected_before_buffering() {
+        let (mut tx, _) = pair(1 << 20);
+        let mut rx = FrameCodec::new(KEY, Direction::Up, 64);
+        let mut buf = encode_all(&mut tx, &[frame(1, 65)]);
+        // Only the header has arrived: the announced length alone decides.
+        buf.truncate(HEADER_LEN);
+        let cap_before = buf.capacity();
+        assert_eq!(
+            rx.decode(&mut buf),
+            Err(WireError::Oversized {
+                length: 65,
+                max: 64
+            })
+        );
+        assert_eq!(buf.capacity(), cap_before, "no buffer was grown for it");
+    }
+
+    #[test]
+    fn header_claiming_4_gib_is_refused() {
+        let mut rx = FrameCodec::new(KEY, Direction::Up, DEFAULT_MAX_MESSAGE_SIZE);
+        let mut buf = BytesMut::from(&[0xffu8; HEADER_LEN][..]);
+        assert!(matches!(
+            rx.decode(&mut buf),
+            Err(WireError::Oversized {
+                length: 0xffff_ffff,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_send_is_refused() {
+        let mut tx = FrameCodec::new(KEY, Direction::Down, 8);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            tx.encode(frame(1, 9), &mut buf),
+            Err(WireError::TooLargeToSend { length: 9, max: 8 })
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn replayed_frame_is_rejected() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let one = encode_all(&mut tx, &[frame(1, 10)]);
+        let mut buf = one.clone();
+        assert!(rx.decode(&mut buf).unwrap().is_some());
+        let mut again = one;
+        assert!(matches!(
+            rx.decode(&mut again),
+            Err(WireError::BadMac { .. })
+        ));
+    }
+
+    #[test]
+    fn reordered_frame_is_rejected() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let a = encode_all(&mut tx, &[frame(1, 10)]);
+        let mut b = encode_all(&mut tx, &[frame(2, 10)]);
+        assert!(matches!(rx.decode(&mut b), Err(WireError::BadMac { .. })));
+        drop(a);
+    }
+
+    #[test]
+    fn dropped_frame_is_rejected() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let _lost = encode_all(&mut tx, &[frame(1, 10)]);
+        let mut next = encode_all(&mut tx, &[frame(2, 10)]);
+        assert!(matches!(
+            rx.decode(&mut next),
+            Err(WireError::BadMac { .. })
+        ));
+    }
+
+    #[test]
+    fn reflected_frame_is_rejected() {
+        // A peer echoing our own first frame back must not pass.
+        let (mut parent, _) = pair(1 << 20);
+        let mut buf = encode_all(&mut parent, &[frame(1, 10)]);
+        let mut parent_rx = FrameCodec::new(KEY, Direction::Down, 1 << 20);
+        assert!(matches!(
+            parent_rx.decode(&mut buf),
+            Err(WireError::BadMac { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_input_is_an_error_not_a_panic() {
+        let (_, mut rx) = pair(1 << 20);
+        let mut buf =
+            BytesMut::from(&b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3 garbage garbage"[..]);
+        assert!(rx.decode(&mut buf).is_err());
+    }
+}

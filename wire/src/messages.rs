@@ -1,0 +1,125 @@
+//! The messages the runtime exchanges on the well-known handles.
+//!
+//! Structs encode as MessagePack arrays in field order (rmp-serde's compact
+//! form), which is what the Python core packs and unpacks as tuples.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::payload::Value;
+use crate::{ContextId, Handle};
+
+/// CALL_FUNCTION data: `[module, class or nil, function, args, kwargs]`.
+/// Generic over the argument types so callers encode straight from their
+/// own values with no intermediate dynamic tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallFunction<'a, A: Serialize, K: Serialize> {
+    pub module: &'a str,
+    pub class: Option<&'a str>,
+    pub function: &'a str,
+    /// Must encode as an array (a tuple, a Vec, `()` for none).
+    pub args: A,
+    /// Must encode as a map with string keys.
+    pub kwargs: K,
+}
+
+/// CALL_FUNCTION data as a receiver decodes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CallFunctionRequest {
+    pub module: String,
+    pub class: Option<String>,
+    pub function: String,
+    pub args: Vec<Value>,
+    pub kwargs: BTreeMap<String, Value>,
+}
+
+impl CallFunctionRequest {
+    /// The dotted name the function is registered under:
+    /// `module.function` or `module.Class.function`.
+    pub fn qualified_name(&self) -> String {
+        match &self.class {
+            Some(c) => format!("{}.{}.{}", self.module, c, self.function),
+            None => format!("{}.{}", self.module, self.function),
+        }
+    }
+}
+
+/// An empty kwargs map that encodes as `{}` rather than nil or `[]`.
+pub type NoKwargs = BTreeMap<String, ()>;
+
+/// FORWARD_LOG data: one log record or stdio line from a context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardLog {
+    /// The logger name in the child (`stdout` and `stderr` for stdio lines).
+    pub logger: String,
+    /// Python's numeric levels: 10 debug, 20 info, 30 warning, 40 error.
+    pub level: u8,
+    pub message: String,
+}
+
+/// ADD_ROUTE data: frames for `target` go down the stream to `via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRoute {
+    pub target: ContextId,
+    pub via: ContextId,
+}
+
+/// DEL_ROUTE data: `target` and its subtree are gone.
+pub type DelRoute = ContextId;
+
+/// GET_MODULE request data: the module's full dotted name. The reply goes
+/// to the frame's `reply_to` handle.
+pub type GetModule = String;
+
+/// One module in a GET_MODULE reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleSource {
+    pub fullname: String,
+    /// The file name to give `compile()`, so tracebacks name it.
+    pub filename: String,
+    pub is_package: bool,
+    /// zlib-compressed, minimized source.
+    #[serde(with = "serde_bytes")]
+    pub source: Vec<u8>,
+    /// For packages: the names of the submodules the master knows, so the
+    /// child never asks for one that does not exist.
+    pub children: Vec<String>,
+}
+
+/// GET_MODULE reply data: the requested module first, then related modules
+/// the child is likely to import next; nil when the module is unknown.
+pub type ModuleReply = Option<Vec<ModuleSource>>;
+
+/// A handle a reply should go to, for the runtime's request helpers.
+pub type ReplyTo = Handle;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{decode, encode};
+
+    #[test]
+    fn call_function_round_trips_as_an_array() {
+        let kwargs: BTreeMap<&str, i32> = [("b", 2)].into_iter().collect();
+        let bytes = encode(&CallFunction {
+            module: "math",
+            class: None,
+            function: "pow",
+            args: (2, 10),
+            kwargs,
+        })
+        .unwrap();
+        assert_eq!(bytes[0], 0x95, "a 5-element array");
+        let req: CallFunctionRequest = decode(&bytes).unwrap();
+        assert_eq!(req.qualified_name(), "math.pow");
+        assert_eq!(req.args, vec![Value::from(2), Value::from(10)]);
+        assert_eq!(req.kwargs["b"], Value::from(2));
+    }
+
+    #[test]
+    fn add_route_is_a_pair() {
+        let bytes = encode(&AddRoute { target: 5, via: 2 }).unwrap();
+        assert_eq!(&bytes[..], &[0x92, 5, 2]);
+    }
+}

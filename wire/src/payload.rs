@@ -1,0 +1,295 @@
+//! Frame data: exactly one MessagePack value.
+//!
+//! Interop rules with the Python core: text is str, bytes are bin (use
+//! `serde_bytes` on Rust fields), map keys are strings, tuples and structs
+//! are arrays. Python 2's native `str` arrives as str when it is valid
+//! UTF-8 and as bin otherwise.
+//!
+//! Decoding never executes or constructs anything but plain data, is depth
+//! limited, and never preallocates from lengths the peer announced.
+
+use bytes::Bytes;
+use rmp::Marker;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::ext::{self, CallError, Dead};
+use crate::WireError;
+
+/// The dynamic value type for arguments and results whose shape is not
+/// known at compile time. Ext values appear as `Value::Ext(code, data)`.
+pub use rmpv::Value;
+
+/// Deepest nesting of arrays and maps accepted from a peer. Deep enough for
+/// any real call, shallow enough that a hostile payload cannot exhaust the
+/// stack of a recursive decoder.
+pub const MAX_DEPTH: usize = 128;
+
+/// Encodes any serde value as one MessagePack value.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, WireError> {
+    rmp_serde::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decodes one MessagePack value into `T`, refusing trailing bytes.
+pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, WireError> {
+    check_structure(data)?;
+    // check_structure has already proved `data` is exactly one value.
+    rmp_serde::from_slice(data).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decodes into the dynamic [`Value`], checking every ext code.
+pub fn decode_value(data: &[u8]) -> Result<Value, WireError> {
+    decode::<Value>(data)
+}
+
+/// Walks the encoded value without recursion or allocation and checks that
+/// it is one complete value: depth within [`MAX_DEPTH`], every length inside
+/// the buffer, every ext code known. Run before any serde decoder sees the
+/// bytes, so that no decoder recurses deeply or trusts a length.
+pub fn check_structure(data: &[u8]) -> Result<(), WireError> {
+    let bad = |why: &str| Err(WireError::Malformed(why.to_string()));
+    let mut pos = 0usize;
+    // Values still to read at each open container level.
+    let mut pending: Vec<u64> = vec![1];
+    while let Some(top) = pending.last_mut() {
+        if *top == 0 {
+            pending.pop();
+            continue;
+        }
+        *top -= 1;
+        let Some(&b) = data.get(pos) else {
+            return bad("value ends early");
+        };
+        pos += 1;
+        let need = |n: usize, pos: usize| -> Result<u64, WireError> {
+            data.get(pos..pos + n)
+                .map(|s| s.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+                .ok_or_else(|| WireError::Malformed("value ends early".into()))
+        };
+        let (skip, children): (u64, u64) = match Marker::from_u8(b) {
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+                (0, 0)
+            }
+            Marker::U8 | Marker::I8 => (1, 0),
+            Marker::U16 | Marker::I16 => (2, 0),
+            Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
+            Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
+            Marker::FixStr(n) => (u64::from(n), 0),
+            Marker::Str8 | Marker::Bin8 => {
+                pos += 1;
+                (need(1, pos - 1)?, 0)
+            }
+            Marker::Str16 | Marker::Bin16 => {
+                pos += 2;
+                (need(2, pos - 2)?, 0)
+            }
+            Marker::Str32 | Marker::Bin32 => {
+                pos += 4;
+                (need(4, pos - 4)?, 0)
+            }
+            Marker::FixArray(n) => (0, u64::from(n)),
+            Marker::Array16 => {
+                pos += 2;
+                (0, need(2, pos - 2)?)
+            }
+            Marker::Array32 => {
+                pos += 4;
+                (0, need(4, pos - 4)?)
+            }
+            Marker::FixMap(n) => (0, 2 * u64::from(n)),
+            Marker::Map16 => {
+                pos += 2;
+                (0, 2 * need(2, pos - 2)?)
+            }
+            Marker::Map32 => {
+                pos += 4;
+                (0, 2 * need(4, pos - 4)?)
+            }
+            m @ (Marker::FixExt1
+            | Marker::FixExt2
+            | Marker::FixExt4
+            | Marker::FixExt8
+            | Marker::FixExt16
+            | Marker::Ext8
+            | Marker::Ext16
+            | Marker::Ext32) => {
+                let len = match m {
+                    Marker::FixExt1 => 1,
+                    Marker::FixExt2 => 2,
+                    Marker::FixExt4 => 4,
+                    Marker::FixExt8 => 8,
+                    Marker::FixExt16 => 16,
+                    Marker::Ext8 => {
+                        pos += 1;
+                        need(1, pos - 1)?
+                    }
+                    Marker::Ext16 => {
+                        pos += 2;
+                        need(2, pos - 2)?
+                    }
+                    _ => {
+                        pos += 4;
+                        need(4, pos - 4)?
+                    }
+                };
+                let code = need(1, pos)? as u8 as i8;
+                pos += 1;
+                if !ext::is_known(code) {
+                    return Err(WireError::UnknownExt(code));
+                }
+                (len, 0)
+            }
+            Marker::Reserved => return bad("reserved marker 0xc1"),
+        };
+        if skip > (data.len() - pos.min(data.len())) as u64 || pos > data.len() {
+            return bad("value ends early");
+        }
+        pos += skip as usize;
+        if children > 0 {
+            // Every child takes at least one byte: a count larger than what
+            // is left is a lie, refused before anything trusts it.
+            if children > (data.len() - pos) as u64 {
+                return bad("container announces more elements than bytes remain");
+            }
+            if pending.len() > MAX_DEPTH {
+                return bad("nesting deeper than 128");
+            }
+            pending.push(children);
+        }
+    }
+    if pos != data.len() {
+        return Err(WireError::Malformed(format!(
+            "{} trailing bytes after the value",
+            data.len() - pos
+        )));
+    }
+    Ok(())
+}
+
+/// What came back to a request: a value, a remote exception, or Dead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply<T> {
+    Value(T),
+    Error(CallError),
+    Dead(Dead),
+}
+
+impl<T: DeserializeOwned> Reply<T> {
+    /// Classifies a reply by its leading ext code, then decodes it.
+    pub fn decode(data: &[u8]) -> Result<Reply<T>, WireError> {
+        match ext_code(data) {
+            Some(ext::EXT_DEAD) => decode(data).map(Reply::Dead),
+            Some(ext::EXT_CALL_ERROR) => decode(data).map(Reply::Error),
+            _ => decode(data).map(Reply::Value),
+        }
+    }
+}
+
+/// The ext type code of the top-level value, if it is an ext value.
+pub fn ext_code(data: &[u8]) -> Option<i8> {
+    let at = match Marker::from_u8(*data.first()?) {
+        Marker::FixExt1
+        | Marker::FixExt2
+        | Marker::FixExt4
+        | Marker::FixExt8
+        | Marker::FixExt16 => 1,
+        Marker::Ext8 => 2,
+        Marker::Ext16 => 3,
+        Marker::Ext32 => 5,
+        _ => return None,
+    };
+    data.get(at).map(|&b| b as i8)
+}
+
+/// Whether a frame's data is the Dead sentinel.
+pub fn is_dead(data: &[u8]) -> bool {
+    ext_code(data) == Some(ext::EXT_DEAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ext::SenderRef;
+
+    #[test]
+    fn reply_classifies_values_errors_and_dead() {
+        let v = encode(&(1, "two")).unwrap();
+        assert_eq!(
+            Reply::<(i32, String)>::decode(&v).unwrap(),
+            Reply::Value((1, "two".to_string()))
+        );
+        let d = encode(&Dead::new("gone")).unwrap();
+        assert_eq!(
+            Reply::<i32>::decode(&d).unwrap(),
+            Reply::Dead(Dead::new("gone"))
+        );
+        let e = CallError {
+            type_name: "T".into(),
+            message: "m".into(),
+            traceback: "tb".into(),
+        };
+        assert_eq!(
+            Reply::<i32>::decode(&encode(&e).unwrap()).unwrap(),
+            Reply::Error(e)
+        );
+    }
+
+    #[test]
+    fn dynamic_values_keep_ext_types() {
+        let s = SenderRef {
+            context: 2,
+            handle: 1000,
+        };
+        let v = decode_value(&encode(&(s, 5)).unwrap()).unwrap();
+        let Value::Array(items) = v else { panic!() };
+        assert!(matches!(items[0], Value::Ext(4, _)));
+    }
+
+    #[test]
+    fn unknown_ext_type_is_an_error() {
+        // fixext1, type 99, one data byte.
+        assert_eq!(decode_value(&[0xd4, 99, 0]), Err(WireError::UnknownExt(99)));
+    }
+
+    #[test]
+    fn malformed_messagepack_is_an_error() {
+        for bad in [
+            &[0xc1][..],
+            &[0x92, 0x01],
+            &[0xdb, 0, 0, 0, 9, b'a'],
+            &[],
+            &[1, 2],
+        ] {
+            assert!(
+                matches!(decode_value(bad), Err(WireError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let mut deep = vec![0x91u8; 100_000];
+        deep.push(0xc0);
+        assert!(matches!(decode_value(&deep), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn huge_announced_array_is_refused_without_allocating() {
+        // array32 claiming 4 billion elements in a 5-byte buffer.
+        assert!(matches!(
+            decode_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        assert!(matches!(
+            decode::<i32>(&[1, 2]),
+            Err(WireError::Malformed(_))
+        ));
+    }
+}
