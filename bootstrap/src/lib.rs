@@ -1,1 +1,2 @@
 //! econtext-bootstrap
+pub mod minimize;
