@@ -1,1 +1,37 @@
-//! econtext-actors
+//! econtext-actors: the actor runtime every Rust context runs.
+//!
+//! A context is a small actix system. Its principal types:
+//!
+//! - [`Router`]: one per context. It owns the handle registry and the
+//!   routing table ([`routing::RoutingTable`], a plain struct with the
+//!   seed's rules), delivers frames to local handles, forwards the rest,
+//!   and turns every death into Dead for whoever was waiting.
+//! - [`Stream`]: one per connection to a parent or child. It owns the
+//!   transport, frames and MACs traffic through `econtext-wire`, and keeps
+//!   its write queue bounded ([`link::StreamLink`]) so a peer that stops
+//!   reading makes senders wait instead of growing memory.
+//! - [`Context`], [`Channel`] and [`Sender`]: what users hold. A `Context`
+//!   makes calls; a `Channel` is a handle whose messages arrive as a
+//!   `futures` Stream; a `Sender` is a (context, handle) pair that can be
+//!   passed to remote code.
+//!
+//! A Stream reads frames and hands each to its Router, waiting until the
+//! Router has queued it on the next hop; the Router's handlers are thin and
+//! all decisions live in [`routing`] and [`handles`].
+
+pub mod channel;
+pub mod context;
+pub mod error;
+pub mod handles;
+pub mod link;
+pub mod message;
+pub mod router;
+pub mod routing;
+pub mod stream;
+
+pub use channel::{Channel, Sender};
+pub use context::{CallBuilder, Context, PendingCall};
+pub use error::{Error, Result};
+pub use message::Message;
+pub use router::{ContextDied, Router, RouterConfig};
+pub use stream::{Stream, StreamConfig};

@@ -1,0 +1,286 @@
+//! `Context`: what a user holds to talk to one context of the tree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use bytes::{BufMut, Bytes, BytesMut};
+use econtext_wire::{handles, payload, ContextId, Frame, Handle, Header, Reply};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::router::{Request, Router, Send, WatchContext};
+
+/// A handle on one context of the tree, local or remote. Cheap to clone.
+///
+/// Calls go through the Router of the context that holds this handle (the
+/// master, usually), which routes them however many hops away the target
+/// is, and delivers Dead to the caller if the target dies first.
+#[derive(Clone)]
+pub struct Context {
+    id: ContextId,
+    name: Arc<str>,
+    me: ContextId,
+    router: Addr<Router>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Context({}, {:?})", self.id, self.name)
+    }
+}
+
+impl Context {
+    /// A handle on context `id`, used from the context `router` serves (`me`).
+    pub fn new(id: ContextId, name: &str, me: ContextId, router: Addr<Router>) -> Self {
+        Context {
+            id,
+            name: name.into(),
+            me,
+            router,
+        }
+    }
+
+    pub fn id(&self) -> ContextId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn router(&self) -> &Addr<Router> {
+        &self.router
+    }
+
+    /// Calls `module.function(*args)` and decodes the result as `T`.
+    /// `args` is a tuple: `()` for none, `(x,)` for one.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<T> {
+        self.call_with(module, function)
+            .args(args)?
+            .returning()
+            .await
+    }
+
+    /// Starts building a call with a class, kwargs, a deadline or no reply.
+    pub fn call_with(&self, module: &str, function: &str) -> CallBuilder {
+        CallBuilder {
+            ctx: self.clone(),
+            module: module.to_string(),
+            class: None,
+            function: function.to_string(),
+            args: Bytes::from_static(&[0x90]),
+            kwargs: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// Sends `value` to `handle` in this context, without waiting for a reply.
+    pub async fn send<T: Serialize + ?Sized>(&self, handle: Handle, value: &T) -> Result<()> {
+        let frame = Frame::new(
+            Header::new(self.id, self.me, handle, 0),
+            payload::encode(value)?,
+        );
+        self.router
+            .send(Send(frame))
+            .await
+            .map_err(|_| Error::RouterGone)
+    }
+
+    /// Sends `value` to `handle` and waits for the one reply.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        handle: Handle,
+        value: &impl Serialize,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let data = payload::encode(value)?;
+        let rx = self.start_request(handle, data).await?;
+        self.finish(rx, timeout).await
+    }
+
+    async fn start_request(
+        &self,
+        handle: Handle,
+        data: Bytes,
+    ) -> Result<oneshot::Receiver<Message>> {
+        let (_, rx) = self
+            .router
+            .send(Request {
+                dst: self.id,
+                handle,
+                data,
+            })
+            .await
+            .map_err(|_| Error::RouterGone)??;
+        Ok(rx)
+    }
+
+    async fn finish<T: DeserializeOwned>(
+        &self,
+        rx: oneshot::Receiver<Message>,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let msg = match timeout {
+            None => rx.await.map_err(|_| Error::RouterGone)?,
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(m) => m.map_err(|_| Error::RouterGone)?,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        context: self.id,
+                        after: t,
+                    })
+                }
+            },
+        };
+        match msg.reply::<T>()? {
+            Reply::Value(v) => Ok(v),
+            Reply::Error(e) => Err(Error::Remote(e)),
+            Reply::Dead(d) => Err(Error::dead(self.id, d)),
+        }
+    }
+
+    /// Asks the context to shut down gracefully (SHUTDOWN).
+    pub async fn shutdown(&self) -> Result<()> {
+        self.send(handles::SHUTDOWN, &()).await
+    }
+
+    /// Resolves with the reason once this context is dead.
+    pub async fn dead(&self) -> String {
+        match self.router.send(WatchContext(self.id)).await {
+            Ok(rx) => rx.await.unwrap_or_else(|_| "router stopped".into()),
+            Err(_) => "router stopped".into(),
+        }
+    }
+}
+
+/// A call under construction; see [`Context::call_with`].
+pub struct CallBuilder {
+    ctx: Context,
+    module: String,
+    class: Option<String>,
+    function: String,
+    args: Bytes,
+    kwargs: Vec<(String, Bytes)>,
+    timeout: Option<Duration>,
+}
+
+impl CallBuilder {
+    /// Calls `module.Class.function` instead of `module.function`.
+    pub fn class(mut self, class: &str) -> Self {
+        self.class = Some(class.to_string());
+        self
+    }
+
+    /// Positional arguments: a tuple, `()` for none, `(x,)` for one; or a
+    /// Vec or array of one type.
+    pub fn args(mut self, args: impl Serialize) -> Result<Self> {
+        let data = payload::encode(&args)?;
+        self.args = match data.first() {
+            Some(0xc0) => Bytes::from_static(&[0x90]),
+            Some(0x90..=0x9f | 0xdc | 0xdd) => data,
+            _ => {
+                // A single non-sequence value: wrap it as the only argument.
+                let mut b = BytesMut::with_capacity(data.len() + 1);
+                b.put_u8(0x91);
+                b.put_slice(&data);
+                b.freeze()
+            }
+        };
+        Ok(self)
+    }
+
+    /// Positional arguments already encoded as a MessagePack array.
+    pub fn raw_args(mut self, array: Bytes) -> Self {
+        self.args = array;
+        self
+    }
+
+    /// One keyword argument.
+    pub fn kwarg(mut self, name: &str, value: impl Serialize) -> Result<Self> {
+        self.kwargs
+            .push((name.to_string(), payload::encode(&value)?));
+        Ok(self)
+    }
+
+    /// Fails with [`Error::Timeout`] when no reply arrives in time.
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.timeout = Some(after);
+        self
+    }
+
+    fn encode(&self) -> Bytes {
+        let mut b = Vec::with_capacity(32 + self.args.len());
+        let w = &mut b;
+        rmp::encode::write_array_len(w, 5).expect("vec write");
+        rmp::encode::write_str(w, &self.module).expect("vec write");
+        match &self.class {
+            Some(c) => rmp::encode::write_str(w, c).expect("vec write"),
+            None => rmp::encode::write_nil(w).expect("vec write"),
+        }
+        rmp::encode::write_str(w, &self.function).expect("vec write");
+        w.extend_from_slice(&self.args);
+        rmp::encode::write_map_len(w, self.kwargs.len() as u32).expect("vec write");
+        for (k, v) in &self.kwargs {
+            rmp::encode::write_str(w, k).expect("vec write");
+            w.extend_from_slice(v);
+        }
+        Bytes::from(b)
+    }
+
+    /// Sends the call and waits for its result.
+    pub async fn returning<T: DeserializeOwned>(self) -> Result<T> {
+        self.start().await?.result().await
+    }
+
+    /// Sends the call and returns at once; await the result later (many
+    /// calls can be in flight at once).
+    pub async fn start<T: DeserializeOwned>(self) -> Result<PendingCall<T>> {
+        let rx = self
+            .ctx
+            .start_request(handles::CALL_FUNCTION, self.encode())
+            .await?;
+        Ok(PendingCall {
+            ctx: self.ctx,
+            rx,
+            timeout: self.timeout,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends the call with no reply handle: nothing comes back, not even
+    /// an exception (it is logged in the child).
+    pub async fn no_reply(self) -> Result<()> {
+        let frame = Frame::new(
+            Header::new(self.ctx.id, self.ctx.me, handles::CALL_FUNCTION, 0),
+            self.encode(),
+        );
+        self.ctx
+            .router
+            .send(Send(frame))
+            .await
+            .map_err(|_| Error::RouterGone)
+    }
+}
+
+/// A call in flight; see [`CallBuilder::start`].
+pub struct PendingCall<T> {
+    ctx: Context,
+    rx: oneshot::Receiver<Message>,
+    timeout: Option<Duration>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> PendingCall<T> {
+    pub async fn result(self) -> Result<T> {
+        self.ctx.finish(self.rx, self.timeout).await
+    }
+}

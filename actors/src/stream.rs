@@ -1,0 +1,228 @@
+//! The Stream actor: one per connection. It owns the transport, decodes and
+//! verifies frames on the way in, seals and writes them on the way out, and
+//! tells its Router when it ends and why.
+
+use actix::prelude::*;
+use bytes::{BufMut, BytesMut};
+use econtext_wire::{ContextId, Direction, FrameCodec, WireError, HEADER_LEN};
+use futures::future::LocalBoxFuture;
+use slog::{info, warn, Logger};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+use crate::link::{LinkReceiver, StreamLink, DEFAULT_HIGH_WATER_MARK};
+use crate::router::{AttachStream, CloseStream, Inbound, Router, StreamClosed};
+
+/// Frames at least this large are written straight from their buffer
+/// instead of being copied into the batch buffer.
+const DIRECT_WRITE: usize = 64 * 1024;
+/// Small frames are batched into one write up to this many bytes.
+const BATCH: usize = 256 * 1024;
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Everything needed to start a stream.
+pub struct StreamConfig {
+    /// The context at the other end.
+    pub peer: ContextId,
+    /// True when the peer is this context's parent.
+    pub is_parent: bool,
+    /// The tree's HMAC secret.
+    pub key: Vec<u8>,
+    pub max_message_size: usize,
+    pub high_water_mark: usize,
+    /// Bytes already read from the transport (after a handshake).
+    pub initial: BytesMut,
+    pub log: Logger,
+}
+
+impl StreamConfig {
+    pub fn new(peer: ContextId, is_parent: bool, key: &[u8], log: Logger) -> Self {
+        StreamConfig {
+            peer,
+            is_parent,
+            key: key.to_vec(),
+            max_message_size: econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            initial: BytesMut::new(),
+            log,
+        }
+    }
+}
+
+/// The Stream actor.
+pub struct Stream {
+    peer: ContextId,
+    router: Addr<Router>,
+    reason: Option<String>,
+    link: StreamLink,
+    log: Logger,
+    loops: Option<(LoopFuture, LoopFuture)>,
+}
+
+type LoopFuture = LocalBoxFuture<'static, Result<(), WireError>>;
+
+impl Stream {
+    /// Starts a stream over `reader`/`writer` and attaches it to `router`.
+    pub fn start<R, W>(
+        config: StreamConfig,
+        reader: R,
+        writer: W,
+        router: Addr<Router>,
+    ) -> Addr<Stream>
+    where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
+        let outgoing = if config.is_parent {
+            Direction::Up
+        } else {
+            Direction::Down
+        };
+        let (link, queue) = StreamLink::new(config.high_water_mark);
+        let rx_codec = FrameCodec::new(&config.key, outgoing, config.max_message_size);
+        let tx_codec = FrameCodec::new(&config.key, outgoing, config.max_message_size);
+        let peer = config.peer;
+        let is_parent = config.is_parent;
+        let initial = config.initial;
+        let log = config.log.new(slog::o!("stream" => peer));
+        let addr = Stream {
+            peer,
+            router: router.clone(),
+            reason: None,
+            link: link.clone(),
+            log,
+            loops: Some((
+                Box::pin(read_loop(reader, rx_codec, initial, peer, router.clone())),
+                Box::pin(write_loop(writer, tx_codec, queue)),
+            )),
+        }
+        .start();
+        router.do_send(AttachStream {
+            peer,
+            link,
+            closer: addr.clone().recipient(),
+            is_parent,
+        });
+        addr
+    }
+
+    fn finish(&mut self, res: Result<(), WireError>, side: &str, ctx: &mut actix::Context<Self>) {
+        if self.reason.is_none() {
+            self.reason = Some(match res {
+                Ok(()) if side == "read" => "disconnected".to_string(),
+                Ok(()) => "closed".to_string(),
+                Err(e) => e.to_string(),
+            });
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for Stream {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (read, write) = self.loops.take().expect("started once");
+        ctx.spawn(
+            read.into_actor(self)
+                .map(|res, act, ctx| act.finish(res, "read", ctx)),
+        );
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(|res, act, ctx| act.finish(res, "write", ctx)),
+        );
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        let reason = self.reason.clone().unwrap_or_else(|| "closed".into());
+        match reason.as_str() {
+            "disconnected" | "closed" => info!(self.log, "stream ended"; "reason" => &reason),
+            _ => warn!(self.log, "stream failed"; "reason" => &reason),
+        }
+        self.link.close();
+        self.router.do_send(StreamClosed {
+            peer: self.peer,
+            reason,
+        });
+        Running::Stop
+    }
+}
+
+impl Handler<CloseStream> for Stream {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseStream, ctx: &mut Self::Context) {
+        self.reason.get_or_insert_with(|| "closed".into());
+        ctx.stop();
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut codec: FrameCodec,
+    mut buf: BytesMut,
+    peer: ContextId,
+    router: Addr<Router>,
+) -> Result<(), WireError> {
+    loop {
+        while let Some(frame) = codec.decode(&mut buf)? {
+            // Waiting for the Router to queue the frame onward is what
+            // stops us reading faster than the next hop drains.
+            if router.send(Inbound { from: peer, frame }).await.is_err() {
+                return Ok(());
+            }
+        }
+        if buf.capacity() - buf.len() < HEADER_LEN {
+            buf.reserve(READ_CHUNK);
+        }
+        if reader.read_buf(&mut buf).await? == 0 {
+            return match codec.decode_eof(&mut buf)? {
+                Some(frame) => {
+                    let _ = router.send(Inbound { from: peer, frame }).await;
+                    Ok(())
+                }
+                None => Ok(()),
+            };
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut codec: FrameCodec,
+    mut queue: LinkReceiver,
+) -> Result<(), WireError> {
+    let mut buf = BytesMut::with_capacity(BATCH);
+    let mut written = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
+            let data = &item.frame.data;
+            let header = codec.seal(&item.frame.header, data)?;
+            buf.put_slice(&header);
+            if data.len() >= DIRECT_WRITE {
+                writer.write_all(&buf).await?;
+                buf.clear();
+                writer.write_all(data).await?;
+            } else {
+                buf.put_slice(data);
+            }
+            written.push(item);
+            if buf.len() >= BATCH {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            writer.write_all(&buf).await?;
+            buf.clear();
+        }
+        writer.flush().await?;
+        // Releasing the budget only now keeps the bound honest: bytes
+        // count until the kernel has them.
+        written.clear();
+    }
+    let _ = writer.shutdown().await;
+    Ok(())
+}
