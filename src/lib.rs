@@ -1,1 +1,35 @@
-//! econtext
+//! econtext: start and drive processes on other machines with nothing
+//! installed on the target, call functions in them, and route messages
+//! through a tree of such contexts.
+//!
+//! This crate is the facade. Its principal type is [`Master`], context 0,
+//! which creates contexts ([`Master::local`], [`Master::connect`]) and hands
+//! back [`Context`] handles to call into them. The work is done by three
+//! crates, re-exported here:
+//!
+//! - [`wire`] (econtext-wire): the frame format, chained HMAC, payload types;
+//! - [`actors`] (econtext-actors): Router, Stream, Channel, supervisor tree;
+//! - [`bootstrap`] (econtext-bootstrap): connection methods, first stage,
+//!   handshake, and the Python core.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let master = econtext::Master::new(Default::default());
+//! let ctx = master.local(Default::default()).await?;
+//! let pid: u32 = ctx.call("os", "getpid", ()).await?;
+//! # Ok(()) }
+//! ```
+
+pub use econtext_actors as actors;
+pub use econtext_bootstrap as bootstrap;
+pub use econtext_wire as wire;
+
+pub use econtext_actors::{CallBuilder, Channel, Context, Error, PendingCall, Sender};
+pub use econtext_bootstrap::{ConnectError, LocalOptions, Method};
+pub use econtext_wire::{CallError, Value};
+
+pub mod json;
+mod master;
+pub mod target;
+
+pub use master::{ConnectOptions, Master, MasterOptions};

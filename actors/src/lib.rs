@@ -23,11 +23,14 @@ pub mod channel;
 pub mod context;
 pub mod error;
 pub mod handles;
+pub mod iologger;
 pub mod link;
+pub mod logforwarder;
 pub mod message;
 pub mod router;
 pub mod routing;
 pub mod stream;
+pub mod supervisor;
 
 pub use channel::{Channel, Sender};
 pub use context::{CallBuilder, Context, PendingCall};

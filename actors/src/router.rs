@@ -274,7 +274,8 @@ impl Actor for Router {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        // Senders wait (backpressure) past this many queued messages.
+        ctx.set_mailbox_capacity(1 << 16);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -1,0 +1,67 @@
+//! LogForwarder: FORWARD_LOG records from every context into slog.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use econtext_wire::messages::ForwardLog;
+use econtext_wire::ContextId;
+use slog::{debug, error, info, o, warn, Logger};
+
+use crate::message::Message;
+
+/// Logs each record under `ctx.<name>`, at the record's level.
+pub struct LogForwarder {
+    log: Logger,
+    names: HashMap<ContextId, String>,
+}
+
+impl LogForwarder {
+    pub fn new(log: Logger) -> Self {
+        LogForwarder {
+            log,
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for LogForwarder {
+    type Context = actix::Context<Self>;
+}
+
+/// Names a context for the log lines it sends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NameContext(pub ContextId, pub String);
+
+impl Handler<NameContext> for LogForwarder {
+    type Result = ();
+
+    fn handle(&mut self, msg: NameContext, _: &mut Self::Context) {
+        self.names.insert(msg.0, msg.1);
+    }
+}
+
+impl Handler<Message> for LogForwarder {
+    type Result = ();
+
+    fn handle(&mut self, msg: Message, _: &mut Self::Context) {
+        let Ok(rec) = msg.decode::<ForwardLog>() else {
+            if !msg.is_dead() {
+                warn!(self.log, "malformed FORWARD_LOG"; "src" => msg.src);
+            }
+            return;
+        };
+        let name = self
+            .names
+            .get(&msg.src)
+            .cloned()
+            .unwrap_or_else(|| format!("context{}", msg.src));
+        let log = self.log.new(o!("ctx" => name, "logger" => rec.logger));
+        match rec.level {
+            0..=10 => debug!(log, "{}", rec.message),
+            11..=20 => info!(log, "{}", rec.message),
+            21..=30 => warn!(log, "{}", rec.message),
+            _ => error!(log, "{}", rec.message),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Why a context could not be created. Each variant is a different thing
+/// for the user to fix, and carries what the child printed last.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The program could not be started at all (not found, not executable).
+    #[error("cannot start {program}: {reason}")]
+    Spawn { program: String, reason: String },
+
+    /// A stage did not finish within the connect timeout.
+    #[error("timed out after {after:?} waiting for {stage}{}", tail_suffix(.stderr))]
+    Timeout {
+        stage: &'static str,
+        after: Duration,
+        stderr: Vec<String>,
+    },
+
+    /// The child exited (or closed its stdout) before the handshake ended.
+    #[error("child exited early during {stage} ({status}){}", tail_suffix(.stderr))]
+    ExitedEarly {
+        stage: &'static str,
+        status: String,
+        stderr: Vec<String>,
+    },
+
+    /// A password prompt came back after the password was sent.
+    #[error("password refused by {method}")]
+    PasswordRefused { method: String },
+
+    /// A password was asked for and none was configured.
+    #[error("{method} asked for a password and none was given")]
+    PasswordRequired { method: String },
+
+    /// ssh refused the remote host's key.
+    #[error("host key refused: {detail}")]
+    HostKeyRefused { detail: String },
+
+    /// The intermediate context could not spawn the child (via).
+    #[error("via context {via}: {reason}")]
+    Via { via: u16, reason: String },
+
+    /// The child wrote something unexpected during the handshake.
+    #[error("handshake failed: {0}")]
+    Protocol(String),
+
+    /// An I/O error on the master's side of the connection.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+fn tail_suffix(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; last output: {}", lines.join(" | "))
+    }
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectError::Io(e.to_string())
+    }
+}

@@ -1,0 +1,140 @@
+//! The handshake as a plain state machine: wait for `EC0\n`, send the
+//! payload, wait for `EC1\n`. It never reads past `EC1\n`'s end: whatever
+//! follows is the first frame, handed to the Stream.
+
+use bytes::BytesMut;
+
+/// Where a handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for the first stage to say `EC0`.
+    AwaitEc0,
+    /// Payload sent; waiting for `EC1`.
+    AwaitEc1,
+    Done,
+}
+
+impl Stage {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::AwaitEc0 => "the first stage to start (EC0)",
+            Stage::AwaitEc1 => "the payload to be received (EC1)",
+            Stage::Done => "nothing",
+        }
+    }
+}
+
+/// What the driver should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read more bytes.
+    Read,
+    /// Write the payload, then read more.
+    SendPayload,
+    /// Done; these bytes were read past `EC1\n`.
+    Done(BytesMut),
+}
+
+/// Bytes that are never a real first stage: stop buffering past this.
+const MAX_NOISE: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Handshake {
+    stage: Stage,
+    buf: BytesMut,
+    /// Text seen before a marker (a banner, a shell's noise): kept for
+    /// error messages.
+    pub noise: String,
+}
+
+impl Default for Handshake {
+    fn default() -> Self {
+        Handshake {
+            stage: Stage::AwaitEc0,
+            buf: BytesMut::new(),
+            noise: String::new(),
+        }
+    }
+}
+
+impl Handshake {
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Feeds bytes read from the child's stdout.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Step, String> {
+        self.buf.extend_from_slice(data);
+        let marker: &[u8] = match self.stage {
+            Stage::AwaitEc0 => b"EC0\n",
+            Stage::AwaitEc1 => b"EC1\n",
+            Stage::Done => return Ok(Step::Done(std::mem::take(&mut self.buf))),
+        };
+        match find(&self.buf, marker) {
+            Some(at) => {
+                let before = self.buf.split_to(at);
+                self.note_noise(&before);
+                let _ = self.buf.split_to(marker.len());
+                if self.stage == Stage::AwaitEc0 {
+                    self.stage = Stage::AwaitEc1;
+                    if !self.buf.is_empty() {
+                        // Nothing may follow EC0 until the payload is sent.
+                        let extra = std::mem::take(&mut self.buf);
+                        self.note_noise(&extra);
+                    }
+                    Ok(Step::SendPayload)
+                } else {
+                    self.stage = Stage::Done;
+                    Ok(Step::Done(std::mem::take(&mut self.buf)))
+                }
+            }
+            None if self.buf.len() > MAX_NOISE => Err(format!(
+                "no {} marker in {} bytes of output",
+                String::from_utf8_lossy(&marker[..3]),
+                self.buf.len()
+            )),
+            None => Ok(Step::Read),
+        }
+    }
+
+    fn note_noise(&mut self, b: &[u8]) {
+        if !b.is_empty() && self.noise.len() < 4096 {
+            self.noise.push_str(&String::from_utf8_lossy(b));
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_split_across_reads_and_leftover_kept() {
+        let mut h = Handshake::default();
+        assert_eq!(h.feed(b"E").unwrap(), Step::Read);
+        assert_eq!(h.feed(b"C0").unwrap(), Step::Read);
+        assert_eq!(h.feed(b"\n").unwrap(), Step::SendPayload);
+        assert_eq!(h.feed(b"EC1").unwrap(), Step::Read);
+        assert_eq!(
+            h.feed(b"\nFRAME").unwrap(),
+            Step::Done(BytesMut::from(&b"FRAME"[..]))
+        );
+    }
+
+    #[test]
+    fn banner_before_ec0_is_kept_as_noise() {
+        let mut h = Handshake::default();
+        assert_eq!(h.feed(b"Welcome!\nEC0\n").unwrap(), Step::SendPayload);
+        assert_eq!(h.noise, "Welcome!\n");
+    }
+
+    #[test]
+    fn endless_garbage_is_an_error() {
+        let mut h = Handshake::default();
+        assert!(h.feed(&vec![b'x'; MAX_NOISE + 1]).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! The bootstrap payload: the minimized core plus the line that calls
+//! `main(config)`, zlib-compressed and size-prefixed for the first stage.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use flate2::{write::ZlibEncoder, Compression};
+
+use crate::minimize::minimize_source;
+
+/// The Python core as it is in the repository.
+pub const CORE_SOURCE: &str = include_str!("../python/econtext_core.py");
+
+/// The core, minimized once per process.
+pub fn minimized_core() -> &'static str {
+    static CORE: OnceLock<String> = OnceLock::new();
+    CORE.get_or_init(|| minimize_source(CORE_SOURCE))
+}
+
+/// What a child is told in its `main(config)` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildConfig {
+    pub context_id: u16,
+    pub parent_id: u16,
+    pub name: String,
+    /// The tree's HMAC secret.
+    pub key: Vec<u8>,
+    /// Python's numeric level for the child's root logger.
+    pub log_level: u8,
+    pub max_message_size: usize,
+    /// Ancestors, parent first, the master last.
+    pub ancestors: Vec<u16>,
+}
+
+impl ChildConfig {
+    /// The config as a Python dict literal, valid on 2.7 and 3.x.
+    pub fn to_python(&self) -> String {
+        let key: String = self.key.iter().map(|b| format!("{b:02x}")).collect();
+        let anc: Vec<String> = self.ancestors.iter().map(|a| a.to_string()).collect();
+        format!(
+            "{{'context_id': {}, 'parent_id': {}, 'name': {}, 'key': '{}', 'log_level': {}, \
+             'max_message_size': {}, 'ancestors': [{}]}}",
+            self.context_id,
+            self.parent_id,
+            py_str(&self.name),
+            key,
+            self.log_level,
+            self.max_message_size,
+            anc.join(", ")
+        )
+    }
+}
+
+/// A Python string literal for `s` that means the same on 2.7 and 3.x.
+fn py_str(s: &str) -> String {
+    let mut out = String::from("'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            ' '..='~' => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The uncompressed script the child's interpreter runs.
+pub fn script(config: &ChildConfig) -> String {
+    let core = minimized_core();
+    let mut s = String::with_capacity(core.len() + 256);
+    s.push_str(core);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str("main(");
+    s.push_str(&config.to_python());
+    s.push_str(")\n");
+    s
+}
+
+/// The bytes written after `EC0`: `"%d\n" % len(z) + z`.
+pub fn framed_payload(config: &ChildConfig) -> Vec<u8> {
+    let z = compress(script(config).as_bytes());
+    let mut out = format!("{}\n", z.len()).into_bytes();
+    out.extend_from_slice(&z);
+    out
+}
+
+pub fn compress(data: &[u8]) -> Vec<u8> {
+    let mut z = ZlibEncoder::new(Vec::with_capacity(data.len() / 3), Compression::best());
+    z.write_all(data).expect("in-memory write");
+    z.finish().expect("in-memory write")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_literal_escapes_names() {
+        let c = ChildConfig {
+            context_id: 3,
+            parent_id: 0,
+            name: "it's\\x".into(),
+            key: vec![0xab, 0x01],
+            log_level: 20,
+            max_message_size: 10,
+            ancestors: vec![0],
+        };
+        let s = c.to_python();
+        assert!(s.contains("'name': 'it\\'s\\\\x'"));
+        assert!(s.contains("'key': 'ab01'"));
+        assert!(s.contains("'ancestors': [0]"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Starting a child process with its data channel on a socketpair.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use econtext_actors::supervisor::Carrier;
+use futures::future::{FutureExt, LocalBoxFuture};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, Command};
+
+use crate::error::ConnectError;
+
+/// A started child: its data socket (stdin and stdout), stderr, and the
+/// process itself.
+pub struct Spawned {
+    pub data: tokio::net::UnixStream,
+    pub stderr: ChildStderr,
+    pub process: ChildProcess,
+}
+
+/// Spawns `argv` with stdin and stdout on one end of a socketpair.
+pub fn spawn_local(argv: &[String], env: &[(String, String)]) -> Result<Spawned, ConnectError> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let theirs_out = theirs.try_clone()?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    let mut child = cmd.spawn().map_err(|e| ConnectError::Spawn {
+        program: argv[0].clone(),
+        reason: e.to_string(),
+    })?;
+    let stderr = child.stderr.take().expect("stderr was piped");
+    ours.set_nonblocking(true)?;
+    let data = tokio::net::UnixStream::from_std(ours)?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Spawned {
+        data,
+        stderr,
+        process: ChildProcess {
+            child: Some(child),
+            pid,
+            exited: Arc::new(AtomicBool::new(false)),
+        },
+    })
+}
+
+/// A child process as a supervisor's [`Carrier`]: it can be waited for
+/// once and killed until it has been reaped.
+pub struct ChildProcess {
+    child: Option<Child>,
+    pid: u32,
+    exited: Arc<AtomicBool>,
+}
+
+impl ChildProcess {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits briefly for an exit status, for error messages.
+    pub async fn status_within(&mut self, after: std::time::Duration) -> String {
+        let Some(child) = self.child.as_mut() else {
+            return "already reaped".into();
+        };
+        match tokio::time::timeout(after, child.wait()).await {
+            Ok(Ok(st)) => {
+                self.exited.store(true, Ordering::SeqCst);
+                describe(st)
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "still running".into(),
+        }
+    }
+}
+
+fn describe(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (_, Some(s)) => format!("killed by signal {s}"),
+        _ => st.to_string(),
+    }
+}
+
+impl Carrier for ChildProcess {
+    fn wait(&mut self) -> LocalBoxFuture<'static, String> {
+        let exited = self.exited.clone();
+        match self.child.take() {
+            Some(mut child) => async move {
+                let how = match child.wait().await {
+                    Ok(st) => describe(st),
+                    Err(e) => e.to_string(),
+                };
+                exited.store(true, Ordering::SeqCst);
+                how
+            }
+            .boxed_local(),
+            None => futures::future::ready("already reaped".to_string()).boxed_local(),
+        }
+    }
+
+    fn kill(&mut self) {
+        // Only while not yet reaped: after that the pid may be reused.
+        if !self.exited.load(Ordering::SeqCst) && self.pid != 0 {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            // tokio reaps orphaned children in the background.
+            drop(c);
+        }
+    }
+}

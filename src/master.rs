@@ -1,0 +1,176 @@
+//! The master: context 0, which allocates every ID and creates contexts.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use econtext_actors::logforwarder::{LogForwarder, NameContext};
+use econtext_actors::router::{Register, Sink};
+use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
+use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
+use econtext_bootstrap::connect::connect_local;
+use econtext_bootstrap::payload::framed_payload;
+use econtext_bootstrap::{ChildConfig, ConnectError, LocalOptions, Method};
+use econtext_wire::{handles, DEFAULT_MAX_MESSAGE_SIZE};
+use rand::RngCore;
+use slog::{debug, o, Logger};
+
+/// How the master and the contexts it creates behave.
+#[derive(Clone)]
+pub struct MasterOptions {
+    /// Where the master's own records and every forwarded child record go.
+    pub log: Logger,
+    /// Python's numeric level copied into children (10 debug, 20 info):
+    /// records below it are never sent over the wire.
+    pub log_level: u8,
+    /// Largest frame accepted or sent, inherited by every child.
+    pub max_message_size: usize,
+    /// Bounds every stage of creating a context.
+    pub connect_timeout: Duration,
+    /// How long a dying context may take before it is killed.
+    pub grace: Duration,
+}
+
+impl Default for MasterOptions {
+    fn default() -> Self {
+        MasterOptions {
+            log: Logger::root(slog::Discard, o!()),
+            log_level: 20,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            connect_timeout: Duration::from_secs(30),
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// Options for one new context.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub method: Method,
+    /// The context's name (default `METHOD.ID`), shown in `ps` and logs.
+    pub name: Option<String>,
+    /// Overrides the master's connect timeout for this context.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    pub fn new(method: Method) -> Self {
+        ConnectOptions {
+            method,
+            name: None,
+            connect_timeout: None,
+        }
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = Some(t);
+        self
+    }
+}
+
+struct Inner {
+    router: Addr<Router>,
+    log_forwarder: Addr<LogForwarder>,
+    key: Vec<u8>,
+    next_id: AtomicU16,
+    opts: MasterOptions,
+}
+
+/// The master context. Create it inside a running actix system
+/// (`#[actix::main]`, `actix_rt::System::new().block_on(..)`).
+#[derive(Clone)]
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+impl Master {
+    pub fn new(opts: MasterOptions) -> Master {
+        let mut key = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let router = Router::new(RouterConfig {
+            id: handles::MASTER_ID,
+            parent: None,
+            ancestors: Vec::new(),
+            log: opts.log.new(o!("router" => 0)),
+        })
+        .start();
+        let log_forwarder = LogForwarder::new(opts.log.clone()).start();
+        router.do_send(Register {
+            handle: Some(handles::FORWARD_LOG),
+            sink: Sink::Recipient(log_forwarder.clone().recipient()),
+            persistent: true,
+            waiting_on: None,
+        });
+        Master {
+            inner: Arc::new(Inner {
+                router,
+                log_forwarder,
+                key,
+                next_id: AtomicU16::new(1),
+                opts,
+            }),
+        }
+    }
+
+    pub fn router(&self) -> &Addr<Router> {
+        &self.inner.router
+    }
+
+    pub fn log(&self) -> &Logger {
+        &self.inner.opts.log
+    }
+
+    /// Starts a Python context in a local child process.
+    pub async fn local(&self, opts: LocalOptions) -> Result<Context, ConnectError> {
+        self.connect(ConnectOptions::new(Method::Local(opts))).await
+    }
+
+    /// Starts a context with any method.
+    pub async fn connect(&self, opts: ConnectOptions) -> Result<Context, ConnectError> {
+        let inner = &self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
+        let log = inner.opts.log.new(o!("ctx" => name.clone()));
+        let config = ChildConfig {
+            context_id: id,
+            parent_id: handles::MASTER_ID,
+            name: name.clone(),
+            key: inner.key.clone(),
+            log_level: inner.opts.log_level,
+            max_message_size: inner.opts.max_message_size,
+            ancestors: vec![handles::MASTER_ID],
+        };
+        let argv = opts.method.argv(&name);
+        let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
+        let connected = connect_local(&argv, &[], &framed_payload(&config), timeout, &log).await?;
+        debug!(log, "connected"; "id" => id, "pid" => connected.process.pid());
+        inner.log_forwarder.do_send(NameContext(id, name.clone()));
+        let (reader, writer) = connected.data.into_split();
+        let mut sc = StreamConfig::new(id, false, &inner.key, log.clone());
+        sc.max_message_size = inner.opts.max_message_size;
+        sc.initial = connected.initial;
+        Stream::start(sc, reader, writer, inner.router.clone());
+        Supervisor::start(
+            id,
+            inner.router.clone(),
+            Box::new(connected.process),
+            inner.opts.grace,
+            log,
+        );
+        Ok(Context::new(
+            id,
+            &name,
+            handles::MASTER_ID,
+            inner.router.clone(),
+        ))
+    }
+}
