@@ -1,0 +1,1023 @@
+# econtext core: sent to every Python child and run as its main script.
+# One source for CPython 2.7 and 3.6+, stdlib only. Comments and docstrings
+# are stripped before sending (line numbers are kept), so the comments here
+# explain why, freely. docs/PROTOCOL.md is the byte-level contract.
+import errno
+import fcntl
+import hashlib
+import hmac
+import logging
+import os
+import select
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections import deque
+
+PY3 = sys.version_info[0] > 2
+if PY3:
+    _UNI, _BYTES, _INTS = str, bytes, (int,)
+else:
+    _UNI, _BYTES, _INTS = unicode, str, (int, long)  # noqa: F821
+    import imp  # here: importing it lazily inside find_module would recurse
+
+GET_MODULE = 100
+CALL_FUNCTION = 101
+FORWARD_LOG = 102
+ADD_ROUTE = 103
+DEL_ROUTE = 104
+SHUTDOWN = 105
+SPAWN = 106
+FIRST_DYNAMIC = 1000
+# Handles only an ancestor may send to, and only down the parent stream.
+_AUTH = (CALL_FUNCTION, SPAWN, SHUTDOWN, ADD_ROUTE)
+MAX_DEPTH = 128
+# How long the IO thread lets a stuck main thread run after the parent is
+# gone, and how long graceful shutdown waits for stdio pipes to drain.
+GRACE = 2.0
+
+# Set by main(); user code reaches its context through econtext.core.*.
+context_id = parent_id = context_name = router = broker = importer = None
+CORE_SOURCE = None
+# The real interpreter path: the first stage re-executed Python with a
+# decorated argv[0], so sys.executable is not usable for grandchildren.
+PYTHON = sys.executable
+LOG = logging.getLogger('econtext')
+
+
+def _text(s):
+    # Python 2 text may be bytes of any encoding; the wire wants UTF-8 str.
+    return s if isinstance(s, _UNI) else s.decode('utf-8', 'replace')
+
+
+def _cloexec(fd):
+    # Python 2 fds are inheritable: a daemon started by user code must not
+    # keep the data channel (or our private pipes) open after we exit.
+    fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+    return fd
+
+
+class MsgError(ValueError):
+    pass
+
+
+class _Ext(object):
+    # Base of the protocol's ext types: equality, hashing and repr by value.
+    def __eq__(self, o):
+        return type(o) is type(self) and o._data() == self._data()
+
+    def __ne__(self, o):
+        return not self == o
+
+    def __hash__(self):
+        return hash(repr(self))
+
+    def __repr__(self):
+        d = self._data()
+        return '%s(%s)' % (type(self).__name__, ', '.join(map(repr, type(d) is list and d or [d])))
+
+
+class Dead(_Ext):
+    _code = 1
+
+    def __init__(self, reason=u''):
+        self.reason = reason
+
+    def _data(self):
+        return self.reason
+
+
+class CallError(_Ext, Exception):
+    _code = 2
+
+    def __init__(self, type, message, traceback=u''):
+        Exception.__init__(self, type, message, traceback)
+        self.type, self.message, self.traceback = type, message, traceback
+
+    def _data(self):
+        return [self.type, self.message, self.traceback]
+
+    def __str__(self):
+        return '%s: %s\n%s' % (self.type, self.message, self.traceback)
+
+
+class Context(_Ext):
+    _code = 3
+
+    def __init__(self, id, name=u''):
+        self.id, self.name = id, name
+
+    def _data(self):
+        return [self.id, self.name]
+
+    def send(self, handle, obj, reply_to=0):
+        router.send(self.id, handle, obj, reply_to)
+
+
+class Sender(_Ext):
+    _code = 4
+
+    def __init__(self, context_id, handle):
+        self.context_id, self.handle = context_id, handle
+
+    def _data(self):
+        return [self.context_id, self.handle]
+
+    def send(self, obj):
+        router.send(self.context_id, self.handle, obj)
+
+
+_EXT = dict((c._code, c) for c in (Dead, CallError, Context, Sender))
+
+# ---- MessagePack ----------------------------------------------------------
+_S = struct.Struct
+_B, _BB, _BH, _BI = _S('B').pack, _S('BB').pack, _S('>BH').pack, _S('>BI').pack
+# Header markers per kind: (fix marker, fix limit, 8-bit, 16-bit, 32-bit).
+_STR = (0xa0, 32, 0xd9, 0xda, 0xdb)
+_BIN = (0, 0, 0xc4, 0xc5, 0xc6)
+_ARR = (0x90, 16, 0, 0xdc, 0xdd)
+_MAP = (0x80, 16, 0, 0xde, 0xdf)
+_EXH = (0, 0, 0xc7, 0xc8, 0xc9)
+_FIXEXT = {1: 0xd4, 2: 0xd5, 4: 0xd6, 8: 0xd7, 16: 0xd8}
+_INT = ((0xcc, _S('>BB'), 0, 1 << 8), (0xcd, _S('>BH'), 0, 1 << 16),
+        (0xce, _S('>BI'), 0, 1 << 32), (0xcf, _S('>BQ'), 0, 1 << 64),
+        (0xd0, _S('>Bb'), -(1 << 7), 1 << 7), (0xd1, _S('>Bh'), -(1 << 15), 1 << 15),
+        (0xd2, _S('>Bi'), -(1 << 31), 1 << 31), (0xd3, _S('>Bq'), -(1 << 63), 1 << 63))
+_F64 = _S('>Bd').pack
+
+
+def _hdr(w, n, k):
+    if n < k[1]:
+        w(_B(k[0] | n))
+    elif k[2] and n < 256:
+        w(_BB(k[2], n))
+    elif n < 65536:
+        w(_BH(k[3], n))
+    elif n < 4294967296:
+        w(_BI(k[4], n))
+    else:
+        raise MsgError('too long to encode')
+
+
+def _pk(o, w):
+    t = type(o)
+    if t is _UNI:
+        s = o.encode('utf-8')
+        _hdr(w, len(s), _STR)
+        w(s)
+    elif t in _INTS:
+        if -32 <= o < 128:
+            w(_B(o & 255))
+        else:
+            for m, s, lo, hi in _INT[o < 0 and 4 or 0:]:
+                if lo <= o < hi:
+                    return w(s.pack(m, o))
+            raise MsgError('integer out of 64-bit range')
+    elif o is None:
+        w(b'\xc0')
+    elif t is list or t is tuple:
+        _hdr(w, len(o), _ARR)
+        for x in o:
+            _pk(x, w)
+    elif t is dict:
+        _hdr(w, len(o), _MAP)
+        for k, v in o.items():
+            _pk(k, w)
+            _pk(v, w)
+    elif t is _BYTES:
+        if not PY3:
+            try:
+                o.decode('utf-8')
+                _hdr(w, len(o), _STR)
+                return w(o)
+            except UnicodeDecodeError:
+                pass
+        _hdr(w, len(o), _BIN)
+        w(o)
+    elif t is bool:
+        w(o and b'\xc3' or b'\xc2')
+    elif t is float:
+        w(_F64(0xcb, o))
+    elif t is bytearray or t is memoryview:
+        o = memoryview(o).cast('B') if PY3 else memoryview(o).tobytes()
+        _hdr(w, len(o), _BIN)
+        w(o)
+    elif isinstance(o, _Ext):
+        d = pack(o._data())
+        n = len(d)
+        if n in _FIXEXT:
+            w(_B(_FIXEXT[n]))
+        else:
+            _hdr(w, n, _EXH)
+        w(_B(o._code))
+        w(d)
+    # Subclasses (IntEnum, OrderedDict, namedtuple...) encode as their base.
+    elif isinstance(o, bool):
+        _pk(bool(o), w)
+    elif isinstance(o, _INTS):
+        _pk(int(o), w)
+    elif isinstance(o, float):
+        _pk(float(o), w)
+    elif isinstance(o, _UNI):
+        _pk(_UNI(o), w)
+    elif isinstance(o, _BYTES):
+        _pk(_BYTES(o), w)
+    elif isinstance(o, (list, tuple)):
+        _pk(list(o), w)
+    elif isinstance(o, dict):
+        _pk(dict(o), w)
+    else:
+        raise TypeError('cannot encode %r' % (t,))
+
+
+def packl(o):
+    # Returns the encoding as a list of chunks: large bin values stay the
+    # caller's objects, so a 64 MiB reply is never copied into one buffer.
+    out = []
+    _pk(o, out.append)
+    return out
+
+
+def pack(o):
+    return b''.join(packl(o))
+
+
+_SCALAR = dict((m, _S(f)) for m, f in (
+    (0xca, '>f'), (0xcb, '>d'), (0xcc, '>B'), (0xcd, '>H'), (0xce, '>I'),
+    (0xcf, '>Q'), (0xd0, '>b'), (0xd1, '>h'), (0xd2, '>i'), (0xd3, '>q')))
+_L8, _L16, _L32 = _S('>B'), _S('>H'), _S('>I')
+# marker -> (kind, length struct); kinds: 0 bin, 1 str, 2 array, 3 map, 4 ext
+_VAR = {0xc4: (0, _L8), 0xc5: (0, _L16), 0xc6: (0, _L32), 0xd9: (1, _L8),
+        0xda: (1, _L16), 0xdb: (1, _L32), 0xdc: (2, _L16), 0xdd: (2, _L32),
+        0xde: (3, _L16), 0xdf: (3, _L32), 0xc7: (4, _L8), 0xc8: (4, _L16),
+        0xc9: (4, _L32)}
+_CONST = {0xc0: None, 0xc2: False, 0xc3: True}
+
+
+def _trunc():
+    raise MsgError('truncated value')
+
+
+def _unp(b, i, d):
+    # Every length is checked against the bytes remaining before use, and
+    # depth is bounded, so hostile input costs at most O(len(b)).
+    n = len(b)
+    if i >= n:
+        _trunc()
+    c = ord(b[i:i + 1])
+    i += 1
+    if c < 0x80:
+        return c, i
+    if c >= 0xe0:
+        return c - 256, i
+    if c < 0x90:
+        k, ln = 3, c & 15
+    elif c < 0xa0:
+        k, ln = 2, c & 15
+    elif c < 0xc0:
+        k, ln = 1, c & 31
+    elif c in _CONST:
+        return _CONST[c], i
+    elif c in _SCALAR:
+        s = _SCALAR[c]
+        if i + s.size > n:
+            _trunc()
+        return s.unpack_from(b, i)[0], i + s.size
+    elif 0xd4 <= c <= 0xd8:
+        k, ln = 4, 1 << (c - 0xd4)
+    elif c in _VAR:
+        k, s = _VAR[c]
+        if i + s.size > n:
+            _trunc()
+        ln = s.unpack_from(b, i)[0]
+        i += s.size
+    else:
+        raise MsgError('invalid marker 0x%02x' % c)
+    if k < 2:
+        j = i + ln
+        if j > n:
+            _trunc()
+        return (b[i:j].decode('utf-8') if k else b[i:j]), j
+    if d >= MAX_DEPTH:
+        raise MsgError('nesting too deep')
+    if k == 4:
+        j = i + 1 + ln
+        if j > n:
+            _trunc()
+        code = _S('b').unpack_from(b, i)[0]
+        cls = _EXT.get(code)
+        if cls is None:
+            raise MsgError('unknown ext type %d' % code)
+        v, e = _unp(b[i + 1:j], 0, d + 1)
+        if e != ln:
+            raise MsgError('bad ext data')
+        if code == 1:
+            if not isinstance(v, _UNI):
+                raise MsgError('bad Dead')
+            return Dead(v), j
+        if type(v) is not list or len(v) != (3 if code == 2 else 2):
+            raise MsgError('bad ext data')
+        return cls(*v), j
+    # Every element takes at least one byte: refuse counts that lie.
+    if ln * (k - 1) > n - i:
+        _trunc()
+    if k == 2:
+        out = []
+        for _ in range(ln):
+            v, i = _unp(b, i, d + 1)
+            out.append(v)
+        return out, i
+    out = {}
+    for _ in range(ln):
+        key, i = _unp(b, i, d + 1)
+        v, i = _unp(b, i, d + 1)
+        try:
+            out[key] = v
+        except TypeError:
+            raise MsgError('unhashable map key')
+    return out, i
+
+
+def unpack(b):
+    if type(b) is not _BYTES:
+        b = memoryview(b).tobytes()
+    try:
+        v, i = _unp(b, 0, 0)
+    except (UnicodeDecodeError, struct.error):
+        raise MsgError('malformed value')
+    if i != len(b):
+        raise MsgError('trailing bytes')
+    return v
+
+
+# ---- Frames ---------------------------------------------------------------
+_HDR = _S('>20sHHIII')
+_FLD = _S('>HHIII')
+_T36 = _BYTES(bytearray(x ^ 0x36 for x in range(256)))
+_T5C = _BYTES(bytearray(x ^ 0x5c for x in range(256)))
+
+
+class Mac(object):
+    # One direction's chained HMAC-SHA1. Built from two hashlib states
+    # (that is what HMAC is) because hmac.HMAC.copy() is Python code and
+    # costs microseconds per frame; hashlib.copy() is C.
+    def __init__(self, key, direction):
+        if len(key) > 64:
+            key = hashlib.sha1(key).digest()
+        key = key.ljust(64, b'\0')
+        self.i = hashlib.sha1(key.translate(_T36))
+        self.o = hashlib.sha1(key.translate(_T5C))
+        self.i.update(direction)
+
+    def __call__(self, chunks):
+        i = self.i
+        for c in chunks:
+            i.update(c)
+        o = self.o.copy()
+        o.update(i.digest())
+        return o.digest()
+
+
+def _write(fd, b):
+    n = os.write(fd, b)
+    if n < len(b):
+        # Partial write: continue from a view, never re-slicing the bytes.
+        mv = memoryview(b)
+        while n < len(mv):
+            n += os.write(fd, mv[n:])
+
+
+class Stream(object):
+    # One link to a directly connected context: its fds, both MAC chains
+    # and the frame parser. `down` is True when the far end is our child.
+    def __init__(self, router, remote_id, rfd, wfd, key, down=False):
+        self.router, self.remote_id, self.rfd, self.wfd = router, remote_id, rfd, wfd
+        self.tx = Mac(key, down and b'\0' or b'\1')
+        self.rx = Mac(key, down and b'\1' or b'\0')
+        self.wlock = threading.Lock()
+        self.buf = b''
+        self.pend = None
+        self.closed = False
+
+    def send(self, dst, src, handle, reply_to, chunks):
+        # Called from any thread; the lock also guards the send MAC state,
+        # so the main thread writes its replies here with no extra hop.
+        if type(chunks) is not list:
+            chunks = [chunks]
+        n = sum(map(len, chunks))
+        if n > self.router.max_size:
+            raise MsgError('message of %d bytes exceeds max_message_size' % n)
+        f = _FLD.pack(dst, src, handle, reply_to, n)
+        chunks.insert(0, f)
+        with self.wlock:
+            if self.closed:
+                raise EOFError('stream to %d is closed' % self.remote_id)
+            m = self.tx(chunks)
+            try:
+                if n < 262144:
+                    _write(self.wfd, b''.join([m] + chunks))
+                else:
+                    _write(self.wfd, m)
+                    for c in chunks:
+                        _write(self.wfd, c)
+            except EnvironmentError:
+                self.closed = True
+                raise
+
+    def on_read(self):
+        try:
+            s = os.read(self.rfd, 262144)
+        except EnvironmentError as e:
+            return self.disconnect('read error: %s' % (e,))
+        if not s:
+            return self.disconnect(None)
+        p = self.pend
+        if p is not None:
+            # Completing a large frame: chunks are joined once, not per read.
+            p.append(s)
+            self.plen += len(s)
+            if self.plen < self.need:
+                return
+            s = b''.join(p)
+            self.pend = None
+            n = self.need
+            self._frame(self.phdr, self.pfld, s if len(s) == n else s[:n])
+            s = s[n:]
+        elif self.buf:
+            s = self.buf + s
+        pos, end = 0, len(s)
+        # An offset walks the buffer: slicing off each frame would copy the
+        # rest every time (quadratic with thousands of small frames).
+        while end - pos >= 36 and not self.closed:
+            h = _HDR.unpack_from(s, pos)
+            n = h[5]
+            if n > self.router.max_size:
+                return self.disconnect('frame of %d bytes exceeds max_message_size' % n)
+            fld = s[pos + 20:pos + 36]
+            pos += 36
+            if end - pos < n:
+                self.phdr, self.pfld, self.need = h, fld, n
+                self.pend = [s[pos:]]
+                self.plen = end - pos
+                self.buf = b''
+                return
+            self._frame(h, fld, s[pos:pos + n])
+            pos += n
+        self.buf = s[pos:]
+
+    def _frame(self, h, fld, data):
+        if self.closed:
+            return
+        if not hmac.compare_digest(self.rx((fld, data)), h[0]):
+            return self.disconnect('bad MAC on frame from %d' % h[2])
+        try:
+            self.router.route(h[1], h[2], h[3], h[4], data, self)
+        except Exception:
+            LOG.exception('routing frame %r failed', h[1:])
+
+    def disconnect(self, reason):
+        if self.closed and self.rfd is None:
+            return
+        if reason:  # logged first, while the stream can still carry it
+            LOG.error('closing stream to %d: %s', self.remote_id, reason)
+        self.closed = True
+        broker.del_reader(self.rfd)
+        os.close(self.rfd)
+        # Never block here: a writer stuck on a full pipe holds the lock.
+        if self.wlock.acquire(False):
+            if self.wfd != self.rfd:
+                os.close(self.wfd)
+            self.wlock.release()
+        self.rfd = None
+        self.router.on_disconnect(self)
+
+
+class _Queue(object):
+    # A deque plus a lock used as a wake-up flag. Cheaper than Queue.Queue
+    # (no Condition, no per-wait lock allocation): the main thread's wake-up
+    # is on the path of every call.
+    def __init__(self):
+        self.q = deque()
+        self.lk = threading.Lock()
+        self.lk.acquire()
+
+    def put(self, x, first=False):
+        if first:
+            self.q.appendleft(x)
+        else:
+            self.q.append(x)
+        try:
+            self.lk.release()
+        except Exception:
+            pass
+
+    def get(self):
+        while not self.q:
+            self.lk.acquire()
+        return self.q.popleft()
+
+
+class Receiver(object):
+    # User-facing: a handle whose messages can be waited for.
+    # .sender can be passed to any context in the tree.
+    def __init__(self, handle=None):
+        self.q = _Queue()
+        self.handle = router.add_handler(lambda src, reply_to, obj: self.q.put(obj), handle)
+        self.sender = Sender(context_id, self.handle)
+
+    def get(self):
+        return self.q.get()
+
+    def close(self):
+        router.del_handler(self.handle)
+
+
+class Router(object):
+    def __init__(self, cfg):
+        self.id = cfg['context_id']
+        self.ancestors = list(cfg.get('ancestors') or [cfg['parent_id']])
+        self.max_size = cfg.get('max_message_size') or 134217728
+        self.handlers = {}
+        self.streams = {}
+        self.routes = {}
+        self.parent = None
+        self.next_handle = FIRST_DYNAMIC
+        self.lock = threading.Lock()
+        self.calls = _Queue()
+        self.lost = False
+        h = self.handlers
+        h[CALL_FUNCTION] = lambda src, rt, data: self.calls.put((src, rt, data))
+        h[SHUTDOWN] = lambda src, rt, data: self.calls.put(None, True)
+        h[ADD_ROUTE] = self._add_route
+        h[DEL_ROUTE] = self._del_route
+        h[SPAWN] = self._spawn
+
+    def add_handler(self, fn, handle=None, persist=True):
+        # fn(src, reply_to, obj) runs on the IO thread; it must not block
+        # or import. On shutdown it receives Dead.
+        with self.lock:
+            if handle is None:
+                handle = self.next_handle
+                self.next_handle += 1
+
+        def cb(src, reply_to, data):
+            if not persist:
+                self.handlers.pop(handle, None)
+            fn(src, reply_to, data if isinstance(data, Dead) else unpack(data))
+        self.handlers[handle] = cb
+        return handle
+
+    def del_handler(self, handle):
+        self.handlers.pop(handle, None)
+
+    def send(self, dst, handle, obj, reply_to=0):
+        self.route(dst, self.id, handle, reply_to, packl(obj))
+
+    def route(self, dst, src, handle, reply_to, data, via=None):
+        if dst == self.id:
+            return self._local(src, handle, reply_to, data, via)
+        s = self.streams.get(dst) or self.streams.get(self.routes.get(dst)) or self.parent
+        if s is None or s is via or s.closed:
+            LOG.warning('no route to %d for handle %d from %d', dst, handle, src)
+            self._dead(src, reply_to, 'no route to %d' % dst)
+        else:
+            s.send(dst, src, handle, reply_to, data)
+
+    def _dead(self, dst, reply_to, reason):
+        if reply_to:
+            try:
+                self.route(dst, self.id, reply_to, 0, pack(Dead(_UNI(reason))))
+            except Exception:
+                pass
+
+    def _local(self, src, handle, reply_to, data, via):
+        if handle in _AUTH and (via is None or via is not self.parent or src not in self.ancestors):
+            LOG.warning('refused message for handle %d from context %d', handle, src)
+            return self._dead(src, reply_to, 'refused: handle %d from context %d' % (handle, src))
+        fn = self.handlers.get(handle)
+        if fn is None:
+            LOG.warning('no handler for handle %d (from %d)', handle, src)
+            return self._dead(src, reply_to, 'no handler %d in context %d' % (handle, self.id))
+        fn(src, reply_to, data)
+
+    def _add_route(self, src, reply_to, data):
+        target, via = unpack(data)
+        self.routes[target] = via
+
+    def _del_route(self, src, reply_to, data):
+        target = unpack(data)
+        for t, v in list(self.routes.items()):
+            if target in (t, v):
+                del self.routes[t]
+
+    def _spawn(self, src, reply_to, data):
+        self.route(src, self.id, reply_to, 0, pack(CallError(
+            u'builtins.NotImplementedError', u'SPAWN is not supported by this context')))
+
+    def on_disconnect(self, stream):
+        self.streams.pop(stream.remote_id, None)
+        for t, v in list(self.routes.items()):
+            if v == stream.remote_id:
+                del self.routes[t]
+        if stream is self.parent:
+            self.lost = True
+            # Waiters (imports, receivers) must never hang on a dead parent.
+            for h, fn in list(self.handlers.items()):
+                if h >= FIRST_DYNAMIC:
+                    try:
+                        fn(self.parent.remote_id, 0, Dead(u'parent disconnected'))
+                    except Exception:
+                        pass
+            self.handlers.clear()
+
+
+class Broker(object):
+    # The IO thread: one poll loop over the parent stream, the IoLogger
+    # pipes and a wake pipe. Runs handlers; never imports, never blocks on
+    # the main thread.
+    def __init__(self):
+        self.readers = {}
+        self.poller = select.poll()
+        self.wr, self.ww = [_cloexec(fd) for fd in os.pipe()]
+        self.add_reader(self.wr, lambda: os.read(self.wr, 4096))
+        self.stopping = False
+        self.iologgers = []
+        self.thread = threading.Thread(target=self._run, name='econtext-broker')
+        self.thread.daemon = True
+
+    def add_reader(self, fd, cb):
+        self.readers[fd] = cb
+        self.poller.register(fd, select.POLLIN)
+
+    def del_reader(self, fd):
+        if self.readers.pop(fd, None):
+            self.poller.unregister(fd)
+
+    def wake(self):
+        try:
+            os.write(self.ww, b'x')
+        except EnvironmentError:
+            pass
+
+    def stop(self):
+        self.deadline = time.time() + GRACE
+        self.stopping = True
+        self.wake()
+
+    def _run(self):
+        try:
+            while not router.lost:
+                if self.stopping and (time.time() > self.deadline or
+                                      not [i for i in self.iologgers if i.rfd is not None]):
+                    break
+                try:
+                    evs = self.poller.poll(self.stopping and 100 or None)
+                except Exception as e:
+                    if e.args and e.args[0] == errno.EINTR:
+                        continue
+                    raise
+                for fd, ev in evs:
+                    cb = self.readers.get(fd)
+                    if cb:
+                        try:
+                            cb()
+                        except Exception:
+                            LOG.exception('IO callback failed')
+        except Exception:
+            LOG.exception('IO thread crashed')
+        if not router.lost:
+            # Graceful: the main thread asked us to stop; stdio is drained.
+            for i in self.iologgers:
+                i.flush()
+            router.parent.disconnect(None)
+            return
+        # The parent is gone: wake the main thread, and exit the process
+        # ourselves if it is stuck in user code. No orphans.
+        router.calls.put(None, True)
+        time.sleep(GRACE)
+        os._exit(1)
+
+
+class IoLogger(object):
+    # A pipe replacing fd 1 or 2 (dup2, so subprocesses write into it too);
+    # the IO thread forwards it line by line as FORWARD_LOG.
+    def __init__(self, name, fd, level):
+        self.name, self.level = name, level
+        self.rfd, w = os.pipe()
+        _cloexec(self.rfd)
+        os.dup2(w, fd)
+        os.close(w)
+        self.buf = b''
+        broker.add_reader(self.rfd, self.on_read)
+        broker.iologgers.append(self)
+
+    def on_read(self):
+        try:
+            s = os.read(self.rfd, 65536)
+        except EnvironmentError:
+            s = b''
+        if not s:
+            broker.del_reader(self.rfd)
+            os.close(self.rfd)
+            self.rfd = None
+            return self.flush()
+        lines = (self.buf + s).split(b'\n')
+        self.buf = lines.pop()
+        if len(self.buf) > 65536:
+            lines.append(self.buf)
+            self.buf = b''
+        for line in lines:
+            self._emit(line)
+
+    def flush(self):
+        if self.buf:
+            self._emit(self.buf)
+            self.buf = b''
+
+    def _emit(self, line):
+        try:
+            router.send(0, FORWARD_LOG, [self.name, self.level, line.decode('utf-8', 'replace')])
+        except Exception:
+            pass
+
+
+class LogHandler(logging.Handler):
+    # Forwards records to the master. A record logged while forwarding
+    # (by us, or by the IO thread reporting a send failure) is dropped
+    # rather than recursing.
+    def __init__(self):
+        logging.Handler.__init__(self)
+        self.local = threading.local()
+
+    def handle(self, rec):
+        # No handler lock: sends are serialised by the stream lock.
+        if self.filter(rec):
+            self.emit(rec)
+
+    def emit(self, rec):
+        if getattr(self.local, 'busy', False) or router is None or router.lost:
+            return
+        self.local.busy = True
+        try:
+            router.send(0, FORWARD_LOG, [_text(rec.name), rec.levelno, _text(self.format(rec))])
+        except Exception:
+            pass
+        finally:
+            self.local.busy = False
+
+
+class Importer(object):
+    # Finds modules the parent can serve, for both PEP 302 (Python 2) and
+    # PEP 451 (required on 3.12+). On Python 3 it is appended to
+    # sys.meta_path so Python's own finders are asked first; Python 2 has
+    # no meta_path entries for the builtin machinery, so it asks imp first.
+    def __init__(self):
+        self.cache = {}
+
+    def _record(self, fullname):
+        if threading.current_thread() is broker.thread:
+            return None  # waiting for a reply on the IO thread deadlocks
+        pkg, _, short = fullname.rpartition('.')
+        rec = self.cache.get(pkg)
+        if rec and short not in rec[4]:
+            return None  # the master enumerated pkg: fullname does not exist
+        if fullname not in self.cache:
+            if not PY3 and self._local(pkg, short):
+                return None
+            self._fetch(fullname)
+        return self.cache.get(fullname)
+
+    def _local(self, pkg, short):
+        path = None
+        if pkg:
+            path = getattr(sys.modules.get(pkg), '__path__', None)
+            if path is None:
+                return True  # not a package: let Python report it
+        try:
+            f = imp.find_module(short, path)[0]
+            if f:
+                f.close()
+            return True
+        except ImportError:
+            return False
+
+    def _fetch(self, fullname):
+        q = _Queue()
+        h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False)
+        try:
+            router.send(parent_id, GET_MODULE, fullname, h)
+        except Exception:
+            return router.del_handler(h)  # parent gone: plain ImportError
+        reply = q.get()
+        if type(reply) is list:
+            # The requested module first, then related modules to cache.
+            for rec in reply:
+                if type(rec) is list and len(rec) == 5:
+                    rec[4] = set(rec[4] or ())
+                    self.cache[rec[0]] = rec
+        self.cache.setdefault(fullname, None)
+
+    def find_module(self, fullname, path=None):
+        if self._record(fullname):
+            return self
+
+    def find_spec(self, fullname, path=None, target=None):
+        rec = self._record(fullname)
+        if rec:
+            from importlib.machinery import ModuleSpec
+            spec = ModuleSpec(fullname, self, origin=rec[1], is_package=rec[2])
+            spec.has_location = True
+            return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, mod):
+        rec = self.cache[mod.__name__]
+        exec(compile(zlib.decompress(rec[3]), rec[1], 'exec'), mod.__dict__)
+
+    def load_module(self, fullname):
+        rec = self.cache[fullname]
+        mod = sys.modules.get(fullname)
+        if mod is None:
+            mod = sys.modules[fullname] = type(sys)(fullname)
+        mod.__file__, mod.__loader__ = rec[1], self
+        if rec[2]:
+            mod.__path__ = []
+            mod.__package__ = fullname
+        else:
+            mod.__package__ = fullname.rpartition('.')[0]
+        try:
+            self.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(fullname, None)
+            raise
+        return sys.modules[fullname]
+
+    def get_source(self, fullname):
+        # Lets linecache put source lines in tracebacks.
+        rec = self.cache.get(fullname)
+        if rec:
+            return zlib.decompress(rec[3]).decode('utf-8', 'replace')
+
+    def is_package(self, fullname):
+        return bool(self.cache[fullname][2])
+
+
+def _call_error():
+    import traceback
+    t, e, tb = sys.exc_info()
+    try:
+        msg = _text(str(e))
+    except Exception:
+        msg = _text(repr(e))
+    return CallError(_text('%s.%s' % (t.__module__, t.__name__)), msg,
+                     _text(''.join(traceback.format_exception(t, e, tb))))
+
+
+def _call(msg):
+    try:
+        mod, cls, fn, args, kwargs = msg
+        m = sys.modules.get(mod)
+        if m is None:
+            __import__(mod)
+            m = sys.modules[mod]
+        f = getattr(getattr(m, cls) if cls else m, fn)
+        return packl(f(*args, **kwargs))
+    except BaseException:  # SystemExit from user code is an error, not our exit
+        return packl(_call_error())
+
+
+def _dispatch():
+    # The main thread: runs calls one at a time in arrival order and
+    # writes each reply frame itself.
+    q = router.calls
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        src, reply_to, data = item
+        try:
+            msg = unpack(data)
+        except Exception:
+            msg = None
+        if isinstance(msg, Dead):
+            break
+        out = _call(msg) if msg is not None else packl(CallError(
+            u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
+        if reply_to:
+            try:
+                router.route(src, context_id, reply_to, 0, out)
+            except MsgError:
+                router.route(src, context_id, reply_to, 0, packl(_call_error()))
+            except Exception:
+                LOG.debug('reply to %d failed', src, exc_info=True)
+    for item in list(q.q):
+        if item:
+            router._dead(item[0], item[1], 'context %d is shutting down' % context_id)
+
+
+def _shutdown():
+    # Graceful exit: flush stdio, close the IoLogger write ends so the IO
+    # thread can drain them to EOF, then close the parent stream and exit.
+    for s in list(router.streams.values()):
+        if s is not router.parent:
+            try:
+                s.send(s.remote_id, context_id, SHUTDOWN, 0, pack(None))
+            except Exception:
+                pass
+    for f in sys.stdout, sys.stderr:
+        try:
+            f.flush()
+        except Exception:
+            pass
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+    if not router.lost:
+        broker.stop()
+        broker.thread.join(GRACE + 1)
+    os._exit(0)
+
+
+def _setup_package():
+    # The core runs as __main__: make it econtext.core inside a synthetic
+    # econtext package, and fix __module__ so pickle names classes by it.
+    mod = sys.modules['__main__']
+    pkg = type(sys)('econtext')
+    pkg.__path__ = []
+    pkg.__package__ = 'econtext'
+    pkg.core = mod
+    mod.__name__, mod.__package__ = 'econtext.core', 'econtext'
+    sys.modules['econtext'], sys.modules['econtext.core'] = pkg, mod
+    for v in list(vars(mod).values()):
+        if getattr(v, '__module__', None) == '__main__':
+            try:
+                v.__module__ = 'econtext.core'
+            except Exception:
+                pass
+    # A Rust master has no __main__ to serve, so instead of deleting it
+    # (and paying a GET_MODULE round trip for nothing, or breaking code that
+    # reads sys.modules['__main__']) it becomes an empty module.
+    sys.modules['__main__'] = type(sys)('__main__')
+
+
+def _read_all(fd):
+    out = []
+    while True:
+        s = os.read(fd, 65536)
+        if not s:
+            break
+        out.append(s)
+    os.close(fd)
+    return b''.join(out)
+
+
+def main(cfg):
+    global context_id, parent_id, context_name, router, broker, importer, CORE_SOURCE, PYTHON
+    context_id, parent_id, context_name = cfg['context_id'], cfg['parent_id'], cfg['name']
+    PYTHON = os.environ.pop('ARGV0', None) or sys.executable
+    _setup_package()
+    # The first stage wrote "%d\n" + payload on fd 101; keep the core (minus
+    # the trailing main(...) line) so grandchildren need not fetch it.
+    s = _read_all(101)
+    s = s[s.index(b'\n') + 1:]
+    CORE_SOURCE = s[:s.rfind(b'\nmain(') + 1]
+    rfd = _cloexec(os.dup(100))
+    os.close(100)
+    wfd = _cloexec(os.dup(1))  # before fd 1 becomes the stdout pipe
+    try:
+        os.wait()  # reap the first stage
+    except OSError:
+        pass
+    logging.getLogger().setLevel(cfg.get('log_level', logging.INFO))
+    logging.getLogger().addHandler(LogHandler())
+    broker = Broker()
+    router = Router(cfg)
+    import binascii
+    key = binascii.unhexlify(cfg['key'])
+    router.parent = router.streams[parent_id] = Stream(router, parent_id, rfd, wfd, key)
+    broker.add_reader(rfd, router.parent.on_read)
+    importer = Importer()
+    if PY3:
+        sys.meta_path.append(importer)
+    else:
+        sys.meta_path.insert(0, importer)
+    IoLogger('stdout', 1, logging.INFO)
+    IoLogger('stderr', 2, logging.WARNING)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.close(null)
+    if PY3:
+        import io
+        sys.stdout = io.open(1, 'w', 1, 'utf-8', 'backslashreplace', closefd=False)
+        sys.stderr = io.open(2, 'w', 1, 'utf-8', 'backslashreplace', closefd=False)
+    else:
+        sys.stdout = os.fdopen(1, 'w', 1)
+        sys.stderr = os.fdopen(2, 'w', 0)
+    broker.thread.start()
+    _dispatch()
+    _shutdown()
