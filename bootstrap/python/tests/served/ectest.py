@@ -1,0 +1,137 @@
+# Test functions the harness calls in the child; served by the importer.
+import logging
+import os
+import sys
+import time
+
+
+def echo(x):
+    return x
+
+
+def add(a, b=0, c=0):
+    return a + b + c
+
+
+def boom():
+    return 1 / 0
+
+
+def prints():
+    print('hello from print')
+    sys.stdout.flush()
+    os.system('echo hi')
+    sys.stderr.write('to stderr\n')
+    return 42
+
+
+def logs():
+    logging.getLogger('ectest').warning('warned %d', 5)
+    logging.getLogger('ectest').debug('debugged')
+    return 'logged'
+
+
+def send_to(sender, obj):
+    sender.send(obj)
+    return sender.handle
+
+
+def ident():
+    import econtext.core as c
+    return [c.context_id, c.parent_id, c.context_name, c.router.id,
+            os.environ.get('ARGV0'), c.PYTHON, sys.executable,
+            type(c.CORE_SOURCE).__name__, len(c.CORE_SOURCE),
+            c.CORE_SOURCE.rstrip().endswith(b'_shutdown()') and b'\nmain({' not in c.CORE_SOURCE]
+
+
+def cmdline():
+    with open('/proc/self/cmdline', 'rb') as f:
+        return f.read().split(b'\0')[0].decode()
+
+
+def children():
+    # The first stage must have been reaped: no child processes at all.
+    try:
+        return os.waitpid(-1, os.WNOHANG)
+    except OSError as e:
+        return e.errno
+
+
+def sleep(n):
+    time.sleep(n)
+    return n
+
+
+def unencodable():
+    return object()
+
+
+def import_missing():
+    try:
+        import ecpkg.nothere  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    return 'imported?'
+
+
+def import_unknown_top():
+    try:
+        import ec_no_such_module  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    return 'imported?'
+
+
+def use_pkg():
+    import ecpkg
+    import ecpkg.sub
+    import ecpkg.rel
+    return [ecpkg.VALUE, ecpkg.sub.f(), ecpkg.rel.f(), ecpkg.__file__,
+            ecpkg.__path__, ecpkg.__package__, ecpkg.sub.__package__,
+            ecpkg.sub.__file__, type(ecpkg.__loader__).__name__]
+
+
+def sub_fail():
+    import ecpkg.sub
+    ecpkg.sub.fail()
+
+
+def syntax_error():
+    import ecpkg.bad  # noqa: F401
+
+
+def pickle_core():
+    import pickle
+    import econtext.core as c
+    s = pickle.dumps([c.Dead(u'x'), c.CallError(u'a', u'b', u'c'), c.Sender(1, 1000), c.Context(2, u'n')])
+    back = pickle.loads(s)
+    return [back[0] == c.Dead(u'x'), back[1].type, back[2] == c.Sender(1, 1000),
+            c.Dead.__module__, c.CallError.__module__, sys.modules['econtext'].core is c]
+
+
+def fds():
+    return sorted(int(x) for x in os.listdir('/proc/self/fd'))
+
+
+def stdin_is_null():
+    return os.path.realpath('/proc/self/fd/0')
+
+
+def exits():
+    sys.exit(3)
+
+
+class Klass(object):
+    @staticmethod
+    def smeth(x):
+        return x * 2
+
+    @classmethod
+    def cmeth(cls, x):
+        return cls.__name__ + str(x)
+
+
+def sleep_loud(n):
+    print('sleeping')
+    time.sleep(n)
+    return n

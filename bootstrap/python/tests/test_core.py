@@ -1,0 +1,521 @@
+# Tests of the Python core: codec and frame units in this interpreter, and
+# end-to-end behaviour of a child bootstrapped by harness.py running
+# CHILD_PYTHON (default: this interpreter). stdlib unittest only.
+import hmac
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+from harness import core  # noqa: E402
+
+CHILD = os.environ.get('CHILD_PYTHON') or sys.executable
+PY3 = sys.version_info[0] > 2
+VECTORS = os.environ.get('ECONTEXT_VECTORS') or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(HERE))), 'wire', 'vectors')
+u = (lambda s: s) if PY3 else (lambda s: s.decode('utf-8'))  # noqa: E731
+
+
+class MsgpackTest(unittest.TestCase):
+    def rt(self, v):
+        return core.unpack(core.pack(v))
+
+    def test_round_trips(self):
+        vals = [None, True, False, 0, 1, -1, 127, 128, -32, -33, 255, 256, -128, -129,
+                65535, 65536, -32768, -32769, 2 ** 32 - 1, 2 ** 32, -2 ** 31, -2 ** 31 - 1,
+                2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, -2 ** 63, 0.0, 1.5, -1e300, float('inf'),
+                u(''), u('x'), u('\u00e9t\u00e9') * 50, u('a') * 31, u('a') * 32, u('a') * 255,
+                u('a') * 256, u('a') * 65536, b'', b'\xff\x00' * 200, b'z' * 70000,
+                [], [1, [2, [3]]], {}, {u('a'): [1, 2], u('b'): {u('c'): None}},
+                dict((u(str(i)), i) for i in range(20)), list(range(20)),
+                core.Dead(u('gone')), core.CallError(u('t'), u('m'), u('tb')),
+                core.Context(7, u('local.7')), core.Sender(3, 1001),
+                [core.Sender(0, 1000), {u('k'): core.Dead(u(''))}]]
+        for v in vals:
+            got = self.rt(v)
+            self.assertEqual(got, v)
+            if not isinstance(v, int):  # Python 2 may give int for long
+                self.assertEqual(type(got), type(v))
+
+    def test_exact_encodings(self):
+        P = core.pack
+        self.assertEqual(P(core.Dead(u('x'))), b'\xd5\x01\xa1x')  # as wire/src/ext.rs
+        self.assertEqual(P([5, 2]), b'\x92\x05\x02')
+        self.assertEqual(P(-1), b'\xff')
+        self.assertEqual(P(200), b'\xcc\xc8')
+        self.assertEqual(P(-200), b'\xd1\xff\x38')
+        self.assertEqual(P(1.0), b'\xcb?\xf0\x00\x00\x00\x00\x00\x00')
+        self.assertEqual(P(u('a') * 40)[:2], b'\xd9\x28')
+        self.assertEqual(P(b'ab'), b'\xc4\x02ab' if PY3 else b'\xa2ab')
+        self.assertEqual(P(bytearray(b'ab')), b'\xc4\x02ab')
+        self.assertEqual(P((1, 2)), P([1, 2]))
+        self.assertEqual(P(None), b'\xc0')
+        self.assertEqual(P(True) + P(False), b'\xc3\xc2')
+        self.assertEqual(P({u('a'): 1}), b'\x81\xa1a\x01')
+
+    def test_python2_str_rules(self):
+        if PY3:
+            self.assertEqual(core.pack(b'abc')[:1], b'\xc4')
+            return
+        self.assertEqual(core.pack('abc'), b'\xa3abc')       # UTF-8: str
+        self.assertEqual(core.pack('\xff'), b'\xc4\x01\xff')  # not UTF-8: bin
+        self.assertEqual(type(core.unpack(b'\xa3abc')), type(u('')))
+
+    def test_decodes_other_encodings(self):
+        U = core.unpack
+        self.assertEqual(U(b'\xca\x3f\xc0\x00\x00'), 1.5)    # float32
+        self.assertEqual(U(b'\xda\x00\x01a'), u('a'))          # str16
+        self.assertEqual(U(b'\xdb\x00\x00\x00\x01a'), u('a'))  # str32
+        self.assertEqual(U(b'\xc5\x00\x01a'), b'a')            # bin16
+        self.assertEqual(U(b'\xdc\x00\x01\x01'), [1])          # array16
+        self.assertEqual(U(b'\xdf\x00\x00\x00\x01\x01\x02'), {1: 2})
+        self.assertEqual(U(b'\xc7\x02\x01\xa1x'), core.Dead(u('x')))  # ext8 form
+        self.assertEqual(U(b'\xd0\x80'), -128)
+        self.assertEqual(U(b'\xcf' + b'\xff' * 8), 2 ** 64 - 1)
+
+    def test_subclasses_encode_as_base(self):
+        import collections
+        Pt = collections.namedtuple('Pt', 'x y')
+        self.assertEqual(self.rt(Pt(1, 2)), [1, 2])
+        self.assertEqual(self.rt(collections.OrderedDict([(u('a'), 1)])), {u('a'): 1})
+
+    def test_unencodable(self):
+        self.assertRaises(TypeError, core.pack, object())
+        self.assertRaises(ValueError, core.pack, 2 ** 64)
+        self.assertRaises(ValueError, core.pack, -2 ** 63 - 1)
+
+    def test_hostile_input(self):
+        good = core.pack([1, u('two'), b'three', {u('k'): [core.Sender(1, 2)]}, 2 ** 40, 1.5])
+        for i in range(len(good)):
+            self.assertRaises(core.MsgError, core.unpack, good[:i])
+        bad = [b'', b'\xc1', b'\x92\x01', b'\x01\x02',
+               b'\x91' * 100000 + b'\xc0',          # deep nesting
+               b'\x81' * 5000 + b'\xc0\xc0',        # deep maps
+               b'\xdd\xff\xff\xff\xff',             # huge array
+               b'\xdf\xff\xff\xff\xff\x01',         # huge map
+               b'\xdb\xff\xff\xff\xffab',           # huge str
+               b'\xc6\xff\xff\xff\xffab',           # huge bin
+               b'\xc9\xff\xff\xff\xff\x01a',        # huge ext
+               b'\xd4\x63\x00', b'\xd4\xff\x00',    # unknown ext codes
+               b'\xc7\x00\x05', b'\xd4\x05\x00',
+               b'\xd5\x02\x91\x01',                 # CallError not a triple
+               b'\xd4\x01\x01',                     # Dead reason not str
+               b'\xd6\x01\xa1x\x00\x00',            # ext data with trailing bytes
+               b'\xa1\xff', b'\xa2\xc3\x28',        # invalid UTF-8
+               b'\x81\x90\x01',                     # unhashable key
+               ]
+        for b in bad:
+            self.assertRaises(core.MsgError, core.unpack, b)
+
+
+class MacTest(unittest.TestCase):
+    def test_matches_hmac_module(self):
+        for key in (b'k', os.urandom(20), os.urandom(100)):
+            for d in (b'\x00', b'\x01'):
+                ref = hmac.new(key, digestmod=hashlib.sha1)
+                ref.update(d)
+                m = core.Mac(key, d)
+                for data in (b'one', b'', b'x' * 100000):
+                    fld = core._FLD.pack(1, 0, 101, 1000, len(data))
+                    ref.update(fld)
+                    ref.update(data)
+                    self.assertEqual(m([fld, data]), ref.copy().digest())
+
+    def test_directions_differ(self):
+        a, b = core.Mac(b'k', b'\x00'), core.Mac(b'k', b'\x01')
+        self.assertNotEqual(a([b'x']), b([b'x']))
+
+
+class _Sink(object):
+    # A router for an in-process Stream: records what arrives.
+    id = 0
+    max_size = 1 << 20
+
+    def __init__(self):
+        self.frames, self.gone = [], []
+
+    def route(self, dst, src, handle, reply_to, data, via=None):
+        self.frames.append((dst, src, handle, reply_to, data))
+
+    def on_disconnect(self, s):
+        self.gone.append(s)
+
+
+class StreamTest(unittest.TestCase):
+    def setUp(self):
+        core.broker = harness._NoBroker()
+        self.a, self.b = socket.socketpair()
+        self.key = os.urandom(20)
+        self.ra, self.rb = _Sink(), _Sink()
+        # a is the parent end (sends down), b the child end.
+        self.sa = core.Stream(self.ra, 1, os.dup(self.a.fileno()), os.dup(self.a.fileno()), self.key, True)
+        self.sb = core.Stream(self.rb, 0, os.dup(self.b.fileno()), os.dup(self.b.fileno()), self.key)
+
+    def tearDown(self):
+        for s in (self.sa, self.sb):
+            if not s.closed:
+                s.disconnect(None)
+        self.a.close()
+        self.b.close()
+
+    def pump(self, s, n):
+        while len(s.router.frames) < n and not s.closed:
+            s.on_read()
+
+    def test_frames_both_ways(self):
+        for i in range(50):
+            self.sa.send(1, 0, 101, 1000 + i, core.packl([i, u('x') * i]))
+        self.pump(self.sb, 50)
+        self.assertEqual([f[3] for f in self.rb.frames], list(range(1000, 1050)))
+        self.assertEqual(core.unpack(self.rb.frames[7][4]), [7, u('x') * 7])
+        self.sb.send(0, 1, 1003, 0, core.packl(None))
+        self.pump(self.sa, 1)
+        self.assertEqual(self.ra.frames[0][:4], (0, 1, 1003, 0))
+
+    def test_large_frame_across_reads(self):
+        blob = os.urandom(1 << 16) * 12
+        t = threading.Thread(target=self.sa.send, args=(1, 0, 1000, 0, core.packl(blob)))
+        t.start()
+        self.pump(self.sb, 1)
+        t.join()
+        self.assertEqual(core.unpack(self.rb.frames[0][4]), blob)
+
+    def raw(self, mac, fields, data):
+        os.write(self.a.fileno(), mac + fields + data)
+
+    def test_bad_mac_closes(self):
+        data = core.pack(1)
+        fld = core._FLD.pack(1, 0, 101, 0, len(data))
+        self.raw(b'\0' * 20, fld, data)
+        self.pump(self.sb, 1)
+        self.assertTrue(self.sb.closed)
+        self.assertEqual(self.rb.frames, [])
+        self.assertEqual(self.rb.gone, [self.sb])
+
+    def test_replay_closes(self):
+        data = core.pack(1)
+        fld = core._FLD.pack(1, 0, 101, 0, len(data))
+        mac = core.Mac(self.key, b'\x00')([fld, data])
+        self.raw(mac, fld, data)
+        self.raw(mac, fld, data)  # same frame again: chain has moved on
+        self.pump(self.sb, 2)
+        self.assertEqual(len(self.rb.frames), 1)
+        self.assertTrue(self.sb.closed)
+
+    def test_wrong_direction_closes(self):
+        data = core.pack(1)
+        fld = core._FLD.pack(1, 0, 101, 0, len(data))
+        self.raw(core.Mac(self.key, b'\x01')([fld, data]), fld, data)
+        self.pump(self.sb, 1)
+        self.assertTrue(self.sb.closed)
+
+    def test_oversized_length_closes(self):
+        fld = core._FLD.pack(1, 0, 101, 0, (1 << 20) + 1)
+        self.raw(b'\0' * 20, fld, b'')
+        self.pump(self.sb, 1)
+        self.assertTrue(self.sb.closed)
+        self.assertRaises(core.MsgError, self.sb.send, 0, 1, 1000, 0, [b'x' * ((1 << 20) + 1)])
+
+
+class MinimizeTest(unittest.TestCase):
+    def test_keeps_lines_and_compiles(self):
+        src = harness.core_source()
+        with open(harness.CORE_PATH) as f:
+            orig = f.read()
+        self.assertEqual(src.count('\n'), orig.count('\n'))
+        compile(src, 'core', 'exec')
+        self.assertNotIn('# ', src)
+
+
+class ChildTest(unittest.TestCase):
+    # One child shared by the non-destructive tests.
+    @classmethod
+    def setUpClass(cls):
+        cls.c = harness.Child(CHILD, name='test', related={'ecpkg': ['ecpkg.rel']})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.shutdown()
+
+    def call(self, fn, *a, **kw):
+        return self.c.call('ectest', fn, *a, **kw)
+
+    def test_getpid_and_version(self):
+        self.assertEqual(self.c.call('os', 'getpid'), self.c.proc.pid)
+        v = self.c.call('platform', 'python_version')
+        self.assertEqual(len(v.split('.')), 3)
+        if CHILD == sys.executable:
+            self.assertEqual(v, '%d.%d.%d' % sys.version_info[:3])
+
+    def test_context_identity(self):
+        r = self.call('ident')
+        self.assertEqual(r[:4], [1, 0, u('test'), 1])
+        self.assertEqual(r[4], None)  # ARGV0 removed from the environment
+        self.assertTrue(os.path.exists(r[5]), r)
+        self.assertTrue(r[6].endswith('(econtext:test)'), r)
+        self.assertEqual(r[7], 'bytes' if str is not bytes and r[7] == 'bytes' else 'str')
+        self.assertTrue(r[8] > 10000 and r[9], r)
+
+    def test_argv0_shows_name(self):
+        self.assertTrue(self.call('cmdline').endswith('(econtext:test)'))
+
+    def test_first_stage_reaped(self):
+        import errno
+        self.assertEqual(self.call('children'), errno.ECHILD)
+
+    def test_stdin_is_devnull(self):
+        self.assertEqual(self.call('stdin_is_null'), '/dev/null')
+
+    def test_echo_values(self):
+        for v in [None, 1, -5, 2 ** 64 - 1, 1.25, u('h\u00e9'), b'\x00\xff', [1, [2]],
+                  {u('a'): {u('b'): [None]}}, core.Context(3, u('x')), core.Sender(0, 5000),
+                  [core.Dead(u('d'))], [core.CallError(u('a'), u('b'), u('c'))]]:
+            self.assertEqual(self.call('echo', v), v)
+
+    def test_big_echo(self):
+        blob = os.urandom(1 << 20) * 8
+        self.assertEqual(self.call('echo', blob), blob)
+
+    def test_kwargs_and_class_methods(self):
+        self.assertEqual(self.call('add', 1, b=2, c=3), 6)
+        self.assertEqual(self.c.call('ectest', 'smeth', 21, _cls='Klass'), 42)
+        self.assertEqual(self.c.call('ectest', 'cmeth', 1, _cls='Klass'), u('Klass1'))
+
+    def test_exception_is_call_error(self):
+        try:
+            self.call('boom')
+        except core.CallError as e:
+            self.assertIn(e.type, ('builtins.ZeroDivisionError', 'exceptions.ZeroDivisionError'))
+            self.assertIn('division', e.message)
+            self.assertIn('Traceback', e.traceback)
+            self.assertIn('ectest.py', e.traceback)
+            self.assertIn('in boom', e.traceback)
+            self.assertIn('return 1 / 0', e.traceback)  # source via Importer.get_source
+        else:
+            self.fail('no CallError')
+
+    def test_unencodable_result(self):
+        try:
+            self.call('unencodable')
+        except core.CallError as e:
+            self.assertTrue(e.type.endswith('TypeError'), e.type)
+        else:
+            self.fail('no CallError')
+
+    def test_missing_function_and_module(self):
+        self.assertRaises(core.CallError, self.call, 'no_such_function')
+        self.assertRaises(core.CallError, self.c.call, 'no_such_module_x', 'f')
+
+    def test_sys_exit_is_an_error(self):
+        self.assertRaises(core.CallError, self.call, 'exits')
+        self.assertEqual(self.call('echo', 1), 1)
+
+    def test_stdio_forwarded(self):
+        self.assertEqual(self.call('prints'), 42)
+        for want in (['stdout', 20, 'hello from print'], ['stdout', 20, 'hi'], ['stderr', 30, 'to stderr']):
+            want = [u(want[0]), want[1], u(want[2])]
+            self.assertTrue(self.c.wait_log(lambda r: r == want), (want, self.c.logs))
+
+    def test_logging_forwarded(self):
+        self.assertEqual(self.call('logs'), u('logged'))
+        self.assertTrue(self.c.wait_log(lambda r: r == [u('ectest'), 30, u('warned 5')]), self.c.logs)
+        self.assertTrue(self.c.wait_log(lambda r: r == [u('ectest'), 10, u('debugged')]), self.c.logs)
+
+    def test_sender_argument(self):
+        h = self.c.alloc()
+        q = self.c.waiters[h] = harness.queue.Queue()
+        self.assertEqual(self.call('send_to', core.Sender(0, h), [1, u('x')]), h)
+        self.assertEqual(q.get(timeout=10), [1, u('x')])
+
+    def test_importer(self):
+        r = self.call('use_pkg')
+        self.assertEqual(r[:3], [u('ecpkg'), u('ecpkg.sub'), u('rel')])
+        self.assertTrue(r[3].startswith('master:') and r[3].endswith('__init__.py'), r)
+        self.assertEqual(r[4], [])
+        self.assertEqual(r[5:7], [u('ecpkg'), u('ecpkg')])
+        self.assertTrue(r[7].endswith('sub.py'))
+        self.assertEqual(r[8], u('Importer'))
+        reqs = self.c.module_requests
+        self.assertEqual(reqs.count('ecpkg'), 1)
+        self.assertNotIn('ecpkg.rel', reqs)  # came along with ecpkg
+        self.assertNotIn('ecpkg.os', reqs)   # Python 2's relative probe
+        self.assertNotIn('ecpkg.sys', reqs)
+        msg = self.call('import_missing')
+        self.assertIn('nothere', msg)
+        self.assertNotIn('ecpkg.nothere', reqs)  # not among ecpkg's children
+        msg = self.call('import_unknown_top')
+        self.assertIn('ec_no_such_module', msg)
+        self.assertEqual(reqs.count('ec_no_such_module'), 1)
+        self.call('import_unknown_top')
+        self.assertEqual(reqs.count('ec_no_such_module'), 1)  # negative cache
+
+    def test_served_traceback_names_file(self):
+        try:
+            self.call('sub_fail')
+        except core.CallError as e:
+            self.assertIn('sub.py", line 9, in fail', e.traceback)
+            self.assertIn("raise ValueError('failed in sub')", e.traceback)
+        else:
+            self.fail()
+
+    def test_syntax_error_names_file(self):
+        try:
+            self.call('syntax_error')
+        except core.CallError as e:
+            self.assertTrue(e.type.endswith('SyntaxError'), e.type)
+            self.assertIn('bad.py', e.traceback)
+            self.assertIn('line 3', e.traceback)
+        else:
+            self.fail()
+
+    def test_pickle_core_classes(self):
+        r = self.call('pickle_core')
+        self.assertEqual(r, [True, u('a'), True, u('econtext.core'), u('econtext.core'), True])
+
+    def test_authority(self):
+        for h in (core.CALL_FUNCTION, core.ADD_ROUTE, core.SHUTDOWN, core.SPAWN):
+            r = self.c.request(h, ['os', None, 'getpid', [], {}], src=5)
+            self.assertTrue(isinstance(r, core.Dead) and r.reason.startswith('refused'), r)
+        self.assertEqual(self.c.call('os', 'getpid'), self.c.proc.pid)
+
+    def test_no_route_and_no_handler(self):
+        r = self.c.request(1000, 1, dst=7)
+        self.assertEqual(r, core.Dead(u('no route to 7')))
+        r = self.c.request(4242, 1)
+        self.assertTrue(isinstance(r, core.Dead) and 'no handler' in r.reason, r)
+
+    def test_spawn_unsupported(self):
+        r = self.c.request(core.SPAWN, {})
+        self.assertTrue(isinstance(r, core.CallError), r)
+
+    def test_many_in_flight(self):
+        n = 2000
+        qs = []
+        for i in range(n):
+            h = self.c.alloc()
+            q = self.c.waiters[h] = harness.queue.Queue()
+            qs.append(q)
+            self.c.send(core.CALL_FUNCTION, ['ectest', None, 'echo', [i], {}], reply_to=h)
+        self.assertEqual([q.get(timeout=30) for q in qs], list(range(n)))
+
+    def test_data_fds_not_inherited(self):
+        fds = self.call('fds')
+        out = self.c.call('subprocess', 'check_output', ['ls', '/proc/self/fd'], close_fds=False)
+        child_fds = sorted(int(x) for x in out.split())
+        self.assertTrue(set(child_fds) <= set([0, 1, 2, 3]), (fds, child_fds))
+
+
+class LifecycleTest(unittest.TestCase):
+    def test_shutdown_message(self):
+        c = harness.Child(CHILD)
+        self.assertEqual(c.call('ectest', 'prints'), 42)
+        c.send(core.SHUTDOWN, None)
+        self.assertEqual(c.wait_exit(10), 0)
+        c.close()
+
+    def test_dead_on_call_function_flushes(self):
+        c = harness.Child(CHILD)
+        c.call('os', 'write', 1, b'no newline at end')
+        c.send(core.CALL_FUNCTION, core.Dead(u('bye')))
+        self.assertEqual(c.wait_exit(10), 0)
+        self.assertTrue(c.wait_log(lambda r: r == [u('stdout'), 20, u('no newline at end')], 5), c.logs)
+        c.close()
+
+    def test_shutdown_finishes_call_in_progress(self):
+        c = harness.Child(CHILD)
+        h = c.alloc()
+        q = c.waiters[h] = harness.queue.Queue()
+        c.send(core.CALL_FUNCTION, ['ectest', None, 'sleep_loud', [0.5], {}], reply_to=h)
+        self.assertTrue(c.wait_log(lambda r: r[2] == u('sleeping')))
+        c.send(core.SHUTDOWN, None)
+        self.assertEqual(q.get(timeout=10), 0.5)
+        self.assertEqual(c.wait_exit(10), 0)
+        c.close()
+
+    def test_stream_close_exits(self):
+        c = harness.Child(CHILD)
+        c.call('os', 'getpid')
+        c.sock.shutdown(socket.SHUT_RDWR)
+        self.assertIsNotNone(c.wait_exit(5))  # wait_exit reaps: no zombie
+        c.close()
+
+    def test_stream_close_while_stuck(self):
+        c = harness.Child(CHILD)
+        c.send(core.CALL_FUNCTION, ['ectest', None, 'sleep_loud', [100], {}], reply_to=c.alloc())
+        self.assertTrue(c.wait_log(lambda r: r[2] == u('sleeping')))
+        t = time.time()
+        c.sock.shutdown(socket.SHUT_RDWR)
+        self.assertIsNotNone(c.wait_exit(core.GRACE + 5))
+        self.assertTrue(time.time() - t < core.GRACE + 3)
+        c.close()
+
+    def test_kill_mid_call(self):
+        c = harness.Child(CHILD)
+        res = []
+        t = threading.Thread(target=lambda: res.append(self._catch(c)))
+        t.start()
+        time.sleep(0.3)
+        os.kill(c.proc.pid, signal.SIGKILL)
+        t.join(10)
+        self.assertFalse(t.is_alive())
+        self.assertTrue(isinstance(res[0], harness.DeadError), res)
+        c.close()
+
+    def _catch(self, c):
+        try:
+            c.call('ectest', 'sleep', 30)
+        except Exception as e:
+            return e
+
+    def test_bad_mac_from_master_closes(self):
+        c = harness.Child(CHILD)
+        c.call('os', 'getpid')
+        data = core.pack(['os', None, 'getpid', [], {}])
+        os.write(c.fd, b'\1' * 20 + core._FLD.pack(1, 0, 101, 1000, len(data)) + data)
+        self.assertIsNotNone(c.wait_exit(5))
+        self.assertTrue(c.wait_log(lambda r: 'bad MAC' in r[2], 2), c.logs)
+        c.close()
+
+    def test_oversized_frame_closes(self):
+        c = harness.Child(CHILD)
+        os.write(c.fd, b'\1' * 20 + core._FLD.pack(1, 0, 101, 1000, 2 ** 31))
+        self.assertIsNotNone(c.wait_exit(5))
+        self.assertTrue(c.wait_log(lambda r: 'max_message_size' in r[2], 2), c.logs)
+        c.close()
+
+    def test_log_level_filters(self):
+        c = harness.Child(CHILD, log_level=30)
+        c.call('ectest', 'logs')
+        self.assertTrue(c.wait_log(lambda r: r[0] == u('ectest') and r[1] == 30))
+        self.assertFalse([r for r in c.logs if r[1] == 10])
+        c.shutdown()
+
+
+class VectorTest(unittest.TestCase):
+    # Shared test vectors written by the Rust encoder (wire/vectors/).
+    def test_vectors(self):
+        if not os.path.isdir(VECTORS):
+            raise unittest.SkipTest('no vectors at %s' % VECTORS)
+        import vectors
+        n = vectors.check_all(self, VECTORS)
+        self.assertTrue(n > 0)
+
+
+class BenchTest(unittest.TestCase):
+    def test_print_budgets(self):
+        if os.environ.get('ECONTEXT_BENCH', '1') == '0':
+            raise unittest.SkipTest('ECONTEXT_BENCH=0')
+        sys.stderr.write('\n')
+        harness.bench(CHILD, out=sys.stderr)
+
+
+if __name__ == '__main__':
+    unittest.main()
