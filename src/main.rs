@@ -48,6 +48,13 @@ enum Command {
         /// Seconds allowed for the call itself (default: no limit).
         #[arg(long)]
         timeout: Option<f64>,
+        /// A directory of Python modules to serve to children that cannot
+        /// import them locally (repeatable; ECONTEXT_PATH is searched too).
+        #[arg(long = "module-path", value_name = "DIR")]
+        module_path: Vec<std::path::PathBuf>,
+        /// Print one JSON line of counters on stderr at exit.
+        #[arg(long)]
+        stats: bool,
     },
 }
 
@@ -78,6 +85,8 @@ fn main() -> ExitCode {
         kwargs,
         connect_timeout,
         timeout,
+        module_path,
+        stats,
     } = cli.command;
 
     let hops = match target::parse(&target) {
@@ -119,7 +128,10 @@ fn main() -> ExitCode {
     }
 
     let log = logger(cli.verbose);
+    let mut path = module_path;
+    path.extend(econtext::bootstrap::modules::ModuleFinder::path_from_env());
     let opts = MasterOptions {
+        module_path: path,
         log: log.clone(),
         log_level: if cli.verbose > 0 { 10 } else { 20 },
         connect_timeout: Duration::from_secs_f64(connect_timeout),
@@ -185,6 +197,15 @@ fn main() -> ExitCode {
         let _ = ctx.shutdown().await;
         // Give the child a moment to flush its last log lines and exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), ctx.dead()).await;
+        if stats {
+            let counters: serde_json::Map<String, serde_json::Value> = master
+                .importer_stats()
+                .snapshot()
+                .iter()
+                .map(|(k, v)| (k.to_string(), (*v).into()))
+                .collect();
+            eprintln!("{}", serde_json::Value::Object(counters));
+        }
         code
     })
 }

@@ -1,15 +1,18 @@
 //! The master: context 0, which allocates every ID and creates contexts.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
 use econtext_actors::router::{Register, Sink};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
 use econtext_bootstrap::connect::connect_local;
+use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
 use econtext_bootstrap::{ChildConfig, ConnectError, LocalOptions, Method};
 use econtext_wire::{handles, DEFAULT_MAX_MESSAGE_SIZE};
@@ -30,6 +33,9 @@ pub struct MasterOptions {
     pub connect_timeout: Duration,
     /// How long a dying context may take before it is killed.
     pub grace: Duration,
+    /// Directories searched for modules that children cannot import
+    /// locally (like PYTHONPATH). Defaults to `ECONTEXT_PATH`.
+    pub module_path: Vec<PathBuf>,
 }
 
 impl Default for MasterOptions {
@@ -40,6 +46,7 @@ impl Default for MasterOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             connect_timeout: Duration::from_secs(30),
             grace: DEFAULT_GRACE,
+            module_path: ModuleFinder::path_from_env(),
         }
     }
 }
@@ -79,6 +86,7 @@ struct Inner {
     log_forwarder: Addr<LogForwarder>,
     key: Vec<u8>,
     next_id: AtomicU16,
+    importer_stats: Arc<ImporterStats>,
     opts: MasterOptions,
 }
 
@@ -107,12 +115,28 @@ impl Master {
             persistent: true,
             waiting_on: None,
         });
+        let importer_stats = Arc::new(ImporterStats::default());
+        let importer = Importer::new(
+            handles::MASTER_ID,
+            router.clone(),
+            Box::new(ModuleFinder::new(opts.module_path.clone())),
+            importer_stats.clone(),
+            opts.log.new(o!("importer" => 0)),
+        )
+        .start();
+        router.do_send(Register {
+            handle: Some(handles::GET_MODULE),
+            sink: Sink::Recipient(importer.recipient()),
+            persistent: true,
+            waiting_on: None,
+        });
         Master {
             inner: Arc::new(Inner {
                 router,
                 log_forwarder,
                 key,
                 next_id: AtomicU16::new(1),
+                importer_stats,
                 opts,
             }),
         }
@@ -120,6 +144,11 @@ impl Master {
 
     pub fn router(&self) -> &Addr<Router> {
         &self.inner.router
+    }
+
+    /// Counters of the module importer (requests, modules and bytes sent).
+    pub fn importer_stats(&self) -> &ImporterStats {
+        &self.inner.importer_stats
     }
 
     pub fn log(&self) -> &Logger {

@@ -23,6 +23,7 @@ pub mod channel;
 pub mod context;
 pub mod error;
 pub mod handles;
+pub mod importer;
 pub mod iologger;
 pub mod link;
 pub mod logforwarder;

@@ -251,7 +251,7 @@ impl Router {
             }
         }
         for d in &dead {
-            info!(self.log, "context died"; "id" => *d, "reason" => &reason);
+            debug!(self.log, "context died"; "id" => *d, "reason" => &reason);
             for w in &self.watchers {
                 w.do_send(ContextDied {
                     id: *d,

@@ -6,7 +6,7 @@ use actix::prelude::*;
 use bytes::{BufMut, BytesMut};
 use econtext_wire::{ContextId, Direction, FrameCodec, WireError, HEADER_LEN};
 use futures::future::LocalBoxFuture;
-use slog::{info, warn, Logger};
+use slog::{debug, warn, Logger};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -138,7 +138,7 @@ impl Actor for Stream {
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         let reason = self.reason.clone().unwrap_or_else(|| "closed".into());
         match reason.as_str() {
-            "disconnected" | "closed" => info!(self.log, "stream ended"; "reason" => &reason),
+            "disconnected" | "closed" => debug!(self.log, "stream ended"; "reason" => &reason),
             _ => warn!(self.log, "stream failed"; "reason" => &reason),
         }
         self.link.close();

@@ -20,6 +20,7 @@ pub mod first_stage;
 pub mod handshake;
 pub mod method;
 pub mod minimize;
+pub mod modules;
 pub mod payload;
 pub mod process;
 
