@@ -10,7 +10,7 @@ use econtext_wire::handles::{self, requires_ancestor};
 use econtext_wire::messages::AddRoute;
 use econtext_wire::{payload, ContextId, Frame, Handle, Header};
 use futures::future::{self, BoxFuture, FutureExt};
-use slog::{debug, info, warn, Logger};
+use slog::{debug, warn, Logger};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,173 @@
+//! Shared helpers for the integration tests: the interpreters found on
+//! this machine, a log capture, and running a test inside an actix system.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use econtext::{LocalOptions, Master, MasterOptions};
+use slog::{o, Drain, Logger};
+
+/// Every CPython the tests should cover: each pyenv version and the
+/// system python3. Prints a loud SKIP line for what is missing.
+pub fn interpreters() -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir("/root/.pyenv/versions")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("bin/python"))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths.push(PathBuf::from("/usr/bin/python3"));
+    for p in paths {
+        let out = std::process::Command::new(&p)
+            .args(["-c", "import platform; print(platform.python_version())"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                found.push((p, String::from_utf8_lossy(&o.stdout).trim().to_string()))
+            }
+            _ => eprintln!("SKIP: interpreter {} is not usable here", p.display()),
+        }
+    }
+    if found.is_empty() {
+        eprintln!("SKIP: no Python interpreter found; Python context tests cover nothing");
+    }
+    found
+}
+
+/// The default interpreter for tests that need just one.
+pub fn python3() -> String {
+    for p in [
+        "/usr/bin/python3",
+        "/root/.pyenv/versions/3.11.7/bin/python",
+    ] {
+        if std::path::Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    "python3".to_string()
+}
+
+/// A log drain that keeps every record as one line of text.
+#[derive(Clone, Default)]
+pub struct Capture {
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Capture {
+    pub fn logger(&self) -> Logger {
+        Logger::root(CaptureDrain(self.clone()).fuse(), o!())
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to `secs` for a line containing every needle.
+    pub async fn wait_for(&self, needles: &[&str], secs: f64) -> bool {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+struct CaptureDrain(Capture);
+
+impl Drain for CaptureDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        struct Kv(String);
+        impl slog::Serializer for Kv {
+            fn emit_arguments(
+                &mut self,
+                key: slog::Key,
+                val: &std::fmt::Arguments,
+            ) -> slog::Result {
+                self.0.push_str(&format!(" {key}={val}"));
+                Ok(())
+            }
+        }
+        let mut kv = Kv(String::new());
+        let _ = slog::KV::serialize(values, record, &mut kv);
+        let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
+        self.0.lines.lock().unwrap().push(format!(
+            "{} {}{}",
+            record.level().as_short_str(),
+            record.msg(),
+            kv.0
+        ));
+        Ok(())
+    }
+}
+
+/// Runs an async test body inside a fresh actix system.
+pub fn run<F: Future<Output = ()>>(f: F) {
+    actix_rt::System::new().block_on(f)
+}
+
+/// A master logging into `cap`.
+pub fn master(cap: &Capture) -> Master {
+    Master::new(MasterOptions {
+        log: cap.logger(),
+        ..Default::default()
+    })
+}
+
+pub fn local(python: &str) -> LocalOptions {
+    LocalOptions {
+        python: python.to_string(),
+    }
+}
+
+/// PIDs of this process's live children and zombies.
+pub fn children_of_me() -> (Vec<i32>, Vec<i32>) {
+    let me = std::process::id() as i32;
+    let mut live = Vec::new();
+    let mut zombies = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(me) {
+            if f[0] == "Z" {
+                zombies.push(pid);
+            } else {
+                live.push(pid);
+            }
+        }
+    }
+    (live, zombies)
+}
+
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
