@@ -1,0 +1,130 @@
+//! The `econtext` command line, as other tools drive it.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn econtext(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(args)
+        .output()
+        .expect("run econtext")
+}
+
+#[test]
+fn call_prints_python_version_for_every_interpreter() {
+    for (python, version) in common::interpreters() {
+        let target = format!("local?python={}", python.display());
+        let out = econtext(&["call", &target, "platform.python_version"]);
+        assert!(
+            out.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("\"{version}\""),
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn arguments_and_kwargs_are_json() {
+    let py = format!("local?python={}&name=jsonctx", common::python3());
+    let out = econtext(&[
+        "call",
+        &py,
+        "json.dumps",
+        r#"{"a": [1, 2.5, null]}"#,
+        "--kwarg",
+        "sort_keys=true",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#""{\"a\": [1, 2.5, null]}""#
+    );
+}
+
+#[test]
+fn remote_exception_exits_1_with_type_and_traceback() {
+    let py = format!("local?python={}", common::python3());
+    let out = econtext(&["call", &py, "operator.truediv", "1", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ZeroDivisionError"), "{err}");
+    assert!(err.contains("Traceback"), "{err}");
+}
+
+#[test]
+fn connect_failure_exits_2_with_one_line_reason() {
+    let out = econtext(&["call", "local?python=/nonexistent/python", "os.getpid"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/python"), "{err}");
+}
+
+#[test]
+fn child_that_exits_early_is_reported_with_its_output() {
+    let dir = std::env::temp_dir().join(format!("econtext-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("fakepython");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fakepython: no such interpreter' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = econtext(&[
+        "call",
+        &format!("local?python={}", fake.display()),
+        "os.getpid",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exited early") && err.contains("exit status 3"),
+        "{err}"
+    );
+    assert!(err.contains("fakepython: no such interpreter"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn host_that_says_nothing_times_out_at_the_connect_timeout() {
+    let dir = std::env::temp_dir().join(format!("econtext-hang-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("hangs");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let started = Instant::now();
+    let out = econtext(&[
+        "call",
+        &format!("local?python={}", fake.display()),
+        "os.getpid",
+        "--connect-timeout",
+        "1",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timed out"), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_usage_exits_64() {
+    let out = econtext(&["call", "local", "nodots"]);
+    assert_eq!(out.status.code(), Some(64));
+    let out = econtext(&["call", "local", "os.getpid", "{not json"]);
+    assert_eq!(out.status.code(), Some(64));
+    let out = econtext(&["call", "warp:somewhere", "os.getpid"]);
+    assert_eq!(out.status.code(), Some(64));
+}
