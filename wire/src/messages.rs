@@ -18,7 +18,9 @@ pub struct CallFunction<'a, A: Serialize, K: Serialize> {
     pub module: &'a str,
     pub class: Option<&'a str>,
     pub function: &'a str,
-    /// Must encode as an array (a tuple, a Vec, `()` for none).
+    /// Must encode as an array: a tuple of one or more, a Vec, or
+    /// [`NoArgs`] for none. Not `()`: serde encodes the unit type as nil,
+    /// which the receiver refuses (it cannot be `*args`).
     pub args: A,
     /// Must encode as a map with string keys.
     pub kwargs: K,
@@ -47,6 +49,10 @@ impl CallFunctionRequest {
 
 /// An empty kwargs map that encodes as `{}` rather than nil or `[]`.
 pub type NoKwargs = BTreeMap<String, ()>;
+
+/// Empty args that encode as `[]` (`()` would encode as nil). Use
+/// `NoArgs::default()` or `[]`.
+pub type NoArgs = [(); 0];
 
 /// FORWARD_LOG data: one log record or stdio line from a context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +121,22 @@ mod tests {
         assert_eq!(req.qualified_name(), "math.pow");
         assert_eq!(req.args, vec![Value::from(2), Value::from(10)]);
         assert_eq!(req.kwargs["b"], Value::from(2));
+    }
+
+    #[test]
+    fn call_without_arguments_encodes_empty_array_and_map() {
+        let bytes = encode(&CallFunction {
+            module: "m",
+            class: Some("C"),
+            function: "f",
+            args: NoArgs::default(),
+            kwargs: NoKwargs::new(),
+        })
+        .unwrap();
+        assert_eq!(&bytes[..], b"\x95\xa1m\xa1C\xa1f\x90\x80");
+        let req: CallFunctionRequest = decode(&bytes).unwrap();
+        assert_eq!(req.qualified_name(), "m.C.f");
+        assert!(req.args.is_empty() && req.kwargs.is_empty());
     }
 
     #[test]
