@@ -106,6 +106,7 @@ impl Master {
             parent: None,
             ancestors: Vec::new(),
             log: opts.log.new(o!("router" => 0)),
+            trace: None,
         })
         .start();
         let log_forwarder = LogForwarder::new(opts.log.clone()).start();

@@ -21,6 +21,7 @@
 
 pub mod channel;
 pub mod context;
+pub mod dispatch;
 pub mod error;
 pub mod handles;
 pub mod importer;
@@ -30,8 +31,10 @@ pub mod logforwarder;
 pub mod message;
 pub mod router;
 pub mod routing;
+pub mod rust_context;
 pub mod stream;
 pub mod supervisor;
+pub mod testing;
 
 pub use channel::{Channel, Sender};
 pub use context::{CallBuilder, Context, PendingCall};

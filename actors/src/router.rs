@@ -61,7 +61,12 @@ pub struct RouterConfig {
     /// ADD_ROUTE here (the parent first). Empty for the master.
     pub ancestors: Vec<ContextId>,
     pub log: Logger,
+    /// Records every frame this router routes (simulated trees, tests).
+    pub trace: Option<Trace>,
 }
+
+/// A shared record of `(router's context, frame header)` per routed frame.
+pub type Trace = std::sync::Arc<std::sync::Mutex<Vec<(ContextId, Header)>>>;
 
 /// Observes context deaths (the supervisor tree, users' watchers).
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
@@ -81,6 +86,8 @@ pub struct Router {
     watchers: Vec<Recipient<ContextDied>>,
     one_shot_watchers: HashMap<ContextId, Vec<oneshot::Sender<String>>>,
     dead: HashMap<ContextId, String>,
+    trace: Option<Trace>,
+    shutting_down: bool,
     log: Logger,
 }
 
@@ -95,6 +102,8 @@ impl Router {
             watchers: Vec::new(),
             one_shot_watchers: HashMap::new(),
             dead: HashMap::new(),
+            trace: config.trace,
+            shutting_down: false,
             log: config.log,
         }
     }
@@ -119,6 +128,11 @@ impl Router {
 
     /// Routes one frame. `from` is the stream it arrived on (None: local).
     fn route_frame(&mut self, frame: Frame, from: Option<ContextId>) -> BoxFuture<'static, ()> {
+        if let Some(t) = &self.trace {
+            t.lock()
+                .expect("trace lock")
+                .push((self.me(), frame.header));
+        }
         match self.table.route(frame.header.dst) {
             Route::Local => {
                 self.deliver_local(frame, from);
@@ -222,7 +236,7 @@ impl Router {
     }
 
     /// `root` and everything reached through it is gone.
-    fn context_lost(&mut self, root: ContextId, reason: String) {
+    fn context_lost(&mut self, root: ContextId, reason: String) -> bool {
         let dead = self.table.subtree(root);
         let lost_parent = self.table.forget(&dead);
         for d in &dead {
@@ -267,6 +281,45 @@ impl Router {
                 sink.deliver(Message::dead(root, h, "parent lost"));
             }
         }
+        lost_parent
+    }
+
+    /// Graceful shutdown (the seed's "Shutdown"): children are told first,
+    /// then after a moment every stream closes and the router stops, which
+    /// delivers Dead to every handle still registered.
+    fn begin_shutdown(&mut self, ctx: &mut actix::Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        for child in self.table.children() {
+            if let Some(link) = self.links.get(&child) {
+                let f = Frame::new(
+                    Header::new(child, self.me(), handles::SHUTDOWN, 0),
+                    payload::encode(&()).expect("nil"),
+                );
+                let _ = link.try_send(f);
+            }
+        }
+        ctx.run_later(std::time::Duration::from_millis(50), |act, ctx| {
+            for closer in act.closers.values() {
+                closer.do_send(CloseStream);
+            }
+            ctx.stop();
+        });
+    }
+}
+
+/// Shuts this context down gracefully.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownContext;
+
+impl Handler<ShutdownContext> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownContext, ctx: &mut Self::Context) {
+        self.begin_shutdown(ctx);
     }
 }
 
@@ -449,20 +502,23 @@ pub struct StreamClosed {
 impl Handler<StreamClosed> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: StreamClosed, _: &mut Self::Context) {
-        if self.links.contains_key(&msg.peer) {
-            self.context_lost(msg.peer, msg.reason);
+    fn handle(&mut self, msg: StreamClosed, ctx: &mut Self::Context) {
+        if self.links.contains_key(&msg.peer) && self.context_lost(msg.peer, msg.reason) {
+            // A child whose parent is gone exits: no orphans.
+            self.begin_shutdown(ctx);
         }
     }
 }
 
 /// Local routing changes: the master announcing a context it created
-/// through `via` (the seed's "and itself" ADD_ROUTE).
+/// through `via` (the seed's "and itself" ADD_ROUTE). `parent` is the
+/// context that created it, for subtree expansion on death.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct AddLocalRoute {
     pub target: ContextId,
     pub via: ContextId,
+    pub parent: ContextId,
 }
 
 impl Handler<AddLocalRoute> for Router {
@@ -470,7 +526,7 @@ impl Handler<AddLocalRoute> for Router {
 
     fn handle(&mut self, msg: AddLocalRoute, _: &mut Self::Context) -> bool {
         self.dead.remove(&msg.target);
-        self.table.note_parent(msg.target, msg.via);
+        self.table.note_parent(msg.target, msg.parent);
         self.table.add_route(msg.target, msg.via)
     }
 }
@@ -486,9 +542,9 @@ pub struct DeclareDead {
 impl Handler<DeclareDead> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: DeclareDead, _: &mut Self::Context) {
-        if !self.dead.contains_key(&msg.id) {
-            self.context_lost(msg.id, msg.reason);
+    fn handle(&mut self, msg: DeclareDead, ctx: &mut Self::Context) {
+        if !self.dead.contains_key(&msg.id) && self.context_lost(msg.id, msg.reason) {
+            self.begin_shutdown(ctx);
         }
     }
 }

@@ -1,0 +1,280 @@
+//! Rust contexts' CALL_FUNCTION: functions registered by name, called with
+//! decoded arguments, their results or failures (panics included) sent
+//! back as values or CallError.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use econtext_wire::messages::CallFunctionRequest;
+use econtext_wire::{payload, CallError, ContextId, Value};
+use futures::future::{FutureExt, LocalBoxFuture};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use slog::{warn, Logger};
+
+use crate::message::{reply_frame, Message};
+use crate::router::{Router, Send, ShutdownContext};
+
+type Outcome = Result<Bytes, CallError>;
+
+/// A registered function: sync ones answer at once, async ones later.
+#[derive(Clone)]
+enum Function {
+    Sync(Rc<dyn Fn(Vec<Value>) -> Outcome>),
+    Async(Rc<dyn Fn(Vec<Value>) -> LocalBoxFuture<'static, Outcome>>),
+}
+
+/// What a call produced: a result now, or a future of one.
+pub enum Answer {
+    Now(Outcome),
+    Later(LocalBoxFuture<'static, Outcome>),
+}
+
+fn panic_message(name: &str, panic: Box<dyn std::any::Any + std::marker::Send>) -> CallError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    call_error("panic", format!("{name} panicked: {what}"))
+}
+
+fn call_error(type_name: &str, message: impl Into<String>) -> CallError {
+    CallError {
+        type_name: type_name.to_string(),
+        message: message.into(),
+        traceback: String::new(),
+    }
+}
+
+fn decode_args<A: DeserializeOwned>(args: Vec<Value>) -> Result<A, CallError> {
+    rmpv::ext::from_value(Value::Array(args))
+        .map_err(|e| call_error("TypeError", format!("bad arguments: {e}")))
+}
+
+fn encode_result<R: Serialize>(r: &R) -> Result<Bytes, CallError> {
+    payload::encode(r)
+        .map_err(|e| call_error("TypeError", format!("result cannot be encoded: {e}")))
+}
+
+/// The functions a Rust context offers, by dotted name
+/// (`module.function` or `module.Class.function`, as Python callers name
+/// them).
+///
+/// ```
+/// let mut f = econtext_actors::dispatch::Functions::default();
+/// f.register("math.add", |(a, b): (i64, i64)| a + b);
+/// f.register_fallible("math.div", |(a, b): (i64, i64)| {
+///     a.checked_div(b).ok_or("division by zero")
+/// });
+/// ```
+#[derive(Clone, Default)]
+pub struct Functions {
+    map: HashMap<String, Function>,
+}
+
+impl Functions {
+    /// Registers `f`, which takes its arguments as one tuple.
+    pub fn register<A, R, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> R + 'static,
+    {
+        self.map.insert(
+            name.to_string(),
+            Function::Sync(Rc::new(move |args| encode_result(&f(decode_args(args)?)))),
+        );
+        self
+    }
+
+    /// Registers an async function: the context keeps serving other calls
+    /// while it runs.
+    pub fn register_async<A, R, F, Fut>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> Fut + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+    {
+        let f = Rc::new(f);
+        self.map.insert(
+            name.to_string(),
+            Function::Async(Rc::new(move |args| {
+                let f = f.clone();
+                async move {
+                    let a = decode_args(args)?;
+                    encode_result(&f(a).await)
+                }
+                .boxed_local()
+            })),
+        );
+        self
+    }
+
+    /// Registers `f` whose `Err` becomes a CallError for the caller.
+    pub fn register_fallible<A, R, E, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: std::fmt::Display,
+        F: Fn(A) -> Result<R, E> + 'static,
+    {
+        self.map.insert(
+            name.to_string(),
+            Function::Sync(Rc::new(move |args| match f(decode_args(args)?) {
+                Ok(r) => encode_result(&r),
+                Err(e) => Err(call_error("Error", e.to_string())),
+            })),
+        );
+        self
+    }
+
+    /// Runs the named function; a panic becomes a CallError of type `panic`.
+    pub fn call(&self, req: CallFunctionRequest) -> Answer {
+        let name = req.qualified_name();
+        if name == "econtext.ping" {
+            return Answer::Now(encode_result(&true));
+        }
+        let Some(f) = self.map.get(&name).cloned() else {
+            return Answer::Now(Err(call_error(
+                "AttributeError",
+                format!("no function {name:?} in this context"),
+            )));
+        };
+        if !req.kwargs.is_empty() {
+            return Answer::Now(Err(call_error(
+                "TypeError",
+                "Rust functions take no keyword arguments",
+            )));
+        }
+        match f {
+            Function::Sync(f) => Answer::Now(
+                catch_unwind(AssertUnwindSafe(|| f(req.args)))
+                    .unwrap_or_else(|p| Err(panic_message(&name, p))),
+            ),
+            Function::Async(f) => {
+                let fut = match catch_unwind(AssertUnwindSafe(|| f(req.args))) {
+                    Ok(fut) => fut,
+                    Err(p) => return Answer::Now(Err(panic_message(&name, p))),
+                };
+                Answer::Later(
+                    AssertUnwindSafe(fut)
+                        .catch_unwind()
+                        .map(move |r| r.unwrap_or_else(|p| Err(panic_message(&name, p))))
+                        .boxed_local(),
+                )
+            }
+        }
+    }
+
+    /// Runs a call to completion (tests, and callers outside an actor).
+    pub async fn call_now(&self, req: CallFunctionRequest) -> Outcome {
+        match self.call(req) {
+            Answer::Now(r) => r,
+            Answer::Later(f) => f.await,
+        }
+    }
+}
+
+/// The actor on CALL_FUNCTION (and SHUTDOWN) in a Rust context.
+pub struct Dispatcher {
+    me: ContextId,
+    router: Addr<Router>,
+    functions: Functions,
+    log: Logger,
+}
+
+impl Dispatcher {
+    pub fn new(me: ContextId, router: Addr<Router>, functions: Functions, log: Logger) -> Self {
+        Dispatcher {
+            me,
+            router,
+            functions,
+            log,
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<Message> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
+        if msg.handle == econtext_wire::handles::SHUTDOWN || msg.is_dead() {
+            self.router.do_send(ShutdownContext);
+            return;
+        }
+        let answer = match msg.decode::<CallFunctionRequest>() {
+            Ok(req) => self.functions.call(req),
+            Err(e) => Answer::Now(Err(call_error(
+                "TypeError",
+                format!("malformed CALL_FUNCTION: {e}"),
+            ))),
+        };
+        match answer {
+            Answer::Now(result) => self.reply(&msg, result),
+            Answer::Later(fut) => {
+                ctx.spawn(
+                    fut.into_actor(self)
+                        .map(move |result, act, _| act.reply(&msg, result)),
+                );
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    fn reply(&self, msg: &Message, result: Outcome) {
+        if msg.reply_to == 0 {
+            if let Err(e) = result {
+                warn!(self.log, "call with no reply failed"; "error" => %e);
+            }
+            return;
+        }
+        let data = match result {
+            Ok(b) => b,
+            Err(e) => payload::encode(&e).expect("CallError encodes"),
+        };
+        self.router.do_send(Send(reply_frame(self.me, msg, data)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, args: Vec<Value>) -> CallFunctionRequest {
+        let (m, f) = name.rsplit_once('.').unwrap();
+        CallFunctionRequest {
+            module: m.into(),
+            class: None,
+            function: f.into(),
+            args,
+            kwargs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn registered_functions_run_and_fail_typed() {
+        let mut f = Functions::default();
+        f.register("math.add", |(a, b): (i64, i64)| a + b);
+        f.register("math.boom", |(): ()| -> i64 { panic!("kaboom") });
+        let call = |r| futures::executor::block_on(f.call_now(r));
+        let ok = call(req("math.add", vec![2.into(), 3.into()])).unwrap();
+        assert_eq!(payload::decode::<i64>(&ok).unwrap(), 5);
+        let bad = call(req("math.add", vec!["x".into()])).unwrap_err();
+        assert_eq!(bad.type_name, "TypeError");
+        let missing = call(req("math.nope", vec![])).unwrap_err();
+        assert_eq!(missing.type_name, "AttributeError");
+        let panicked = call(req("math.boom", vec![])).unwrap_err();
+        assert_eq!(panicked.type_name, "panic");
+        assert!(panicked.message.contains("kaboom"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Simulated context trees for tests: any shape of in-process Rust
+//! contexts, joined by in-memory duplex streams with real framing and real
+//! HMAC, where any link can be cut.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use econtext_actors::dispatch::Functions;
+//! use econtext_actors::testing::SimTree;
+//!
+//! let mut f = Functions::default();
+//! f.register("math.add", |(a, b): (i64, i64)| a + b);
+//! let mut tree = SimTree::new(slog::Logger::root(slog::Discard, slog::o!()));
+//! let web = tree.spawn("web", 0, f.clone()).await;
+//! let db = tree.spawn("db", web, f).await;
+//! let sum: i64 = tree.context(db).call("math", "add", (2, 3)).await.unwrap();
+//! tree.cut(web); // every pending call under `web` now fails with Dead
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use econtext_wire::messages::AddRoute;
+use econtext_wire::{handles, ContextId, Header};
+use slog::Logger;
+
+use crate::context::Context;
+use crate::dispatch::Functions;
+use crate::router::{AddLocalRoute, CloseStream, Router, RouterConfig, Trace};
+use crate::rust_context::{start_rust_context, RustContextConfig};
+use crate::stream::{Stream, StreamConfig};
+
+struct Node {
+    name: String,
+    parent: ContextId,
+    router: Addr<Router>,
+    /// The parent's end of the link to this node.
+    uplink: Addr<Stream>,
+}
+
+/// One ADD_ROUTE the tree's master sent: `(to, target, via)`.
+pub type AddRouteRecord = (ContextId, ContextId, ContextId);
+
+/// A tree of in-process Rust contexts under a master (context 0).
+pub struct SimTree {
+    key: Vec<u8>,
+    log: Logger,
+    master: Addr<Router>,
+    nodes: HashMap<ContextId, Node>,
+    next_id: ContextId,
+    trace: Trace,
+    add_routes: Vec<AddRouteRecord>,
+    /// Bytes each in-memory pipe buffers before the writer waits.
+    pub pipe_capacity: usize,
+}
+
+impl SimTree {
+    /// A tree holding just the master. Call inside an actix system.
+    pub fn new(log: Logger) -> SimTree {
+        let trace: Trace = Arc::new(Mutex::new(Vec::new()));
+        let master = Router::new(RouterConfig {
+            id: handles::MASTER_ID,
+            parent: None,
+            ancestors: Vec::new(),
+            log: log.new(slog::o!("ctx" => "master")),
+            trace: Some(trace.clone()),
+        })
+        .start();
+        SimTree {
+            key: b"simulated tree secret".to_vec(),
+            log,
+            master,
+            nodes: HashMap::new(),
+            next_id: 1,
+            trace,
+            add_routes: Vec::new(),
+            pipe_capacity: 256 * 1024,
+        }
+    }
+
+    /// The master's router.
+    pub fn master(&self) -> &Addr<Router> {
+        &self.master
+    }
+
+    /// Ancestors of `id`, nearest first, ending with the master.
+    pub fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
+        let mut out = Vec::new();
+        let mut cur = id;
+        while cur != handles::MASTER_ID {
+            let p = self.nodes[&cur].parent;
+            out.push(p);
+            cur = p;
+        }
+        out
+    }
+
+    fn router_of(&self, id: ContextId) -> Addr<Router> {
+        if id == handles::MASTER_ID {
+            self.master.clone()
+        } else {
+            self.nodes[&id].router.clone()
+        }
+    }
+
+    /// Creates a Rust context named `name` under `parent`, offering
+    /// `functions`, announces its route to every ancestor that did not
+    /// create it (the seed's ADD_ROUTE rule), and returns its ID once
+    /// those routes are in place.
+    pub async fn spawn(
+        &mut self,
+        name: &str,
+        parent: ContextId,
+        functions: Functions,
+    ) -> ContextId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut ancestors = vec![parent];
+        if parent != handles::MASTER_ID {
+            ancestors.extend(self.ancestors(parent));
+        }
+        let (parent_end, child_end) = tokio::io::duplex(self.pipe_capacity);
+        let (pr, pw) = tokio::io::split(parent_end);
+        let (cr, cw) = tokio::io::split(child_end);
+        let mut config = RustContextConfig::new(
+            id,
+            name,
+            parent,
+            ancestors.clone(),
+            &self.key,
+            self.log.clone(),
+        );
+        config.trace = Some(self.trace.clone());
+        let router = start_rust_context(config, functions, cr, cw, BytesMut::new());
+        let parent_router = self.router_of(parent);
+        let uplink = Stream::start(
+            StreamConfig::new(
+                id,
+                false,
+                &self.key,
+                self.log.new(slog::o!("ctx" => self.name(parent))),
+            ),
+            pr,
+            pw,
+            parent_router,
+        );
+        self.nodes.insert(
+            id,
+            Node {
+                name: name.to_string(),
+                parent,
+                router,
+                uplink,
+            },
+        );
+        // ADD_ROUTE to every ancestor but the creator: `via` is that
+        // ancestor's child on the path down to the new context.
+        let mut path = vec![id];
+        path.extend(ancestors.iter().copied());
+        for w in path.windows(2).skip(1) {
+            let (via, to) = (w[0], w[1]);
+            self.add_routes.push((to, id, via));
+            if to == handles::MASTER_ID {
+                let _ = self
+                    .master
+                    .send(AddLocalRoute {
+                        target: id,
+                        via,
+                        parent,
+                    })
+                    .await;
+            } else {
+                let ctx = self.context(to);
+                let _ = ctx
+                    .send(handles::ADD_ROUTE, &AddRoute { target: id, via })
+                    .await;
+            }
+        }
+        // A round trip to the new context: it is up, and (frames on one
+        // link stay in order) every ancestor has applied its route.
+        let _: bool = self
+            .context(id)
+            .call("econtext", "ping", ())
+            .await
+            .expect("a new simulated context answers");
+        id
+    }
+
+    pub fn name(&self, id: ContextId) -> String {
+        match self.nodes.get(&id) {
+            Some(n) => n.name.clone(),
+            None if id == handles::MASTER_ID => "master".into(),
+            None => format!("context{id}"),
+        }
+    }
+
+    /// The ID of the context called `name`.
+    pub fn id(&self, name: &str) -> ContextId {
+        if name == "master" {
+            return handles::MASTER_ID;
+        }
+        *self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.name == name)
+            .unwrap_or_else(|| panic!("no context {name:?}"))
+            .0
+    }
+
+    /// A handle for the master to call `id`.
+    pub fn context(&self, id: ContextId) -> Context {
+        self.context_from(handles::MASTER_ID, id)
+    }
+
+    /// A handle for context `from` to send to `to`.
+    pub fn context_from(&self, from: ContextId, to: ContextId) -> Context {
+        Context::new(to, &self.name(to), from, self.router_of(from))
+    }
+
+    /// The router of any context in the tree.
+    pub fn router(&self, id: ContextId) -> Addr<Router> {
+        self.router_of(id)
+    }
+
+    /// Cuts the link between `id` and its parent, as if the connection
+    /// dropped.
+    pub fn cut(&mut self, id: ContextId) {
+        self.nodes[&id].uplink.do_send(CloseStream);
+    }
+
+    /// Every frame any router in the tree routed, in order.
+    pub fn trace(&self) -> Vec<(ContextId, Header)> {
+        self.trace.lock().expect("trace lock").clone()
+    }
+
+    pub fn clear_trace(&self) {
+        self.trace.lock().expect("trace lock").clear();
+    }
+
+    /// Every ADD_ROUTE the master sent: `(to, target, via)`.
+    pub fn add_routes(&self) -> &[AddRouteRecord] {
+        &self.add_routes
+    }
+}
