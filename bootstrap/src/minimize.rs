@@ -121,6 +121,8 @@ struct Minimizer<'a> {
     line2_end: usize,
 }
 
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
 #[inline]
 fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
@@ -374,7 +376,9 @@ impl<'a> Minimizer<'a> {
     fn run(&mut self) -> Option<()> {
         let s = self.src;
         let n = s.len();
-        let mut i = 0;
+        // A UTF-8 BOM is not part of the first line's tokens.
+        let mut i = if s.starts_with(BOM) { BOM.len() } else { 0 };
+        self.phys_line_start = i;
         while i < n {
             let c = s[i];
             match c {
@@ -462,7 +466,7 @@ impl<'a> Minimizer<'a> {
         let s = self.src;
         let end = memchr_newline(s, i);
         let text = &s[i..end];
-        if i == 0 && text.starts_with(b"#!") {
+        if (i == 0 || i == BOM.len() && s.starts_with(BOM)) && text.starts_with(b"#!") {
             return true;
         }
         text.windows(7)
@@ -516,7 +520,9 @@ impl<'a> Minimizer<'a> {
             Some((self.phys_line_start, start))
         };
         if let Some(p) = self.pending.take() {
-            let is_str = matches!(tok, Tok::Str(_));
+            // A following string statement (possibly parenthesized) would
+            // become the docstring: keep a `pass` in front of it.
+            let is_str = matches!(tok, Tok::Str(_)) || self.src[start] == b'(';
             let pass = match p.ctx {
                 DocContext::Module => is_str,
                 DocContext::Block => {
