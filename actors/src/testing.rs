@@ -188,6 +188,52 @@ impl SimTree {
         id
     }
 
+    /// Attaches a context whose end of the link the test holds: a real
+    /// Stream on the parent side, raw bytes on the returned end. Speak to
+    /// it with [`SimTree::raw_codec`], or feed it garbage.
+    pub fn attach_raw(
+        &mut self,
+        name: &str,
+        parent: ContextId,
+    ) -> (ContextId, tokio::io::DuplexStream) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (parent_end, raw_end) = tokio::io::duplex(self.pipe_capacity);
+        let (pr, pw) = tokio::io::split(parent_end);
+        let uplink = Stream::start(
+            StreamConfig::new(
+                id,
+                false,
+                &self.key,
+                self.log.new(slog::o!("ctx" => self.name(parent))),
+            ),
+            pr,
+            pw,
+            self.router_of(parent),
+        );
+        // A raw context has no router of its own; calls "to" it go to
+        // the parent's stream and wait for whatever the test writes back.
+        self.nodes.insert(
+            id,
+            Node {
+                name: name.to_string(),
+                parent,
+                router: self.router_of(parent),
+                uplink,
+            },
+        );
+        (id, raw_end)
+    }
+
+    /// A codec for the raw end of [`SimTree::attach_raw`].
+    pub fn raw_codec(&self) -> econtext_wire::FrameCodec {
+        econtext_wire::FrameCodec::new(
+            &self.key,
+            econtext_wire::Direction::Up,
+            econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
+        )
+    }
+
     pub fn name(&self, id: ContextId) -> String {
         match self.nodes.get(&id) {
             Some(n) => n.name.clone(),
