@@ -51,6 +51,13 @@ fn call_error(type_name: &str, message: impl Into<String>) -> CallError {
 }
 
 fn decode_args<A: DeserializeOwned>(args: Vec<Value>) -> Result<A, CallError> {
+    // `()` is how a function says it takes no arguments; serde reads it
+    // from nil, not from an empty array.
+    if args.is_empty() {
+        if let Ok(a) = rmpv::ext::from_value(Value::Nil) {
+            return Ok(a);
+        }
+    }
     rmpv::ext::from_value(Value::Array(args))
         .map_err(|e| call_error("TypeError", format!("bad arguments: {e}")))
 }
@@ -274,7 +281,7 @@ mod tests {
         let missing = call(req("math.nope", vec![])).unwrap_err();
         assert_eq!(missing.type_name, "AttributeError");
         let panicked = call(req("math.boom", vec![])).unwrap_err();
-        assert_eq!(panicked.type_name, "panic");
+        assert_eq!(panicked.type_name, "panic", "{panicked:?}");
         assert!(panicked.message.contains("kaboom"));
     }
 }

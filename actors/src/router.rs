@@ -134,10 +134,7 @@ impl Router {
                 .push((self.me(), frame.header));
         }
         match self.table.route(frame.header.dst) {
-            Route::Local => {
-                self.deliver_local(frame, from);
-                future::ready(()).boxed()
-            }
+            Route::Local => self.deliver_local(frame, from),
             Route::Stream(peer) => {
                 if Some(peer) == from {
                     // Never send a frame back where it came from: that is
@@ -170,21 +167,22 @@ impl Router {
         }
     }
 
-    fn deliver_local(&mut self, frame: Frame, from: Option<ContextId>) {
+    /// Delivers to a local handle; the future is a bounce (Dead to the
+    /// sender) that may have to wait for room on its link.
+    fn deliver_local(&mut self, frame: Frame, from: Option<ContextId>) -> BoxFuture<'static, ()> {
         let h = frame.header;
         if requires_ancestor(h.handle) && from.is_some() {
             let ok = from == self.table.parent() && self.ancestors.contains(&h.src);
             if !ok {
                 warn!(self.log, "refused: only an ancestor may use this handle";
                       "handle" => h.handle, "src" => h.src, "stream" => from);
-                let _ = self.bounce(
+                return self.bounce(
                     &frame,
                     format!(
                         "refused: context {} may not send to handle {}",
                         h.src, h.handle
                     ),
                 );
-                return;
             }
         }
         match h.handle {
@@ -197,7 +195,7 @@ impl Router {
                     }
                     Err(e) => warn!(self.log, "bad ADD_ROUTE"; "error" => %e),
                 }
-                return;
+                return future::ready(()).boxed();
             }
             handles::DEL_ROUTE if from.is_some() => {
                 match payload::decode::<ContextId>(&frame.data) {
@@ -209,12 +207,14 @@ impl Router {
                     {
                         self.context_lost(target, "disconnected".into());
                     }
+                    // Already gone (a DEL_ROUTE per member of a subtree).
+                    Ok(target) if self.dead.contains_key(&target) => {}
                     Ok(target) => {
                         warn!(self.log, "ignoring DEL_ROUTE from outside its subtree"; "target" => target)
                     }
                     Err(e) => warn!(self.log, "bad DEL_ROUTE"; "error" => %e),
                 }
-                return;
+                return future::ready(()).boxed();
             }
             _ => {}
         }
@@ -222,17 +222,17 @@ impl Router {
         match self.handles.take_for_delivery(h.handle) {
             Some(Delivery::Once(sink)) => sink.deliver(msg),
             Some(Delivery::Keep(sink)) => sink.deliver_ref(msg),
-            None => {
-                if !msg.is_dead() {
-                    debug!(self.log, "message for unknown handle"; "handle" => h.handle, "src" => h.src);
-                    let f = Frame::new(h, msg.data);
-                    let _ = self.bounce(
-                        &f,
-                        format!("no handle {} in context {}", h.handle, self.me()),
-                    );
-                }
+            None if !msg.is_dead() => {
+                debug!(self.log, "message for unknown handle"; "handle" => h.handle, "src" => h.src);
+                let f = Frame::new(h, msg.data);
+                return self.bounce(
+                    &f,
+                    format!("no handle {} in context {}", h.handle, self.me()),
+                );
             }
+            None => {}
         }
+        future::ready(()).boxed()
     }
 
     /// `root` and everything reached through it is gone.
