@@ -1,0 +1,258 @@
+//! The local-child benchmark: the same workloads as ../shared/peer-bench
+//! runs on Mitogen and execnet, printed as a table (and as JSON with
+//! `--json`). Run it in the same sitting as peer-bench and compare ratios.
+//!
+//! `cargo run --release --example bench [-- --json] [--python PATH]`
+//!
+//! Every child runs /usr/bin/python3 (as peer-bench's children do) unless
+//! --python says otherwise. The 20-module import workload uses peer-bench's
+//! package at /tmp/mitobench/pkg when `setup.sh` has made it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use econtext::bootstrap::first_stage::python_c_arg;
+use econtext::bootstrap::payload::{framed_payload, ChildConfig};
+use econtext::{Context, LocalOptions, Master, MasterOptions};
+use futures::future::join_all;
+use serde_json::json;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|n| n.parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
+}
+
+async fn connect(master: &Master, python: &str) -> Context {
+    master
+        .local(LocalOptions {
+            python: python.to_string(),
+        })
+        .await
+        .expect("connect")
+}
+
+async fn close(ctx: Context) {
+    let _ = ctx.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), ctx.dead()).await;
+}
+
+#[actix::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let as_json = args.iter().any(|a| a == "--json");
+    let python = args
+        .iter()
+        .position(|a| a == "--python")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "/usr/bin/python3".into());
+    let pkg_dir = PathBuf::from("/tmp/mitobench/pkg");
+    let master = Master::new(MasterOptions {
+        module_path: vec![pkg_dir.clone()],
+        ..Default::default()
+    });
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut out = serde_json::Map::new();
+    let progress = |s: &str| eprintln!("bench: {s}");
+
+    // Bootstrap: connect + first call, child RSS, bytes sent.
+    progress("connect + first call (1 cold + 20 runs)");
+    let mut connect_ms = Vec::new();
+    let mut rss = Vec::new();
+    for i in 0..21 {
+        let t0 = Instant::now();
+        let ctx = connect(&master, &python).await;
+        let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+        let took = t0.elapsed().as_secs_f64() * 1e3;
+        if i > 0 {
+            connect_ms.push(took);
+            rss.push(vm_rss_kib(pid) as f64);
+        }
+        close(ctx).await;
+    }
+    let config = ChildConfig {
+        context_id: 1,
+        parent_id: 0,
+        name: "local.1".into(),
+        key: vec![0; 32],
+        log_level: 20,
+        max_message_size: 128 << 20,
+        ancestors: vec![0],
+    };
+    let bytes = python_c_arg("local.1").len() + framed_payload(&config).len();
+    let c = median(&mut connect_ms);
+    let r = median(&mut rss) / 1024.0;
+    rows.push(("connect + first call".into(), format!("{c:.1} ms")));
+    rows.push(("child RSS after bootstrap".into(), format!("{r:.1} MiB")));
+    rows.push((
+        "bootstrap bytes to the child".into(),
+        format!("{:.1} KB", bytes as f64 / 1000.0),
+    ));
+    out.insert("connect_first_call_ms".into(), json!(c));
+    out.insert("child_rss_mib".into(), json!(r));
+    out.insert("bootstrap_bytes".into(), json!(bytes));
+
+    let ctx = connect(&master, &python).await;
+
+    // Round trip of a trivial call.
+    progress("round trip (200 warm-up + 2000 sequential calls)");
+    for i in 0..200 {
+        let _: i64 = ctx.call("copy", "copy", (i,)).await.unwrap();
+    }
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    for i in 0..2000i64 {
+        let t = Instant::now();
+        let v: i64 = ctx.call("copy", "copy", (i,)).await.unwrap();
+        assert_eq!(v, i);
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (m, p99) = (median(&mut lat), pct(&mut lat, 0.99));
+    rows.push((
+        "round trip, trivial call".into(),
+        format!(
+            "{m:.0} µs median, p99 {p99:.0} µs, {:.0} calls/s",
+            2000.0 / wall
+        ),
+    ));
+    out.insert("roundtrip_median_us".into(), json!(m));
+    out.insert("roundtrip_p99_us".into(), json!(p99));
+
+    // 10,000 calls in flight.
+    progress("10,000 calls in flight (3 runs)");
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut pending = Vec::with_capacity(10_000);
+        for i in 0..10_000i64 {
+            pending.push(
+                ctx.call_with("copy", "copy")
+                    .args((i,))
+                    .unwrap()
+                    .start::<i64>()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let results = join_all(pending.into_iter().map(|p| p.result())).await;
+        assert!(results
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.as_ref().ok() == Some(&(i as i64))));
+        rates.push(10_000.0 / t0.elapsed().as_secs_f64());
+    }
+    let rate = median(&mut rates);
+    rows.push((
+        "10,000 calls in flight".into(),
+        format!("{rate:.0} calls/s"),
+    ));
+    out.insert("inflight_calls_per_s".into(), json!(rate));
+
+    // 64 MiB echo, upload, download.
+    progress("64 MiB echo / upload / download (3 runs)");
+    let data: Vec<u8> = (0..64 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let blob = serde_bytes::Bytes::new(&data);
+    let (mut echo, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let back: serde_bytes::ByteBuf = ctx.call("copy", "copy", (blob,)).await.unwrap();
+        echo.push(128.0 / t0.elapsed().as_secs_f64());
+        assert_eq!(back.len(), data.len());
+        let t0 = Instant::now();
+        let n: usize = ctx.call("builtins", "len", (blob,)).await.unwrap();
+        up.push(64.0 / t0.elapsed().as_secs_f64());
+        assert_eq!(n, data.len());
+        let t0 = Instant::now();
+        let z: serde_bytes::ByteBuf = ctx
+            .call("builtins", "bytes", (64usize << 20,))
+            .await
+            .unwrap();
+        down.push(64.0 / t0.elapsed().as_secs_f64());
+        assert_eq!(z.len(), data.len());
+    }
+    let (e, u, d) = (median(&mut echo), median(&mut up), median(&mut down));
+    rows.push((
+        "64 MiB echo".into(),
+        format!("{e:.0} MiB/s (upload {u:.0}, download {d:.0})"),
+    ));
+    out.insert("echo_64mib_mib_per_s".into(), json!(e));
+    out.insert("upload_mib_per_s".into(), json!(u));
+    out.insert("download_mib_per_s".into(), json!(d));
+    close(ctx).await;
+
+    // 50 children at once.
+    progress("50 children, connect + first call, concurrently");
+    let t0 = Instant::now();
+    let ctxs = join_all((0..50).map(|_| {
+        let m = master.clone();
+        let p = python.clone();
+        async move {
+            let c = connect(&m, &p).await;
+            let _: u32 = c.call("os", "getpid", ()).await.unwrap();
+            c
+        }
+    }))
+    .await;
+    let fan = t0.elapsed().as_secs_f64();
+    join_all(ctxs.into_iter().map(close)).await;
+    rows.push((
+        "50 children, connect + first call".into(),
+        format!("{fan:.2} s"),
+    ));
+    out.insert("fanout_50_s".into(), json!(fan));
+
+    // 20-module package that only the master has.
+    if pkg_dir.join("mbpkg").is_dir() {
+        progress("20-module package, first call (10 runs)");
+        let mut first = Vec::new();
+        let mut reqs = Vec::new();
+        for _ in 0..10 {
+            let ctx = connect(&master, &python).await;
+            let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+            let before = master.importer_stats().snapshot()[0].1;
+            let t0 = Instant::now();
+            let r: i64 = ctx.call("mbpkg.entry", "run", ()).await.unwrap();
+            first.push(t0.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(r, 18);
+            reqs.push(master.importer_stats().snapshot()[0].1 - before);
+            close(ctx).await;
+        }
+        let f = median(&mut first);
+        rows.push((
+            "20-module package, first call".into(),
+            format!("{f:.1} ms, {} request(s)", reqs[reqs.len() / 2]),
+        ));
+        out.insert("import_first_call_ms".into(), json!(f));
+        out.insert("import_requests".into(), json!(reqs[reqs.len() / 2]));
+    } else {
+        eprintln!("SKIP: 20-module package workload: /tmp/mitobench/pkg/mbpkg missing (run ../shared/peer-bench/setup.sh)");
+    }
+
+    if as_json {
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        println!("\n| workload (local child, {python}) | econtext |");
+        println!("|---|---|");
+        for (k, v) in rows {
+            println!("| {k} | {v} |");
+        }
+    }
+}
