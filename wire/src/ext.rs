@@ -43,6 +43,9 @@ fn de_ext<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D, code: i8) -> Res
             "expected ext type {code}, found {got}"
         )));
     }
+    // The ext data must be exactly one value, like a frame's data: refuse
+    // trailing bytes (rmp_serde::from_slice alone ignores them).
+    crate::payload::check_structure(&data).map_err(D::Error::custom)?;
     rmp_serde::from_slice(&data).map_err(D::Error::custom)
 }
 
@@ -178,6 +181,14 @@ mod tests {
         let bytes = rmp_serde::to_vec(&Dead::new("x")).unwrap();
         // fixext2: marker, type, then the msgpack str "x" (0xa1 'x').
         assert_eq!(bytes, [0xd5, 1, 0xa1, b'x']);
+    }
+
+    #[test]
+    fn trailing_bytes_inside_ext_data_are_refused() {
+        // fixext4 Dead whose data is the str "x" and then two stray nils.
+        let bytes = [0xd6, 1, 0xa1, b'x', 0xc0, 0xc0];
+        assert!(rmp_serde::from_slice::<Dead>(&bytes).is_err());
+        assert!(crate::payload::decode::<Dead>(&bytes).is_err());
     }
 
     #[test]
