@@ -17,6 +17,11 @@ use econtext_wire::messages::ModuleSource;
 use crate::minimize::minimize_source;
 use crate::payload::compress;
 
+/// Compressed bytes of related modules one reply may carry besides the
+/// requested module: enough for any reasonable package, small enough that
+/// a huge one does not arrive whole when one module was wanted.
+const RELATED_BUDGET: usize = 512 * 1024;
+
 /// One module found on disk, prepared for sending.
 #[derive(Debug)]
 struct Prepared {
@@ -124,23 +129,42 @@ impl ModuleResolver for ModuleFinder {
     ) -> Option<Vec<ModuleSource>> {
         let first = self.prepare(fullname)?;
         let mut out = vec![first.record.clone()];
+        let mut budget = RELATED_BUDGET;
         let mut seen: HashSet<String> = HashSet::from([fullname.to_string()]);
         let mut queue: VecDeque<Arc<Prepared>> = VecDeque::from([first]);
         while let Some(m) = queue.pop_front() {
-            for name in &m.imports {
-                // `from a.b import c` may name submodule a.b.c or an
-                // attribute of a.b: try both, and every parent package.
-                let parts: Vec<&str> = name.split('.').collect();
-                for i in 1..=parts.len() {
-                    let cand = parts[..i].join(".");
-                    if seen.contains(&cand) || already_sent.contains(&cand) {
+            // A package is asked for on the way to one of its submodules
+            // (Python imports parents first), before the child knows which:
+            // its submodules are related too, so one request brings the
+            // package. Imports name further modules, each found as a
+            // submodule or an attribute of its parent: try every prefix.
+            let children = m
+                .record
+                .children
+                .iter()
+                .map(|c| format!("{}.{}", m.record.fullname, c));
+            let candidates: Vec<String> = m
+                .imports
+                .iter()
+                .flat_map(|name| {
+                    let parts: Vec<&str> = name.split('.').collect();
+                    (1..=parts.len()).map(move |i| parts[..i].join("."))
+                })
+                .chain(children)
+                .collect();
+            for cand in candidates {
+                if seen.contains(&cand) || already_sent.contains(&cand) {
+                    continue;
+                }
+                seen.insert(cand.clone());
+                if let Some(p) = self.prepare(&cand) {
+                    let size = p.record.source.len();
+                    if size > budget {
                         continue;
                     }
-                    seen.insert(cand.clone());
-                    if let Some(p) = self.prepare(&cand) {
-                        out.push(p.record.clone());
-                        queue.push_back(p);
-                    }
+                    budget -= size;
+                    out.push(p.record.clone());
+                    queue.push_back(p);
                 }
             }
         }
