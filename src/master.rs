@@ -1,21 +1,23 @@
 //! The master: context 0, which allocates every ID and creates contexts.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
-use econtext_actors::router::{Register, Sink};
+use econtext_actors::router::{AddLocalRoute, DeclareDead, Register, Sink};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
 use econtext_bootstrap::connect::connect_local;
 use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
 use econtext_bootstrap::{ChildConfig, ConnectError, LocalOptions, Method};
-use econtext_wire::{handles, DEFAULT_MAX_MESSAGE_SIZE};
+use econtext_wire::messages::{AddRoute, Spawn};
+use econtext_wire::{handles, ContextId, DEFAULT_MAX_MESSAGE_SIZE};
 use rand::RngCore;
 use slog::{debug, o, Logger};
 
@@ -59,6 +61,8 @@ pub struct ConnectOptions {
     pub name: Option<String>,
     /// Overrides the master's connect timeout for this context.
     pub connect_timeout: Option<Duration>,
+    /// Create the context through this one (SPAWN) instead of directly.
+    pub via: Option<Context>,
 }
 
 impl ConnectOptions {
@@ -67,6 +71,7 @@ impl ConnectOptions {
             method,
             name: None,
             connect_timeout: None,
+            via: None,
         }
     }
 
@@ -79,6 +84,12 @@ impl ConnectOptions {
         self.connect_timeout = Some(t);
         self
     }
+
+    /// Creates the context through `via` (which spawns it and routes for it).
+    pub fn via(mut self, via: &Context) -> Self {
+        self.via = Some(via.clone());
+        self
+    }
 }
 
 struct Inner {
@@ -87,6 +98,8 @@ struct Inner {
     key: Vec<u8>,
     next_id: AtomicU16,
     importer_stats: Arc<ImporterStats>,
+    /// Which context created each context (the master's view of the tree).
+    parents: Mutex<HashMap<ContextId, ContextId>>,
     opts: MasterOptions,
 }
 
@@ -138,6 +151,7 @@ impl Master {
                 key,
                 next_id: AtomicU16::new(1),
                 importer_stats,
+                parents: Mutex::new(HashMap::new()),
                 opts,
             }),
         }
@@ -161,29 +175,157 @@ impl Master {
         self.connect(ConnectOptions::new(Method::Local(opts))).await
     }
 
-    /// Starts a context with any method.
+    /// Starts a context with any method, directly or through `opts.via`.
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Context, ConnectError> {
-        let inner = &self.inner;
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let name = opts
             .name
             .clone()
             .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
-        let log = inner.opts.log.new(o!("ctx" => name.clone()));
-        let config = ChildConfig {
-            context_id: id,
-            parent_id: handles::MASTER_ID,
-            name: name.clone(),
-            key: inner.key.clone(),
-            log_level: inner.opts.log_level,
-            max_message_size: inner.opts.max_message_size,
-            ancestors: vec![handles::MASTER_ID],
+        let ctx = match opts.via.clone() {
+            None => self.connect_direct(id, name, opts).await?,
+            Some(via) => self.connect_via(id, name, &via, opts).await?,
         };
+        self.inner
+            .log_forwarder
+            .do_send(NameContext(id, ctx.name().to_string()));
+        Ok(ctx)
+    }
+
+    /// The ancestors of `id`, its parent first, ending with the master.
+    pub fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
+        let tree = self.inner.parents.lock().expect("tree lock");
+        let mut out = Vec::new();
+        let mut cur = id;
+        while cur != handles::MASTER_ID {
+            match tree.get(&cur) {
+                Some(&p) => {
+                    out.push(p);
+                    cur = p;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn config(&self, id: ContextId, name: &str, ancestors: Vec<ContextId>) -> ChildConfig {
+        ChildConfig {
+            context_id: id,
+            parent_id: ancestors[0],
+            name: name.to_string(),
+            key: self.inner.key.clone(),
+            log_level: self.inner.opts.log_level,
+            max_message_size: self.inner.opts.max_message_size,
+            ancestors,
+        }
+    }
+
+    /// Creates a context through `via`: routes first (so that nothing the
+    /// new context sends is taken for a spoof), then SPAWN.
+    async fn connect_via(
+        &self,
+        id: ContextId,
+        name: String,
+        via: &Context,
+        opts: ConnectOptions,
+    ) -> Result<Context, ConnectError> {
+        let inner = &self.inner;
+        let mut ancestors = vec![via.id()];
+        ancestors.extend(self.ancestors(via.id()));
+        let config = self.config(id, &name, ancestors.clone());
+        let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
+        // ADD_ROUTE to every ancestor that does not create it directly:
+        // `via` on each is that ancestor's child on the path down.
+        let mut path = vec![id];
+        path.extend(ancestors.iter().copied());
+        for w in path.windows(2).skip(1) {
+            let (hop, to) = (w[0], w[1]);
+            if to == handles::MASTER_ID {
+                let _ = inner
+                    .router
+                    .send(AddLocalRoute {
+                        target: id,
+                        via: hop,
+                        parent: via.id(),
+                    })
+                    .await;
+            } else {
+                let ctx = Context::new(to, "", handles::MASTER_ID, inner.router.clone());
+                let _ = ctx
+                    .send(
+                        handles::ADD_ROUTE,
+                        &AddRoute {
+                            target: id,
+                            via: hop,
+                        },
+                    )
+                    .await;
+            }
+        }
+        let spawn = Spawn {
+            id,
+            name: name.clone(),
+            argv: opts.method.argv(&name),
+            env: Default::default(),
+            config: config.to_msgpack_map(),
+            timeout: timeout.as_secs_f64(),
+        };
+        let reply = via
+            .request::<Vec<u64>>(
+                handles::SPAWN,
+                &spawn,
+                Some(timeout + Duration::from_secs(5)),
+            )
+            .await;
+        match reply {
+            Ok(_) => {
+                inner
+                    .parents
+                    .lock()
+                    .expect("tree lock")
+                    .insert(id, via.id());
+                Ok(Context::new(
+                    id,
+                    &name,
+                    handles::MASTER_ID,
+                    inner.router.clone(),
+                ))
+            }
+            Err(e) => {
+                inner.router.do_send(DeclareDead {
+                    id,
+                    reason: "connect failed".into(),
+                });
+                Err(ConnectError::Via {
+                    via: via.id(),
+                    reason: match e {
+                        econtext_actors::Error::Remote(ce) => ce.message,
+                        other => other.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    async fn connect_direct(
+        &self,
+        id: ContextId,
+        name: String,
+        opts: ConnectOptions,
+    ) -> Result<Context, ConnectError> {
+        let inner = &self.inner;
+        let log = inner.opts.log.new(o!("ctx" => name.clone()));
+        let config = self.config(id, &name, vec![handles::MASTER_ID]);
         let argv = opts.method.argv(&name);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
         let connected = connect_local(&argv, &[], &framed_payload(&config), timeout, &log).await?;
         debug!(log, "connected"; "id" => id, "pid" => connected.process.pid());
-        inner.log_forwarder.do_send(NameContext(id, name.clone()));
+        inner
+            .parents
+            .lock()
+            .expect("tree lock")
+            .insert(id, handles::MASTER_ID);
         let (reader, writer) = connected.data.into_split();
         let mut sc = StreamConfig::new(id, false, &inner.key, log.clone());
         sc.max_message_size = inner.opts.max_message_size;

@@ -33,6 +33,31 @@ pub struct ChildConfig {
 }
 
 impl ChildConfig {
+    /// The config as a MessagePack map (for SPAWN, where an intermediate
+    /// writes the `main(...)` line itself).
+    pub fn to_msgpack_map(&self) -> std::collections::BTreeMap<String, econtext_wire::Value> {
+        use econtext_wire::Value;
+        let key: String = self.key.iter().map(|b| format!("{b:02x}")).collect();
+        [
+            ("context_id", Value::from(self.context_id)),
+            ("parent_id", Value::from(self.parent_id)),
+            ("name", Value::from(self.name.as_str())),
+            ("key", Value::from(key)),
+            ("log_level", Value::from(self.log_level)),
+            (
+                "max_message_size",
+                Value::from(self.max_message_size as u64),
+            ),
+            (
+                "ancestors",
+                Value::Array(self.ancestors.iter().map(|&a| Value::from(a)).collect()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// The config as a Python dict literal, valid on 2.7 and 3.x.
     pub fn to_python(&self) -> String {
         let key: String = self.key.iter().map(|b| format!("{b:02x}")).collect();

@@ -97,6 +97,27 @@ pub struct ModuleSource {
 /// the child is likely to import next; nil when the module is unknown.
 pub type ModuleReply = Option<Vec<ModuleSource>>;
 
+/// SPAWN data: create a child of the receiving context on the master's
+/// behalf. Encoded as a map with these string keys (the Python core reads
+/// it as a dict). The reply is `[pid]`, or a CallError whose type is
+/// `econtext.ConnectError` and whose message says what failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spawn {
+    /// The new context's ID, allocated by the master.
+    pub id: ContextId,
+    pub name: String,
+    /// The program to run: the connection method's argv, ending with the
+    /// `python -c` first stage.
+    pub argv: Vec<String>,
+    /// Extra environment variables for the program.
+    pub env: BTreeMap<String, String>,
+    /// The new context's `main(config)` argument: context_id, parent_id,
+    /// name, key (hex), log_level, max_message_size, ancestors.
+    pub config: BTreeMap<String, Value>,
+    /// Seconds allowed for the whole connection, handshake included.
+    pub timeout: f64,
+}
+
 /// A handle a reply should go to, for the runtime's request helpers.
 pub type ReplyTo = Handle;
 
