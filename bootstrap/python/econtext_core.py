@@ -227,7 +227,10 @@ def _pk(o, w):
     elif isinstance(o, (list, tuple)):
         _pk(list(o), w)
     elif isinstance(o, dict):
-        _pk(dict(o), w)
+        _hdr(w, len(o), _MAP)
+        for k, v in o.items():  # keeps an OrderedDict's order
+            _pk(k, w)
+            _pk(v, w)
     else:
         raise TypeError('cannot encode %r' % (t,))
 
@@ -260,13 +263,14 @@ def _trunc():
     raise MsgError('truncated value')
 
 
-def _unp(b, i, d):
-    # Every length is checked against the bytes remaining before use, and
-    # depth is bounded, so hostile input costs at most O(len(b)).
-    n = len(b)
-    if i >= n:
-        _trunc()
-    c = ord(b[i:i + 1])
+def _unp(b, i, d, n):
+    # Every length is checked against the bytes remaining (n is len(b))
+    # before use, and depth is bounded, so hostile input costs O(len(b)).
+    # b is bytes or (for large frames read in place) a bytearray; an index
+    # past the end raises IndexError, which unpack() reports as truncation.
+    c = b[i]
+    if not PY3:
+        c = ord(c)
     i += 1
     if c < 0x80:
         return c, i
@@ -299,9 +303,9 @@ def _unp(b, i, d):
         j = i + ln
         if j > n:
             _trunc()
-        return (b[i:j].decode('utf-8') if k else b[i:j]), j
-    if d >= MAX_DEPTH:
-        raise MsgError('nesting too deep')
+        if k:
+            return b[i:j].decode('utf-8'), j
+        return (b[i:j] if type(b) is _BYTES else memoryview(b)[i:j].tobytes()), j
     if k == 4:
         j = i + 1 + ln
         if j > n:
@@ -310,7 +314,13 @@ def _unp(b, i, d):
         cls = _EXT.get(code)
         if cls is None:
             raise MsgError('unknown ext type %d' % code)
-        v, e = _unp(b[i + 1:j], 0, d + 1)
+        # Ext data is a str (Dead) or an array: checking its marker first
+        # means ext-in-ext nesting always passes through a counted array.
+        m = _S('B').unpack_from(b, i + 1)[0] if ln else 0
+        if not ((0xa0 <= m < 0xc0 or 0xd9 <= m <= 0xdb) if code == 1 else
+                (0x90 <= m < 0xa0 or m in (0xdc, 0xdd))):
+            raise MsgError('bad ext data')
+        v, e = _unp(b[i + 1:j], 0, d, ln)
         if e != ln:
             raise MsgError('bad ext data')
         if code == 1:
@@ -320,19 +330,40 @@ def _unp(b, i, d):
         if type(v) is not list or len(v) != (3 if code == 2 else 2):
             raise MsgError('bad ext data')
         return cls(*v), j
+    if d >= MAX_DEPTH:
+        raise MsgError('nesting too deep')
     # Every element takes at least one byte: refuse counts that lie.
     if ln * (k - 1) > n - i:
         _trunc()
+    d += 1
     if k == 2:
         out = []
         for _ in range(ln):
-            v, i = _unp(b, i, d + 1)
-            out.append(v)
+            # Inline the commonest small values: a call per element is the
+            # decoder's main cost.
+            c = b[i]
+            if not PY3:
+                c = ord(c)
+            if c < 0x80:
+                out.append(c)
+                i += 1
+            elif 0xa0 <= c < 0xc0:
+                j = i + 1 + (c & 31)
+                if j > n:
+                    _trunc()
+                out.append(b[i + 1:j].decode('utf-8'))
+                i = j
+            elif c == 0xc0:
+                out.append(None)
+                i += 1
+            else:
+                v, i = _unp(b, i, d, n)
+                out.append(v)
         return out, i
     out = {}
     for _ in range(ln):
-        key, i = _unp(b, i, d + 1)
-        v, i = _unp(b, i, d + 1)
+        key, i = _unp(b, i, d, n)
+        v, i = _unp(b, i, d, n)
         try:
             out[key] = v
         except TypeError:
@@ -341,11 +372,11 @@ def _unp(b, i, d):
 
 
 def unpack(b):
-    if type(b) is not _BYTES:
+    if type(b) is not _BYTES and not (PY3 and type(b) is bytearray):
         b = memoryview(b).tobytes()
     try:
-        v, i = _unp(b, 0, 0)
-    except (UnicodeDecodeError, struct.error):
+        v, i = _unp(b, 0, 0, len(b))
+    except (UnicodeDecodeError, struct.error, IndexError):
         raise MsgError('malformed value')
     if i != len(b):
         raise MsgError('trailing bytes')
@@ -378,6 +409,9 @@ class Mac(object):
         o = self.o.copy()
         o.update(i.digest())
         return o.digest()
+
+
+_HAVE_READV = hasattr(os, 'readv')
 
 
 def _write(fd, b):
@@ -436,6 +470,8 @@ class Stream(object):
         p = self.pend
         if p is not None:
             # Completing a large frame: chunks are joined once, not per read.
+            if type(p) is not list:
+                return self._readv(s)
             p.append(s)
             self.plen += len(s)
             if self.plen < self.need:
@@ -447,6 +483,9 @@ class Stream(object):
             s = s[n:]
         elif self.buf:
             s = self.buf + s
+        self._parse(s)
+
+    def _parse(self, s):
         pos, end = 0, len(s)
         # An offset walks the buffer: slicing off each frame would copy the
         # rest every time (quadratic with thousands of small frames).
@@ -459,13 +498,44 @@ class Stream(object):
             pos += 36
             if end - pos < n:
                 self.phdr, self.pfld, self.need = h, fld, n
-                self.pend = [s[pos:]]
                 self.plen = end - pos
                 self.buf = b''
+                if _HAVE_READV and n > 1048576:
+                    # Read the rest in place: no chunk list, no join copy.
+                    self.pend = bytearray(n)
+                    self.pend[:self.plen] = s[pos:]
+                else:
+                    self.pend = [s[pos:]]
                 return
             self._frame(h, fld, s[pos:pos + n])
             pos += n
         self.buf = s[pos:]
+
+    def _readv(self, s):
+        # on_read() already read s (up to 256 KiB) before it knew we were
+        # mid-frame; keep it, then read straight into the frame's buffer.
+        p, need = self.pend, self.need
+        mv = memoryview(p)
+        k = min(len(s), need - self.plen)
+        mv[self.plen:self.plen + k] = s[:k]
+        self.plen += k
+        try:
+            while self.plen < need:
+                r = os.readv(self.rfd, [mv[self.plen:]])
+                if not r:
+                    return self.disconnect(None)
+                self.plen += r
+                # Back to poll unless more is ready right away.
+                if not select.select([self.rfd], [], [], 0)[0]:
+                    break
+        except EnvironmentError as e:
+            return self.disconnect('read error: %s' % (e,))
+        finally:
+            mv.release()
+        if self.plen >= need:
+            self.pend = None
+            self._frame(self.phdr, self.pfld, p)
+            self._parse(s[k:])
 
     def _frame(self, h, fld, data):
         if self.closed:
