@@ -7,16 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use econtext_actors::announce::announce_route;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
-use econtext_actors::router::{AddLocalRoute, DeclareDead, Register, Sink};
+use econtext_actors::router::{DeclareDead, Register, Sink};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
 use econtext_bootstrap::connect::connect_local;
 use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
 use econtext_bootstrap::{ChildConfig, ConnectError, LocalOptions, Method};
-use econtext_wire::messages::{AddRoute, Spawn};
+use econtext_wire::messages::Spawn;
 use econtext_wire::{handles, ContextId, DEFAULT_MAX_MESSAGE_SIZE};
 use rand::RngCore;
 use slog::{debug, o, Logger};
@@ -235,34 +236,7 @@ impl Master {
         ancestors.extend(self.ancestors(via.id()));
         let config = self.config(id, &name, ancestors.clone());
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
-        // ADD_ROUTE to every ancestor that does not create it directly:
-        // `via` on each is that ancestor's child on the path down.
-        let mut path = vec![id];
-        path.extend(ancestors.iter().copied());
-        for w in path.windows(2).skip(1) {
-            let (hop, to) = (w[0], w[1]);
-            if to == handles::MASTER_ID {
-                let _ = inner
-                    .router
-                    .send(AddLocalRoute {
-                        target: id,
-                        via: hop,
-                        parent: via.id(),
-                    })
-                    .await;
-            } else {
-                let ctx = Context::new(to, "", handles::MASTER_ID, inner.router.clone());
-                let _ = ctx
-                    .send(
-                        handles::ADD_ROUTE,
-                        &AddRoute {
-                            target: id,
-                            via: hop,
-                        },
-                    )
-                    .await;
-            }
-        }
+        announce_route(&inner.router, id, &ancestors).await;
         let spawn = Spawn {
             id,
             name: name.clone(),

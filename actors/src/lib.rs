@@ -19,6 +19,7 @@
 //! Router has queued it on the next hop; the Router's handlers are thin and
 //! all decisions live in [`routing`] and [`handles`].
 
+pub mod announce;
 pub mod channel;
 pub mod context;
 pub mod dispatch;

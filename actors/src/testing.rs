@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use econtext_wire::messages::AddRoute;
 use econtext_wire::{handles, ContextId, Header};
 use slog::Logger;
 
+use crate::announce::announce_route;
 use crate::context::Context;
 use crate::dispatch::Functions;
-use crate::router::{AddLocalRoute, CloseStream, Router, RouterConfig, Trace};
+use crate::router::{CloseStream, Router, RouterConfig, Trace};
 use crate::rust_context::{start_rust_context, RustContextConfig};
 use crate::stream::{Stream, StreamConfig};
 
@@ -40,8 +40,7 @@ struct Node {
     uplink: Addr<Stream>,
 }
 
-/// One ADD_ROUTE the tree's master sent: `(to, target, via)`.
-pub type AddRouteRecord = (ContextId, ContextId, ContextId);
+pub use crate::announce::AddRouteRecord;
 
 /// A tree of in-process Rust contexts under a master (context 0).
 pub struct SimTree {
@@ -155,29 +154,8 @@ impl SimTree {
                 uplink,
             },
         );
-        // ADD_ROUTE to every ancestor but the creator: `via` is that
-        // ancestor's child on the path down to the new context.
-        let mut path = vec![id];
-        path.extend(ancestors.iter().copied());
-        for w in path.windows(2).skip(1) {
-            let (via, to) = (w[0], w[1]);
-            self.add_routes.push((to, id, via));
-            if to == handles::MASTER_ID {
-                let _ = self
-                    .master
-                    .send(AddLocalRoute {
-                        target: id,
-                        via,
-                        parent,
-                    })
-                    .await;
-            } else {
-                let ctx = self.context(to);
-                let _ = ctx
-                    .send(handles::ADD_ROUTE, &AddRoute { target: id, via })
-                    .await;
-            }
-        }
+        let sent = announce_route(&self.master, id, &ancestors).await;
+        self.add_routes.extend(sent);
         // A round trip to the new context: it is up, and (frames on one
         // link stay in order) every ancestor has applied its route.
         let _: bool = self
