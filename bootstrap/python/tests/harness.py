@@ -302,9 +302,50 @@ def rss_kib(pid):
                 return int(line.split()[1])
 
 
+def baseline(python):
+    # What the interpreter costs by itself here (site, .pth files...), to
+    # tell the core's share of connect time and RSS from Python's.
+    best = None
+    for _ in range(3):
+        t = time.time()
+        subprocess.call([python, '-c', 'pass'])
+        best = min(best or 1e9, time.time() - t)
+    p = subprocess.Popen([python, '-c', 'import time; time.sleep(0.5)'])
+    time.sleep(0.3)
+    rss = rss_kib(p.pid)
+    p.wait()
+    return best * 1000, rss
+
+
+def micro(n=20000):
+    # Child-side CPU per call, in this interpreter: decode a request,
+    # dispatch it, encode and seal the reply, parse and verify a frame.
+    req = core.pack(['os', None, 'getpid', [], {}])
+    msg = core.unpack(req)
+    r, w = os.pipe()
+    sink = type('S', (), {'id': 0, 'max_size': 1 << 30, 'route': lambda *a: None})()
+    up = core.Stream(sink, 0, os.dup(r), w, b'k')
+    down = core.Stream(sink, 1, r, os.dup(w), b'k', down=True)
+    t = time.time()
+    for _ in range(n):
+        core.unpack(req)
+        core._call(msg)
+    t1 = time.time()
+    for _ in range(1000):
+        up.send(0, 1, 1000, 0, core.packl(1234))
+        up.send(0, 1, 1000, 0, core.packl(1234))
+        down.on_read()
+    t2 = time.time()
+    for fd in (r, w, up.rfd, down.wfd):
+        os.close(fd)
+    return (t1 - t) / n * 1e6, (t2 - t1) / 2000 * 1e6
+
+
 def bench(python=None, out=sys.stdout):
     python = python or sys.executable
     res = {'core_zlib_bytes': compressed_core_size()}
+    res['baseline_python_start_ms'], res['baseline_python_rss_kib'] = baseline(python)
+    res['micro_decode_call_us'], res['micro_frame_send_recv_us'] = micro()
     t0 = time.time()
     c = Child(python, log_level=30)
     c.call('os', 'getpid')
