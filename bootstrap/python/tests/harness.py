@@ -350,6 +350,7 @@ def bench(python=None, out=sys.stdout):
     c = Child(python, log_level=30)
     c.call('os', 'getpid')
     res['connect_first_call_ms'] = (time.time() - t0) * 1000
+    res['child_rss_kib_idle'] = rss_kib(c.proc.pid)
     for _ in range(200):
         c.call('os', 'getpid')
     ts = []
@@ -377,7 +378,7 @@ def bench(python=None, out=sys.stdout):
         c.send(core.CALL_FUNCTION, None, reply_to=h, raw=msg)
     done.wait(120)
     res['calls_per_s'] = n / (time.time() - t)
-    res['child_rss_kib'] = rss_kib(c.proc.pid)
+    res['child_rss_kib_after_flood'] = rss_kib(c.proc.pid)
     # Echo: copy.copy returns its (immutable) argument, in every Python.
     blob = os.urandom(1024) * (64 * 1024)
     t = time.time()

@@ -14,7 +14,7 @@ run() { # master child label
     summary="$summary
 $res  child $ver ($3)  $line"
     echo "=== $3: child $2 ($ver): $res"
-    if [ $res = FAIL ]; then cat "$log"; else grep -E '^  [a-z_0-9]+ ' "$log"; fi
+    if [ $res = FAIL ]; then cat "$log"; else grep -E '^  [A-Za-z_0-9]+ ' "$log"; fi
     rm -f "$log"
 }
 for p in $PYS; do
