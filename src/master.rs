@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use econtext_actors::announce::announce_route;
+use econtext_actors::dispatch::Functions;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
 use econtext_actors::router::{DeclareDead, Register, Sink};
+use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
 use econtext_bootstrap::connect::connect_local;
 use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
+use econtext_bootstrap::spawner::Spawner;
 use econtext_bootstrap::{ChildConfig, ConnectError, LocalOptions, Method};
 use econtext_wire::messages::Spawn;
 use econtext_wire::{handles, ContextId, DEFAULT_MAX_MESSAGE_SIZE};
@@ -101,6 +104,8 @@ struct Inner {
     importer_stats: Arc<ImporterStats>,
     /// Which context created each context (the master's view of the tree).
     parents: Mutex<HashMap<ContextId, ContextId>>,
+    /// Routers of the Rust contexts running in this process.
+    in_process: Mutex<HashMap<ContextId, Addr<Router>>>,
     opts: MasterOptions,
 }
 
@@ -153,6 +158,7 @@ impl Master {
                 next_id: AtomicU16::new(1),
                 importer_stats,
                 parents: Mutex::new(HashMap::new()),
+                in_process: Mutex::new(HashMap::new()),
                 opts,
             }),
         }
@@ -190,6 +196,73 @@ impl Master {
         self.inner
             .log_forwarder
             .do_send(NameContext(id, ctx.name().to_string()));
+        Ok(ctx)
+    }
+
+    /// Starts a Rust context in this process, under the master or under
+    /// another in-process Rust context (`via`), joined to its parent by an
+    /// in-memory pipe with real framing and HMAC. It serves `functions`
+    /// and can itself create Python contexts (`ConnectOptions::via`).
+    pub async fn rust_context(
+        &self,
+        name: &str,
+        via: Option<&Context>,
+        functions: Functions,
+    ) -> Result<Context, ConnectError> {
+        let inner = &self.inner;
+        let parent = via.map_or(handles::MASTER_ID, Context::id);
+        let parent_router = if parent == handles::MASTER_ID {
+            inner.router.clone()
+        } else {
+            inner
+                .in_process
+                .lock()
+                .expect("in-process lock")
+                .get(&parent)
+                .cloned()
+                .ok_or_else(|| ConnectError::Via {
+                    via: parent,
+                    reason: "not an in-process Rust context".into(),
+                })?
+        };
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut ancestors = vec![parent];
+        ancestors.extend(self.ancestors(parent));
+        let log = inner.opts.log.new(o!("ctx" => name.to_string()));
+        if parent != handles::MASTER_ID {
+            announce_route(&inner.router, id, &ancestors).await;
+        }
+        let (parent_end, child_end) = tokio::io::duplex(256 * 1024);
+        let (pr, pw) = tokio::io::split(parent_end);
+        let (cr, cw) = tokio::io::split(child_end);
+        let mut config =
+            RustContextConfig::new(id, name, parent, ancestors, &inner.key, log.clone());
+        config.max_message_size = inner.opts.max_message_size;
+        let router = start_rust_context(config, functions, cr, cw, Default::default());
+        let spawner = Spawner::new(id, router.clone(), &inner.key, log.clone()).start();
+        router.do_send(Register {
+            handle: Some(handles::SPAWN),
+            sink: Sink::Recipient(spawner.recipient()),
+            persistent: true,
+            waiting_on: None,
+        });
+        let mut sc = StreamConfig::new(id, false, &inner.key, log);
+        sc.max_message_size = inner.opts.max_message_size;
+        Stream::start(sc, pr, pw, parent_router);
+        inner
+            .in_process
+            .lock()
+            .expect("in-process lock")
+            .insert(id, router);
+        inner.parents.lock().expect("tree lock").insert(id, parent);
+        inner
+            .log_forwarder
+            .do_send(NameContext(id, name.to_string()));
+        let ctx = Context::new(id, name, handles::MASTER_ID, inner.router.clone());
+        // A round trip: the context is up and every route to it is in place.
+        ctx.call::<bool>("econtext", "ping", ())
+            .await
+            .map_err(|e| ConnectError::Io(format!("in-process context {name}: {e}")))?;
         Ok(ctx)
     }
 

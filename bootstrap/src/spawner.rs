@@ -1,0 +1,178 @@
+//! SPAWN in a Rust context: start a Python child on the master's behalf
+//! with the same connect code the master uses, then route for it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use econtext_actors::message::{reply_frame, Message};
+use econtext_actors::router::{Router, Send};
+use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
+use econtext_actors::{Stream, StreamConfig};
+use econtext_wire::messages::Spawn;
+use econtext_wire::{payload, CallError, ContextId, Value};
+use slog::{info, Logger};
+
+use crate::connect::connect_local;
+use crate::payload::{framed_payload, ChildConfig};
+
+/// Answers SPAWN for the context whose Router it serves.
+pub struct Spawner {
+    me: ContextId,
+    router: Addr<Router>,
+    key: Vec<u8>,
+    log: Logger,
+}
+
+impl Spawner {
+    pub fn new(me: ContextId, router: Addr<Router>, key: &[u8], log: Logger) -> Self {
+        Spawner {
+            me,
+            router,
+            key: key.to_vec(),
+            log,
+        }
+    }
+}
+
+impl Actor for Spawner {
+    type Context = actix::Context<Self>;
+}
+
+fn connect_error(message: String) -> CallError {
+    CallError {
+        type_name: "econtext.ConnectError".into(),
+        message,
+        traceback: String::new(),
+    }
+}
+
+impl ChildConfig {
+    /// Reads the config a SPAWN carries (see [`ChildConfig::to_msgpack_map`]).
+    pub fn from_msgpack_map(m: &BTreeMap<String, Value>) -> Result<ChildConfig, String> {
+        let int = |k: &str| {
+            m.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("config.{k} missing or not an integer"))
+        };
+        let text = |k: &str| {
+            m.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("config.{k} missing or not text"))
+        };
+        let hex = text("key")?;
+        let key = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| "config.key is not hex".to_string())?;
+        let ancestors = m
+            .get("ancestors")
+            .and_then(Value::as_array)
+            .ok_or("config.ancestors missing")?
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .map(|a| a as u16)
+                    .ok_or("config.ancestors: not integers")
+            })
+            .collect::<Result<Vec<u16>, _>>()?;
+        Ok(ChildConfig {
+            context_id: int("context_id")? as u16,
+            parent_id: int("parent_id")? as u16,
+            name: text("name")?,
+            key,
+            log_level: int("log_level")? as u8,
+            max_message_size: int("max_message_size")? as usize,
+            ancestors,
+        })
+    }
+}
+
+impl Handler<Message> for Spawner {
+    type Result = ();
+
+    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
+        if msg.is_dead() {
+            return;
+        }
+        let req = match msg.decode::<Spawn>() {
+            Ok(r) => r,
+            Err(e) => return self.reply(&msg, Err(connect_error(format!("malformed SPAWN: {e}")))),
+        };
+        let config = match ChildConfig::from_msgpack_map(&req.config) {
+            Ok(c) if c.context_id == req.id && c.parent_id == self.me => c,
+            Ok(_) => {
+                return self.reply(
+                    &msg,
+                    Err(connect_error("SPAWN config does not match".into())),
+                )
+            }
+            Err(e) => return self.reply(&msg, Err(connect_error(e))),
+        };
+        let env: Vec<(String, String)> = req.env.into_iter().collect();
+        let log = self.log.new(slog::o!("ctx" => req.name.clone()));
+        let timeout = Duration::from_secs_f64(req.timeout.clamp(0.1, 3600.0));
+        let payload = framed_payload(&config);
+        let argv = req.argv;
+        let fut = async move { connect_local(&argv, &env, &payload, timeout, &log).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(connected) => {
+                let pid = connected.process.pid();
+                info!(act.log, "spawned a child on the master's behalf"; "id" => req.id, "pid" => pid);
+                let (reader, writer) = connected.data.into_split();
+                let mut sc = StreamConfig::new(req.id, false, &act.key, act.log.clone());
+                sc.max_message_size = config.max_message_size;
+                sc.initial = connected.initial;
+                Stream::start(sc, reader, writer, act.router.clone());
+                Supervisor::start(
+                    req.id,
+                    act.router.clone(),
+                    Box::new(connected.process),
+                    DEFAULT_GRACE,
+                    act.log.clone(),
+                );
+                act.reply(&msg, Ok(vec![pid]));
+            }
+            Err(e) => act.reply(&msg, Err(connect_error(e.to_string()))),
+        }));
+    }
+}
+
+impl Spawner {
+    fn reply(&self, msg: &Message, result: Result<Vec<u32>, CallError>) {
+        if msg.reply_to == 0 {
+            return;
+        }
+        let data = match result {
+            Ok(v) => payload::encode(&v),
+            Err(e) => payload::encode(&e),
+        };
+        if let Ok(d) = data {
+            self.router.do_send(Send(reply_frame(self.me, msg, d)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_survives_the_spawn_map() {
+        let c = ChildConfig {
+            context_id: 7,
+            parent_id: 3,
+            name: "x".into(),
+            key: vec![1, 0xab],
+            log_level: 10,
+            max_message_size: 99,
+            ancestors: vec![3, 1, 0],
+        };
+        assert_eq!(
+            ChildConfig::from_msgpack_map(&c.to_msgpack_map()).unwrap(),
+            c
+        );
+    }
+}
