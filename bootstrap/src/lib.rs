@@ -23,6 +23,7 @@ pub mod minimize;
 pub mod modules;
 pub mod payload;
 pub mod process;
+pub mod spawner;
 
 pub use error::ConnectError;
 pub use method::{LocalOptions, Method};
