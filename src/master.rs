@@ -15,7 +15,7 @@ use econtext_actors::router::{DeclareDead, Register, Sink};
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
-use econtext_bootstrap::connect::connect_local;
+use econtext_bootstrap::connect::connect;
 use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
 use econtext_bootstrap::spawner::Spawner;
@@ -292,6 +292,14 @@ impl Master {
             log_level: self.inner.opts.log_level,
             max_message_size: self.inner.opts.max_message_size,
             ancestors,
+            module_path: self
+                .inner
+                .opts
+                .module_path
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
         }
     }
 
@@ -364,9 +372,9 @@ impl Master {
         let inner = &self.inner;
         let log = inner.opts.log.new(o!("ctx" => name.clone()));
         let config = self.config(id, &name, vec![handles::MASTER_ID]);
-        let argv = opts.method.argv(&name);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
-        let connected = connect_local(&argv, &[], &framed_payload(&config), timeout, &log).await?;
+        let spec = opts.method.spawn_spec(&name, timeout);
+        let connected = connect(&spec, &framed_payload(&config), timeout, &log).await?;
         debug!(log, "connected"; "id" => id, "pid" => connected.process.pid());
         inner
             .parents

@@ -1,16 +1,22 @@
-//! Driving a handshake over a freshly started child, within a deadline.
+//! Driving a handshake over a freshly started child, within a deadline:
+//! answering its password prompt (on its pty, or on stdin when the prompt
+//! came on stderr, as su does), then `EC0`, the payload, `EC1`.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use econtext_actors::iologger::{IoLogger, Tail};
-use slog::{debug, Logger};
+use slog::{debug, info, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStderr;
 use tokio::time::Instant;
 
 use crate::error::ConnectError;
 use crate::handshake::{Handshake, Stage, Step};
-use crate::process::{spawn_local, ChildProcess};
+use crate::method::SpawnSpec;
+use crate::process::{spawn_spec, ChildProcess};
+use crate::prompt::{classify_exit, Auth, PromptRules, PromptScanner, Secret};
+use crate::pty::PtyMaster;
 
 /// A child that completed the handshake: its data socket, whatever was read
 /// past `EC1`, its process, and the tail of its stderr.
@@ -30,67 +36,297 @@ pub async fn connect_local(
     timeout: Duration,
     log: &Logger,
 ) -> Result<Connected, ConnectError> {
+    let spec = SpawnSpec {
+        method: "local".into(),
+        argv: argv.to_vec(),
+        env: env.to_vec(),
+        new_session: false,
+        tty: false,
+        prompts: PromptRules::default(),
+        password: None,
+    };
+    connect(&spec, payload, timeout, log).await
+}
+
+/// One output of the child other than its data: stderr or its pty. Split
+/// into log lines, kept in the tail (redacted), and watched for prompts.
+struct Side {
+    name: &'static str,
+    buf: Vec<u8>,
+    scanner: PromptScanner,
+    open: bool,
+}
+
+impl Side {
+    fn new(name: &'static str, open: bool) -> Self {
+        Side {
+            name,
+            buf: Vec::new(),
+            scanner: PromptScanner::default(),
+            open,
+        }
+    }
+
+    /// Logs complete lines; true if the output now ends with a prompt.
+    fn feed(&mut self, bytes: &[u8], cx: &Cx<'_>, watch: bool) -> bool {
+        self.buf.extend_from_slice(bytes);
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            cx.line(self.name, &line);
+        }
+        if self.buf.len() > 64 * 1024 {
+            let rest = std::mem::take(&mut self.buf);
+            cx.line(self.name, &rest);
+        }
+        if watch && self.scanner.feed(cx.rules, bytes) {
+            // The prompt is a line of its own in the log.
+            let rest = std::mem::take(&mut self.buf);
+            cx.line(self.name, &rest);
+            return true;
+        }
+        false
+    }
+
+    fn flush(&mut self, cx: &Cx<'_>) {
+        let rest = std::mem::take(&mut self.buf);
+        if !rest.is_empty() {
+            cx.line(self.name, &rest);
+        }
+    }
+}
+
+struct Cx<'a> {
+    log: &'a Logger,
+    tail: &'a Tail,
+    password: Option<&'a Secret>,
+    rules: &'a PromptRules,
+}
+
+impl Cx<'_> {
+    fn line(&self, fd: &'static str, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_end_matches(['\n', '\r']).trim_start_matches('\r');
+        if text.trim().is_empty() {
+            return;
+        }
+        let text = self.redact(text);
+        info!(self.log, "{}", text; "fd" => fd);
+        self.tail.push(text);
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match self.password {
+            Some(p) => p.redact(text),
+            None => text.to_string(),
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.tail.lines().iter().map(|l| self.redact(l)).collect()
+    }
+}
+
+/// What the timeout says it was waiting for.
+fn stage_name(method: &str, stage: Stage) -> &'static str {
+    match (method, stage) {
+        ("ssh", Stage::AwaitEc0) => "ssh to log in and start the first stage (EC0)",
+        ("sudo", Stage::AwaitEc0) => "sudo to authenticate and start the first stage (EC0)",
+        ("su", Stage::AwaitEc0) => "su to authenticate and start the first stage (EC0)",
+        (_, s) => s.describe(),
+    }
+}
+
+/// Starts what `spec` describes and runs the bootstrap handshake, sending
+/// `payload` after `EC0` and answering a password prompt on the way.
+/// Every stage shares the one `timeout`.
+pub async fn connect(
+    spec: &SpawnSpec,
+    payload: &[u8],
+    timeout: Duration,
+    log: &Logger,
+) -> Result<Connected, ConnectError> {
     let deadline = Instant::now() + timeout;
-    let spawned = spawn_local(argv, env)?;
+    let spawned = spawn_spec(spec)?;
     let tail = Tail::default();
-    IoLogger::start(
-        spawned.stderr,
-        log.new(slog::o!("fd" => "stderr")),
-        tail.clone(),
-    );
+    let cx = Cx {
+        log,
+        tail: &tail,
+        password: spec.password.as_ref(),
+        rules: &spec.prompts,
+    };
     let mut data = spawned.data;
     let mut process = spawned.process;
-    debug!(log, "spawned"; "pid" => process.pid());
+    let mut stderr: ChildStderr = spawned.stderr;
+    let tty: Option<PtyMaster> = spawned.tty;
+    debug!(log, "spawned"; "pid" => process.pid(), "method" => &spec.method, "tty" => tty.is_some());
+
+    // Prompts are only looked for where a method can ask one.
+    let watch = spec.method != "local";
+    let mut err_side = Side::new("stderr", true);
+    let mut tty_side = Side::new("tty", tty.is_some());
+    let mut password_sent = false;
+    let auth = |sent: bool| Auth {
+        password_given: spec.password.is_some(),
+        password_sent: sent,
+    };
+    let timed_out = |stage: Stage, cx: &Cx<'_>| ConnectError::Timeout {
+        stage: stage_name(&spec.method, stage),
+        after: timeout,
+        stderr: cx.lines(),
+    };
 
     let mut hs = Handshake::default();
     let mut buf = vec![0u8; 4096];
+    let mut ebuf = vec![0u8; 4096];
+    let mut tbuf = vec![0u8; 1024];
     loop {
-        let n = match tokio::time::timeout_at(deadline, data.read(&mut buf)).await {
-            Err(_) => {
-                return Err(ConnectError::Timeout {
-                    stage: hs.stage().describe(),
-                    after: timeout,
-                    stderr: tail.lines(),
-                })
-            }
-            Ok(r) => r?,
-        };
-        if n == 0 {
-            let status = process.status_within(Duration::from_millis(500)).await;
-            // Let the stderr logger drain what the child printed last.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let mut stderr = tail.lines();
-            if !hs.noise.is_empty() {
-                stderr.extend(hs.noise.lines().map(str::to_string));
-            }
-            return Err(ConnectError::ExitedEarly {
-                stage: hs.stage().describe(),
-                status,
-                stderr,
-            });
-        }
-        match hs.feed(&buf[..n]).map_err(ConnectError::Protocol)? {
-            Step::Read => {}
-            Step::SendPayload => {
-                match tokio::time::timeout_at(deadline, data.write_all(payload)).await {
-                    Err(_) => {
-                        return Err(ConnectError::Timeout {
-                            stage: Stage::AwaitEc1.describe(),
-                            after: timeout,
-                            stderr: tail.lines(),
-                        })
+        // Which output asked for the password, if one did.
+        let mut prompt_on: Option<&'static str> = None;
+        tokio::select! {
+            r = data.read(&mut buf) => {
+                let n = r?;
+                if n == 0 {
+                    return Err(exited_early(
+                        spec, &hs, &mut process, &mut stderr, tty.as_ref(),
+                        (&mut err_side, &mut tty_side), &cx, auth(password_sent), timeout,
+                    ).await);
+                }
+                match hs.feed(&buf[..n]).map_err(ConnectError::Protocol)? {
+                    Step::Read => {}
+                    Step::SendPayload => {
+                        match tokio::time::timeout_at(deadline, data.write_all(payload)).await {
+                            Err(_) => return Err(timed_out(Stage::AwaitEc1, &cx)),
+                            Ok(r) => r?,
+                        }
                     }
-                    Ok(r) => r?,
+                    Step::Done(initial) => {
+                        err_side.flush(&cx);
+                        tty_side.flush(&cx);
+                        IoLogger::start(stderr, log.new(slog::o!("fd" => "stderr")), tail.clone());
+                        if let Some(t) = tty {
+                            // Keeps the pty drained for as long as the
+                            // child writes to it.
+                            IoLogger::start(t, log.new(slog::o!("fd" => "tty")), tail.clone());
+                        }
+                        if let Some(p) = &spec.password {
+                            tail.redact(p.expose());
+                        }
+                        return Ok(Connected {
+                            data,
+                            initial,
+                            process,
+                            stderr_tail: tail,
+                        });
+                    }
                 }
             }
-            Step::Done(initial) => {
-                return Ok(Connected {
-                    data,
-                    initial,
-                    process,
-                    stderr_tail: tail,
-                })
+            r = stderr.read(&mut ebuf), if err_side.open => {
+                match r {
+                    Ok(0) | Err(_) => err_side.open = false,
+                    Ok(n) => {
+                        let w = watch && hs.stage() == Stage::AwaitEc0;
+                        if err_side.feed(&ebuf[..n], &cx, w) {
+                            prompt_on = Some("stderr");
+                        }
+                    }
+                }
+            }
+            r = async { tty.as_ref().expect("tty side open").read(&mut tbuf).await }, if tty_side.open => {
+                match r {
+                    Ok(0) | Err(_) => tty_side.open = false,
+                    Ok(n) => {
+                        let w = watch && hs.stage() == Stage::AwaitEc0;
+                        if tty_side.feed(&tbuf[..n], &cx, w) {
+                            prompt_on = Some("tty");
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                err_side.flush(&cx);
+                tty_side.flush(&cx);
+                return Err(timed_out(hs.stage(), &cx));
             }
         }
+        let Some(on) = prompt_on else { continue };
+        let method = spec.method.clone();
+        let Some(password) = &spec.password else {
+            debug!(log, "password prompt and no password"; "on" => on);
+            return Err(ConnectError::PasswordRequired { method });
+        };
+        if password_sent {
+            debug!(log, "second password prompt: refused"; "on" => on);
+            return Err(ConnectError::PasswordRefused { method });
+        }
+        let mut answer = password.expose().as_bytes().to_vec();
+        answer.push(b'\n');
+        // Answer where we were asked: prompts on the terminal are read
+        // from it; a prompt on stderr (su with PAM) reads stdin.
+        let wrote = match (on, &tty) {
+            ("tty", Some(t)) => tokio::time::timeout_at(deadline, t.write_all(&answer)).await,
+            _ => tokio::time::timeout_at(deadline, data.write_all(&answer)).await,
+        };
+        answer.iter_mut().for_each(|b| *b = 0);
+        match wrote {
+            Err(_) => return Err(timed_out(hs.stage(), &cx)),
+            Ok(r) => r?,
+        }
+        password_sent = true;
+        debug!(log, "answered the password prompt"; "on" => on);
+    }
+}
+
+/// The child closed its data channel before `EC1`: say why, as precisely
+/// as its last words allow.
+#[allow(clippy::too_many_arguments)]
+async fn exited_early(
+    spec: &SpawnSpec,
+    hs: &Handshake,
+    process: &mut ChildProcess,
+    stderr: &mut ChildStderr,
+    tty: Option<&PtyMaster>,
+    sides: (&mut Side, &mut Side),
+    cx: &Cx<'_>,
+    auth: Auth,
+    timeout: Duration,
+) -> ConnectError {
+    let (err_side, tty_side) = sides;
+    let status = process.status_within(Duration::from_millis(500)).await;
+    // Drain what the child printed last (it has exited or is exiting).
+    let mut b = vec![0u8; 4096];
+    let drain_until = Instant::now() + Duration::from_millis(200);
+    while err_side.open {
+        match tokio::time::timeout_at(drain_until, stderr.read(&mut b)).await {
+            Ok(Ok(n)) if n > 0 => {
+                err_side.feed(&b[..n], cx, false);
+            }
+            _ => err_side.open = false,
+        }
+    }
+    if let Some(t) = tty {
+        while tty_side.open {
+            match tokio::time::timeout_at(drain_until, t.read(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tty_side.feed(&b[..n], cx, false);
+                }
+                _ => tty_side.open = false,
+            }
+        }
+    }
+    err_side.flush(cx);
+    tty_side.flush(cx);
+    let mut lines = cx.lines();
+    if !hs.noise.is_empty() {
+        lines.extend(hs.noise.lines().map(|l| cx.redact(l)));
+    }
+    if spec.method != "local" {
+        if let Some(e) = classify_exit(&spec.method, &lines, auth, timeout) {
+            return e;
+        }
+    }
+    ConnectError::ExitedEarly {
+        stage: stage_name(&spec.method, hs.stage()),
+        status,
+        stderr: lines,
     }
 }

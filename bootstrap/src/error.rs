@@ -34,6 +34,11 @@ pub enum ConnectError {
     #[error("{method} asked for a password and none was given")]
     PasswordRequired { method: String },
 
+    /// Authentication failed without a password prompt to blame: ssh key
+    /// auth refused, sudo not allowed for this user.
+    #[error("{method} authentication failed: {detail}")]
+    AuthFailed { method: String, detail: String },
+
     /// ssh refused the remote host's key.
     #[error("host key refused: {detail}")]
     HostKeyRefused { detail: String },

@@ -23,8 +23,14 @@ pub mod minimize;
 pub mod modules;
 pub mod payload;
 pub mod process;
+pub mod prompt;
+pub mod pty;
 pub mod spawner;
 
 pub use error::ConnectError;
-pub use method::{LocalOptions, Method};
+pub use method::{
+    ContainerOptions, HostKeyCheck, KubectlOptions, LocalOptions, Method, SpawnSpec, SshOptions,
+    SuOptions, SudoOptions,
+};
 pub use payload::ChildConfig;
+pub use prompt::Secret;

@@ -1,9 +1,20 @@
 //! Connection methods as data: how to start a context's interpreter.
+//!
+//! A [`Method`] turns into a [`SpawnSpec`]: the argv, the environment,
+//! whether the child needs a controlling terminal (only to answer a
+//! password prompt), the prompt rules and the password. A spec is plain,
+//! serializable data, so that an intermediate context can later run the
+//! same generic spawn and handshake with it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::first_stage::python_argv;
+use crate::prompt::{PromptRules, Secret};
 
 /// Options of the `local` method: a child process on this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalOptions {
     /// The interpreter to run (a path, or a name looked up on PATH).
     pub python: String,
@@ -17,24 +28,535 @@ impl Default for LocalOptions {
     }
 }
 
-/// A connection method: turns into the argv that starts the first stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What ssh does with a host key it does not know, or one that changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKeyCheck {
+    /// Only hosts already in known_hosts (`StrictHostKeyChecking=yes`).
+    #[default]
+    Enforce,
+    /// Add unknown hosts, refuse changed keys (`accept-new`).
+    Accept,
+    /// Check nothing, remember nothing (`no`, known hosts `/dev/null`).
+    Ignore,
+}
+
+impl std::str::FromStr for HostKeyCheck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enforce" => Ok(HostKeyCheck::Enforce),
+            "accept" => Ok(HostKeyCheck::Accept),
+            "ignore" => Ok(HostKeyCheck::Ignore),
+            other => Err(format!("{other:?} is not enforce, accept or ignore")),
+        }
+    }
+}
+
+/// Options of the `ssh` method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshOptions {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    /// A private key file (`ssh -i`).
+    pub identity_file: Option<String>,
+    pub check_host_keys: HostKeyCheck,
+    /// Extra `-o` options, each `Name=value`.
+    pub ssh_options: Vec<String>,
+    pub compression: bool,
+    /// `ServerAliveInterval` in seconds (0: off).
+    pub keepalive_interval: u32,
+    /// `ServerAliveCountMax`.
+    pub keepalive_count_max: u32,
+    /// Answered on a pty when ssh asks; without it ssh runs in batch mode
+    /// and fails at once instead of prompting.
+    pub password: Option<Secret>,
+    /// The remote interpreter.
+    pub python: String,
+    pub ssh_path: String,
+}
+
+impl SshOptions {
+    pub fn new(host: impl Into<String>) -> Self {
+        SshOptions {
+            user: None,
+            host: host.into(),
+            port: None,
+            identity_file: None,
+            check_host_keys: HostKeyCheck::Enforce,
+            ssh_options: Vec::new(),
+            compression: false,
+            keepalive_interval: 0,
+            keepalive_count_max: 3,
+            password: None,
+            python: "python3".into(),
+            ssh_path: "ssh".into(),
+        }
+    }
+}
+
+/// Options of the `sudo` method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SudoOptions {
+    pub user: String,
+    /// Answered on a pty; without it sudo runs with `-n` and fails at once
+    /// if it needs one.
+    pub password: Option<Secret>,
+    /// `-E`: keep the caller's environment.
+    pub preserve_env: bool,
+    /// `-i`: run through the target user's login shell.
+    pub login: bool,
+    /// More sudo options, placed before `--`.
+    pub extra_args: Vec<String>,
+    pub python: String,
+    pub sudo_path: String,
+}
+
+impl Default for SudoOptions {
+    fn default() -> Self {
+        SudoOptions {
+            user: "root".into(),
+            password: None,
+            preserve_env: false,
+            login: false,
+            extra_args: Vec::new(),
+            python: "python3".into(),
+            sudo_path: "sudo".into(),
+        }
+    }
+}
+
+/// Options of the `su` method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuOptions {
+    pub user: String,
+    pub password: Option<Secret>,
+    pub python: String,
+    pub su_path: String,
+}
+
+impl Default for SuOptions {
+    fn default() -> Self {
+        SuOptions {
+            user: "root".into(),
+            password: None,
+            python: "python3".into(),
+            su_path: "su".into(),
+        }
+    }
+}
+
+/// Options of `docker exec` and `podman exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOptions {
+    pub container: String,
+    pub user: Option<String>,
+    pub python: String,
+    /// The engine's program (`docker`, `podman`, or a path).
+    pub program: String,
+}
+
+impl ContainerOptions {
+    pub fn new(program: &str, container: impl Into<String>) -> Self {
+        ContainerOptions {
+            container: container.into(),
+            user: None,
+            python: "python3".into(),
+            program: program.into(),
+        }
+    }
+}
+
+/// Options of `kubectl exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubectlOptions {
+    pub pod: String,
+    pub container: Option<String>,
+    pub namespace: Option<String>,
+    /// A kubeconfig context (`--context`).
+    pub kube_context: Option<String>,
+    pub python: String,
+    pub kubectl_path: String,
+}
+
+impl KubectlOptions {
+    pub fn new(pod: impl Into<String>) -> Self {
+        KubectlOptions {
+            pod: pod.into(),
+            container: None,
+            namespace: None,
+            kube_context: None,
+            python: "python3".into(),
+            kubectl_path: "kubectl".into(),
+        }
+    }
+}
+
+/// A connection method: turns into the spec that starts the first stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
     Local(LocalOptions),
+    Ssh(SshOptions),
+    Sudo(SudoOptions),
+    Su(SuOptions),
+    Docker(ContainerOptions),
+    Podman(ContainerOptions),
+    Kubectl(KubectlOptions),
 }
+
+/// Everything the generic spawn and handshake need: plain data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// The method's short name, for errors.
+    pub method: String,
+    pub argv: Vec<String>,
+    /// Set in the child's environment on top of ours.
+    pub env: Vec<(String, String)>,
+    /// Start the child in its own session (so it never reads the user's
+    /// terminal).
+    pub new_session: bool,
+    /// Give the child a pty as its controlling terminal, for prompts.
+    /// Only when a password is configured: a pty costs time.
+    pub tty: bool,
+    pub prompts: PromptRules,
+    pub password: Option<Secret>,
+}
+
+/// The prompt we give sudo with `-p`, so that matching is exact. No `%`:
+/// sudo expands those.
+pub const SUDO_PROMPT: &str = "[econtext-sudo] password:";
 
 impl Method {
     /// Short name for logs, errors and default context names.
     pub fn kind(&self) -> &'static str {
         match self {
             Method::Local(_) => "local",
+            Method::Ssh(_) => "ssh",
+            Method::Sudo(_) => "sudo",
+            Method::Su(_) => "su",
+            Method::Docker(_) => "docker",
+            Method::Podman(_) => "podman",
+            Method::Kubectl(_) => "kubectl",
         }
     }
 
     /// The argv that starts context `name` with this method.
     pub fn argv(&self, name: &str) -> Vec<String> {
+        self.spawn_spec(name, Duration::from_secs(30)).argv
+    }
+
+    /// The password this method answers prompts with, if any.
+    pub fn password(&self) -> Option<&Secret> {
         match self {
-            Method::Local(o) => python_argv(&o.python, name),
+            Method::Ssh(o) => o.password.as_ref(),
+            Method::Sudo(o) => o.password.as_ref(),
+            Method::Su(o) => o.password.as_ref(),
+            _ => None,
         }
+    }
+
+    /// Everything needed to start context `name`; `timeout` is the
+    /// connect timeout (ssh gets it as its own `ConnectTimeout`).
+    pub fn spawn_spec(&self, name: &str, timeout: Duration) -> SpawnSpec {
+        let password = self.password().cloned();
+        let mut spec = SpawnSpec {
+            method: self.kind().to_string(),
+            argv: Vec::new(),
+            env: Vec::new(),
+            new_session: !matches!(self, Method::Local(_)),
+            tty: password.is_some(),
+            prompts: PromptRules::default(),
+            password,
+        };
+        spec.argv = match self {
+            Method::Local(o) => python_argv(&o.python, name),
+            Method::Ssh(o) => {
+                if o.password.is_some() {
+                    // Never an askpass program: the prompt must reach our pty.
+                    spec.env
+                        .push(("SSH_ASKPASS_REQUIRE".into(), "never".into()));
+                }
+                ssh_argv(o, name, timeout)
+            }
+            Method::Sudo(o) => {
+                spec.prompts.custom = Some(SUDO_PROMPT.into());
+                sudo_argv(o, name)
+            }
+            Method::Su(o) => {
+                let cmd = format!("exec {}", shell_join(&python_argv(&o.python, name)));
+                vec![
+                    o.su_path.clone(),
+                    "-c".into(),
+                    cmd,
+                    "--".into(),
+                    o.user.clone(),
+                ]
+            }
+            Method::Docker(o) | Method::Podman(o) => {
+                let mut a = vec![o.program.clone(), "exec".into(), "-i".into()];
+                if let Some(u) = &o.user {
+                    a.extend(["-u".into(), u.clone()]);
+                }
+                a.push("--".into());
+                a.push(o.container.clone());
+                a.extend(python_argv(&o.python, name));
+                a
+            }
+            Method::Kubectl(o) => {
+                let mut a = vec![o.kubectl_path.clone()];
+                if let Some(c) = &o.kube_context {
+                    a.push(format!("--context={c}"));
+                }
+                if let Some(n) = &o.namespace {
+                    a.push(format!("--namespace={n}"));
+                }
+                a.extend(["exec".into(), "-i".into()]);
+                if let Some(c) = &o.container {
+                    a.push(format!("--container={c}"));
+                }
+                a.push(o.pod.clone());
+                a.push("--".into());
+                a.extend(python_argv(&o.python, name));
+                a
+            }
+        };
+        spec
+    }
+}
+
+fn ssh_argv(o: &SshOptions, name: &str, timeout: Duration) -> Vec<String> {
+    let mut a = vec![o.ssh_path.clone()];
+    let mut opt = |s: String| {
+        a.push("-o".into());
+        a.push(s);
+    };
+    // Batch mode unless we can answer a password: ssh then fails at once
+    // instead of prompting.
+    opt(format!(
+        "BatchMode={}",
+        if o.password.is_some() { "no" } else { "yes" }
+    ));
+    // Errors only: host key and auth failures are errors, and the
+    // "Permanently added" notice stays out of the log.
+    opt("LogLevel=ERROR".into());
+    opt(format!(
+        "ConnectTimeout={}",
+        timeout.as_secs_f64().ceil().max(1.0) as u64
+    ));
+    match o.check_host_keys {
+        HostKeyCheck::Enforce => opt("StrictHostKeyChecking=yes".into()),
+        HostKeyCheck::Accept => opt("StrictHostKeyChecking=accept-new".into()),
+        HostKeyCheck::Ignore => {
+            opt("StrictHostKeyChecking=no".into());
+            opt("UserKnownHostsFile=/dev/null".into());
+            opt("GlobalKnownHostsFile=/dev/null".into());
+        }
+    }
+    if o.compression {
+        opt("Compression=yes".into());
+    }
+    if o.keepalive_interval > 0 {
+        opt(format!("ServerAliveInterval={}", o.keepalive_interval));
+        opt(format!("ServerAliveCountMax={}", o.keepalive_count_max));
+    }
+    for s in &o.ssh_options {
+        opt(s.clone());
+    }
+    if let Some(i) = &o.identity_file {
+        a.extend(["-i".into(), i.clone()]);
+    }
+    if let Some(u) = &o.user {
+        a.extend(["-l".into(), u.clone()]);
+    }
+    if let Some(p) = o.port {
+        a.extend(["-p".into(), p.to_string()]);
+    }
+    // No remote pty: the data is binary and flows on stdin/stdout.
+    a.push("-T".into());
+    a.push("--".into());
+    a.push(o.host.clone());
+    // ssh hands the command line to the remote user's shell.
+    a.push(format!(
+        "exec {}",
+        shell_join(&python_argv(&o.python, name))
+    ));
+    a
+}
+
+fn sudo_argv(o: &SudoOptions, name: &str) -> Vec<String> {
+    let mut a = vec![o.sudo_path.clone()];
+    if o.password.is_some() {
+        a.extend(["-p".into(), SUDO_PROMPT.into()]);
+    } else {
+        // Non-interactive: "a password is required" at once, no prompt.
+        a.push("-n".into());
+    }
+    a.extend(["-u".into(), o.user.clone()]);
+    if o.preserve_env {
+        a.push("-E".into());
+    }
+    if o.login {
+        a.push("-i".into());
+    }
+    a.extend(o.extra_args.iter().cloned());
+    a.push("--".into());
+    // sudo executes argv directly (and escapes it itself under -i).
+    a.extend(python_argv(&o.python, name));
+    a
+}
+
+/// Quotes `s` for a POSIX shell: unchanged when it is made only of safe
+/// characters, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Joins an argv into one shell command line.
+pub fn shell_join(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(cmd: &str) -> Vec<String> {
+        // Let a real shell split the line and print each word.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "set -- {cmd}; for a; do printf '%s\\0' \"$a\"; done"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn shell_join_round_trips_through_sh() {
+        let argv: Vec<String> = [
+            "python3",
+            "-c",
+            "a='b'; print(\"x y\")",
+            "",
+            "$HOME",
+            "it's",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(sh(&shell_join(&argv)), argv);
+        let first = python_argv("/usr/bin/python3", "ssh.1");
+        assert_eq!(sh(&shell_join(&first)), first);
+    }
+
+    #[test]
+    fn ssh_argv_batch_mode_and_host_key_policy() {
+        let mut o = SshOptions::new("example.org");
+        o.user = Some("bob".into());
+        o.port = Some(2222);
+        o.identity_file = Some("/k".into());
+        o.check_host_keys = HostKeyCheck::Ignore;
+        let spec = Method::Ssh(o.clone()).spawn_spec("ssh.1", Duration::from_millis(2500));
+        let a = spec.argv.join(" ");
+        assert!(a.starts_with("ssh -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=3 "));
+        assert!(a.contains("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"));
+        assert!(
+            a.contains("-i /k -l bob -p 2222 -T -- example.org exec /usr/bin/python3")
+                || a.contains("-i /k -l bob -p 2222 -T -- example.org exec python3 -c ")
+        );
+        assert!(!spec.tty && spec.new_session && spec.password.is_none());
+
+        o.password = Some(Secret::new("hunter2"));
+        o.check_host_keys = HostKeyCheck::Accept;
+        let spec = Method::Ssh(o).spawn_spec("ssh.1", Duration::from_secs(30));
+        assert!(spec.tty);
+        assert!(spec.argv.contains(&"BatchMode=no".to_string()));
+        assert!(spec
+            .argv
+            .contains(&"StrictHostKeyChecking=accept-new".to_string()));
+        assert!(!spec.argv.iter().any(|a| a.contains("hunter2")));
+        assert!(!format!("{spec:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn sudo_uses_n_without_password_and_exact_prompt_with_one() {
+        let o = SudoOptions {
+            user: "web".into(),
+            login: true,
+            ..Default::default()
+        };
+        let spec = Method::Sudo(o.clone()).spawn_spec("sudo.1", Duration::from_secs(5));
+        assert_eq!(&spec.argv[..6], ["sudo", "-n", "-u", "web", "-i", "--"]);
+        assert_eq!(spec.argv[7], "-c");
+        assert!(!spec.tty);
+        let spec = Method::Sudo(SudoOptions {
+            password: Some(Secret::new("pw")),
+            ..o
+        })
+        .spawn_spec("sudo.1", Duration::from_secs(5));
+        assert_eq!(&spec.argv[..3], ["sudo", "-p", SUDO_PROMPT]);
+        assert!(spec.tty);
+        assert_eq!(spec.prompts.custom.as_deref(), Some(SUDO_PROMPT));
+    }
+
+    #[test]
+    fn su_takes_one_quoted_command_string() {
+        let spec = Method::Su(SuOptions::default()).spawn_spec("su.1", Duration::from_secs(5));
+        assert_eq!(spec.argv[..2], ["su", "-c"]);
+        assert_eq!(spec.argv[3..], ["--", "root"]);
+        let words = sh(spec.argv[2].strip_prefix("exec ").unwrap());
+        assert_eq!(words, python_argv("python3", "su.1"));
+    }
+
+    #[test]
+    fn container_argvs() {
+        let mut d = ContainerOptions::new("docker", "web");
+        d.user = Some("app".into());
+        let a = Method::Docker(d).argv("docker.1");
+        assert_eq!(a[..7], ["docker", "exec", "-i", "-u", "app", "--", "web"]);
+        assert_eq!(a[7..9], ["python3", "-c"]);
+        let a = Method::Podman(ContainerOptions::new("/usr/bin/podman", "db")).argv("p");
+        assert_eq!(a[..5], ["/usr/bin/podman", "exec", "-i", "--", "db"]);
+        let mut k = KubectlOptions::new("pod-1");
+        k.namespace = Some("ns".into());
+        k.container = Some("main".into());
+        let a = Method::Kubectl(k).argv("k");
+        assert_eq!(
+            a[..7],
+            [
+                "kubectl",
+                "--namespace=ns",
+                "exec",
+                "-i",
+                "--container=main",
+                "pod-1",
+                "--"
+            ]
+        );
+    }
+
+    #[test]
+    fn methods_serialize_without_losing_anything() {
+        let mut o = SshOptions::new("h");
+        o.password = Some(Secret::new("pw"));
+        let m = Method::Ssh(o);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Method>(&json).unwrap(), m);
     }
 }

@@ -1,6 +1,6 @@
 //! Starting a child process with its data channel on a socketpair.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,19 +12,47 @@ use nix::unistd::Pid;
 use tokio::process::{Child, ChildStderr, Command};
 
 use crate::error::ConnectError;
+use crate::method::SpawnSpec;
+use crate::pty::{self, PtyMaster};
 
-/// A started child: its data socket (stdin and stdout), stderr, and the
-/// process itself.
+/// A started child: its data socket (stdin and stdout), stderr, the pty
+/// master when it has a controlling terminal, and the process itself.
 pub struct Spawned {
     pub data: tokio::net::UnixStream,
     pub stderr: ChildStderr,
+    pub tty: Option<PtyMaster>,
     pub process: ChildProcess,
 }
 
 /// Spawns `argv` with stdin and stdout on one end of a socketpair.
 pub fn spawn_local(argv: &[String], env: &[(String, String)]) -> Result<Spawned, ConnectError> {
+    spawn(argv, env, false, false)
+}
+
+/// Spawns what `spec` describes (argv, env, session and pty).
+pub fn spawn_spec(spec: &SpawnSpec) -> Result<Spawned, ConnectError> {
+    spawn(&spec.argv, &spec.env, spec.new_session, spec.tty)
+}
+
+/// Spawns `argv` with stdin and stdout on one end of a socketpair and
+/// stderr on a pipe. `new_session`: the child gets its own session, so it
+/// never reads the user's terminal; `tty`: and a fresh pty as its
+/// controlling terminal, whose master is returned.
+pub fn spawn(
+    argv: &[String],
+    env: &[(String, String)],
+    new_session: bool,
+    tty: bool,
+) -> Result<Spawned, ConnectError> {
+    if argv.is_empty() {
+        return Err(ConnectError::Spawn {
+            program: String::new(),
+            reason: "empty argv".into(),
+        });
+    }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let theirs_out = theirs.try_clone()?;
+    let pty = if tty { Some(pty::open()?) } else { None };
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -32,6 +60,23 @@ pub fn spawn_local(argv: &[String], env: &[(String, String)]) -> Result<Spawned,
         .stdout(Stdio::from(OwnedFd::from(theirs_out)))
         .stderr(Stdio::piped())
         .kill_on_drop(false);
+    if let Some(p) = &pty {
+        let slave = p.slave.as_raw_fd();
+        // SAFETY: make_controlling only makes async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || pty::make_controlling(slave));
+        }
+    } else if new_session {
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| ConnectError::Spawn {
         program: argv[0].clone(),
         reason: e.to_string(),
@@ -40,13 +85,26 @@ pub fn spawn_local(argv: &[String], env: &[(String, String)]) -> Result<Spawned,
     ours.set_nonblocking(true)?;
     let data = tokio::net::UnixStream::from_std(ours)?;
     let pid = child.id().unwrap_or(0);
+    // The slave closes here (the child has its own); the master is kept
+    // twice: one to read and answer, one held by the process so that the
+    // child's terminal never hangs up under it.
+    let (tty, keepalive) = match pty {
+        Some(p) => {
+            drop(p.slave);
+            let keep = p.master.try_clone()?;
+            (Some(PtyMaster::new(p.master)?), Some(keep))
+        }
+        None => (None, None),
+    };
     Ok(Spawned {
         data,
         stderr,
+        tty,
         process: ChildProcess {
             child: Some(child),
             pid,
             exited: Arc::new(AtomicBool::new(false)),
+            _tty: keepalive,
         },
     })
 }
@@ -57,6 +115,8 @@ pub struct ChildProcess {
     child: Option<Child>,
     pid: u32,
     exited: Arc<AtomicBool>,
+    /// The pty master, if any: closing it would hang up the child.
+    _tty: Option<OwnedFd>,
 }
 
 impl ChildProcess {
