@@ -93,6 +93,7 @@ async fn main() {
         log_level: 20,
         max_message_size: 128 << 20,
         ancestors: vec![0],
+        module_path: String::new(),
     };
     let bytes = python_c_arg("local.1").len() + framed_payload(&config).len();
     let c = median(&mut connect_ms);

@@ -43,9 +43,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn argv_is_shell_safe() {
-        let argv = python_argv("python3", "local.1; rm -rf /");
+    fn hostile_names_are_neutralised() {
+        use std::io::Read;
+        let argv = python_argv("python3", "local.1'; rm -rf / #");
         assert_eq!(argv[1], "-c");
-        assert!(!argv[2].contains('"') && !argv[2].contains('\n') && !argv[2].contains(' '));
+        // Only base64 between the quotes: no shell or Python metacharacter
+        // from the name survives into the command line.
+        let b64 = argv[2].split('\'').nth(1).unwrap();
+        assert!(b64
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
+        let z = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let mut src = String::new();
+        flate2::read::ZlibDecoder::new(&z[..])
+            .read_to_string(&mut src)
+            .unwrap();
+        assert!(src.contains("(econtext:local.1___rm_-rf_/__)"), "{src}");
     }
 }

@@ -30,6 +30,8 @@ pub struct ChildConfig {
     pub max_message_size: usize,
     /// Ancestors, parent first, the master last.
     pub ancestors: Vec<u16>,
+    /// The master's module search path, for ImportError messages.
+    pub module_path: String,
 }
 
 impl ChildConfig {
@@ -52,6 +54,7 @@ impl ChildConfig {
                 "ancestors",
                 Value::Array(self.ancestors.iter().map(|&a| Value::from(a)).collect()),
             ),
+            ("module_path", Value::from(self.module_path.as_str())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -64,14 +67,15 @@ impl ChildConfig {
         let anc: Vec<String> = self.ancestors.iter().map(|a| a.to_string()).collect();
         format!(
             "{{'context_id': {}, 'parent_id': {}, 'name': {}, 'key': '{}', 'log_level': {}, \
-             'max_message_size': {}, 'ancestors': [{}]}}",
+             'max_message_size': {}, 'ancestors': [{}], 'module_path': {}}}",
             self.context_id,
             self.parent_id,
             py_str(&self.name),
             key,
             self.log_level,
             self.max_message_size,
-            anc.join(", ")
+            anc.join(", "),
+            py_str(&self.module_path)
         )
     }
 }
@@ -133,6 +137,7 @@ mod tests {
             log_level: 20,
             max_message_size: 10,
             ancestors: vec![0],
+            module_path: "/srv/lib".into(),
         };
         let s = c.to_python();
         assert!(s.contains("'name': 'it\\'s\\\\x'"));

@@ -86,6 +86,7 @@ impl ChildConfig {
             log_level: int("log_level")? as u8,
             max_message_size: int("max_message_size")? as usize,
             ancestors,
+            module_path: text("module_path").unwrap_or_default(),
         })
     }
 }
@@ -169,6 +170,7 @@ mod tests {
             log_level: 10,
             max_message_size: 99,
             ancestors: vec![3, 1, 0],
+            module_path: "/a:/b".into(),
         };
         assert_eq!(
             ChildConfig::from_msgpack_map(&c.to_msgpack_map()).unwrap(),
