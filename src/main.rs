@@ -146,9 +146,11 @@ fn main() -> ExitCode {
                 Ok(o) => o,
                 Err(e) => return usage(e),
             };
-            if ctx.is_some() {
-                return usage("chains of hops need contexts through contexts (not available yet)");
-            }
+            // Each hop after the first is created through the one before.
+            let o = match &ctx {
+                Some(prev) => o.via(prev),
+                None => o,
+            };
             match master.connect(o).await {
                 Ok(c) => ctx = Some(c),
                 Err(e) => {

@@ -31,6 +31,13 @@ struct Prepared {
     imports: Vec<String>,
 }
 
+/// Modules every master serves whatever its module path: the parts of
+/// the Python core that only some contexts need.
+pub const BUILTIN_MODULES: &[(&str, &str)] = &[(
+    "econtext.parent",
+    include_str!("../python/econtext_parent.py"),
+)];
+
 /// Resolves and prepares modules from a list of directories.
 #[derive(Debug, Default)]
 pub struct ModuleFinder {
@@ -44,6 +51,21 @@ impl ModuleFinder {
             path,
             cache: HashMap::new(),
         }
+    }
+
+    fn builtin(fullname: &str) -> Option<Arc<Prepared>> {
+        let (_, source) = BUILTIN_MODULES.iter().find(|(n, _)| *n == fullname)?;
+        let package = fullname.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+        Some(Arc::new(Prepared {
+            record: ModuleSource {
+                fullname: fullname.to_string(),
+                filename: format!("<econtext builtin {fullname}>"),
+                is_package: false,
+                source: compress(minimize_source(source).as_bytes()),
+                children: Vec::new(),
+            },
+            imports: scan_imports(source, package),
+        }))
     }
 
     /// The module path from the `ECONTEXT_PATH` environment variable
@@ -88,6 +110,10 @@ impl ModuleFinder {
     fn prepare(&mut self, fullname: &str) -> Option<Arc<Prepared>> {
         if let Some(hit) = self.cache.get(fullname) {
             return hit.clone();
+        }
+        if let Some(b) = Self::builtin(fullname) {
+            self.cache.insert(fullname.to_string(), Some(b.clone()));
+            return Some(b);
         }
         let found = self.locate(fullname).and_then(|(file, is_package)| {
             let source = std::fs::read_to_string(&file).ok()?;
