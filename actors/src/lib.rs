@@ -33,6 +33,7 @@ pub mod message;
 pub mod router;
 pub mod routing;
 pub mod rust_context;
+pub mod serve;
 pub mod stream;
 pub mod supervisor;
 pub mod testing;

@@ -45,7 +45,11 @@ impl Sink {
             Sink::Channel(tx) => {
                 let _ = tx.send(msg);
             }
-            Sink::Recipient(r) => r.do_send(msg),
+            // A closed mailbox (the actor stopped or panicked) drops the
+            // message; the Router sees the closed sink at the next delivery.
+            Sink::Recipient(r) => {
+                let _ = r.try_send(msg);
+            }
         }
     }
 }

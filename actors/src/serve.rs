@@ -1,0 +1,152 @@
+//! Users' own actors on handles: typed requests in, typed replies out, and
+//! a handler that panics (or stops) becomes an error for its caller, never
+//! a silently closed mailbox and a caller waiting forever.
+
+use std::marker::PhantomData;
+
+use actix::prelude::*;
+use econtext_wire::{payload, CallError, ContextId, Handle};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::message::{reply_frame, Message};
+use crate::router::{Register, Router, Send, Sink};
+
+/// A request delivered to a user's actor: the decoded value, and who sent
+/// it. The actor answers with `Ok(reply)` or a `CallError` of its own.
+pub struct Request<T, R> {
+    pub src: ContextId,
+    pub value: T,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> actix::Message
+    for Request<T, R>
+{
+    type Result = std::result::Result<R, CallError>;
+}
+
+/// Registers `actor` on a handle of the context `router` serves (a fresh
+/// dynamic handle when `handle` is None) and returns the handle. Each
+/// message is decoded as `T` and handed to the actor; its answer goes back
+/// to the sender's `reply_to`.
+///
+/// ```ignore
+/// struct Counter(u64);
+/// impl Actor for Counter { type Context = Context<Self>; }
+/// impl Handler<Request<u64, u64>> for Counter {
+///     type Result = Result<u64, CallError>;
+///     fn handle(&mut self, r: Request<u64, u64>, _: &mut Context<Self>) -> Self::Result {
+///         self.0 += r.value;
+///         Ok(self.0)
+///     }
+/// }
+/// let h = serve::<u64, u64, _>(&router, me, None, Counter(0).start()).await?;
+/// ```
+pub async fn serve<T, R, A>(
+    router: &Addr<Router>,
+    me: ContextId,
+    handle: Option<Handle>,
+    actor: Addr<A>,
+) -> Result<Handle>
+where
+    T: DeserializeOwned + std::marker::Send + 'static,
+    R: Serialize + std::marker::Send + 'static,
+    A: Actor + Handler<Request<T, R>>,
+    A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
+{
+    let adapter = Adapter::<T, R> {
+        me,
+        router: router.clone(),
+        target: actor.recipient(),
+    }
+    .start();
+    router
+        .send(Register {
+            handle,
+            sink: Sink::Recipient(adapter.recipient()),
+            persistent: true,
+            waiting_on: None,
+        })
+        .await
+        .map_err(|_| Error::RouterGone)
+}
+
+struct Adapter<T: std::marker::Send + 'static, R: std::marker::Send + 'static> {
+    me: ContextId,
+    router: Addr<Router>,
+    target: Recipient<Request<T, R>>,
+}
+
+impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Actor for Adapter<T, R> {
+    type Context = actix::Context<Self>;
+}
+
+fn failure(type_name: &str, message: String) -> CallError {
+    CallError {
+        type_name: type_name.into(),
+        message,
+        traceback: String::new(),
+    }
+}
+
+impl<T, R> Handler<Message> for Adapter<T, R>
+where
+    T: DeserializeOwned + std::marker::Send + 'static,
+    R: Serialize + std::marker::Send + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
+        if msg.is_dead() {
+            return;
+        }
+        let value = match msg.decode::<T>() {
+            Ok(v) => v,
+            Err(e) => {
+                return reply::<R>(
+                    &self.router,
+                    self.me,
+                    &msg,
+                    Err(failure("TypeError", e.to_string())),
+                )
+            }
+        };
+        let req = Request {
+            src: msg.src,
+            value,
+            _r: PhantomData,
+        };
+        let sent = self.target.send(req);
+        ctx.spawn(sent.into_actor(self).map(move |res, act, _| {
+            let answer = match res {
+                Ok(r) => r,
+                // The handler panicked or its actor stopped while holding
+                // this request: the caller hears about it.
+                Err(e) => Err(failure("panic", format!("handler failed: {e}"))),
+            };
+            reply(&act.router, act.me, &msg, answer);
+        }));
+    }
+}
+
+fn reply<R: Serialize>(
+    router: &Addr<Router>,
+    me: ContextId,
+    msg: &Message,
+    answer: std::result::Result<R, CallError>,
+) {
+    if msg.reply_to == 0 {
+        return;
+    }
+    let data = match answer {
+        Ok(r) => {
+            payload::encode(&r).or_else(|e| payload::encode(&failure("TypeError", e.to_string())))
+        }
+        Err(e) => payload::encode(&e),
+    };
+    if let Ok(d) = data {
+        router.do_send(Send(reply_frame(me, msg, d)));
+    }
+}
