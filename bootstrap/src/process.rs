@@ -85,16 +85,17 @@ pub fn spawn(
     ours.set_nonblocking(true)?;
     let data = tokio::net::UnixStream::from_std(ours)?;
     let pid = child.id().unwrap_or(0);
-    // The slave closes here (the child has its own); the master is kept
-    // twice: one to read and answer, one held by the process so that the
-    // child's terminal never hangs up under it.
-    let (tty, keepalive) = match pty {
+    // We keep the slave open too, for as long as the process lives: a
+    // master whose slave no process has open reads EIO, and the child
+    // opens /dev/tty only when it prompts. The master is kept twice: one
+    // to read and answer, one held by the process so that the child's
+    // terminal never hangs up under it.
+    let (tty, keep) = match pty {
         Some(p) => {
-            drop(p.slave);
-            let keep = p.master.try_clone()?;
-            (Some(PtyMaster::new(p.master)?), Some(keep))
+            let keep = vec![p.master.try_clone()?, p.slave];
+            (Some(PtyMaster::new(p.master)?), keep)
         }
-        None => (None, None),
+        None => (None, Vec::new()),
     };
     Ok(Spawned {
         data,
@@ -104,7 +105,7 @@ pub fn spawn(
             child: Some(child),
             pid,
             exited: Arc::new(AtomicBool::new(false)),
-            _tty: keepalive,
+            _tty: keep,
         },
     })
 }
@@ -115,8 +116,9 @@ pub struct ChildProcess {
     child: Option<Child>,
     pid: u32,
     exited: Arc<AtomicBool>,
-    /// The pty master, if any: closing it would hang up the child.
-    _tty: Option<OwnedFd>,
+    /// The pty's master and slave, if any: closing the master would hang
+    /// up the child; the slave keeps the master from reading EIO.
+    _tty: Vec<OwnedFd>,
 }
 
 impl ChildProcess {

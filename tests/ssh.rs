@@ -1,0 +1,503 @@
+//! ssh, sudo and su straight from the master, against a throwaway sshd and
+//! throwaway users (root only: elsewhere each test prints SKIP), and the
+//! container methods' argv against stub programs.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::sshd::{skip_unless, Sshd, Sudoers, TempDir, TestUser};
+use common::*;
+use econtext::bootstrap::{
+    ContainerOptions, HostKeyCheck, KubectlOptions, Secret, SshOptions, SuOptions, SudoOptions,
+};
+use econtext::{ConnectError, ConnectOptions, Method};
+
+const SSH: &[&str] = &["/usr/sbin/sshd", "ssh", "ssh-keygen", "useradd"];
+
+fn ssh_opts(sshd: &Sshd, user: &str) -> SshOptions {
+    let mut o = SshOptions::new("127.0.0.1");
+    o.user = Some(user.into());
+    o.port = Some(sshd.port);
+    o.identity_file = Some(sshd.key.display().to_string());
+    o.check_host_keys = HostKeyCheck::Ignore;
+    o.python = python3();
+    o
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Scans every process's command line until stopped; returns the pids
+/// whose argv contained `needle`.
+fn watch_cmdlines(needle: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut scans = 0;
+        while !stop.load(Ordering::SeqCst) || scans == 0 {
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    if c.contains(&needle) {
+                        seen.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+                    }
+                }
+            }
+            scans += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(scans > 3, "the scanner ran only {scans} times");
+        seen
+    })
+}
+
+#[test]
+fn ssh_key_auth_connects_and_calls() {
+    if skip_unless(SSH, "ssh_key_auth_connects_and_calls") {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    run(async move {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let started = Instant::now();
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, "root"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log_text()));
+        let uid: u32 = ctx.call("os", "getuid", ()).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(uid, 0);
+        let version: String = ctx.call("platform", "python_version", ()).await.unwrap();
+        assert!(version.starts_with('3'), "{version}");
+        // The context really is behind sshd: its parent is sshd's session.
+        let ppid: i32 = ctx.call("os", "getppid", ()).await.unwrap();
+        let parent = std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+        assert!(parent.contains("sshd"), "parent {ppid}: {parent:?}");
+        eprintln!("ssh connect + first call: {took:?}");
+        ctx.shutdown().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ctx.dead())
+            .await
+            .expect("the ssh context exits after SHUTDOWN");
+    });
+}
+
+#[test]
+fn cli_calls_over_ssh() {
+    if skip_unless(SSH, "cli_calls_over_ssh") {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let target = format!(
+        "ssh:root@127.0.0.1:{}?identity={}&check_host_keys=ignore&python={}",
+        sshd.port,
+        sshd.key.display(),
+        python3()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", &target, "os.getuid"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "{stderr}\nsshd log:\n{}",
+        sshd.log_text()
+    );
+    assert_eq!(stdout.trim(), "0");
+}
+
+#[test]
+fn ssh_password_auth_on_a_pty() {
+    if skip_unless(SSH, "ssh_password_auth_on_a_pty") {
+        return;
+    }
+    let sshd = Sshd::start(true);
+    let user = TestUser::create("sp");
+    let mut o = ssh_opts(&sshd, &user.name);
+    o.identity_file = None;
+    // No agent, no default keys: only the password can work.
+    o.ssh_options = vec![
+        "IdentitiesOnly=yes".into(),
+        "IdentityFile=/dev/null".into(),
+        "PubkeyAuthentication=no".into(),
+    ];
+    o.password = Some(Secret::new(user.password.clone()));
+    let uid = user.uid;
+    run(async move {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(o)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log_text()));
+        let got: u32 = ctx.call("os", "getuid", ()).await.unwrap();
+        assert_eq!(got, uid);
+        assert!(
+            sshd.log_text().contains("Accepted password for"),
+            "{}",
+            sshd.log_text()
+        );
+        assert!(
+            cap.text().contains("answered the password prompt"),
+            "{}",
+            cap.text()
+        );
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn wrong_ssh_password_is_a_typed_error_within_5s() {
+    if skip_unless(SSH, "wrong_ssh_password_is_a_typed_error_within_5s") {
+        return;
+    }
+    let sshd = Sshd::start(true);
+    let user = TestUser::create("sw");
+    let mut o = ssh_opts(&sshd, &user.name);
+    o.identity_file = None;
+    o.ssh_options = vec!["PubkeyAuthentication=no".into()];
+    let wrong = format!("{}-wrong", user.password);
+    o.password = Some(Secret::new(wrong.clone()));
+    run(async move {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let started = Instant::now();
+        let err = master
+            .connect(ConnectOptions::new(Method::Ssh(o)).connect_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, ConnectError::PasswordRefused { ref method } if method == "ssh"),
+            "{err:?}"
+        );
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(!format!("{err} {err:?}").contains(&wrong));
+        assert!(!cap.text().contains(&wrong), "{}", cap.text());
+    });
+}
+
+#[test]
+fn unknown_host_key_under_enforce_is_refused() {
+    if skip_unless(SSH, "unknown_host_key_under_enforce_is_refused") {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let dir = TempDir::new("kh");
+    let known = dir.path("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let mut o = ssh_opts(&sshd, "root");
+    o.check_host_keys = HostKeyCheck::Enforce;
+    o.ssh_options = vec![
+        format!("UserKnownHostsFile={}", known.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+    ];
+    let known_line = sshd.known_hosts_line();
+    run(async move {
+        let master = master(&Capture::default());
+        let err = master
+            .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+            .await
+            .unwrap_err();
+        let ConnectError::HostKeyRefused { detail } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(detail.contains("host key is known"), "{detail}");
+        assert!(err.to_string().starts_with("host key refused: "), "{err}");
+        // The same host, once its key is known, is let in.
+        std::fs::write(&known, known_line).unwrap();
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(o)))
+            .await
+            .unwrap();
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), 0);
+    });
+}
+
+#[test]
+fn host_that_accepts_tcp_then_says_nothing_times_out() {
+    if skip_unless(
+        &["ssh"],
+        "host_that_accepts_tcp_then_says_nothing_times_out",
+    ) {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let mut o = SshOptions::new("127.0.0.1");
+    o.port = Some(port);
+    o.check_host_keys = HostKeyCheck::Ignore;
+    run(async move {
+        let master = master(&Capture::default());
+        let started = Instant::now();
+        let err = master
+            .connect(ConnectOptions::new(Method::Ssh(o)).connect_timeout(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        let ConnectError::Timeout { stage, after, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(stage.contains("ssh"), "{err}");
+        assert_eq!(*after, Duration::from_secs(2));
+        assert!(err.to_string().contains("timed out after 2s"), "{err}");
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+            "took {took:?}"
+        );
+        assert!(!held.lock().unwrap().is_empty(), "ssh never connected");
+    });
+}
+
+#[test]
+fn sudo_to_a_user_runs_as_that_user() {
+    if skip_unless(&["sudo", "useradd"], "sudo_to_a_user_runs_as_that_user") {
+        return;
+    }
+    let user = TestUser::create("su");
+    let o = SudoOptions {
+        user: user.name.clone(),
+        python: python3(),
+        ..Default::default()
+    };
+    let uid = user.uid;
+    run(async move {
+        let master = master(&Capture::default());
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Sudo(o)))
+            .await
+            .unwrap();
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+/// Runs the CLI as `user` with `PW` in its environment.
+fn cli_as(user: &TestUser, target: &str, password: &str) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = user
+        .command(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", target, "os.getuid", "--connect-timeout", "20"])
+        .env("PW", password)
+        .output()
+        .unwrap();
+    (out, started.elapsed())
+}
+
+#[test]
+fn wrong_sudo_password_is_a_typed_error_within_5s() {
+    if skip_unless(
+        &["sudo", "useradd", "setpriv"],
+        "wrong_sudo_password_is_a_typed_error_within_5s",
+    ) {
+        return;
+    }
+    let user = TestUser::create("sd");
+    let _sudoers = Sudoers::add("sd", &format!("{} ALL=(ALL:ALL) ALL\n", user.name));
+    let target = format!("sudo:root?password_env=PW&python={}", python3());
+    let (out, _) = cli_as(&user, &target, &user.password);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "0");
+    assert!(!stdout.contains(&user.password) && !stderr.contains(&user.password));
+
+    let wrong = format!("{}-wrong", user.password);
+    let (out, took) = cli_as(&user, &target, &wrong);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("password refused by sudo"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        !stdout.contains(&wrong) && !stderr.contains(&wrong),
+        "{stderr}"
+    );
+
+    // No password configured, and sudo wants one: said at once.
+    let (out, took) = cli_as(&user, &format!("sudo:root?python={}", python3()), "");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("asked for a password"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn su_with_password() {
+    if skip_unless(&["su", "useradd", "setpriv"], "su_with_password") {
+        return;
+    }
+    let from = TestUser::create("sf");
+    let to = TestUser::create("st");
+    let target = format!("su:{}?password_env=PW&python={}", to.name, python3());
+    let (out, _) = cli_as(&from, &target, &to.password);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), to.uid.to_string());
+    assert!(!stderr.contains(&to.password), "{stderr}");
+
+    let wrong = format!("{}-wrong", to.password);
+    let (out, took) = cli_as(&from, &target, &wrong);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("password refused by su"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        !stdout.contains(&wrong) && !stderr.contains(&wrong),
+        "{stderr}"
+    );
+
+    // Directly from the master too (as root, su asks nothing).
+    let o = SuOptions {
+        user: to.name.clone(),
+        python: python3(),
+        ..Default::default()
+    };
+    let uid = to.uid;
+    run(async move {
+        let master = master(&Capture::default());
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Su(o)))
+            .await
+            .unwrap();
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
+    });
+}
+
+#[test]
+fn passwords_never_appear_in_ps_or_logs() {
+    if skip_unless(SSH, "passwords_never_appear_in_ps_or_logs") {
+        return;
+    }
+    let sshd = Sshd::start(true);
+    let user = TestUser::create("ps");
+    let mut o = ssh_opts(&sshd, &user.name);
+    o.identity_file = None;
+    o.ssh_options = vec!["PubkeyAuthentication=no".into()];
+    o.password = Some(Secret::new(user.password.clone()));
+    let password = user.password.clone();
+    let uid = user.uid;
+    run(async move {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let stop = Arc::new(AtomicBool::new(false));
+        let scanner = watch_cmdlines(password.clone(), stop.clone());
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+            .await
+            .unwrap();
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
+        // A wrong one too: its error and log lines.
+        let wrong = format!("{password}-wrong");
+        o.password = Some(Secret::new(wrong.clone()));
+        let err = master
+            .connect(ConnectOptions::new(Method::Ssh(o)))
+            .await
+            .unwrap_err();
+        stop.store(true, Ordering::SeqCst);
+        let seen = scanner.join().unwrap();
+        assert!(seen.is_empty(), "password in argv: {seen:?}");
+        let log = cap.text();
+        assert!(log.contains("answered the password prompt"), "{log}");
+        for secret in [&password, &wrong] {
+            assert!(!log.contains(secret.as_str()), "{log}");
+            assert!(!format!("{err} {err:?}").contains(secret.as_str()));
+        }
+    });
+}
+
+/// A stub engine: logs its argv (one per line) and execs the python argv
+/// that follows `--` (and, for `skip`=1, the container name after it).
+fn stub(dir: &TempDir, name: &str, skip: usize) -> (String, std::path::PathBuf) {
+    let log = dir.path(&format!("{name}.argv"));
+    let path = dir.path(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nfor a; do printf '%s\\n' \"$a\"; done > {log}\n\
+             while [ \"$1\" != -- ]; do shift; done\nshift {n}\nexec \"$@\"\n",
+            log = log.display(),
+            n = 1 + skip
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (path.display().to_string(), log)
+}
+
+#[test]
+fn container_methods_argv_against_stub_engines() {
+    let dir = TempDir::new("stubs");
+    let (docker, docker_log) = stub(&dir, "docker", 1);
+    let (podman, podman_log) = stub(&dir, "podman", 1);
+    let (kubectl, kubectl_log) = stub(&dir, "kubectl", 0);
+    let py = python3();
+    let mut d = ContainerOptions::new(&docker, "web");
+    d.user = Some("app".into());
+    d.python = py.clone();
+    let mut p = ContainerOptions::new(&podman, "db");
+    p.python = py.clone();
+    let mut k = KubectlOptions::new("pod-7");
+    k.namespace = Some("prod".into());
+    k.container = Some("main".into());
+    k.kubectl_path = kubectl.clone();
+    k.python = py.clone();
+    run(async move {
+        let master = master(&Capture::default());
+        for (method, log, expect) in [
+            (
+                Method::Docker(d),
+                docker_log,
+                vec!["exec", "-i", "-u", "app", "--", "web", &py, "-c"],
+            ),
+            (
+                Method::Podman(p),
+                podman_log,
+                vec!["exec", "-i", "--", "db", &py, "-c"],
+            ),
+            (
+                Method::Kubectl(k),
+                kubectl_log,
+                vec![
+                    "--namespace=prod",
+                    "exec",
+                    "-i",
+                    "--container=main",
+                    "pod-7",
+                    "--",
+                    &py,
+                    "-c",
+                ],
+            ),
+        ] {
+            let kind = method.kind();
+            let ctx = master
+                .connect(ConnectOptions::new(method))
+                .await
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+            assert!(pid > 0);
+            let logged = std::fs::read_to_string(&log).unwrap();
+            let lines: Vec<&str> = logged.lines().collect();
+            assert_eq!(lines[..expect.len()], expect[..], "{kind}: {logged}");
+            assert!(
+                lines[expect.len()].starts_with("import base64,zlib;exec("),
+                "{kind}: {logged}"
+            );
+            ctx.shutdown().await.unwrap();
+        }
+    });
+}
