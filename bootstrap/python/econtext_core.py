@@ -462,7 +462,9 @@ class Stream(object):
 
     def on_read(self):
         try:
-            s = os.read(self.rfd, 262144)
+            # 64 KiB stays under malloc's mmap threshold: a 256 KiB read
+            # cost an mmap, an mremap and a munmap on every small frame.
+            s = os.read(self.rfd, self.pend is not None and 262144 or 65536)
         except EnvironmentError as e:
             return self.disconnect('read error: %s' % (e,))
         if not s:
