@@ -10,7 +10,11 @@ use econtext::{LocalOptions, Master, MasterOptions};
 #[actix::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1).cloned());
+    let arg = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
     let python = arg("--python").unwrap_or_else(|| "/usr/bin/python3".into());
     let n: usize = arg("--n").and_then(|v| v.parse().ok()).unwrap_or(5000);
     let master = Master::new(MasterOptions::default());
