@@ -67,6 +67,8 @@ pub struct ConnectOptions {
     pub connect_timeout: Option<Duration>,
     /// Create the context through this one (SPAWN) instead of directly.
     pub via: Option<Context>,
+    /// Overrides the master's log level (Python's numbers) for this context.
+    pub log_level: Option<u8>,
 }
 
 impl ConnectOptions {
@@ -76,6 +78,7 @@ impl ConnectOptions {
             name: None,
             connect_timeout: None,
             via: None,
+            log_level: None,
         }
     }
 
@@ -86,6 +89,13 @@ impl ConnectOptions {
 
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = Some(t);
+        self
+    }
+
+    /// Records below this Python level (10 debug, 20 info, 30 warning) are
+    /// not sent from this context.
+    pub fn log_level(mut self, level: u8) -> Self {
+        self.log_level = Some(level);
         self
     }
 
@@ -283,13 +293,19 @@ impl Master {
         out
     }
 
-    fn config(&self, id: ContextId, name: &str, ancestors: Vec<ContextId>) -> ChildConfig {
+    fn config(
+        &self,
+        id: ContextId,
+        name: &str,
+        ancestors: Vec<ContextId>,
+        opts: &ConnectOptions,
+    ) -> ChildConfig {
         ChildConfig {
             context_id: id,
             parent_id: ancestors[0],
             name: name.to_string(),
             key: self.inner.key.clone(),
-            log_level: self.inner.opts.log_level,
+            log_level: opts.log_level.unwrap_or(self.inner.opts.log_level),
             max_message_size: self.inner.opts.max_message_size,
             ancestors,
             module_path: self
@@ -315,7 +331,7 @@ impl Master {
         let inner = &self.inner;
         let mut ancestors = vec![via.id()];
         ancestors.extend(self.ancestors(via.id()));
-        let config = self.config(id, &name, ancestors.clone());
+        let config = self.config(id, &name, ancestors.clone(), &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
         announce_route(&inner.router, id, &ancestors).await;
         let spawn = Spawn {
@@ -371,7 +387,7 @@ impl Master {
     ) -> Result<Context, ConnectError> {
         let inner = &self.inner;
         let log = inner.opts.log.new(o!("ctx" => name.clone()));
-        let config = self.config(id, &name, vec![handles::MASTER_ID]);
+        let config = self.config(id, &name, vec![handles::MASTER_ID], &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
         let spec = opts.method.spawn_spec(&name, timeout);
         let connected = connect(&spec, &framed_payload(&config), timeout, &log).await?;
