@@ -41,6 +41,8 @@ GRACE = 2.0
 # Set by main(); user code reaches its context through econtext.core.*.
 context_id = parent_id = context_name = router = broker = importer = None
 CORE_SOURCE = None
+# The master's module path (config 'module_path'), for ImportError messages.
+MODULE_PATH = ''
 # The real interpreter path: the first stage re-executed Python with a
 # decorated argv[0], so sys.executable is not usable for grandchildren.
 PYTHON = sys.executable
@@ -428,6 +430,10 @@ class Stream(object):
     # and the frame parser. `down` is True when the far end is our child.
     def __init__(self, router, remote_id, rfd, wfd, key, down=False):
         self.router, self.remote_id, self.rfd, self.wfd = router, remote_id, rfd, wfd
+        # What receives each verified frame: the router, or (for a child
+        # stream, in econtext.parent) a checker in front of it. Looking it
+        # up here costs what self.router.route did.
+        self.on_frame = router.route
         self.tx = Mac(key, down and b'\0' or b'\1')
         self.rx = Mac(key, down and b'\1' or b'\0')
         self.wlock = threading.Lock()
@@ -545,7 +551,7 @@ class Stream(object):
         if not hmac.compare_digest(self.rx((fld, data)), h[0]):
             return self.disconnect('bad MAC on frame from %d' % h[2])
         try:
-            self.router.route(h[1], h[2], h[3], h[4], data, self)
+            self.on_frame(h[1], h[2], h[3], h[4], data, self)
         except Exception:
             LOG.exception('routing frame %r failed', h[1:])
 
@@ -658,9 +664,12 @@ class Router(object):
             s.send(dst, src, handle, reply_to, data)
 
     def _dead(self, dst, reply_to, reason):
+        self._reply(dst, reply_to, Dead(_UNI(reason)))
+
+    def _reply(self, dst, reply_to, obj):
         if reply_to:
             try:
-                self.route(dst, self.id, reply_to, 0, pack(Dead(_UNI(reason))))
+                self.route(dst, self.id, reply_to, 0, packl(obj))
             except Exception:
                 pass
 
@@ -685,8 +694,11 @@ class Router(object):
                 del self.routes[t]
 
     def _spawn(self, src, reply_to, data):
-        self.route(src, self.id, reply_to, 0, pack(CallError(
-            u'builtins.NotImplementedError', u'SPAWN is not supported by this context')))
+        # The code for children (econtext.parent) is fetched on first use,
+        # and the IO thread must never import: a worker thread does it all.
+        t = threading.Thread(target=_spawn, args=(src, reply_to, data))
+        t.daemon = True
+        t.start()
 
     def on_disconnect(self, stream):
         self.streams.pop(stream.remote_id, None)
@@ -713,7 +725,8 @@ class Broker(object):
         self.readers = {}
         self.poller = select.poll()
         self.wr, self.ww = [_cloexec(fd) for fd in os.pipe()]
-        self.add_reader(self.wr, lambda: os.read(self.wr, 4096))
+        self.add_reader(self.wr, self._woken)
+        self.pending = deque()
         self.stopping = False
         self.iologgers = []
         self.thread = threading.Thread(target=self._run, name='econtext-broker')
@@ -732,6 +745,20 @@ class Broker(object):
             os.write(self.ww, b'x')
         except EnvironmentError:
             pass
+
+    def defer(self, fn):
+        # Runs fn() on the IO thread (other threads must not touch the
+        # poller or parse streams).
+        self.pending.append(fn)
+        self.wake()
+
+    def _woken(self):
+        os.read(self.wr, 4096)
+        while self.pending:
+            try:
+                self.pending.popleft()()
+            except Exception:
+                LOG.exception('deferred IO callback failed')
 
     def stop(self):
         self.deadline = time.time() + GRACE
@@ -852,23 +879,34 @@ class Importer(object):
         if threading.current_thread() is broker.thread:
             return None  # waiting for a reply on the IO thread deadlocks
         pkg, _, short = fullname.rpartition('.')
-        rec = self.cache.get(pkg)
-        if rec and short not in rec[4]:
-            return None  # the master enumerated pkg: fullname does not exist
+        if pkg in self.cache:
+            rec = self.cache[pkg]
+            if rec is None or short not in rec[4]:
+                return None  # the master enumerated pkg: fullname does not exist
+        elif pkg and pkg != 'econtext':
+            # pkg was imported locally, not by us: its submodules (and, on
+            # Python 2, its implicit relative probes like json.re) are
+            # Python's business, never a round trip to the master.
+            return None
         if fullname not in self.cache:
-            if not PY3 and self._local(pkg, short):
+            if not PY3 and not pkg and self._local(short):
                 return None
             self._fetch(fullname)
-        return self.cache.get(fullname)
+        rec = self.cache.get(fullname)
+        if rec is None and fullname in self.cache:
+            return False  # the master answered nil
+        return rec
 
-    def _local(self, pkg, short):
-        path = None
-        if pkg:
-            path = getattr(sys.modules.get(pkg), '__path__', None)
-            if path is None:
-                return True  # not a package: let Python report it
+    def _missing(self, fullname):
+        msg = "No module named '%s' (not found locally, nor on the master's module path: %s)" % (
+            fullname, MODULE_PATH or '(empty)')
+        if PY3:
+            return ModuleNotFoundError(msg, name=fullname)  # noqa: F821
+        return ImportError(msg)
+
+    def _local(self, short):
         try:
-            f = imp.find_module(short, path)[0]
+            f = imp.find_module(short)[0]
             if f:
                 f.close()
             return True
@@ -882,22 +920,38 @@ class Importer(object):
             router.send(parent_id, GET_MODULE, fullname, h)
         except Exception:
             return router.del_handler(h)  # parent gone: plain ImportError
-        reply = q.get()
+        self._store(fullname, q.get())
+
+    def _store(self, fullname, reply):
+        # Also called by econtext.parent's module forwarder (IO thread).
         if type(reply) is list:
             # The requested module first, then related modules to cache.
             for rec in reply:
                 if type(rec) is list and len(rec) == 5:
                     rec[4] = set(rec[4] or ())
                     self.cache[rec[0]] = rec
-        self.cache.setdefault(fullname, None)
+        if reply is None or type(reply) is list:
+            self.cache.setdefault(fullname, None)  # nil: known not to exist
 
     def find_module(self, fullname, path=None):
-        if self._record(fullname):
+        rec = self._record(fullname)
+        if rec is False:
+            raise self._missing(fullname)
+        if rec:
             return self
 
     def find_spec(self, fullname, path=None, target=None):
         rec = self._record(fullname)
-        if rec:
+        if rec is False:
+            # Only an import statement gets the error; probes such as
+            # importlib.util.find_spec() expect None for "not found".
+            try:
+                f = sys._getframe(2).f_code.co_name
+            except ValueError:
+                f = None
+            if f == '_find_and_load_unlocked':
+                raise self._missing(fullname)
+        elif rec:
             from importlib.machinery import ModuleSpec
             spec = ModuleSpec(fullname, self, origin=rec[1], is_package=rec[2])
             spec.has_location = True
@@ -991,15 +1045,23 @@ def _dispatch():
             router._dead(item[0], item[1], 'context %d is shutting down' % context_id)
 
 
+def _spawn(src, reply_to, data):
+    # A worker thread (see Router._spawn): SPAWN is econtext.parent's job.
+    try:
+        __import__('econtext.parent')
+        sys.modules['econtext.parent'].spawn(src, reply_to, data)
+    except BaseException:
+        router._reply(src, reply_to, _call_error())
+
+
 def _shutdown():
-    # Graceful exit: flush stdio, close the IoLogger write ends so the IO
-    # thread can drain them to EOF, then close the parent stream and exit.
-    for s in list(router.streams.values()):
-        if s is not router.parent:
-            try:
-                s.send(s.remote_id, context_id, SHUTDOWN, 0, pack(None))
-            except Exception:
-                pass
+    # Graceful exit: children first (SHUTDOWN, then EOF; econtext.parent
+    # waits for them and reaps them), then flush stdio, close the IoLogger
+    # write ends so the IO thread can drain them to EOF, then close the
+    # parent stream and exit.
+    p = sys.modules.get('econtext.parent')
+    if p:
+        p.shutdown()
     for f in sys.stdout, sys.stderr:
         try:
             f.flush()
@@ -1049,8 +1111,9 @@ def _read_all(fd):
 
 
 def main(cfg):
-    global context_id, parent_id, context_name, router, broker, importer, CORE_SOURCE, PYTHON
+    global context_id, parent_id, context_name, router, broker, importer, CORE_SOURCE, PYTHON, MODULE_PATH
     context_id, parent_id, context_name = cfg['context_id'], cfg['parent_id'], cfg['name']
+    MODULE_PATH = cfg.get('module_path') or ''
     PYTHON = os.environ.pop('ARGV0', None) or sys.executable
     _setup_package()
     # The first stage wrote "%d\n" + payload on fd 101; keep the core (minus

@@ -1,3 +1,476 @@
-# econtext.parent: what only a context that creates children needs
-# (SPAWN). Served by the master through GET_MODULE on first use.
-# Placeholder until the implementation lands.
+# econtext.parent: what only a context that creates children needs.
+#
+# The master serves this module built in; a Python context imports it
+# through GET_MODULE the first time it receives SPAWN (on a worker thread:
+# the IO thread never imports). docs/PROTOCOL.md, "Creating a context
+# through another (SPAWN)", is the contract. It provides:
+#
+# - spawn(): start the SPAWN's argv with stdin/stdout on a socketpair and
+#   stderr on a pipe, run the EC0 / payload / EC1 handshake with the core
+#   source this context was itself bootstrapped with (econtext.core.CORE_SOURCE,
+#   never fetched again), add a ChildStream to the router, reply [pid];
+#   or kill, reap and reply CallError econtext.ConnectError.
+# - ChildStream: a Stream to a child. Frames from it must carry a source
+#   whose route leads back to it (anti-spoofing); DEL_ROUTE from it for its
+#   own subtree is applied here and passed up. When it closes, every
+#   context routed through it is dropped: DEL_ROUTE for each goes to our
+#   parent, local waiters get Dead, and the process is reaped.
+# - The ModuleForwarder: GET_MODULE from a child is answered from the
+#   importer's cache, else asked of our parent *as ourselves* (so the
+#   master, which sends each module once per requester, sends it once for
+#   our whole subtree); concurrent requests for one name share one request.
+# - shutdown(): SHUTDOWN to every child, EOF, then kill; all reaped.
+#
+# A child's stderr (which after bootstrap carries only what escapes its
+# own IoLogger: interpreter crashes, first-stage errors) is forwarded as
+# FORWARD_LOG from this context with logger name 'stderr.<child name>',
+# level WARNING; the last 20 lines also go into ConnectError messages.
+from __future__ import absolute_import
+
+import econtext.core as core
+# Python 3's subprocess tries `import msvcrt` to learn it is not on
+# Windows: known not to exist, it must not cost a round trip to the master.
+core.importer.cache.setdefault('msvcrt', None)
+
+import binascii  # noqa: E402
+import errno  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from collections import deque  # noqa: E402
+
+from econtext.core import (CALL_FUNCTION, DEL_ROUTE, FORWARD_LOG, GET_MODULE, LOG,
+                           PY3, SHUTDOWN, CallError, Dead, _text, packl, unpack)
+
+router, broker = core.router, core.broker
+STAGES = ('the first stage to start (EC0)', 'the payload to be received (EC1)')
+MAX_NOISE = 65536
+_SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout')
+
+children = {}    # context id -> ChildStream, while connected
+_waits = {}      # local handle -> context id whose death sends it Dead
+_sent = {}       # requester -> names already sent to it (ModuleForwarder)
+_related = {}    # module name -> names that came with it from our parent
+_pending = {}    # module name -> [(src, reply_to)] waiting on our parent
+_trace = None    # deque of [stream, 'in'/'out', src, dst, handle] when on
+
+
+class _Fail(Exception):
+    pass
+
+
+def _native(s):
+    # argv/env for Popen: text on Python 3, UTF-8 bytes on Python 2.
+    s = _text(s)
+    return s if PY3 else s.encode('utf-8')
+
+
+def _literal(v):
+    # A Python literal that means the same on 2.7 and 3.x, ASCII only
+    # (the payload has no coding line), like the Rust side's to_python().
+    if v is None or isinstance(v, (bool, float)):
+        return repr(v)
+    if isinstance(v, core._INTS):
+        return '%d' % v
+    if isinstance(v, (list, tuple)):
+        return '[%s]' % ', '.join(map(_literal, v))
+    if isinstance(v, dict):
+        return '{%s}' % ', '.join('%s: %s' % (_literal(k), _literal(x)) for k, x in sorted(v.items()))
+    return "'%s'" % ''.join(c in u"\\'" and u'\\' + c or (u' ' <= c <= u'~' and c or u'_')
+                            for c in _text(v))
+
+
+class _Stderr(object):
+    # A child's stderr pipe: lines forwarded as FORWARD_LOG, last 20 kept.
+    # Read by the worker thread during the handshake, then by the IO thread.
+    def __init__(self, name, f):
+        self.fd = core._cloexec(os.dup(f.fileno()))
+        f.close()
+        self.logger = u'stderr.' + name
+        self.buf = b''
+        self.tail = deque(maxlen=20)
+        self.polled = False
+
+    def fds(self):
+        return [self.fd] if self.fd is not None else []
+
+    def on_read(self):
+        try:
+            s = os.read(self.fd, 65536)
+        except EnvironmentError:
+            s = b''
+        if not s:
+            return self.close()
+        lines = (self.buf + s).split(b'\n')
+        self.buf = lines.pop()
+        if len(self.buf) > 65536:
+            lines.append(self.buf)
+            self.buf = b''
+        for line in lines:
+            self._emit(line)
+
+    def _emit(self, line):
+        t = line.decode('utf-8', 'replace').rstrip(u'\r')
+        if not t.strip():
+            return
+        self.tail.append(t)
+        try:
+            router.send(0, FORWARD_LOG, [self.logger, 30, t])
+        except Exception:
+            pass
+
+    def close(self):
+        if self.fd is None:
+            return
+        if self.polled:
+            broker.del_reader(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        if self.buf:
+            self._emit(self.buf)
+            self.buf = b''
+
+    def drain(self, secs):
+        # After a failed handshake: what the child said last matters most.
+        end = time.time() + secs
+        while self.fd is not None and time.time() < end:
+            if select.select([self.fd], [], [], max(0, end - time.time()))[0]:
+                self.on_read()
+
+    def start(self):
+        # IO thread: keep forwarding for the child's whole life.
+        if self.fd is not None:
+            self.polled = True
+            broker.add_reader(self.fd, self.on_read)
+
+    def suffix(self):
+        return '; last output: %s' % ' | '.join(self.tail) if self.tail else ''
+
+
+class ChildStream(core.Stream):
+    def __init__(self, cid, name, sock, proc, key, err):
+        fd = core._cloexec(os.dup(sock.fileno()))
+        core.Stream.__init__(self, router, cid, fd, fd, key, down=True)
+        # The socket object stays ours so shutdown() can give the child EOF
+        # from any thread without closing (and so freeing) the fd number.
+        self.name, self.sock, self.proc, self.err = name, sock, proc, err
+        self.on_frame = self._checked
+
+    def _checked(self, dst, src, handle, reply_to, data, via):
+        r = router
+        if (r.streams.get(src) or r.streams.get(r.routes.get(src))) is not self:
+            LOG.warning('dropping frame from child %d: source %d is not in its subtree',
+                        self.remote_id, src)
+            return
+        if _trace is not None:
+            _trace.append([self.remote_id, u'in', src, dst, handle])
+        if dst == r.id and handle == DEL_ROUTE:
+            return self._del_route(data)
+        r.route(dst, src, handle, reply_to, data, self)
+
+    def send(self, dst, src, handle, reply_to, chunks):
+        if _trace is not None:
+            _trace.append([self.remote_id, u'out', src, dst, handle])
+        core.Stream.send(self, dst, src, handle, reply_to, chunks)
+
+    def _del_route(self, data):
+        # A death in the child's subtree: only contexts routed through this
+        # stream may be declared dead by it.
+        try:
+            target = unpack(data)
+        except Exception:
+            return LOG.warning('bad DEL_ROUTE from child %d', self.remote_id)
+        if target != self.remote_id and router.routes.get(target) == self.remote_id:
+            del router.routes[target]
+            _lost([target], u'disconnected')
+
+    def disconnect(self, reason):
+        # IO thread only.
+        if self.rfd is None:
+            return
+        dead = [t for t, v in list(router.routes.items()) if v == self.remote_id]
+        core.Stream.disconnect(self, reason)  # router.on_disconnect drops the routes
+        try:
+            self.sock.close()  # the child sees EOF even if we closed on a bad frame
+        except Exception:
+            pass
+        children.pop(self.remote_id, None)
+        _lost(dead + [self.remote_id], _text(reason or u'disconnected'))
+        t = threading.Thread(target=_reap, args=(self.proc,))
+        t.daemon = True
+        t.start()
+
+
+def _lost(dead, reason):
+    # IO thread: contexts in `dead` are gone.
+    for d in dead:
+        _sent.pop(d, None)
+        if not router.lost:
+            try:
+                router.send(core.parent_id, DEL_ROUTE, d)
+            except Exception:
+                pass
+    for h, c in list(_waits.items()):
+        if c in dead:
+            del _waits[h]
+            fn = router.handlers.get(h)
+            if fn:
+                fn(c, 0, Dead(u'context %d is dead: %s' % (c, reason)))
+
+
+def _kill(proc):
+    try:
+        proc.kill()
+    except EnvironmentError:
+        pass
+    proc.wait()
+
+
+def _wait(procs, secs):
+    end = time.time() + secs
+    while [p for p in procs if p.poll() is None] and time.time() < end:
+        time.sleep(0.02)
+
+
+def _reap(proc):
+    # The stream is gone: the child exits by itself on EOF (within the
+    # core's GRACE); if not, it is killed. Either way, no zombie.
+    _wait([proc], core.GRACE + 1)
+    if proc.poll() is None:
+        _kill(proc)
+
+
+def _status(proc, secs):
+    _wait([proc], secs)
+    rc = proc.poll()
+    if rc is None:
+        return 'still running'
+    return rc < 0 and 'killed by signal %d' % -rc or 'exit status %d' % rc
+
+
+def _handshake(a, proc, err, payload, timeout):
+    # Returns whatever was read past EC1 (the start of the frame stream).
+    deadline = time.time() + timeout
+    afd = a.fileno()
+    buf, stage = b'', 0
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            raise _Fail('timed out after %.1fs waiting for %s' % (timeout, STAGES[stage]))
+        try:
+            r = select.select([afd] + err.fds(), [], [], left)[0]
+        except (select.error, EnvironmentError) as e:
+            if e.args[0] == errno.EINTR:
+                continue
+            raise
+        if err.fd is not None and err.fd in r:
+            err.on_read()
+        if afd not in r:
+            continue
+        s = a.recv(65536)
+        if not s:
+            raise _Fail('child exited early during %s (%s)' % (
+                STAGES[stage], _status(proc, min(1.0, max(0.1, deadline - time.time())))))
+        buf += s
+        marker = stage and b'EC1\n' or b'EC0\n'
+        i = buf.find(marker)
+        if i < 0:
+            if len(buf) > MAX_NOISE:
+                raise _Fail('handshake failed: no %s marker in %d bytes of output' % (
+                    marker[:3].decode('ascii'), len(buf)))
+            continue
+        buf = buf[i + 4:]
+        if stage:
+            return buf
+        stage, buf = 1, b''  # nothing may follow EC0 until the payload is sent
+        a.settimeout(max(0.1, deadline - time.time()))
+        try:
+            a.sendall(payload)
+        except socket.timeout:
+            raise _Fail('timed out after %.1fs sending the payload' % timeout)
+        except EnvironmentError as e:
+            raise _Fail('child exited early during %s (%s)' % (STAGES[0], e))
+        a.settimeout(None)
+
+
+def _connect(cid, name, argv, env, cfg, timeout):
+    key = binascii.unhexlify(cfg['key'])
+    script = core.CORE_SOURCE + ('\nmain(%s)\n' % _literal(cfg)).encode('ascii')
+    z = zlib.compress(script, 9)
+    e = dict(os.environ)
+    for k, v in env.items():
+        e[_native(k)] = _native(v)
+    argv = [_native(x) for x in argv]
+    if not argv:
+        raise _Fail('cannot start: empty argv')
+    a, b = socket.socketpair()
+    core._cloexec(a.fileno())
+    try:
+        proc = subprocess.Popen(argv, stdin=b, stdout=b, stderr=subprocess.PIPE, env=e,
+                                close_fds=True)
+    except EnvironmentError as x:
+        a.close()
+        raise _Fail('cannot start %s: %s' % (_text(argv[0]), _text(x.strerror or str(x))))
+    finally:
+        b.close()
+    err = _Stderr(name, proc.stderr)
+    try:
+        initial = _handshake(a, proc, err, ('%d\n' % len(z)).encode('ascii') + z, timeout)
+    except BaseException as x:
+        _kill(proc)
+        a.close()
+        err.drain(0.5)
+        err.close()
+        if not isinstance(x, _Fail):
+            raise
+        raise _Fail(str(x) + err.suffix())
+    stream = ChildStream(cid, name, a, proc, key, err)
+    children[cid] = router.streams[cid] = stream
+
+    def start():
+        # IO thread: bytes read past EC1 first, then the socket itself.
+        if initial:
+            stream._parse(initial)
+        if not stream.closed:
+            broker.add_reader(stream.rfd, stream.on_read)
+        err.start()
+    broker.defer(start)
+    return proc.pid
+
+
+def spawn(src, reply_to, data):
+    # A worker thread (econtext.core._spawn): may block, may import.
+    try:
+        req = unpack(data)
+        if type(req) is list:
+            # The Rust master's serde encodes the Spawn struct as an array
+            # in field order; PROTOCOL.md says a map. Take either.
+            req = dict(zip(_SPAWN_FIELDS, req))
+        cid, name, cfg = req['id'], _text(req['name']), req['config']
+        if cfg.get('context_id') != cid or cfg.get('parent_id') != router.id:
+            raise _Fail('SPAWN config does not match')
+        if cid in children:
+            raise _Fail('context %d already exists here' % cid)
+        timeout = min(max(float(req.get('timeout') or 30), 0.1), 3600)
+        reply = [_connect(cid, name, req['argv'], req.get('env') or {}, cfg, timeout)]
+        LOG.debug('spawned %s (context %d) pid %d', name, cid, reply[0])
+    except _Fail as e:
+        reply = CallError(u'econtext.ConnectError', _text(str(e)), u'')
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        reply = CallError(u'econtext.ConnectError', u'malformed SPAWN: %r' % (e,), u'')
+    router._reply(src, reply_to, reply)
+
+
+def shutdown():
+    # Main thread, from econtext.core._shutdown: children go first.
+    kids = list(children.values())
+    for c in kids:
+        try:
+            c.send(c.remote_id, router.id, SHUTDOWN, 0, packl(None))
+        except Exception:
+            pass
+    procs = [c.proc for c in kids]
+    _wait(procs, 1.0)
+    for c in kids:
+        if c.proc.poll() is None:
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)  # EOF: the child exits by itself
+            except Exception:
+                pass
+    _wait(procs, core.GRACE + 0.5)
+    for p in procs:
+        if p.poll() is None:
+            _kill(p)
+
+
+# ---- ModuleForwarder --------------------------------------------------------
+def _wire(rec):
+    # Cached records hold children as a set; source must stay bin even on
+    # Python 2 (a str that happens to be UTF-8 would go as msgpack str).
+    return [rec[0], rec[1], rec[2], rec[3] if PY3 else bytearray(rec[3]), sorted(rec[4])]
+
+
+def _answer(src, reply_to, name):
+    cache = core.importer.cache
+    rec = cache.get(name)
+    out = None
+    if rec:
+        sent = _sent.setdefault(src, set())
+        out = [_wire(rec)]
+        sent.add(name)
+        rel = _related.get(name)
+        if rel is None:
+            rel = rec[2] and ['%s.%s' % (name, c) for c in sorted(rec[4])] or ()
+        for r in rel:
+            x = cache.get(r)
+            if x and r not in sent:
+                out.append(_wire(x))
+                sent.add(r)
+    router._reply(src, reply_to, out)
+
+
+def _fetched(name, reply):
+    if type(reply) is list:
+        _related[name] = [r[0] for r in reply[1:] if type(r) is list and len(r) == 5]
+    core.importer._store(name, reply)
+    for src, reply_to in _pending.pop(name, ()):
+        _answer(src, reply_to, name)
+
+
+def _get_module(src, reply_to, name):
+    # IO thread: never blocks, never imports.
+    if not reply_to or not isinstance(name, core._UNI):
+        return
+    if name in core.importer.cache:
+        return _answer(src, reply_to, name)
+    waiting = _pending.get(name)
+    if waiting is not None:
+        return waiting.append((src, reply_to))
+    _pending[name] = [(src, reply_to)]
+    h = router.add_handler(lambda s, rt, reply: _fetched(name, reply), persist=False)
+    try:
+        router.send(core.parent_id, GET_MODULE, name, h)
+    except Exception:
+        router.del_handler(h)
+        _fetched(name, Dead(u'parent unreachable'))
+
+
+router.add_handler(_get_module, GET_MODULE)
+
+
+# ---- For user code ----------------------------------------------------------
+def call(context_id, module, function, *args, **kwargs):
+    # Calls a function in a descendant and waits for the result (not from
+    # the IO thread). Raises CallError, or core.Dead's reason as EOFError
+    # when the context dies first.
+    q = core._Queue()
+    h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False)
+    _waits[h] = context_id
+    router.send(context_id, CALL_FUNCTION, [module, None, function, list(args), kwargs], h)
+    v = q.get()
+    _waits.pop(h, None)
+    if isinstance(v, CallError):
+        raise v
+    if isinstance(v, Dead):
+        raise EOFError(v.reason)
+    return v
+
+
+def trace(on=True):
+    # Records every frame crossing a child stream (for tests and debugging).
+    global _trace
+    _trace = deque(maxlen=100000) if on else None
+    return True
+
+
+def traced():
+    return list(_trace or ())
+
+
+def stats():
+    return {u'children': sorted(children), u'routes': sorted(router.routes.items()),
+            u'pending_modules': len(_pending), u'waits': len(_waits)}
