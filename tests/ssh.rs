@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::sshd::{skip_unless, Sshd, Sudoers, TempDir, TestUser};
+use common::sshd::{skip_unless, skip_unless_installed, Sshd, Sudoers, TempDir, TestUser};
 use common::*;
 use econtext::bootstrap::{
     ContainerOptions, HostKeyCheck, KubectlOptions, Secret, SshOptions, SuOptions, SudoOptions,
@@ -225,7 +225,7 @@ fn unknown_host_key_under_enforce_is_refused() {
 
 #[test]
 fn host_that_accepts_tcp_then_says_nothing_times_out() {
-    if skip_unless(
+    if skip_unless_installed(
         &["ssh"],
         "host_that_accepts_tcp_then_says_nothing_times_out",
     ) {

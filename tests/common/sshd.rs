@@ -17,6 +17,11 @@ pub fn missing(programs: &[&str]) -> Option<String> {
     if !matches!(uid.as_deref().map(<[u8]>::trim_ascii), Ok(b"0")) {
         return Some("not root (run ./scripts/test as root)".into());
     }
+    missing_programs(programs)
+}
+
+/// Which of `programs` (paths, or names on PATH) is missing, if any.
+pub fn missing_programs(programs: &[&str]) -> Option<String> {
     for p in programs {
         let found = if p.starts_with('/') {
             Path::new(p).exists()
@@ -35,9 +40,19 @@ pub fn missing(programs: &[&str]) -> Option<String> {
     None
 }
 
-/// Prints the loud SKIP line; true if the test must return.
+/// Prints the loud SKIP line; true if the test must return. `programs`
+/// are needed, and root.
 pub fn skip_unless(programs: &[&str], test: &str) -> bool {
-    match missing(programs) {
+    skip_if(missing(programs), test)
+}
+
+/// Like [`skip_unless`] for tests that need no root.
+pub fn skip_unless_installed(programs: &[&str], test: &str) -> bool {
+    skip_if(missing_programs(programs), test)
+}
+
+fn skip_if(why: Option<String>, test: &str) -> bool {
+    match why {
         Some(why) => {
             eprintln!("SKIP: {test}: {why}");
             true
