@@ -466,12 +466,12 @@ fn container_methods_argv_against_stub_engines() {
             (
                 Method::Docker(d),
                 docker_log,
-                vec!["exec", "-i", "-u", "app", "--", "web", &py, "-c"],
+                vec!["exec", "-i", "-u", "app", "--", "web", &py, "-S", "-c"],
             ),
             (
                 Method::Podman(p),
                 podman_log,
-                vec!["exec", "-i", "--", "db", &py, "-c"],
+                vec!["exec", "-i", "--", "db", &py, "-S", "-c"],
             ),
             (
                 Method::Kubectl(k),
@@ -484,6 +484,7 @@ fn container_methods_argv_against_stub_engines() {
                     "pod-7",
                     "--",
                     &py,
+                    "-S",
                     "-c",
                 ],
             ),

@@ -12,9 +12,17 @@ pub const FIRST_STAGE: &str = include_str!("../python/first_stage.py");
 ///
 /// The source is compressed and base64-encoded so that the command line
 /// survives any shell quoting (ssh and sudo pass it through a shell) and
-/// stays short.
+/// stays short. `-S` skips `site` for the first stage only (it needs
+/// nothing beyond os, sys and zlib): 9 ms of every connect here, 46 ms on
+/// an interpreter with .pth files. The re-executed interpreter that runs
+/// the core starts normally, with site-packages.
 pub fn python_argv(python: &str, name: &str) -> Vec<String> {
-    vec![python.to_string(), "-c".to_string(), python_c_arg(name)]
+    vec![
+        python.to_string(),
+        "-S".to_string(),
+        "-c".to_string(),
+        python_c_arg(name),
+    ]
 }
 
 /// The argument that follows `-c`.
@@ -46,10 +54,10 @@ mod tests {
     fn hostile_names_are_neutralised() {
         use std::io::Read;
         let argv = python_argv("python3", "local.1'; rm -rf / #");
-        assert_eq!(argv[1], "-c");
+        assert_eq!(argv[1..3], ["-S", "-c"]);
         // Only base64 between the quotes: no shell or Python metacharacter
         // from the name survives into the command line.
-        let b64 = argv[2].split('\'').nth(1).unwrap();
+        let b64 = argv[3].split('\'').nth(1).unwrap();
         assert!(b64
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));

@@ -478,7 +478,7 @@ mod tests {
         assert!(a.contains("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"));
         assert!(
             a.contains("-i /k -l bob -p 2222 -T -- example.org exec /usr/bin/python3")
-                || a.contains("-i /k -l bob -p 2222 -T -- example.org exec python3 -c ")
+                || a.contains("-i /k -l bob -p 2222 -T -- example.org exec python3 -S -c ")
         );
         assert!(!spec.tty && spec.new_session && spec.password.is_none());
 
@@ -503,7 +503,7 @@ mod tests {
         };
         let spec = Method::Sudo(o.clone()).spawn_spec("sudo.1", Duration::from_secs(5));
         assert_eq!(&spec.argv[..6], ["sudo", "-n", "-u", "web", "-i", "--"]);
-        assert_eq!(spec.argv[7], "-c");
+        assert_eq!(spec.argv[7..9], ["-S", "-c"]);
         assert!(!spec.tty);
         let spec = Method::Sudo(SudoOptions {
             password: Some(Secret::new("pw")),
@@ -530,7 +530,7 @@ mod tests {
         d.user = Some("app".into());
         let a = Method::Docker(d).argv("docker.1");
         assert_eq!(a[..7], ["docker", "exec", "-i", "-u", "app", "--", "web"]);
-        assert_eq!(a[7..9], ["python3", "-c"]);
+        assert_eq!(a[7..10], ["python3", "-S", "-c"]);
         let a = Method::Podman(ContainerOptions::new("/usr/bin/podman", "db")).argv("p");
         assert_eq!(a[..5], ["/usr/bin/podman", "exec", "-i", "--", "db"]);
         let mut k = KubectlOptions::new("pod-1");
