@@ -39,4 +39,8 @@ async fn main() {
         lat[lat.len() / 2],
         lat[lat.len() * 99 / 100]
     );
+    let t = Instant::now();
+    ctx.shutdown().await.unwrap();
+    let how = ctx.dead().await;
+    println!("graceful shutdown took {:?} ({how})", t.elapsed());
 }

@@ -33,7 +33,9 @@ enum Command {
     /// Call a function in a context and print its result as JSON.
     Call {
         /// Hops joined by commas, each METHOD[:SPEC][?key=value&...], e.g.
-        /// `local?python=/usr/bin/python2.7`.
+        /// `local?python=/usr/bin/python2.7` or
+        /// `ssh:root@host?identity=KEY,sudo:www-data`. Methods: local,
+        /// ssh, sudo, su, docker, podman, kubectl (see README).
         target: String,
         /// `module.func` or `module.Class.method`.
         function: String,
