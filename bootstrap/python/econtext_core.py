@@ -883,10 +883,11 @@ class Importer(object):
             rec = self.cache[pkg]
             if rec is None or short not in rec[4]:
                 return None  # the master enumerated pkg: fullname does not exist
-        elif pkg and pkg != 'econtext':
-            # pkg was imported locally, not by us: its submodules (and, on
-            # Python 2, its implicit relative probes like json.re) are
-            # Python's business, never a round trip to the master.
+        elif pkg and fullname != 'econtext.parent':
+            # pkg was imported locally (or is our synthetic econtext), not
+            # by us: its submodules (and, on Python 2, its implicit relative
+            # probes like json.re or econtext.traceback) are Python's
+            # business, never a round trip to the master.
             return None
         if fullname not in self.cache:
             if not PY3 and not pkg and self._local(short):
@@ -934,10 +935,9 @@ class Importer(object):
             self.cache.setdefault(fullname, None)  # nil: known not to exist
 
     def find_module(self, fullname, path=None):
-        rec = self._record(fullname)
-        if rec is False:
-            raise self._missing(fullname)
-        if rec:
+        # Python 2 turns an ImportError raised here into its own message:
+        # a module the master does not have fails in load_module instead.
+        if self._record(fullname) is not None:
             return self
 
     def find_spec(self, fullname, path=None, target=None):
@@ -966,6 +966,8 @@ class Importer(object):
 
     def load_module(self, fullname):
         rec = self.cache[fullname]
+        if rec is None:
+            raise self._missing(fullname)
         mod = sys.modules.get(fullname)
         if mod is None:
             mod = sys.modules[fullname] = type(sys)(fullname)
