@@ -334,18 +334,27 @@ impl Master {
         let config = self.config(id, &name, ancestors.clone(), &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
         announce_route(&inner.router, id, &ancestors).await;
+        let spec = opts.method.spawn_spec(&name, timeout);
         let spawn = Spawn {
             id,
             name: name.clone(),
-            argv: opts.method.argv(&name),
-            env: Default::default(),
+            argv: spec.argv,
+            env: spec.env.into_iter().collect(),
             config: config.to_msgpack_map(),
             timeout: timeout.as_secs_f64(),
+            method: spec.method,
+            new_session: spec.new_session,
+            tty: spec.tty,
+            prompt: spec.prompts.custom,
+            password: spec.password.map(|p| p.expose().to_string()),
         };
+        let data = spawn
+            .encode()
+            .map_err(|e| ConnectError::Protocol(e.to_string()))?;
         let reply = via
-            .request::<Vec<u64>>(
+            .request_encoded::<Vec<u64>>(
                 handles::SPAWN,
-                &spawn,
+                data,
                 Some(timeout + Duration::from_secs(5)),
             )
             .await;

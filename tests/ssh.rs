@@ -507,3 +507,34 @@ fn container_methods_argv_against_stub_engines() {
         }
     });
 }
+
+#[test]
+fn sudo_through_a_rust_intermediate_runs_as_that_user() {
+    if skip_unless(
+        &["sudo", "useradd"],
+        "sudo_through_a_rust_intermediate_runs_as_that_user",
+    ) {
+        return;
+    }
+    let user = TestUser::create("sv");
+    let o = SudoOptions {
+        user: user.name.clone(),
+        python: python3(),
+        ..Default::default()
+    };
+    let uid = user.uid;
+    run(async move {
+        let master = master(&Capture::default());
+        let mid = master
+            .rust_context("mid", None, econtext::Functions::default())
+            .await
+            .unwrap();
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Sudo(o)).via(&mid))
+            .await
+            .unwrap();
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
+        assert_eq!(master.ancestors(ctx.id()), vec![mid.id(), 0]);
+        ctx.shutdown().await.unwrap();
+    });
+}

@@ -107,6 +107,17 @@ impl Context {
         self.finish(rx, timeout).await
     }
 
+    /// Sends already-encoded `data` to `handle` and waits for the one reply.
+    pub async fn request_encoded<T: DeserializeOwned>(
+        &self,
+        handle: Handle,
+        data: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let rx = self.start_request(handle, data).await?;
+        self.finish(rx, timeout).await
+    }
+
     async fn start_request(
         &self,
         handle: Handle,

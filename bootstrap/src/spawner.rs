@@ -13,8 +13,10 @@ use econtext_wire::messages::Spawn;
 use econtext_wire::{payload, CallError, ContextId, Value};
 use slog::{info, Logger};
 
-use crate::connect::connect_local;
+use crate::connect::connect;
+use crate::method::SpawnSpec;
 use crate::payload::{framed_payload, ChildConfig};
+use crate::prompt::{PromptRules, Secret};
 
 /// Answers SPAWN for the context whose Router it serves.
 pub struct Spawner {
@@ -112,12 +114,21 @@ impl Handler<Message> for Spawner {
             }
             Err(e) => return self.reply(&msg, Err(connect_error(e))),
         };
-        let env: Vec<(String, String)> = req.env.into_iter().collect();
+        let spec = SpawnSpec {
+            method: req.method.clone(),
+            argv: req.argv.clone(),
+            env: req.env.clone().into_iter().collect(),
+            new_session: req.new_session,
+            tty: req.tty,
+            prompts: PromptRules {
+                custom: req.prompt.clone(),
+            },
+            password: req.password.clone().map(Secret::new),
+        };
         let log = self.log.new(slog::o!("ctx" => req.name.clone()));
         let timeout = Duration::from_secs_f64(req.timeout.clamp(0.1, 3600.0));
         let payload = framed_payload(&config);
-        let argv = req.argv;
-        let fut = async move { connect_local(&argv, &env, &payload, timeout, &log).await };
+        let fut = async move { connect(&spec, &payload, timeout, &log).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
             Ok(connected) => {
                 let pid = connected.process.pid();

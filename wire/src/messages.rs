@@ -116,6 +116,32 @@ pub struct Spawn {
     pub config: BTreeMap<String, Value>,
     /// Seconds allowed for the whole connection, handshake included.
     pub timeout: f64,
+    /// The connection method's name, for error messages.
+    #[serde(default)]
+    pub method: String,
+    /// Start the program in its own session.
+    #[serde(default)]
+    pub new_session: bool,
+    /// Give the program a pty as its controlling terminal, and answer
+    /// password prompts that appear on it.
+    #[serde(default)]
+    pub tty: bool,
+    /// A prompt the method chose itself (`sudo -p`), matched exactly.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// The password to answer prompts with. It travels inside the tree's
+    /// authenticated stream, as the key did.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl Spawn {
+    /// SPAWN data is a map with string keys (the Python core reads a dict).
+    pub fn encode(&self) -> Result<bytes::Bytes, crate::WireError> {
+        rmp_serde::to_vec_named(self)
+            .map(bytes::Bytes::from)
+            .map_err(|e| crate::WireError::Malformed(e.to_string()))
+    }
 }
 
 /// A handle a reply should go to, for the runtime's request helpers.
