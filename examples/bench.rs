@@ -247,6 +247,69 @@ async fn main() {
         eprintln!("SKIP: 20-module package workload: /tmp/mitobench/pkg/mbpkg missing (run ../shared/peer-bench/setup.sh)");
     }
 
+    // ssh to peer-bench's private sshd (127.0.0.1:2222, key from setup.sh).
+    let key = PathBuf::from("/tmp/mitobench/ssh/id");
+    if key.exists() {
+        progress("ssh: plain `ssh true` and connect + first call (10 runs each)");
+        let ssh_base = [
+            "-C",
+            "-p",
+            "2222",
+            "-i",
+            "/tmp/mitobench/ssh/id",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "root@127.0.0.1",
+            "true",
+        ];
+        let mut plain = Vec::new();
+        for _ in 0..10 {
+            let t0 = Instant::now();
+            let st = std::process::Command::new("ssh")
+                .args(ssh_base)
+                .stdin(std::process::Stdio::null())
+                .status()
+                .expect("ssh");
+            assert!(st.success());
+            plain.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut ours = Vec::new();
+        for _ in 0..10 {
+            let mut o = econtext::bootstrap::method::SshOptions::new("127.0.0.1");
+            o.user = Some("root".into());
+            o.port = Some(2222);
+            o.identity_file = Some("/tmp/mitobench/ssh/id".into());
+            o.check_host_keys = econtext::bootstrap::method::HostKeyCheck::Ignore;
+            o.compression = true;
+            o.python = python.clone();
+            let t0 = Instant::now();
+            let ctx = master
+                .connect(econtext::ConnectOptions::new(econtext::Method::Ssh(o)))
+                .await
+                .expect("ssh connect");
+            let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+            ours.push(t0.elapsed().as_secs_f64() * 1e3);
+            close(ctx).await;
+        }
+        let (p, o) = (median(&mut plain), median(&mut ours));
+        rows.push((
+            "ssh connect + first call".into(),
+            format!("{o:.0} ms (plain `ssh true` {p:.0} ms: +{:.0} ms)", o - p),
+        ));
+        out.insert("ssh_plain_true_ms".into(), json!(p));
+        out.insert("ssh_connect_first_call_ms".into(), json!(o));
+    } else {
+        eprintln!(
+            "SKIP: ssh workload: /tmp/mitobench/ssh/id missing (run ../shared/peer-bench/setup.sh)"
+        );
+    }
+
     if as_json {
         println!("{}", serde_json::Value::Object(out));
     } else {
