@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use slog::{warn, Logger};
 
-use crate::message::{reply_frame, Message};
-use crate::router::{Router, Send, ShutdownContext};
+use crate::message::Message;
+use crate::router::{send_reply_encoded, Router, ShutdownContext};
 
 type Outcome = Result<Bytes, CallError>;
 
@@ -239,17 +239,13 @@ impl Handler<Message> for Dispatcher {
 
 impl Dispatcher {
     fn reply(&self, msg: &Message, result: Outcome) {
-        if msg.reply_to == 0 {
-            if let Err(e) = result {
-                warn!(self.log, "call with no reply failed"; "error" => %e);
+        match result {
+            Err(e) if msg.reply_to == 0 => {
+                warn!(self.log, "call with no reply failed"; "error" => %e)
             }
-            return;
+            Ok(data) => send_reply_encoded(&self.router, self.me, msg, Ok(data)),
+            Err(e) => send_reply_encoded(&self.router, self.me, msg, payload::encode(&e)),
         }
-        let data = match result {
-            Ok(b) => b,
-            Err(e) => payload::encode(&e).expect("CallError encodes"),
-        };
-        self.router.do_send(Send(reply_frame(self.me, msg, data)));
     }
 }
 

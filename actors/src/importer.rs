@@ -12,8 +12,8 @@ use econtext_wire::messages::{ModuleReply, ModuleSource};
 use econtext_wire::{payload, ContextId};
 use slog::{debug, warn, Logger};
 
-use crate::message::{reply_frame, Message};
-use crate::router::{Router, Send};
+use crate::message::Message;
+use crate::router::{send_reply_encoded, Router};
 
 /// Finds modules by dotted name.
 pub trait ModuleResolver: 'static {
@@ -121,11 +121,6 @@ impl Handler<Message> for Importer {
                 debug!(self.log, "module not found"; "name" => &fullname, "path" => self.resolver.describe_path());
             }
         }
-        if msg.reply_to != 0 {
-            match payload::encode(&reply) {
-                Ok(data) => self.router.do_send(Send(reply_frame(self.me, &msg, data))),
-                Err(e) => warn!(self.log, "cannot encode module reply"; "error" => %e),
-            }
-        }
+        send_reply_encoded(&self.router, self.me, &msg, payload::encode(&reply));
     }
 }

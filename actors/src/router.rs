@@ -345,6 +345,42 @@ impl Actor for Router {
     }
 }
 
+/// Answers `msg` from context `me`: the value, or the CallError, goes to
+/// the sender's `reply_to` (nowhere when it asked for no reply). A value
+/// that cannot be encoded becomes a CallError, so the caller still hears.
+pub fn send_reply<R: serde::Serialize>(
+    router: &Addr<Router>,
+    me: ContextId,
+    msg: &Message,
+    answer: std::result::Result<R, econtext_wire::CallError>,
+) {
+    let data = answer
+        .map(|v| payload::encode(&v))
+        .unwrap_or_else(|e| payload::encode(&e));
+    send_reply_encoded(router, me, msg, data);
+}
+
+/// [`send_reply`] for an answer that is already encoded.
+pub fn send_reply_encoded(
+    router: &Addr<Router>,
+    me: ContextId,
+    msg: &Message,
+    data: std::result::Result<Bytes, econtext_wire::WireError>,
+) {
+    if msg.reply_to == 0 {
+        return;
+    }
+    let data = data.unwrap_or_else(|e| {
+        let err = econtext_wire::CallError {
+            type_name: "TypeError".into(),
+            message: format!("reply cannot be encoded: {e}"),
+            traceback: String::new(),
+        };
+        payload::encode(&err).expect("CallError encodes")
+    });
+    router.do_send(Send(crate::message::reply_frame(me, msg, data)));
+}
+
 /// A frame read from the stream to `from`. The reply completes once the
 /// frame is queued onward, which is how backpressure reaches the reader.
 #[derive(Message)]

@@ -5,13 +5,13 @@
 use std::marker::PhantomData;
 
 use actix::prelude::*;
-use econtext_wire::{payload, CallError, ContextId, Handle};
+use econtext_wire::{CallError, ContextId, Handle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::message::{reply_frame, Message};
-use crate::router::{Register, Router, Send, Sink};
+use crate::message::Message;
+use crate::router::{send_reply, Register, Router, Sink};
 
 /// A request delivered to a user's actor: the decoded value, and who sent
 /// it. The actor answers with `Ok(reply)` or a `CallError` of its own.
@@ -105,7 +105,7 @@ where
         let value = match msg.decode::<T>() {
             Ok(v) => v,
             Err(e) => {
-                return reply::<R>(
+                return send_reply::<R>(
                     &self.router,
                     self.me,
                     &msg,
@@ -126,27 +126,7 @@ where
                 // this request: the caller hears about it.
                 Err(e) => Err(failure("panic", format!("handler failed: {e}"))),
             };
-            reply(&act.router, act.me, &msg, answer);
+            send_reply(&act.router, act.me, &msg, answer);
         }));
-    }
-}
-
-fn reply<R: Serialize>(
-    router: &Addr<Router>,
-    me: ContextId,
-    msg: &Message,
-    answer: std::result::Result<R, CallError>,
-) {
-    if msg.reply_to == 0 {
-        return;
-    }
-    let data = match answer {
-        Ok(r) => {
-            payload::encode(&r).or_else(|e| payload::encode(&failure("TypeError", e.to_string())))
-        }
-        Err(e) => payload::encode(&e),
-    };
-    if let Ok(d) = data {
-        router.do_send(Send(reply_frame(me, msg, d)));
     }
 }

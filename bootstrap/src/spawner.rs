@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use econtext_actors::message::{reply_frame, Message};
-use econtext_actors::router::{Router, Send};
+use econtext_actors::message::Message;
+use econtext_actors::router::{send_reply, Router};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Stream, StreamConfig};
 use econtext_wire::messages::Spawn;
-use econtext_wire::{payload, CallError, ContextId, Value};
+use econtext_wire::{CallError, ContextId, Value};
 use slog::{info, Logger};
 
 use crate::connect::connect;
@@ -154,16 +154,7 @@ impl Handler<Message> for Spawner {
 
 impl Spawner {
     fn reply(&self, msg: &Message, result: Result<Vec<u32>, CallError>) {
-        if msg.reply_to == 0 {
-            return;
-        }
-        let data = match result {
-            Ok(v) => payload::encode(&v),
-            Err(e) => payload::encode(&e),
-        };
-        if let Ok(d) = data {
-            self.router.do_send(Send(reply_frame(self.me, msg, d)));
-        }
+        send_reply(&self.router, self.me, msg, result);
     }
 }
 
