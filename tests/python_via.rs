@@ -606,3 +606,176 @@ fn master_going_away_takes_every_context_below_with_it() {
         t0.elapsed()
     );
 }
+
+/// Writes an executable shell script standing in for Python.
+fn fake_python(dir: &Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn failed_spawns_through_a_python_intermediate_are_typed_and_reaped() {
+    let root = module_root("fail");
+    let r = root.clone();
+    run(async move {
+        let cap = Capture::default();
+        let master = master_with(&cap, &r);
+        let mid = spawn(&master, &python3(), "mid", None).await;
+        let mid_pid = ids(&mid).await[2] as i32;
+        let cases = [
+            (
+                "/nonexistent/python".to_string(),
+                vec!["cannot start /nonexistent/python"],
+            ),
+            (
+                fake_python(&r, "early.sh", "echo 'boom: no python here' >&2\nexit 3"),
+                vec![
+                    "exited early",
+                    "EC0",
+                    "exit status 3",
+                    "boom: no python here",
+                ],
+            ),
+            (
+                fake_python(
+                    &r,
+                    "garbage.sh",
+                    "head -c 70000 /dev/zero | tr '\\0' x\nsleep 5",
+                ),
+                vec!["no EC0 marker"],
+            ),
+            (
+                fake_python(&r, "silent.sh", "echo 'waiting forever' >&2\nexec sleep 30"),
+                vec!["timed out after 1.0s", "EC0", "waiting forever"],
+            ),
+        ];
+        for (python, needles) in cases {
+            let t0 = Instant::now();
+            let err = master
+                .connect(
+                    ConnectOptions::new(Method::Local(local(&python)))
+                        .via(&mid)
+                        .connect_timeout(Duration::from_secs(1)),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(err, econtext::ConnectError::Via { .. }), "{err:?}");
+            let text = err.to_string();
+            eprintln!("{text}");
+            for n in needles {
+                assert!(text.contains(n), "{python}: {n:?} not in {text}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(4),
+                "{python}: {:?}",
+                t0.elapsed()
+            );
+            // Killed and reaped: the intermediate has no child left.
+            let end = Instant::now() + Duration::from_secs(2);
+            while !descendants(mid_pid).is_empty() && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(descendants(mid_pid), Vec::<i32>::new(), "{python}");
+            let _: i64 = mid.call("os", "getpid", ()).await.unwrap();
+        }
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn leaf_killed_under_a_python_intermediate_is_reported_and_reaped() {
+    let root = module_root("leafkill");
+    let r = root.clone();
+    run(async move {
+        let cap = Capture::default();
+        let master = master_with(&cap, &r);
+        let py = python3();
+        let mid = spawn(&master, &py, "mid", None).await;
+        let leaf = spawn(&master, &py, "leaf", Some(&mid)).await;
+        let mid_pid = ids(&mid).await[2] as i32;
+        let leaf_pid = ids(&leaf).await[2] as i32;
+        let pending = leaf
+            .call_with("time", "sleep")
+            .args((30,))
+            .unwrap()
+            .start::<()>()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(leaf_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(1), pending.result())
+            .await
+            .expect("Dead within 1 s (DEL_ROUTE from the intermediate)");
+        assert!(matches!(r, Err(Error::Dead { .. })), "{r:?}");
+        eprintln!("leaf's caller failed {:?} after SIGKILL", t0.elapsed());
+        let end = Instant::now() + Duration::from_secs(2);
+        while !descendants(mid_pid).is_empty() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(descendants(mid_pid), Vec::<i32>::new(), "reaped, no zombie");
+        // The intermediate forgot it, and can make another.
+        let s: Json = mid.call("econtext.parent", "stats", ()).await.unwrap();
+        assert_eq!(s["children"], serde_json::json!([]), "{s}");
+        let again = spawn(&master, &py, "again", Some(&mid)).await;
+        assert_eq!(ids(&again).await[3], mid_pid as i64);
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn large_values_and_log_floods_cross_a_python_intermediate() {
+    let root = module_root("large");
+    let r = root.clone();
+    run(async move {
+        let cap = Capture::default();
+        let master = master_with(&cap, &r);
+        let py = python3();
+        let mid = spawn(&master, &py, "mid", None).await;
+        let leaf = spawn(&master, &py, "leaf", Some(&mid)).await;
+        let blob: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let t0 = Instant::now();
+        let back: serde_bytes::ByteBuf = mid
+            .call("copy", "copy", (serde_bytes::Bytes::new(&blob),))
+            .await
+            .unwrap();
+        assert_eq!(back.len(), blob.len());
+        eprintln!("32 MiB echo, direct child: {:?}", t0.elapsed());
+        let t0 = Instant::now();
+        let back: serde_bytes::ByteBuf = leaf
+            .call("copy", "copy", (serde_bytes::Bytes::new(&blob),))
+            .await
+            .unwrap();
+        let dt = t0.elapsed();
+        assert!(back.as_ref() == blob.as_slice());
+        eprintln!(
+            "32 MiB echo through a Python intermediate: {:?} ({:.0} MiB/s each way)",
+            dt,
+            64.0 / dt.as_secs_f64()
+        );
+        // The leaf floods its log (up through the intermediate) while a
+        // large value goes down to it: neither side may wedge.
+        let flood = leaf
+            .call_with("os", "system")
+            .args(("seq 1 100000",))
+            .unwrap()
+            .start::<i64>()
+            .await
+            .unwrap();
+        let back: serde_bytes::ByteBuf = leaf
+            .call("copy", "copy", (serde_bytes::Bytes::new(&blob[..8 << 20]),))
+            .await
+            .unwrap();
+        assert_eq!(back.len(), 8 << 20);
+        assert_eq!(flood.result().await.unwrap(), 0);
+        assert!(cap.wait_for(&["100000", "ctx=leaf"], 10.0).await);
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -732,9 +732,9 @@ class Broker(object):
         self.thread = threading.Thread(target=self._run, name='econtext-broker')
         self.thread.daemon = True
 
-    def add_reader(self, fd, cb):
+    def add_reader(self, fd, cb, mask=select.POLLIN):
         self.readers[fd] = cb
-        self.poller.register(fd, select.POLLIN)
+        self.poller.register(fd, mask)
 
     def del_reader(self, fd):
         if self.readers.pop(fd, None):

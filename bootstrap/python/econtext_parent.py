@@ -49,6 +49,7 @@ from econtext.core import (CALL_FUNCTION, DEL_ROUTE, FORWARD_LOG, GET_MODULE, LO
 router, broker = core.router, core.broker
 STAGES = ('the first stage to start (EC0)', 'the payload to be received (EC1)')
 MAX_NOISE = 65536
+HIGH, LOW = 8 << 20, 1 << 20  # bytes queued for one child: stop / resume reading our parent
 _SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout')
 
 children = {}    # context id -> ChildStream, while connected
@@ -152,6 +153,14 @@ class _Stderr(object):
 
 
 class ChildStream(core.Stream):
+    # Writes never block: frames are queued and the IO thread flushes them
+    # as the socket drains (POLLOUT on a second fd of the same socket, so
+    # the core's broker needs no change). A blocking write here could
+    # deadlock: our IO thread stuck writing down while the child's IO
+    # thread is stuck writing up (a log flood) to us, who no longer read.
+    # Backpressure: past HIGH queued bytes we stop reading our parent
+    # (frames from it are what fills child queues) until the queue is
+    # below LOW again; EOF and errors on the parent are still seen.
     def __init__(self, cid, name, sock, proc, key, err):
         fd = core._cloexec(os.dup(sock.fileno()))
         core.Stream.__init__(self, router, cid, fd, fd, key, down=True)
@@ -159,6 +168,10 @@ class ChildStream(core.Stream):
         # from any thread without closing (and so freeing) the fd number.
         self.name, self.sock, self.proc, self.err = name, sock, proc, err
         self.on_frame = self._checked
+        self.q = deque()
+        self.qbytes = 0
+        self.pfd = core._cloexec(os.dup(fd))  # polled for POLLOUT while q is not empty
+        self.armed = False
 
     def _checked(self, dst, src, handle, reply_to, data, via):
         r = router
@@ -173,9 +186,80 @@ class ChildStream(core.Stream):
         r.route(dst, src, handle, reply_to, data, self)
 
     def send(self, dst, src, handle, reply_to, chunks):
+        # Any thread. Same framing and MAC as core.Stream.send, but queued:
+        # the MAC chain follows queue order because both happen under wlock.
         if _trace is not None:
             _trace.append([self.remote_id, u'out', src, dst, handle])
-        core.Stream.send(self, dst, src, handle, reply_to, chunks)
+        if type(chunks) is not list:
+            chunks = [chunks]
+        n = sum(map(len, chunks))
+        if n > router.max_size:
+            raise core.MsgError('message of %d bytes exceeds max_message_size' % n)
+        chunks.insert(0, core._FLD.pack(dst, src, handle, reply_to, n))
+        with self.wlock:
+            if self.closed:
+                raise EOFError('stream to %d is closed' % self.remote_id)
+            chunks.insert(0, self.tx(chunks))
+            self.q.extend(chunks)
+            self.qbytes += n + 36
+            self._flush()
+            left = self.qbytes
+        if left:
+            if threading.current_thread() is broker.thread:
+                self._arm()
+                if left > HIGH:
+                    _pause(self)
+            else:
+                broker.defer(self._arm)
+
+    def _flush(self):
+        # Under wlock. Small chunks are joined into writes of up to 256 KiB;
+        # large ones go as they are (the kernel takes what fits).
+        q = self.q
+        try:
+            while q:
+                c = q[0]
+                if len(c) < 65536 and len(q) > 1:
+                    parts, size = [], 0
+                    while q and size < 262144 and len(q[0]) < 65536:
+                        x = q.popleft()
+                        parts.append(x)
+                        size += len(x)
+                    c = b''.join(parts)
+                    q.appendleft(c)
+                k = self.sock.send(c, socket.MSG_DONTWAIT)
+                self.qbytes -= k
+                if k < len(c):
+                    q[0] = memoryview(c)[k:]
+                    return
+                q.popleft()
+        except EnvironmentError as e:
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                return
+            self.closed = True  # the reader sees EOF or the error and cleans up
+            q.clear()
+            self.qbytes = 0
+            raise
+
+    def _arm(self):
+        # IO thread.
+        if not self.armed and self.q and self.pfd is not None:
+            self.armed = True
+            broker.add_reader(self.pfd, self._writable, select.POLLOUT)
+
+    def _writable(self):
+        # IO thread: POLLOUT (or an error) on pfd.
+        with self.wlock:
+            try:
+                self._flush()
+            except EnvironmentError:
+                pass
+            left = self.qbytes
+        if not left or self.closed:
+            self.armed = False
+            broker.del_reader(self.pfd)
+        if left < LOW:
+            _resume(self)
 
     def _del_route(self, data):
         # A death in the child's subtree: only contexts routed through this
@@ -194,6 +278,13 @@ class ChildStream(core.Stream):
             return
         dead = [t for t, v in list(router.routes.items()) if v == self.remote_id]
         core.Stream.disconnect(self, reason)  # router.on_disconnect drops the routes
+        with self.wlock:
+            self.q.clear()
+            self.qbytes = 0
+        broker.del_reader(self.pfd)
+        os.close(self.pfd)
+        self.pfd = None
+        _resume(self)
         try:
             self.sock.close()  # the child sees EOF even if we closed on a bad frame
         except Exception:
@@ -203,6 +294,24 @@ class ChildStream(core.Stream):
         t = threading.Thread(target=_reap, args=(self.proc,))
         t.daemon = True
         t.start()
+
+
+_full = set()  # child streams over HIGH: while any, the parent is not read
+
+
+def _pause(s):
+    p = router.parent
+    if not _full and p.rfd is not None:
+        broker.poller.modify(p.rfd, 0)  # still reports hangup and errors
+    _full.add(s)
+
+
+def _resume(s):
+    if s in _full:
+        _full.discard(s)
+        p = router.parent
+        if not _full and p.rfd is not None:
+            broker.poller.modify(p.rfd, select.POLLIN)
 
 
 def _lost(dead, reason):
