@@ -393,7 +393,8 @@ class ChildTest(unittest.TestCase):
         r = self.c.request(4242, 1)
         self.assertTrue(isinstance(r, core.Dead) and 'no handler' in r.reason, r)
 
-    def test_spawn_unsupported(self):
+    def test_spawn_without_econtext_parent_served(self):
+        # This harness serves no econtext.parent: SPAWN fails as a CallError.
         r = self.c.request(core.SPAWN, {})
         self.assertTrue(isinstance(r, core.CallError), r)
 
@@ -508,6 +509,56 @@ class VectorTest(unittest.TestCase):
         import vectors
         n = vectors.check_all(self, VECTORS)
         self.assertTrue(n > 0)
+
+
+class SpawnTest(unittest.TestCase):
+    # The child as an intermediate (econtext.parent served like the Rust
+    # master serves it): a grandchild of the same interpreter.
+    def test_grandchild_through_the_child(self):
+        import binascii
+        import zlib
+        mods = harness.load_served()
+        with open(os.path.join(harness.PYDIR, 'econtext_parent.py'), 'rb') as f:
+            src = harness.minimize(f.read().decode('utf-8')).encode('utf-8')
+        mods['econtext.parent'] = ['econtext.parent', '<econtext builtin econtext.parent>',
+                                   False, zlib.compress(src, 9), []]
+        c = harness.Child(CHILD, name='mid', modules=mods)
+        try:
+            cfg = {'context_id': 2, 'parent_id': 1, 'name': 'gc', 'log_level': 10,
+                   'key': binascii.hexlify(c.key).decode('ascii'), 'max_message_size': c.max_size,
+                   'ancestors': [1, 0], 'module_path': '/srv/lib'}
+            req = {'id': 2, 'name': 'gc', 'argv': harness.first_stage_argv(CHILD, 'gc'),
+                   'env': {'EC_TEST_VAR': 'x'}, 'config': cfg, 'timeout': 30.0}
+            r = c.request(core.SPAWN, req)
+            self.assertTrue(isinstance(r, list), r)
+            gpid = r[0]
+            call = lambda m, f, *a: c.request(core.CALL_FUNCTION, [m, None, f, list(a), {}], dst=2)  # noqa: E731
+            self.assertEqual(call('os', 'getppid'), c.proc.pid)
+            self.assertEqual(call('os', 'getenv', 'EC_TEST_VAR'), u('x'))
+            # Imports go through the child's forwarder, asked once as itself.
+            self.assertEqual(call('ectest', 'echo', 5), 5)
+            self.assertEqual(c.call('ectest', 'echo', 6), 6)
+            self.assertEqual(c.module_requests.count('ectest'), 1, c.module_requests)
+            r = call('ec_no_such_module', 'f')
+            self.assertTrue(isinstance(r, core.CallError) and '/srv/lib' in r.message, r)
+            # The grandchild dies: DEL_ROUTE 2 comes up, and it is reaped.
+            q = harness.queue.Queue()
+            c.callbacks[core.DEL_ROUTE] = lambda data: q.put(core.unpack(data))
+            os.kill(gpid, signal.SIGKILL)
+            self.assertEqual(q.get(timeout=10), 2)
+            end = time.time() + 5
+            while os.path.exists('/proc/%d' % gpid) and time.time() < end:
+                time.sleep(0.02)
+            self.assertFalse(os.path.exists('/proc/%d' % gpid), 'not reaped')
+            r = call('os', 'getpid')
+            self.assertTrue(isinstance(r, core.Dead), r)
+            # A failed spawn is a typed error.
+            req['argv'] = ['/nonexistent/python']
+            r = c.request(core.SPAWN, req)
+            self.assertTrue(isinstance(r, core.CallError) and r.type == u('econtext.ConnectError'), r)
+            self.assertIn('/nonexistent/python', r.message)
+        finally:
+            c.shutdown()
 
 
 class BenchTest(unittest.TestCase):
