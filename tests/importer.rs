@@ -1,0 +1,163 @@
+//! The module importer: children import what only the master has, with
+//! one GET_MODULE request per package, and never ask for what cannot exist.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use econtext::{Error, Master, MasterOptions};
+
+/// A 20-module package that only the master has: `ecpkg` (the package),
+/// `ecpkg.mod00`..`mod17` importing each other in a chain, and
+/// `ecpkg.entry`, whose `run()` touches every module and returns 18.
+fn make_package(root: &Path) {
+    let pkg = root.join("ecpkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("__init__.py"),
+        "# A package only the master has.\nVERSION = 1\n",
+    )
+    .unwrap();
+    for i in 0..18 {
+        let next = if i < 17 {
+            format!("from ecpkg import mod{:02} as _next\n", i + 1)
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            pkg.join(format!("mod{i:02}.py")),
+            format!("{next}import os\n\ndef value():\n    \"\"\"Module {i}.\"\"\"\n    return 1\n"),
+        )
+        .unwrap();
+    }
+    let mut entry =
+        String::from("from ecpkg import mod00\nimport ecpkg\n\ndef run():\n    total = 0\n");
+    for i in 0..18 {
+        entry.push_str(&format!(
+            "    from ecpkg import mod{i:02}\n    total += mod{i:02}.value()\n"
+        ));
+    }
+    entry.push_str("    return total\n");
+    std::fs::write(pkg.join("entry.py"), entry).unwrap();
+    std::fs::write(root.join("badmod.py"), "x = 1\n\ndef f(:\n    pass\n").unwrap();
+}
+
+fn module_root(tag: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("econtext-importer-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    make_package(&root);
+    root
+}
+
+fn requests(master: &Master) -> u64 {
+    master.importer_stats().snapshot()[0].1
+}
+
+fn master_with_path(root: &Path) -> Master {
+    Master::new(MasterOptions {
+        module_path: vec![root.to_path_buf()],
+        log: Capture::default().logger(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn package_of_20_modules_costs_one_request_under_every_interpreter() {
+    let root = module_root("pkg");
+    let pythons = interpreters();
+    run(async move {
+        let master = master_with_path(&root);
+        for (python, version) in &pythons {
+            let ctx = master.local(local(python.to_str().unwrap())).await.unwrap();
+            let _: i64 = ctx.call("os", "getpid", ()).await.unwrap();
+            let before = requests(&master);
+            let total: i64 = ctx
+                .call("ecpkg.entry", "run", ())
+                .await
+                .unwrap_or_else(|e| panic!("{version}: {e}"));
+            assert_eq!(total, 18, "{version}");
+            assert_eq!(
+                requests(&master) - before,
+                1,
+                "{version}: one GET_MODULE for 20 modules"
+            );
+            let sent_before = master.importer_stats().snapshot()[1].1;
+            let _: i64 = ctx.call("ecpkg.entry", "run", ()).await.unwrap();
+            assert_eq!(
+                requests(&master) - before,
+                1,
+                "{version}: a second call asks nothing"
+            );
+            assert_eq!(
+                master.importer_stats().snapshot()[1].1,
+                sent_before,
+                "{version}: sends nothing"
+            );
+            // A name that the package listing says does not exist, and a
+            // stdlib module: neither goes on the wire.
+            let r = ctx
+                .call::<()>("importlib", "import_module", ("ecpkg.nonexistent",))
+                .await;
+            assert!(
+                matches!(r, Err(Error::Remote(ref e))
+                    if e.type_name.contains("ImportError") || e.type_name.contains("ModuleNotFoundError")),
+                "{version}: {r:?}"
+            );
+            let _: () = ctx
+                .call::<serde_json::Value>("importlib", "import_module", ("json",))
+                .await
+                .map(|_| ())
+                .unwrap_or(());
+            assert_eq!(
+                requests(&master) - before,
+                1,
+                "{version}: no request for pkg.nonexistent or json"
+            );
+            ctx.shutdown().await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+#[test]
+fn unknown_module_raises_import_error_naming_it() {
+    let root = module_root("unknown");
+    run(async move {
+        let master = master_with_path(&root);
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let r = ctx.call::<i64>("nosuchmodule_xyz", "f", ()).await;
+        match r {
+            Err(Error::Remote(e)) => {
+                assert!(
+                    e.type_name.contains("ImportError")
+                        || e.type_name.contains("ModuleNotFoundError"),
+                    "{e:?}"
+                );
+                assert!(e.message.contains("nosuchmodule_xyz"), "{e:?}");
+            }
+            other => panic!("expected ImportError, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+#[test]
+fn syntax_error_in_served_source_names_file_and_line() {
+    let root = module_root("syntax");
+    run(async move {
+        let master = master_with_path(&root);
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let r = ctx.call::<i64>("badmod", "f", ()).await;
+        match r {
+            Err(Error::Remote(e)) => {
+                assert!(e.type_name.contains("SyntaxError"), "{e:?}");
+                let text = format!("{} {}", e.message, e.traceback);
+                assert!(text.contains("badmod.py"), "{text}");
+                assert!(text.contains("line 3"), "{text}");
+            }
+            other => panic!("expected SyntaxError, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
