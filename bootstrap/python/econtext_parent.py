@@ -23,8 +23,18 @@
 #
 # A child's stderr (which after bootstrap carries only what escapes its
 # own IoLogger: interpreter crashes, first-stage errors) is forwarded as
-# FORWARD_LOG from this context with logger name 'stderr.<child name>',
-# level WARNING; the last 20 lines also go into ConnectError messages.
+# FORWARD_LOG from this context with logger name 'stderr.<child name>'
+# (its pty, when it has one: 'tty.<child name>'), level WARNING; the last
+# 20 lines also go into ConnectError messages. The SPAWN's password is
+# redacted from both.
+#
+# Methods that prompt (SPAWN keys method, new_session, tty, prompt,
+# password), as bootstrap/src/connect.rs does it: the child runs in its
+# own session; with tty, a pty (echo off) is its controlling terminal and
+# we keep both ends open until it is reaped. Until EC0, the pty and stderr
+# are watched for a password prompt; the first is answered with the
+# password (on the pty if it came there, else on the child's stdin), a
+# second one means the password was refused.
 from __future__ import absolute_import
 
 import econtext.core as core
@@ -34,10 +44,12 @@ core.importer.cache.setdefault('msvcrt', None)
 
 import binascii  # noqa: E402
 import errno  # noqa: E402
+import fcntl  # noqa: E402
 import os  # noqa: E402
 import select  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
+import termios  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
@@ -50,7 +62,23 @@ router, broker = core.router, core.broker
 STAGES = ('the first stage to start (EC0)', 'the payload to be received (EC1)')
 MAX_NOISE = 65536
 HIGH, LOW = 8 << 20, 1 << 20  # bytes queued for one child: stop / resume reading our parent
-_SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout')
+_SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout',
+                 'method', 'new_session', 'tty', 'prompt', 'password')
+
+# Words that mean "password" in the prompts of ssh, sudo, sudo-rs, su and
+# PAM (lowercase). MUST STAY IN SYNC with PASSWORD_WORDS in
+# bootstrap/src/prompt.rs (escaped here: the served source is ASCII only).
+PASSWORD_WORDS = (
+    u'password', u'passphrase', u'passwort', u'kennwort', u'mot de passe',
+    u'contrase\u00f1a', u'contrasena', u'senha', u'palavra-passe', u'wachtwoord',
+    u'parola', u'has\u0142o', u'heslo', u'jelsz\u00f3', u'l\u00f6senord', u'passord',
+    u'adgangskode', u'salasana', u'\u043f\u0430\u0440\u043e\u043b\u044c',
+    u'\u5bc6\u7801', u'\u5bc6\u78bc', u'\u53e3\u4ee4', u'\u30d1\u30b9\u30ef\u30fc\u30c9',
+    u'\ube44\ubc00\ubc88\ud638', u'\uc554\ud638', u'\u03ba\u03c9\u03b4\u03b9\u03ba\u03cc\u03c2',
+    u'\u015fifre', u'parol\u0103', u'geslo', u'lozinka',
+)
+MAX_PROMPT_LINE = 300  # bytes: a longer last line is output, not a question
+REDACTED = u'********'
 
 children = {}    # context id -> ChildStream, while connected
 _waits = {}      # local handle -> context id whose death sends it Dead
@@ -85,14 +113,35 @@ def _literal(v):
                             for c in _text(v))
 
 
+def _ends_with_prompt(text, custom):
+    # Whether `text` (a child's output since the last prompt) ends with a
+    # password prompt: PromptRules::ends_with_prompt in prompt.rs.
+    t = text.rstrip(u' \t')
+    if custom:
+        c = custom.rstrip()
+        if c and t.endswith(c):
+            return True
+    line = t.replace(u'\r', u'\n').rsplit(u'\n', 1)[-1]
+    if not line or len(line.encode('utf-8')) > MAX_PROMPT_LINE:
+        return False
+    if not line.endswith((u':', u'\uff1a')):
+        return False
+    lower = line.lower()
+    return any(w in lower for w in PASSWORD_WORDS)
+
+
 class _Stderr(object):
-    # A child's stderr pipe: lines forwarded as FORWARD_LOG, last 20 kept.
-    # Read by the worker thread during the handshake, then by the IO thread.
-    def __init__(self, name, f):
-        self.fd = core._cloexec(os.dup(f.fileno()))
-        f.close()
-        self.logger = u'stderr.' + name
+    # One output of a child other than its data (its stderr pipe, or its
+    # pty's master): lines forwarded as FORWARD_LOG under `logger`, last 20
+    # kept, the password redacted from both. Read by the worker thread
+    # during the handshake (which also scans it for prompts), then by the
+    # IO thread.
+    def __init__(self, logger, fd, secret=None):
+        self.fd = fd
+        self.logger = logger
+        self.secret = secret
         self.buf = b''
+        self.text = u''  # what the prompt scanner has seen since the last prompt
         self.tail = deque(maxlen=20)
         self.polled = False
 
@@ -100,12 +149,17 @@ class _Stderr(object):
         return [self.fd] if self.fd is not None else []
 
     def on_read(self):
+        self.read()
+
+    def read(self):
+        # Returns what was read (b'' at EOF, then closed).
         try:
             s = os.read(self.fd, 65536)
         except EnvironmentError:
-            s = b''
+            s = b''  # EIO on a pty: no slave left
         if not s:
-            return self.close()
+            self.close()
+            return s
         lines = (self.buf + s).split(b'\n')
         self.buf = lines.pop()
         if len(self.buf) > 65536:
@@ -113,9 +167,25 @@ class _Stderr(object):
             self.buf = b''
         for line in lines:
             self._emit(line)
+        return s
+
+    def prompted(self, s, custom):
+        # PromptScanner::feed: true if the output now ends with a prompt,
+        # which is then consumed (and logged as a line of its own).
+        self.text += s.decode('utf-8', 'replace')
+        if len(self.text) > 4 * MAX_PROMPT_LINE:
+            self.text = self.text[-2 * MAX_PROMPT_LINE:]
+        if not _ends_with_prompt(self.text, custom):
+            return False
+        self.text = u''
+        self.flush()
+        return True
+
+    def redact(self, t):
+        return t.replace(self.secret, REDACTED) if self.secret else t
 
     def _emit(self, line):
-        t = line.decode('utf-8', 'replace').rstrip(u'\r')
+        t = self.redact(line.decode('utf-8', 'replace').rstrip(u'\r').lstrip(u'\r'))
         if not t.strip():
             return
         self.tail.append(t)
@@ -124,6 +194,11 @@ class _Stderr(object):
         except Exception:
             pass
 
+    def flush(self):
+        if self.buf:
+            self._emit(self.buf)
+            self.buf = b''
+
     def close(self):
         if self.fd is None:
             return
@@ -131,16 +206,17 @@ class _Stderr(object):
             broker.del_reader(self.fd)
         os.close(self.fd)
         self.fd = None
-        if self.buf:
-            self._emit(self.buf)
-            self.buf = b''
+        self.flush()
 
     def drain(self, secs):
         # After a failed handshake: what the child said last matters most.
         end = time.time() + secs
         while self.fd is not None and time.time() < end:
             if select.select([self.fd], [], [], max(0, end - time.time()))[0]:
-                self.on_read()
+                self.read()
+            else:
+                break
+        self.flush()
 
     def start(self):
         # IO thread: keep forwarding for the child's whole life.
@@ -148,8 +224,10 @@ class _Stderr(object):
             self.polled = True
             broker.add_reader(self.fd, self.on_read)
 
-    def suffix(self):
-        return '; last output: %s' % ' | '.join(self.tail) if self.tail else ''
+
+def _suffix(sides):
+    tail = [t for side in sides if side for t in side.tail]
+    return '; last output: %s' % ' | '.join(tail) if tail else ''
 
 
 class ChildStream(core.Stream):
@@ -161,12 +239,15 @@ class ChildStream(core.Stream):
     # Backpressure: past HIGH queued bytes we stop reading our parent
     # (frames from it are what fills child queues) until the queue is
     # below LOW again; EOF and errors on the parent are still seen.
-    def __init__(self, cid, name, sock, proc, key, err):
+    def __init__(self, cid, name, sock, proc, key, err, tty=None, keep=()):
         fd = core._cloexec(os.dup(sock.fileno()))
         core.Stream.__init__(self, router, cid, fd, fd, key, down=True)
         # The socket object stays ours so shutdown() can give the child EOF
         # from any thread without closing (and so freeing) the fd number.
         self.name, self.sock, self.proc, self.err = name, sock, proc, err
+        # The pty's reader, and its master and slave: held until the child
+        # is reaped (closing the master would hang up its terminal).
+        self.tty, self.keep = tty, keep
         self.on_frame = self._checked
         self.q = deque()
         self.qbytes = 0
@@ -291,7 +372,9 @@ class ChildStream(core.Stream):
             pass
         children.pop(self.remote_id, None)
         _lost(dead + [self.remote_id], _text(reason or u'disconnected'))
-        t = threading.Thread(target=_reap, args=(self.proc,))
+        if self.tty is not None:
+            self.tty.close()  # our slave keeps it from ever reading EOF
+        t = threading.Thread(target=_reap, args=(self.proc, self.keep))
         t.daemon = True
         t.start()
 
@@ -345,12 +428,22 @@ def _wait(procs, secs):
         time.sleep(0.02)
 
 
-def _reap(proc):
+def _reap(proc, keep=()):
     # The stream is gone: the child exits by itself on EOF (within the
-    # core's GRACE); if not, it is killed. Either way, no zombie.
+    # core's GRACE); if not, it is killed. Either way, no zombie. Its
+    # pty goes only then.
     _wait([proc], core.GRACE + 1)
     if proc.poll() is None:
         _kill(proc)
+    _close_all(keep)
+
+
+def _close_all(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except EnvironmentError:
+            pass
 
 
 def _status(proc, secs):
@@ -361,8 +454,57 @@ def _status(proc, secs):
     return rc < 0 and 'killed by signal %d' % -rc or 'exit status %d' % rc
 
 
-def _handshake(a, proc, err, payload, timeout):
+class _Auth(object):
+    # How a child's password prompts are answered during the handshake.
+    def __init__(self, method, prompt, password, tty_fd):
+        self.method = method or u'the program'
+        # Prompts are only looked for where a method can ask one.
+        self.watch = method not in (u'', u'local')
+        self.prompt = prompt
+        self.password = password
+        self.tty_fd = tty_fd
+        self.sent = False
+
+    def answer(self, a, on_tty):
+        if self.password is None:
+            raise _Fail('%s asked for a password and none was given' % self.method)
+        if self.sent:
+            raise _Fail('password refused by %s' % self.method)
+        answer = (self.password + u'\n').encode('utf-8')
+        # Answer where we were asked: prompts on the terminal are read
+        # from it; a prompt on stderr (su with PAM) reads stdin.
+        try:
+            if on_tty:
+                while answer:
+                    answer = answer[os.write(self.tty_fd, answer):]
+            else:
+                a.sendall(answer)
+        except EnvironmentError as e:
+            raise _Fail('%s exited while its password prompt was answered (%s)' % (
+                self.method, _text(e.strerror or str(e))))
+        self.sent = True
+        LOG.debug('answered the password prompt of %s on %s', self.method,
+                  on_tty and 'its tty' or 'stdin')
+
+    def classify(self, sides):
+        # The child exited before EC1: its last words may say why
+        # (classify_exit in prompt.rs, for the password cases).
+        lines = [t.lower() for side in sides if side for t in side.tail]
+        has = lambda *ns: any(n in t for t in lines for n in ns)  # noqa: E731
+        if not self.watch:
+            return None
+        if has('a password is required', 'a terminal is required to read the password',
+               'no askpass program'):
+            return '%s asked for a password and none was given' % self.method
+        if self.sent and has('permission denied', 'authentication failure',
+                             'incorrect password', 'sorry, try again'):
+            return 'password refused by %s' % self.method
+        return None
+
+
+def _handshake(a, proc, sides, auth, payload, timeout):
     # Returns whatever was read past EC1 (the start of the frame stream).
+    # sides: the child's stderr, and its pty (or None).
     deadline = time.time() + timeout
     afd = a.fileno()
     buf, stage = b'', 0
@@ -370,14 +512,18 @@ def _handshake(a, proc, err, payload, timeout):
         left = deadline - time.time()
         if left <= 0:
             raise _Fail('timed out after %.1fs waiting for %s' % (timeout, STAGES[stage]))
+        live = [x for x in sides if x and x.fd is not None]
         try:
-            r = select.select([afd] + err.fds(), [], [], left)[0]
+            r = select.select([afd] + [x.fd for x in live], [], [], left)[0]
         except (select.error, EnvironmentError) as e:
             if e.args[0] == errno.EINTR:
                 continue
             raise
-        if err.fd is not None and err.fd in r:
-            err.on_read()
+        for x in live:
+            if x.fd in r:
+                got = x.read()
+                if got and auth.watch and stage == 0 and x.prompted(got, auth.prompt):
+                    auth.answer(a, x is sides[1])
         if afd not in r:
             continue
         s = a.recv(65536)
@@ -406,7 +552,35 @@ def _handshake(a, proc, err, payload, timeout):
         a.settimeout(None)
 
 
-def _connect(cid, name, argv, env, cfg, timeout):
+def _open_pty():
+    # Both ends close-on-exec (the child gets the slave only as its
+    # controlling terminal), echo off: a password written to the master is
+    # never echoed back into what we read and log.
+    master, slave = os.openpty()
+    for fd in (master, slave):
+        core._cloexec(fd)
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~(termios.ECHO | termios.ECHONL | termios.ECHOE | termios.ECHOK)
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    return master, slave
+
+
+def _preexec(tty_name):
+    # In the forked child, before exec: a new session, whose controlling
+    # terminal is the pty when there is one. Opened by name (Python 2's
+    # close_fds runs before preexec_fn and closes the inherited slave);
+    # only plain syscalls here, as other threads may hold locks.
+    def child():
+        os.setsid()
+        if tty_name is not None:
+            fd = os.open(tty_name, os.O_RDWR)
+            fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+            os.close(fd)
+    return child
+
+
+def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, tty=False,
+             prompt=None, password=None):
     key = binascii.unhexlify(cfg['key'])
     script = core.CORE_SOURCE + ('\nmain(%s)\n' % _literal(cfg)).encode('ascii')
     z = zlib.compress(script, 9)
@@ -416,28 +590,55 @@ def _connect(cid, name, argv, env, cfg, timeout):
     argv = [_native(x) for x in argv]
     if not argv:
         raise _Fail('cannot start: empty argv')
+    keep, tty_name, kw = [], None, {}
+    if tty:
+        try:
+            keep = list(_open_pty())
+            tty_name = os.ttyname(keep[1])
+        except EnvironmentError as x:
+            _close_all(keep)
+            raise _Fail('%s needs a pty, which this intermediate cannot provide: %s' % (
+                method, _text(x.strerror or str(x))))
+    if tty or new_session:
+        kw['preexec_fn'] = _preexec(tty_name)
     a, b = socket.socketpair()
     core._cloexec(a.fileno())
     try:
         proc = subprocess.Popen(argv, stdin=b, stdout=b, stderr=subprocess.PIPE, env=e,
-                                close_fds=True)
-    except EnvironmentError as x:
+                                close_fds=True, **kw)
+    except Exception as x:
         a.close()
-        raise _Fail('cannot start %s: %s' % (_text(argv[0]), _text(x.strerror or str(x))))
+        _close_all(keep)
+        raise _Fail('cannot start %s: %s' % (_text(argv[0]),
+                                             _text(getattr(x, 'strerror', None) or str(x))))
     finally:
         b.close()
-    err = _Stderr(name, proc.stderr)
+    err = _Stderr(u'stderr.' + name, core._cloexec(os.dup(proc.stderr.fileno())), password)
+    proc.stderr.close()
+    side = keep and _Stderr(u'tty.' + name, core._cloexec(os.dup(keep[0])), password) or None
+    auth = _Auth(method, prompt, password, keep and keep[0])
+    sides = (err, side)
     try:
-        initial = _handshake(a, proc, err, ('%d\n' % len(z)).encode('ascii') + z, timeout)
+        initial = _handshake(a, proc, sides, auth, ('%d\n' % len(z)).encode('ascii') + z, timeout)
     except BaseException as x:
         _kill(proc)
         a.close()
-        err.drain(0.5)
-        err.close()
+        for x2 in sides:
+            if x2:
+                x2.drain(0.5)
+                x2.close()
+        _close_all(keep)
         if not isinstance(x, _Fail):
             raise
-        raise _Fail(str(x) + err.suffix())
-    stream = ChildStream(cid, name, a, proc, key, err)
+        msg = str(x)
+        if msg.startswith('child exited early'):
+            msg = auth.classify(sides) or msg
+        if password:
+            msg = msg.replace(_native(password), _native(REDACTED))
+        if msg.startswith(('password refused', '%s asked for' % method)):
+            raise _Fail(msg)
+        raise _Fail(msg + _suffix(sides))
+    stream = ChildStream(cid, name, a, proc, key, err, side, keep)
     children[cid] = router.streams[cid] = stream
 
     def start():
@@ -447,6 +648,8 @@ def _connect(cid, name, argv, env, cfg, timeout):
         if not stream.closed:
             broker.add_reader(stream.rfd, stream.on_read)
         err.start()
+        if side is not None:
+            side.start()
     broker.defer(start)
     return proc.pid
 
@@ -465,7 +668,11 @@ def spawn(src, reply_to, data):
         if cid in children:
             raise _Fail('context %d already exists here' % cid)
         timeout = min(max(float(req.get('timeout') or 30), 0.1), 3600)
-        reply = [_connect(cid, name, req['argv'], req.get('env') or {}, cfg, timeout)]
+        password = req.get('password')
+        reply = [_connect(cid, name, req['argv'], req.get('env') or {}, cfg, timeout,
+                          _text(req.get('method') or u''), bool(req.get('new_session')),
+                          bool(req.get('tty')), req.get('prompt') and _text(req['prompt']),
+                          None if password is None else _text(password))]
         LOG.debug('spawned %s (context %d) pid %d', name, cid, reply[0])
     except _Fail as e:
         reply = CallError(u'econtext.ConnectError', _text(str(e)), u'')
