@@ -538,3 +538,399 @@ fn sudo_through_a_rust_intermediate_runs_as_that_user() {
         ctx.shutdown().await.unwrap();
     });
 }
+
+// ---- Python intermediates over ssh: chains, passwords, deaths, routing ----
+
+/// Helper code for leaves, served from the master's module path.
+const ECHOP: &str = r#"
+import time
+
+import econtext.core as c
+
+_got = []
+
+
+def listen():
+    return c.router.add_handler(lambda src, rt, obj: _got.append([src, obj]))
+
+
+def got(n=1, timeout=10.0):
+    end = time.time() + timeout
+    while len(_got) < n and time.time() < end:
+        time.sleep(0.01)
+    return list(_got)
+
+
+def send(dst, handle, obj):
+    c.router.send(dst, handle, obj)
+    return True
+
+
+def trace(on=True):
+    import econtext.parent as p
+    return p.trace(on)
+
+
+def traced():
+    import econtext.parent as p
+    return p.traced()
+"#;
+
+fn sudo_opts(user: &str, password: Option<&str>) -> SudoOptions {
+    SudoOptions {
+        user: user.into(),
+        password: password.map(Secret::new),
+        python: python3(),
+        ..Default::default()
+    }
+}
+
+/// A master whose module path serves `echop` (and the dir holding it).
+fn master_serving(cap: &Capture) -> (econtext::Master, TempDir) {
+    let dir = TempDir::new("echop");
+    std::fs::write(dir.path("echop.py"), ECHOP).unwrap();
+    let m = econtext::Master::new(econtext::MasterOptions {
+        module_path: vec![dir.0.clone()],
+        log: cap.logger(),
+        ..Default::default()
+    });
+    (m, dir)
+}
+
+async fn connect(
+    master: &econtext::Master,
+    o: ConnectOptions,
+    what: &str,
+    sshd: &Sshd,
+) -> econtext::Context {
+    master
+        .connect(o)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}\nsshd log:\n{}", sshd.log_text()))
+}
+
+#[test]
+fn four_hop_chain_ssh_sudo_ssh_sudo() {
+    if skip_unless(
+        &[SSH, &["sudo"]].concat(),
+        "four_hop_chain_ssh_sudo_ssh_sudo",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let user = TestUser::create("fh");
+    let uid = user.uid;
+    let name = user.name.clone();
+    let ssh = Method::Ssh(ssh_opts(&sshd, "root"));
+    let target = {
+        let hop = format!(
+            "ssh:root@127.0.0.1:{}?identity={}&check_host_keys=ignore&python={}",
+            sshd.port,
+            sshd.key.display(),
+            python3()
+        );
+        let py = python3();
+        format!("{hop},sudo?python={py},{hop},sudo:{name}?python={py}")
+    };
+    run(async {
+        let master = master(&Capture::default());
+        let ssh1 = connect(
+            &master,
+            ConnectOptions::new(ssh.clone()).name("ssh1"),
+            "ssh1",
+            &sshd,
+        )
+        .await;
+        let sudo1 = connect(
+            &master,
+            ConnectOptions::new(Method::Sudo(sudo_opts("root", None)))
+                .name("sudo1")
+                .via(&ssh1),
+            "sudo1",
+            &sshd,
+        )
+        .await;
+        let ssh2 = connect(
+            &master,
+            ConnectOptions::new(ssh).name("ssh2").via(&sudo1),
+            "ssh2",
+            &sshd,
+        )
+        .await;
+        let leaf = connect(
+            &master,
+            ConnectOptions::new(Method::Sudo(sudo_opts(&name, None)))
+                .name("leaf")
+                .via(&ssh2),
+            "leaf",
+            &sshd,
+        )
+        .await;
+        assert_eq!(leaf.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
+        assert_eq!(
+            master.ancestors(leaf.id()),
+            vec![ssh2.id(), sudo1.id(), ssh1.id(), 0]
+        );
+        ssh1.shutdown().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), leaf.dead())
+            .await
+            .expect("shutting ssh1 down takes the chain below it");
+    });
+    // The same chain from the CLI.
+    let out = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", &target, "os.getuid"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "{target}: {stderr}\nsshd log:\n{}",
+        sshd.log_text()
+    );
+    assert_eq!(stdout.trim(), uid.to_string());
+}
+
+#[test]
+fn sudo_password_answered_by_a_python_intermediate() {
+    if skip_unless(
+        &[SSH, &["sudo"]].concat(),
+        "sudo_password_answered_by_a_python_intermediate",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let user = TestUser::create("pi");
+    let _sudoers = Sudoers::add("pi", &format!("{} ALL=(ALL:ALL) ALL\n", user.name));
+    let password = user.password.clone();
+    let wrong = format!("{password}-wrong");
+    let name = user.name.clone();
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let mid = connect(
+            &master,
+            ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, &name))).name("mid"),
+            "ssh as the test user",
+            &sshd,
+        )
+        .await;
+        // The wrong one first: a right one would leave a sudo timestamp.
+        let started = Instant::now();
+        let err = master
+            .connect(
+                ConnectOptions::new(Method::Sudo(sudo_opts("root", Some(&wrong))))
+                    .name("wrong")
+                    .via(&mid)
+                    .connect_timeout(Duration::from_secs(20)),
+            )
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        let ConnectError::Via { via, reason } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*via, mid.id());
+        assert!(reason.contains("password refused by sudo"), "{err}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        eprintln!("wrong sudo password refused through a Python intermediate after {took:?}");
+
+        let leaf = master
+            .connect(
+                ConnectOptions::new(Method::Sudo(sudo_opts("root", Some(&password))))
+                    .name("root")
+                    .via(&mid),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        assert_eq!(leaf.call::<u32>("os", "getuid", ()).await.unwrap(), 0);
+        assert_eq!(master.ancestors(leaf.id()), vec![mid.id(), 0]);
+        // Whatever the intermediate forwarded has arrived by now.
+        let _: u32 = mid.call("os", "getuid", ()).await.unwrap();
+        let log = cap.text();
+        for secret in [&password, &wrong] {
+            assert!(!format!("{err} {err:?}").contains(secret.as_str()));
+            assert!(!log.contains(secret.as_str()), "{log}");
+        }
+    });
+}
+
+/// The pid of this process's child `ssh` whose argv names `port`.
+fn ssh_client_pid(port: u16) -> Option<i32> {
+    let me = std::process::id().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1));
+        if ppid != Some(me.as_str()) {
+            continue;
+        }
+        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ssh = argv
+            .first()
+            .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
+        if is_ssh
+            && argv
+                .windows(2)
+                .any(|w| w[0] == "-p" && w[1] == port.to_string())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn killing_the_ssh_client_fails_pending_calls_below_within_1s() {
+    if skip_unless(
+        &[SSH, &["sudo"]].concat(),
+        "killing_the_ssh_client_fails_pending_calls_below_within_1s",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let user = TestUser::create("kc");
+    let name = user.name.clone();
+    run(async {
+        let master = master(&Capture::default());
+        let ssh = connect(
+            &master,
+            ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, "root"))).name("ssh"),
+            "ssh",
+            &sshd,
+        )
+        .await;
+        let leaf = connect(
+            &master,
+            ConnectOptions::new(Method::Sudo(sudo_opts(&name, None)))
+                .name("leaf")
+                .via(&ssh),
+            "leaf",
+            &sshd,
+        )
+        .await;
+        let pid = ssh_client_pid(sshd.port).expect("the master's ssh client");
+        let (l, s) = (leaf.clone(), ssh.clone());
+        let on_leaf = actix_rt::spawn(async move {
+            let r = l.call::<()>("time", "sleep", (30,)).await;
+            (r, Instant::now())
+        });
+        let on_ssh = actix_rt::spawn(async move {
+            let r = s.call::<()>("time", "sleep", (30,)).await;
+            (r, Instant::now())
+        });
+        // Both calls are running (their sleeps have started).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let killed = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        for (what, h) in [("leaf", on_leaf), ("ssh", on_ssh)] {
+            let (r, at) = tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .unwrap_or_else(|_| panic!("the call on {what} is still pending after 5 s"))
+                .unwrap();
+            let took = at - killed;
+            assert!(
+                matches!(r, Err(econtext::Error::Dead { .. })),
+                "{what}: {r:?}"
+            );
+            assert!(took < Duration::from_secs(1), "{what}: took {took:?}");
+            eprintln!("call on {what} failed {took:?} after the ssh client was killed");
+        }
+    });
+}
+
+#[test]
+fn leaves_of_two_ssh_branches_talk_along_the_tree() {
+    if skip_unless(
+        &[SSH, &["sudo"]].concat(),
+        "leaves_of_two_ssh_branches_talk_along_the_tree",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let a = TestUser::create("ta");
+    let b = TestUser::create("tb");
+    let (na, nb, ua, ub) = (a.name.clone(), b.name.clone(), a.uid, b.uid);
+    run(async {
+        let cap = Capture::default();
+        let (master, _dir) = master_serving(&cap);
+        let ssh = Method::Ssh(ssh_opts(&sshd, "root"));
+        let ssh_a = connect(
+            &master,
+            ConnectOptions::new(ssh.clone()).name("ssh-a"),
+            "ssh-a",
+            &sshd,
+        )
+        .await;
+        let ssh_b = connect(
+            &master,
+            ConnectOptions::new(ssh).name("ssh-b"),
+            "ssh-b",
+            &sshd,
+        )
+        .await;
+        let leaf_a = connect(
+            &master,
+            ConnectOptions::new(Method::Sudo(sudo_opts(&na, None)))
+                .name("leaf-a")
+                .via(&ssh_a),
+            "leaf-a",
+            &sshd,
+        )
+        .await;
+        let leaf_b = connect(
+            &master,
+            ConnectOptions::new(Method::Sudo(sudo_opts(&nb, None)))
+                .name("leaf-b")
+                .via(&ssh_b),
+            "leaf-b",
+            &sshd,
+        )
+        .await;
+        assert_eq!(leaf_a.call::<u32>("os", "getuid", ()).await.unwrap(), ua);
+        assert_eq!(leaf_b.call::<u32>("os", "getuid", ()).await.unwrap(), ub);
+        for s in [&ssh_a, &ssh_b] {
+            let _: bool = s.call("echop", "trace", (true,)).await.unwrap();
+        }
+        let handle: u32 = leaf_b.call("echop", "listen", ()).await.unwrap();
+        let _: bool = leaf_a
+            .call("echop", "send", (leaf_b.id(), handle, "from leaf-a"))
+            .await
+            .unwrap();
+        let got: serde_json::Value = leaf_b.call("echop", "got", (1,)).await.unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!([[leaf_a.id(), "from leaf-a"]]),
+            "delivered, with its true source"
+        );
+        // leaf-a -> ssh-a (in from leaf-a; up to the master, which has no
+        // trace) -> ssh-b (out to leaf-b) -> leaf-b.
+        let (src, dst) = (leaf_a.id() as i64, leaf_b.id() as i64);
+        for (ctx, want) in [
+            (&ssh_a, (leaf_a.id(), "in")),
+            (&ssh_b, (leaf_b.id(), "out")),
+        ] {
+            let t: Vec<(i64, String, i64, i64, i64)> =
+                ctx.call("echop", "traced", ()).await.unwrap();
+            let ours: Vec<(i64, &str)> = t
+                .iter()
+                .filter(|f| f.2 == src && f.3 == dst && f.4 == handle as i64)
+                .map(|f| (f.0, f.1.as_str()))
+                .collect();
+            assert_eq!(ours, vec![(want.0 as i64, want.1)], "{}: {t:?}", ctx.name());
+        }
+    });
+}
