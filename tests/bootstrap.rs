@@ -250,3 +250,34 @@ fn connect_and_shutdown_cycles_leave_no_process_zombie_or_fd() {
         }
     });
 }
+
+#[test]
+fn logging_records_reach_the_master_under_every_interpreter() {
+    // The core loads the logging package only when user code does, and
+    // installs its forwarding handler at that moment.
+    let pythons = interpreters();
+    run(async move {
+        let cap = Capture::default();
+        let master = master(&cap);
+        for (python, version) in &pythons {
+            let ctx = master.local(local(python.to_str().unwrap())).await.unwrap();
+            let _: () = ctx
+                .call("logging", "warning", ("record from %s", version.as_str()))
+                .await
+                .unwrap();
+            let _: () = ctx
+                .call("logging", "debug", ("below the master's level",))
+                .await
+                .unwrap();
+            let needle = format!("record from {version}");
+            assert!(
+                cap.wait_for(&[&needle, &format!("ctx={}", ctx.name())], 5.0)
+                    .await,
+                "{version}: log was:\n{}",
+                cap.text()
+            );
+            ctx.shutdown().await.unwrap();
+        }
+        assert!(!cap.text().contains("below the master's level"));
+    });
+}

@@ -6,7 +6,6 @@ import errno
 import fcntl
 import hashlib
 import hmac
-import logging
 import os
 import select
 import struct
@@ -46,7 +45,52 @@ MODULE_PATH = ''
 # The real interpreter path: the first stage re-executed Python with a
 # decorated argv[0], so sys.executable is not usable for grandchildren.
 PYTHON = sys.executable
-LOG = logging.getLogger('econtext')
+
+
+class _Log(object):
+    # The core's own records go straight to FORWARD_LOG: the logging
+    # package costs 27 ms and 2.5 MB to import, so it is loaded only when
+    # user code imports it (see _LoggingHook). A record sent while sending
+    # one (a route failure reported from inside send) is dropped, never
+    # recursed into.
+    level = 20
+
+    def __init__(self):
+        self.busy = threading.local()
+
+    def _log(self, lvl, msg, args, exc):
+        if lvl < self.level or router is None or router.lost or getattr(self.busy, 'on', False):
+            return
+        self.busy.on = True
+        try:
+            if args:
+                msg = msg % args
+            if exc:
+                import traceback
+                msg = '%s\n%s' % (msg, traceback.format_exc().rstrip())
+            router.send(0, FORWARD_LOG, [u'econtext', lvl, _text(msg)])
+        except Exception:
+            pass
+        finally:
+            self.busy.on = False
+
+    def debug(self, msg, *a, **kw):
+        self._log(10, msg, a, kw.get('exc_info'))
+
+    def info(self, msg, *a, **kw):
+        self._log(20, msg, a, kw.get('exc_info'))
+
+    def warning(self, msg, *a, **kw):
+        self._log(30, msg, a, kw.get('exc_info'))
+
+    def error(self, msg, *a, **kw):
+        self._log(40, msg, a, kw.get('exc_info'))
+
+    def exception(self, msg, *a):
+        self._log(40, msg, a, True)
+
+
+LOG = _Log()
 
 
 def _text(s):
@@ -842,29 +886,77 @@ class IoLogger(object):
             pass
 
 
-class LogHandler(logging.Handler):
-    # Forwards records to the master. A record logged while forwarding
-    # (by us, or by the IO thread reporting a send failure) is dropped
-    # rather than recursing.
-    def __init__(self):
-        logging.Handler.__init__(self)
-        self.local = threading.local()
+def _install_log_handler(logging):
+    # Called once the logging package is imported (by anyone): records at
+    # or above the master's level are forwarded to it.
+    class LogHandler(logging.Handler):
+        # A record logged while forwarding (by us, or by the IO thread
+        # reporting a send failure) is dropped rather than recursing.
+        def handle(self, rec):
+            # No handler lock: sends are serialised by the stream lock.
+            if self.filter(rec):
+                self.emit(rec)
 
-    def handle(self, rec):
-        # No handler lock: sends are serialised by the stream lock.
-        if self.filter(rec):
-            self.emit(rec)
+        def emit(self, rec):
+            if getattr(LOG.busy, 'on', False) or router is None or router.lost:
+                return
+            LOG.busy.on = True
+            try:
+                router.send(0, FORWARD_LOG, [_text(rec.name), rec.levelno, _text(self.format(rec))])
+            except Exception:
+                pass
+            finally:
+                LOG.busy.on = False
 
-    def emit(self, rec):
-        if getattr(self.local, 'busy', False) or router is None or router.lost:
-            return
-        self.local.busy = True
+    root = logging.getLogger()
+    root.setLevel(LOG.level)
+    root.addHandler(LogHandler())
+
+
+class _LoggingHook(object):
+    # Sits first on sys.meta_path until `logging` is imported, then wraps
+    # its loading so the LogHandler is installed the moment it exists.
+    def find_module(self, fullname, path=None):
+        if fullname == 'logging':
+            return self
+
+    def load_module(self, fullname):
+        sys.meta_path.remove(self)
+        import imp
+        f, p, d = imp.find_module(fullname)
         try:
-            router.send(0, FORWARD_LOG, [_text(rec.name), rec.levelno, _text(self.format(rec))])
-        except Exception:
-            pass
+            mod = imp.load_module(fullname, f, p, d)
         finally:
-            self.local.busy = False
+            if f:
+                f.close()
+        _install_log_handler(mod)
+        return mod
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != 'logging':
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+        spec = PathFinder.find_spec(fullname)
+        if spec is not None:
+            spec.loader = _LoaderThen(spec.loader)
+        return spec
+
+
+class _LoaderThen(object):
+    # A loader that runs the real one, then installs the LogHandler.
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, mod):
+        self.loader.exec_module(mod)
+        _install_log_handler(mod)
 
 
 class Importer(object):
@@ -1130,8 +1222,9 @@ def main(cfg):
         os.wait()  # reap the first stage
     except OSError:
         pass
-    logging.getLogger().setLevel(cfg.get('log_level', logging.INFO))
-    logging.getLogger().addHandler(LogHandler())
+    LOG.level = cfg.get('log_level', 20)
+    if 'logging' in sys.modules:
+        _install_log_handler(sys.modules['logging'])
     broker = Broker()
     router = Router(cfg)
     import binascii
@@ -1143,8 +1236,10 @@ def main(cfg):
         sys.meta_path.append(importer)
     else:
         sys.meta_path.insert(0, importer)
-    IoLogger('stdout', 1, logging.INFO)
-    IoLogger('stderr', 2, logging.WARNING)
+    if 'logging' not in sys.modules:
+        sys.meta_path.insert(0, _LoggingHook())
+    IoLogger('stdout', 1, 20)
+    IoLogger('stderr', 2, 30)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.close(null)
