@@ -744,6 +744,22 @@ fn sudo_password_answered_by_a_python_intermediate() {
             .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
         assert_eq!(leaf.call::<u32>("os", "getuid", ()).await.unwrap(), 0);
         assert_eq!(master.ancestors(leaf.id()), vec![mid.id(), 0]);
+        // No password, and sudo wants one (sudo -n): said at once.
+        let started = Instant::now();
+        let none = master
+            .connect(
+                ConnectOptions::new(Method::Sudo(sudo_opts("nobody", None)))
+                    .name("none")
+                    .via(&mid),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&none, ConnectError::Via { reason, .. }
+                if reason.contains("sudo asked for a password and none was given")),
+            "{none}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
         // Whatever the intermediate forwarded has arrived by now.
         let _: u32 = mid.call("os", "getuid", ()).await.unwrap();
         let log = cap.text();
@@ -931,6 +947,132 @@ fn leaves_of_two_ssh_branches_talk_along_the_tree() {
                 .map(|f| (f.0, f.1.as_str()))
                 .collect();
             assert_eq!(ours, vec![(want.0 as i64, want.1)], "{}: {t:?}", ctx.name());
+        }
+    });
+}
+
+#[test]
+fn ssh_password_answered_on_a_pty_by_python_2_and_3_intermediates() {
+    if skip_unless(
+        SSH,
+        "ssh_password_answered_on_a_pty_by_python_2_and_3_intermediates",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(true);
+    let user = TestUser::create("pp");
+    let mut o = ssh_opts(&sshd, &user.name);
+    o.identity_file = None;
+    o.ssh_options = vec![
+        "IdentitiesOnly=yes".into(),
+        "IdentityFile=/dev/null".into(),
+        "PubkeyAuthentication=no".into(),
+    ];
+    let password = user.password.clone();
+    let wrong = format!("{password}-wrong");
+    let uid = user.uid;
+    let pythons: Vec<String> = ["/root/.pyenv/versions/2.7.18/bin/python", &python3()]
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+        .collect();
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        for py in &pythons {
+            let mid = master
+                .connect(ConnectOptions::new(Method::Local(local(py))).name("mid"))
+                .await
+                .unwrap();
+            let mut good = o.clone();
+            good.password = Some(Secret::new(password.clone()));
+            let ctx = master
+                .connect(ConnectOptions::new(Method::Ssh(good)).via(&mid))
+                .await
+                .unwrap_or_else(|e| panic!("{py}: {e}\nsshd log:\n{}", sshd.log_text()));
+            assert_eq!(
+                ctx.call::<u32>("os", "getuid", ()).await.unwrap(),
+                uid,
+                "{py}"
+            );
+            let mut bad = o.clone();
+            bad.password = Some(Secret::new(wrong.clone()));
+            let started = Instant::now();
+            let err = master
+                .connect(ConnectOptions::new(Method::Ssh(bad)).via(&mid))
+                .await
+                .unwrap_err();
+            let took = started.elapsed();
+            assert!(
+                matches!(&err, ConnectError::Via { reason, .. }
+                    if reason.contains("password refused by ssh")),
+                "{py}: {err}"
+            );
+            assert!(took < Duration::from_secs(5), "{py}: took {took:?}");
+            eprintln!("{py}: wrong ssh password refused after {took:?}");
+            for secret in [&password, &wrong] {
+                assert!(!format!("{err} {err:?}").contains(secret.as_str()));
+            }
+            mid.shutdown().await.unwrap();
+        }
+        let log = cap.text();
+        for secret in [&password, &wrong] {
+            assert!(!log.contains(secret.as_str()), "{log}");
+        }
+    });
+}
+
+#[test]
+fn su_password_answered_by_a_python_intermediate() {
+    if skip_unless(
+        &[SSH, &["su"]].concat(),
+        "su_password_answered_by_a_python_intermediate",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let from = TestUser::create("sa");
+    let to = TestUser::create("sb");
+    let su = |password: &str| SuOptions {
+        user: to.name.clone(),
+        password: Some(Secret::new(password)),
+        python: python3(),
+        ..Default::default()
+    };
+    let wrong = format!("{}-wrong", to.password);
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let mid = connect(
+            &master,
+            ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, &from.name))).name("mid"),
+            "ssh as the test user",
+            &sshd,
+        )
+        .await;
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Su(su(&to.password))).via(&mid))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), to.uid);
+        let started = Instant::now();
+        let err = master
+            .connect(ConnectOptions::new(Method::Su(su(&wrong))).via(&mid))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(&err, ConnectError::Via { reason, .. }
+                if reason.contains("password refused by su")),
+            "{err}"
+        );
+        // su says so only when it exits, after PAM's failure delay.
+        assert!(took < Duration::from_secs(8), "took {took:?}");
+        eprintln!("wrong su password refused through a Python intermediate after {took:?}");
+        let log = cap.text();
+        for secret in [&to.password, &wrong] {
+            assert!(!format!("{err} {err:?}").contains(secret.as_str()));
+            assert!(!log.contains(secret.as_str()), "{log}");
         }
     });
 }
