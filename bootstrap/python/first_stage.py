@@ -17,7 +17,8 @@ def g(n,s=b''):
 	return s
 n=b''
 while n[-1:]!=b'\n':n+=g(1)
-C=zlib.decompress(g(int(n)))
+z=g(int(n));C=b''
+while z:d=zlib.decompressobj();C+=d.decompress(z);z=d.unused_data
 f=os.fdopen(W,'wb');f.write(C);f.close()
 f=os.fdopen(w,'wb');f.write(('%d\n'%len(C)).encode()+C);f.close()
 os.write(1,b'EC1\n')
