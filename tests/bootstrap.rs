@@ -171,25 +171,8 @@ fn child_killed_mid_call_fails_the_caller_within_1s() {
         let master = master(&Capture::default());
         let ctx = master.local(local(&python3())).await.unwrap();
         let pid: i32 = ctx.call("os", "getpid", ()).await.unwrap();
-        let pending = ctx
-            .call_with("time", "sleep")
-            .args((30,))
-            .unwrap()
-            .start::<()>()
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let killed = Instant::now();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let res = tokio::time::timeout(Duration::from_secs(1), pending.result())
-            .await
-            .expect("the caller hears within 1 s");
-        assert!(matches!(res, Err(Error::Dead { .. })), "{res:?}");
-        eprintln!("caller failed {:?} after SIGKILL", killed.elapsed());
+        let pending = start_sleep(&ctx, 30).await;
+        kill_and_expect_dead(pid, pending).await;
         // Later calls fail at once with Dead too.
         let again = ctx.call::<i32>("os", "getpid", ()).await;
         assert!(matches!(again, Err(Error::Dead { .. })), "{again:?}");

@@ -8,45 +8,9 @@ use std::path::{Path, PathBuf};
 use common::*;
 use econtext::{Error, Master, MasterOptions};
 
-/// A 20-module package that only the master has: `ecpkg` (the package),
-/// `ecpkg.mod00`..`mod17` importing each other in a chain, and
-/// `ecpkg.entry`, whose `run()` touches every module and returns 18.
-fn make_package(root: &Path) {
-    let pkg = root.join("ecpkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("__init__.py"),
-        "# A package only the master has.\nVERSION = 1\n",
-    )
-    .unwrap();
-    for i in 0..18 {
-        let next = if i < 17 {
-            format!("from ecpkg import mod{:02} as _next\n", i + 1)
-        } else {
-            String::new()
-        };
-        std::fs::write(
-            pkg.join(format!("mod{i:02}.py")),
-            format!("{next}import os\n\ndef value():\n    \"\"\"Module {i}.\"\"\"\n    return 1\n"),
-        )
-        .unwrap();
-    }
-    let mut entry =
-        String::from("from ecpkg import mod00\nimport ecpkg\n\ndef run():\n    total = 0\n");
-    for i in 0..18 {
-        entry.push_str(&format!(
-            "    from ecpkg import mod{i:02}\n    total += mod{i:02}.value()\n"
-        ));
-    }
-    entry.push_str("    return total\n");
-    std::fs::write(pkg.join("entry.py"), entry).unwrap();
-    std::fs::write(root.join("badmod.py"), "x = 1\n\ndef f(:\n    pass\n").unwrap();
-}
-
 fn module_root(tag: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("econtext-importer-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    make_package(&root);
+    let root = package_root(&format!("importer-{tag}"));
+    std::fs::write(root.join("badmod.py"), "x = 1\n\ndef f(:\n    pass\n").unwrap();
     root
 }
 

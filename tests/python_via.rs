@@ -91,42 +91,9 @@ def call_child(cid, module, function, *args):
         return ['dead', str(e)]
 "#;
 
-/// A 20-module package (as in tests/importer.rs): `ecpkg`, `ecpkg.mod00`
-/// .. `mod17` chained, and `ecpkg.entry`, whose `run()` returns 18.
-fn make_package(root: &Path) {
-    let pkg = root.join("ecpkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(pkg.join("__init__.py"), "VERSION = 1\n").unwrap();
-    for i in 0..18 {
-        let next = if i < 17 {
-            format!("from ecpkg import mod{:02} as _next\n", i + 1)
-        } else {
-            String::new()
-        };
-        std::fs::write(
-            pkg.join(format!("mod{i:02}.py")),
-            format!("{next}import os\n\ndef value():\n    return 1\n"),
-        )
-        .unwrap();
-    }
-    let mut entry = String::from("import ecpkg\n\ndef run():\n    total = 0\n");
-    for i in 0..18 {
-        entry.push_str(&format!(
-            "    from ecpkg import mod{i:02}\n    total += mod{i:02}.value()\n"
-        ));
-    }
-    entry.push_str("    return total\n");
-    std::fs::write(pkg.join("entry.py"), entry).unwrap();
-}
-
-const ECPKG_MODULES: u64 = 20;
-
 fn module_root(tag: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("econtext-pyvia-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = package_root(&format!("pyvia-{tag}"));
     std::fs::write(root.join("ecvia.py"), ECVIA).unwrap();
-    make_package(&root);
     root
 }
 
@@ -697,25 +664,8 @@ fn leaf_killed_under_a_python_intermediate_is_reported_and_reaped() {
         let leaf = spawn(&master, &py, "leaf", Some(&mid)).await;
         let mid_pid = ids(&mid).await[2] as i32;
         let leaf_pid = ids(&leaf).await[2] as i32;
-        let pending = leaf
-            .call_with("time", "sleep")
-            .args((30,))
-            .unwrap()
-            .start::<()>()
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let t0 = Instant::now();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(leaf_pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(1), pending.result())
-            .await
-            .expect("Dead within 1 s (DEL_ROUTE from the intermediate)");
-        assert!(matches!(r, Err(Error::Dead { .. })), "{r:?}");
-        eprintln!("leaf's caller failed {:?} after SIGKILL", t0.elapsed());
+        let pending = start_sleep(&leaf, 30).await;
+        kill_and_expect_dead(leaf_pid, pending).await;
         let end = Instant::now() + Duration::from_secs(2);
         while !descendants(mid_pid).is_empty() && Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(10)).await;

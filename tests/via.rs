@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
-use econtext::{ConnectOptions, Error, Functions, Method};
+use econtext::{ConnectOptions, Functions, Method};
 
 fn functions() -> Functions {
     let mut f = Functions::default();
@@ -46,25 +44,8 @@ fn python_context_through_a_rust_intermediate() {
             cap.text()
         );
         // Killing the leaf fails its pending call; the intermediate lives on.
-        let pending = leaf
-            .call_with("time", "sleep")
-            .args((30,))
-            .unwrap()
-            .start::<()>()
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let t0 = Instant::now();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(1), pending.result())
-            .await
-            .expect("Dead within 1 s");
-        assert!(matches!(r, Err(Error::Dead { .. })), "{r:?}");
-        eprintln!("leaf's caller failed {:?} after SIGKILL", t0.elapsed());
+        let pending = start_sleep(&leaf, 30).await;
+        kill_and_expect_dead(pid, pending).await;
         assert_eq!(mid.call::<i64>("math", "add", (1, 2)).await.unwrap(), 3);
     });
 }

@@ -173,3 +173,77 @@ pub fn children_of_me() -> (Vec<i32>, Vec<i32>) {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
+
+/// A module path holding `ecpkg`, a 20-module package only the master has:
+/// the package, `ecpkg.mod00`..`mod17` importing each other in a chain, and
+/// `ecpkg.entry`, whose `run()` touches every module and returns 18.
+/// `tag` keeps parallel tests apart.
+pub fn package_root(tag: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("econtext-pkg-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let pkg = root.join("ecpkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("__init__.py"),
+        "# A package only the master has.\nVERSION = 1\n",
+    )
+    .unwrap();
+    for i in 0..18 {
+        let next = if i < 17 {
+            format!("from ecpkg import mod{:02} as _next\n", i + 1)
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            pkg.join(format!("mod{i:02}.py")),
+            format!("{next}import os\n\ndef value():\n    \"\"\"Module {i}.\"\"\"\n    return 1\n"),
+        )
+        .unwrap();
+    }
+    let mut entry =
+        String::from("from ecpkg import mod00\nimport ecpkg\n\ndef run():\n    total = 0\n");
+    for i in 0..18 {
+        entry.push_str(&format!(
+            "    from ecpkg import mod{i:02}\n    total += mod{i:02}.value()\n"
+        ));
+    }
+    entry.push_str("    return total\n");
+    std::fs::write(pkg.join("entry.py"), entry).unwrap();
+    root
+}
+
+/// Modules in [`package_root`]'s package, `ecpkg` itself included.
+pub const ECPKG_MODULES: u64 = 20;
+
+/// Starts `time.sleep(secs)` in `ctx` and returns the call in flight.
+pub async fn start_sleep(ctx: &econtext::Context, secs: u32) -> econtext::PendingCall<()> {
+    ctx.call_with("time", "sleep")
+        .args((secs,))
+        .unwrap()
+        .start::<()>()
+        .await
+        .unwrap()
+}
+
+/// SIGKILLs `pid` and asserts that `pending` fails with Dead within 1 s;
+/// returns how long that took.
+pub async fn kill_and_expect_dead(
+    pid: i32,
+    pending: econtext::PendingCall<()>,
+) -> std::time::Duration {
+    // Let the call reach the child first.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let killed = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let res = tokio::time::timeout(std::time::Duration::from_secs(1), pending.result())
+        .await
+        .expect("the caller hears within 1 s");
+    assert!(matches!(res, Err(econtext::Error::Dead { .. })), "{res:?}");
+    let took = killed.elapsed();
+    eprintln!("the caller failed {took:?} after SIGKILL of {pid}");
+    took
+}
