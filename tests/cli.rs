@@ -128,3 +128,30 @@ fn bad_usage_exits_64() {
     let out = econtext(&["call", "warp:somewhere", "os.getpid"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn stats_print_importer_counters_and_module_path_serves_packages() {
+    let root = common::package_root("cli-stats");
+    let target = format!("local?python={}", common::python3());
+    let out = econtext(&[
+        "call",
+        "--module-path",
+        root.to_str().unwrap(),
+        "--stats",
+        &target,
+        "ecpkg.entry.run",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "18");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON counters on stderr: {err}"));
+    let stats: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(stats["get_module_requests"], 1, "{line}");
+    assert_eq!(stats["modules_sent"], common::ECPKG_MODULES, "{line}");
+    assert!(stats["bytes_sent"].as_u64().unwrap() > 1000, "{line}");
+    let _ = std::fs::remove_dir_all(root);
+}
