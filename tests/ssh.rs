@@ -688,6 +688,19 @@ fn four_hop_chain_ssh_sudo_ssh_sudo() {
         sshd.log_text()
     );
     assert_eq!(stdout.trim(), uid.to_string());
+    // And the two-hop form the CLI documents: ssh, then sudo to a user.
+    let two = format!(
+        "ssh:root@127.0.0.1:{}?identity={}&check_host_keys=ignore,sudo:{name}",
+        sshd.port,
+        sshd.key.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", &two, "os.getuid"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{two}: {stderr}");
+    assert_eq!(stdout.trim(), uid.to_string());
 }
 
 #[test]
