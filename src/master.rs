@@ -377,11 +377,17 @@ impl Master {
                     id,
                     reason: "connect failed".into(),
                 });
-                Err(ConnectError::Via {
-                    via: via.id(),
-                    reason: match e {
-                        econtext_actors::Error::Remote(ce) => ce.message,
-                        other => other.to_string(),
+                Err(match e {
+                    econtext_actors::Error::Remote(ce) => ConnectError::from_remote(
+                        via.id(),
+                        opts.method.kind(),
+                        timeout,
+                        &ce.type_name,
+                        ce.message,
+                    ),
+                    other => ConnectError::Via {
+                        via: via.id(),
+                        reason: other.to_string(),
                     },
                 })
             }

@@ -92,6 +92,26 @@ class _Fail(Exception):
     pass
 
 
+# The master turns these into its typed ConnectError variants: the reply's
+# CallError type is 'econtext.ConnectError.' + the kind.
+_KINDS = (('password refused', 'PasswordRefused'),
+          ('asked for a password and none was given', 'PasswordRequired'),
+          ('Host key verification failed', 'HostKeyRefused'),
+          ('REMOTE HOST IDENTIFICATION HAS CHANGED', 'HostKeyRefused'),
+          ('host key is known', 'HostKeyRefused'),
+          ('timed out', 'Timeout'),
+          ('child exited early', 'ExitedEarly'),
+          ('handshake failed', 'Protocol'),
+          ('cannot start', 'Spawn'))
+
+
+def _kind(msg):
+    for text, kind in _KINDS:
+        if text in msg:
+            return kind
+    return 'Via'
+
+
 def _native(s):
     # argv/env for Popen: text on Python 3, UTF-8 bytes on Python 2.
     s = _text(s)
@@ -675,9 +695,9 @@ def spawn(src, reply_to, data):
                           None if password is None else _text(password))]
         LOG.debug('spawned %s (context %d) pid %d', name, cid, reply[0])
     except _Fail as e:
-        reply = CallError(u'econtext.ConnectError', _text(str(e)), u'')
+        reply = CallError(u'econtext.ConnectError.' + _kind(str(e)), _text(str(e)), u'')
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        reply = CallError(u'econtext.ConnectError', u'malformed SPAWN: %r' % (e,), u'')
+        reply = CallError(u'econtext.ConnectError.Protocol', u'malformed SPAWN: %r' % (e,), u'')
     router._reply(src, reply_to, reply)
 
 

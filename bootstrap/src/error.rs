@@ -56,6 +56,63 @@ pub enum ConnectError {
     Io(String),
 }
 
+impl ConnectError {
+    /// The variant's name: an intermediate reports a failed SPAWN as a
+    /// CallError of type `econtext.ConnectError.<kind>`, which the master
+    /// turns back into the typed variant ([`ConnectError::from_remote`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Spawn { .. } => "Spawn",
+            ConnectError::Timeout { .. } => "Timeout",
+            ConnectError::ExitedEarly { .. } => "ExitedEarly",
+            ConnectError::PasswordRefused { .. } => "PasswordRefused",
+            ConnectError::PasswordRequired { .. } => "PasswordRequired",
+            ConnectError::AuthFailed { .. } => "AuthFailed",
+            ConnectError::HostKeyRefused { .. } => "HostKeyRefused",
+            ConnectError::Via { .. } => "Via",
+            ConnectError::Protocol(_) => "Protocol",
+            ConnectError::Io(_) => "Io",
+        }
+    }
+
+    /// The typed error for a SPAWN that intermediate `via` reported as a
+    /// CallError (see [`ConnectError::kind`]). Kinds whose details did not
+    /// survive the trip stay [`ConnectError::Via`], with the message.
+    pub fn from_remote(
+        via: u16,
+        method: &str,
+        timeout: Duration,
+        type_name: &str,
+        message: String,
+    ) -> Self {
+        match type_name
+            .strip_prefix("econtext.ConnectError.")
+            .unwrap_or("")
+        {
+            "PasswordRefused" => ConnectError::PasswordRefused {
+                method: method.into(),
+            },
+            "PasswordRequired" => ConnectError::PasswordRequired {
+                method: method.into(),
+            },
+            "HostKeyRefused" => ConnectError::HostKeyRefused { detail: message },
+            "AuthFailed" => ConnectError::AuthFailed {
+                method: method.into(),
+                detail: message,
+            },
+            "Timeout" => ConnectError::Timeout {
+                stage: "the connection made by an intermediate",
+                after: timeout,
+                stderr: vec![message],
+            },
+            _ => ConnectError::Via {
+                via,
+                reason: message,
+            },
+        }
+    }
+}
+
 fn tail_suffix(lines: &[String]) -> String {
     if lines.is_empty() {
         String::new()

@@ -147,7 +147,14 @@ impl Handler<Message> for Spawner {
                 );
                 act.reply(&msg, Ok(vec![pid]));
             }
-            Err(e) => act.reply(&msg, Err(connect_error(e.to_string()))),
+            Err(e) => act.reply(
+                &msg,
+                Err(CallError {
+                    type_name: format!("econtext.ConnectError.{}", e.kind()),
+                    message: e.to_string(),
+                    traceback: String::new(),
+                }),
+            ),
         }));
     }
 }
