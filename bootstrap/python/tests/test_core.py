@@ -555,7 +555,7 @@ class SpawnTest(unittest.TestCase):
             # A failed spawn is a typed error.
             req['argv'] = ['/nonexistent/python']
             r = c.request(core.SPAWN, req)
-            self.assertTrue(isinstance(r, core.CallError) and r.type == u('econtext.ConnectError'), r)
+            self.assertTrue(isinstance(r, core.CallError) and r.type == u('econtext.ConnectError.Spawn'), r)
             self.assertIn('/nonexistent/python', r.message)
         finally:
             c.shutdown()
