@@ -27,27 +27,6 @@ pub struct Connected {
     pub stderr_tail: Tail,
 }
 
-/// Starts `argv` locally and runs the bootstrap handshake, sending
-/// `payload` after `EC0`. Every stage shares the one `timeout`.
-pub async fn connect_local(
-    argv: &[String],
-    env: &[(String, String)],
-    payload: &[u8],
-    timeout: Duration,
-    log: &Logger,
-) -> Result<Connected, ConnectError> {
-    let spec = SpawnSpec {
-        method: "local".into(),
-        argv: argv.to_vec(),
-        env: env.to_vec(),
-        new_session: false,
-        tty: false,
-        prompts: PromptRules::default(),
-        password: None,
-    };
-    connect(&spec, payload, timeout, log).await
-}
-
 /// One output of the child other than its data: stderr or its pty. Split
 /// into log lines, kept in the tail (redacted), and watched for prompts.
 struct Side {

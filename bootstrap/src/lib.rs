@@ -2,17 +2,25 @@
 //!
 //! The principal types:
 //!
-//! - [`Method`]: a connection method as data (argv, and later prompt rules
-//!   and timeouts). Method logic lives once, here, in Rust.
-//! - [`Handshake`](handshake::Handshake): the seed's `EC0`/payload/`EC1`
-//!   exchange as a plain state machine; [`connect::connect_local`] drives
-//!   it over a child process within one deadline.
-//! - [`ChildConfig`](payload::ChildConfig) and [`payload`]: the minimized
-//!   Python core plus its `main(config)` line, compressed and size-prefixed
-//!   as the first stage ([`first_stage`]) expects.
+//! - [`Method`]: a connection method as data (local, ssh, sudo, su,
+//!   docker, podman, kubectl). [`Method::spawn_spec`] turns it into a
+//!   [`SpawnSpec`]: argv, environment, session and pty needs, prompt rules
+//!   and password. Method logic lives once, here, in Rust; intermediates
+//!   receive the spec in SPAWN.
+//! - [`connect::connect`]: starts a SpawnSpec (on a pty when it needs one,
+//!   [`pty`]), answers password prompts ([`prompt`]) and drives the seed's
+//!   `EC0`/payload/`EC1` exchange ([`handshake::Handshake`], a plain state
+//!   machine) within one deadline, turning every failure into a typed
+//!   [`ConnectError`].
+//! - [`ChildConfig`] and [`payload`]: the minimized Python core plus its
+//!   `main(config)` line, compressed and size-prefixed as the first stage
+//!   ([`first_stage`]) expects.
 //!
-//! The Python core itself is `bootstrap/python/econtext_core.py`, stdlib
-//! only, and runs unchanged on CPython 2.7 and 3.6 to 3.13.
+//! Also here: [`modules::ModuleFinder`] (what the master's Importer serves),
+//! [`minimize::minimize_source`], and [`spawner::Spawner`] (SPAWN in a Rust
+//! context). The Python core itself is `bootstrap/python/econtext_core.py`
+//! (stdlib only, unchanged on CPython 2.7 and 3.6 to 3.13), and the code
+//! only a parent needs is `bootstrap/python/econtext_parent.py`.
 
 pub mod connect;
 pub mod error;
