@@ -264,3 +264,44 @@ fn logging_records_reach_the_master_under_every_interpreter() {
         assert!(!cap.text().contains("below the master's level"));
     });
 }
+
+#[test]
+fn calls_in_flight_all_return_and_none_waits_behind_a_slow_one() {
+    // The child writes replies to queued calls together; a reply must
+    // still never wait for the slow call queued after it.
+    let pythons = interpreters();
+    run(async move {
+        let master = master(&Capture::default());
+        for (python, version) in pythons
+            .iter()
+            .filter(|(_, v)| v.starts_with("2.7") || v.starts_with("3.1"))
+        {
+            let ctx = master.local(local(python.to_str().unwrap())).await.unwrap();
+            let mut pending = Vec::new();
+            for i in 0..2000i64 {
+                pending.push(
+                    ctx.call_with("copy", "copy")
+                        .args((i,))
+                        .unwrap()
+                        .start::<i64>()
+                        .await
+                        .unwrap(),
+                );
+            }
+            for (i, p) in pending.into_iter().enumerate() {
+                assert_eq!(p.result().await.unwrap(), i as i64, "{version}");
+            }
+            let fast = ctx.call_with("os", "getpid").start::<i64>().await.unwrap();
+            let slow = start_sleep(&ctx, 2).await;
+            let t0 = Instant::now();
+            fast.result().await.unwrap();
+            assert!(
+                t0.elapsed() < Duration::from_millis(500),
+                "{version}: a fast reply waited {:?} behind a slow call",
+                t0.elapsed()
+            );
+            slow.result().await.unwrap();
+            ctx.shutdown().await.unwrap();
+        }
+    });
+}
