@@ -542,39 +542,6 @@ fn sudo_through_a_rust_intermediate_runs_as_that_user() {
 // ---- Python intermediates over ssh: chains, passwords, deaths, routing ----
 
 /// Helper code for leaves, served from the master's module path.
-const ECHOP: &str = r#"
-import time
-
-import econtext.core as c
-
-_got = []
-
-
-def listen():
-    return c.router.add_handler(lambda src, rt, obj: _got.append([src, obj]))
-
-
-def got(n=1, timeout=10.0):
-    end = time.time() + timeout
-    while len(_got) < n and time.time() < end:
-        time.sleep(0.01)
-    return list(_got)
-
-
-def send(dst, handle, obj):
-    c.router.send(dst, handle, obj)
-    return True
-
-
-def trace(on=True):
-    import econtext.parent as p
-    return p.trace(on)
-
-
-def traced():
-    import econtext.parent as p
-    return p.traced()
-"#;
 
 fn sudo_opts(user: &str, password: Option<&str>) -> SudoOptions {
     SudoOptions {
@@ -585,10 +552,10 @@ fn sudo_opts(user: &str, password: Option<&str>) -> SudoOptions {
     }
 }
 
-/// A master whose module path serves `echop` (and the dir holding it).
+/// A master whose module path serves `ecvia` (and the dir holding it).
 fn master_serving(cap: &Capture) -> (econtext::Master, TempDir) {
-    let dir = TempDir::new("echop");
-    std::fs::write(dir.path("echop.py"), ECHOP).unwrap();
+    let dir = TempDir::new("ecvia");
+    std::fs::write(dir.path("ecvia.py"), ECVIA).unwrap();
     let m = econtext::Master::new(econtext::MasterOptions {
         module_path: vec![dir.0.clone()],
         log: cap.logger(),
@@ -932,14 +899,14 @@ fn leaves_of_two_ssh_branches_talk_along_the_tree() {
         assert_eq!(leaf_a.call::<u32>("os", "getuid", ()).await.unwrap(), ua);
         assert_eq!(leaf_b.call::<u32>("os", "getuid", ()).await.unwrap(), ub);
         for s in [&ssh_a, &ssh_b] {
-            let _: bool = s.call("echop", "trace", (true,)).await.unwrap();
+            let _: bool = s.call("ecvia", "trace", (true,)).await.unwrap();
         }
-        let handle: u32 = leaf_b.call("echop", "listen", ()).await.unwrap();
+        let handle: u32 = leaf_b.call("ecvia", "listen", ()).await.unwrap();
         let _: bool = leaf_a
-            .call("echop", "send", (leaf_b.id(), handle, "from leaf-a"))
+            .call("ecvia", "send", (leaf_b.id(), handle, "from leaf-a"))
             .await
             .unwrap();
-        let got: serde_json::Value = leaf_b.call("echop", "got", (1,)).await.unwrap();
+        let got: serde_json::Value = leaf_b.call("ecvia", "got", (1,)).await.unwrap();
         assert_eq!(
             got,
             serde_json::json!([[leaf_a.id(), "from leaf-a"]]),
@@ -953,7 +920,7 @@ fn leaves_of_two_ssh_branches_talk_along_the_tree() {
             (&ssh_b, (leaf_b.id(), "out")),
         ] {
             let t: Vec<(i64, String, i64, i64, i64)> =
-                ctx.call("echop", "traced", ()).await.unwrap();
+                ctx.call("ecvia", "traced", ()).await.unwrap();
             let ours: Vec<(i64, &str)> = t
                 .iter()
                 .filter(|f| f.2 == src && f.3 == dst && f.4 == handle as i64)

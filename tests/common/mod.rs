@@ -247,3 +247,7 @@ pub async fn kill_and_expect_dead(
     eprintln!("the caller failed {took:?} after SIGKILL of {pid}");
     took
 }
+
+/// A module of small functions that reach `econtext.core` from user code
+/// (listen on a handle, send, collect, trace), for a master to serve.
+pub const ECVIA: &str = include_str!("ecvia.py");

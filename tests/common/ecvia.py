@@ -1,0 +1,77 @@
+# Served to test contexts by their master (tests/python_via.rs, tests/ssh.rs):
+# small functions that reach econtext.core from user code.
+import os
+import time
+
+import econtext.core as c
+
+_got = []
+
+
+def ids():
+    return [c.context_id, c.parent_id, os.getpid(), os.getppid()]
+
+
+def ppid_cmdline():
+    p = os.getppid()
+    with open('/proc/%d/cmdline' % p, 'rb') as f:
+        return [os.getpid(), p, f.read().replace(b'\0', b' ').decode('utf-8', 'replace')]
+
+
+def listen():
+    # A handle here that records whatever arrives on it.
+    return c.router.add_handler(lambda src, rt, obj: _got.append([src, obj]))
+
+
+def got(n=1, timeout=10.0):
+    end = time.time() + timeout
+    while len(_got) < n and time.time() < end:
+        time.sleep(0.01)
+    return list(_got)
+
+
+def send(dst, handle, obj):
+    c.router.send(dst, handle, obj)
+    return True
+
+
+def ask(dst, handle, obj, timeout=10.0):
+    # Sends with a reply handle and describes the reply.
+    box = []
+    h = c.router.add_handler(lambda src, rt, o: box.append(o), persist=False)
+    c.router.send(dst, handle, obj, h)
+    end = time.time() + timeout
+    while not box and time.time() < end:
+        time.sleep(0.01)
+    if not box:
+        return ['timeout']
+    v = box[0]
+    if isinstance(v, c.Dead):
+        return ['dead', v.reason]
+    if isinstance(v, c.CallError):
+        return ['error', v.type, v.message]
+    return ['value', v]
+
+
+def spoof(dst, src, handle, obj):
+    # A frame claiming another source (the parent must drop it).
+    c.router.route(dst, src, handle, 0, c.packl(obj))
+    return True
+
+
+def trace(on=True):
+    import econtext.parent as p
+    return p.trace(on)
+
+
+def traced():
+    import econtext.parent as p
+    return p.traced()
+
+
+def call_child(cid, module, function, *args):
+    import econtext.parent as p
+    try:
+        return ['value', p.call(cid, module, function, *args)]
+    except EOFError as e:
+        return ['dead', str(e)]
