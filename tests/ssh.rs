@@ -541,8 +541,6 @@ fn sudo_through_a_rust_intermediate_runs_as_that_user() {
 
 // ---- Python intermediates over ssh: chains, passwords, deaths, routing ----
 
-/// Helper code for leaves, served from the master's module path.
-
 fn sudo_opts(user: &str, password: Option<&str>) -> SudoOptions {
     SudoOptions {
         user: user.into(),
