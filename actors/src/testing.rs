@@ -121,7 +121,6 @@ impl SimTree {
             ancestors.extend(self.ancestors(parent));
         }
         let (parent_end, child_end) = tokio::io::duplex(self.pipe_capacity);
-        let (pr, pw) = tokio::io::split(parent_end);
         let (cr, cw) = tokio::io::split(child_end);
         let mut config = RustContextConfig::new(
             id,
@@ -133,27 +132,7 @@ impl SimTree {
         );
         config.trace = Some(self.trace.clone());
         let router = start_rust_context(config, functions, cr, cw, BytesMut::new());
-        let parent_router = self.router_of(parent);
-        let uplink = Stream::start(
-            StreamConfig::new(
-                id,
-                false,
-                &self.key,
-                self.log.new(slog::o!("ctx" => self.name(parent))),
-            ),
-            pr,
-            pw,
-            parent_router,
-        );
-        self.nodes.insert(
-            id,
-            Node {
-                name: name.to_string(),
-                parent,
-                router,
-                uplink,
-            },
-        );
+        self.attach(id, name, parent, router, parent_end);
         let sent = announce_route(&self.master, id, &ancestors).await;
         self.add_routes.extend(sent);
         // A round trip to the new context: it is up, and (frames on one
@@ -177,29 +156,10 @@ impl SimTree {
         let id = self.next_id;
         self.next_id += 1;
         let (parent_end, raw_end) = tokio::io::duplex(self.pipe_capacity);
-        let (pr, pw) = tokio::io::split(parent_end);
-        let uplink = Stream::start(
-            StreamConfig::new(
-                id,
-                false,
-                &self.key,
-                self.log.new(slog::o!("ctx" => self.name(parent))),
-            ),
-            pr,
-            pw,
-            self.router_of(parent),
-        );
         // A raw context has no router of its own; calls "to" it go to
         // the parent's stream and wait for whatever the test writes back.
-        self.nodes.insert(
-            id,
-            Node {
-                name: name.to_string(),
-                parent,
-                router: self.router_of(parent),
-                uplink,
-            },
-        );
+        let router = self.router_of(parent);
+        self.attach(id, name, parent, router, parent_end);
         (id, raw_end)
     }
 
@@ -210,6 +170,34 @@ impl SimTree {
             econtext_wire::Direction::Up,
             econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
         )
+    }
+
+    /// Starts the parent's end of a new node's link and records the node.
+    fn attach(
+        &mut self,
+        id: ContextId,
+        name: &str,
+        parent: ContextId,
+        router: Addr<Router>,
+        parent_end: tokio::io::DuplexStream,
+    ) {
+        let (pr, pw) = tokio::io::split(parent_end);
+        let log = self.log.new(slog::o!("ctx" => self.name(parent)));
+        let uplink = Stream::start(
+            StreamConfig::new(id, false, &self.key, log),
+            pr,
+            pw,
+            self.router_of(parent),
+        );
+        self.nodes.insert(
+            id,
+            Node {
+                name: name.to_string(),
+                parent,
+                router,
+                uplink,
+            },
+        );
     }
 
     pub fn name(&self, id: ContextId) -> String {
