@@ -892,6 +892,17 @@ class Broker(object):
         os._exit(1)
 
 
+def split_lines(buf, s):
+    # Complete lines from buf + s, and what is left of the last one. A
+    # "line" longer than 64 KiB is cut rather than held forever.
+    lines = (buf + s).split(b'\n')
+    rest = lines.pop()
+    if len(rest) > 65536:
+        lines.append(rest)
+        rest = b''
+    return lines, rest
+
+
 class IoLogger(object):
     # A pipe replacing fd 1 or 2 (dup2, so subprocesses write into it too);
     # the IO thread forwards it line by line as FORWARD_LOG.
@@ -915,11 +926,7 @@ class IoLogger(object):
             os.close(self.rfd)
             self.rfd = None
             return self.flush()
-        lines = (self.buf + s).split(b'\n')
-        self.buf = lines.pop()
-        if len(self.buf) > 65536:
-            lines.append(self.buf)
-            self.buf = b''
+        lines, self.buf = split_lines(self.buf, s)
         for line in lines:
             self._emit(line)
 

@@ -180,11 +180,7 @@ class _Stderr(object):
         if not s:
             self.close()
             return s
-        lines = (self.buf + s).split(b'\n')
-        self.buf = lines.pop()
-        if len(self.buf) > 65536:
-            lines.append(self.buf)
-            self.buf = b''
+        lines, self.buf = core.split_lines(self.buf, s)
         for line in lines:
             self._emit(line)
         return s
