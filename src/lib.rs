@@ -26,7 +26,9 @@ pub use econtext_wire as wire;
 
 pub use econtext_actors::dispatch::Functions;
 pub use econtext_actors::testing;
-pub use econtext_actors::{CallBuilder, Channel, Context, Error, PendingCall, Sender};
+pub use econtext_actors::{
+    CallBuilder, Channel, Context, ContextEvent, DeadReason, Error, PendingCall, Sender,
+};
 pub use econtext_bootstrap::{ConnectError, LocalOptions, Method};
 pub use econtext_wire::{CallError, Value};
 

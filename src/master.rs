@@ -11,7 +11,7 @@ use econtext_actors::announce::announce_route;
 use econtext_actors::dispatch::Functions;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
-use econtext_actors::router::{DeclareDead, Register, Sink};
+use econtext_actors::router::{ContextStarted, DeclareDead, Register, Sink};
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
@@ -199,10 +199,16 @@ impl Master {
             .name
             .clone()
             .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
+        let parent = opts.via.as_ref().map_or(handles::MASTER_ID, Context::id);
         let ctx = match opts.via.clone() {
             None => self.connect_direct(id, name, opts).await?,
             Some(via) => self.connect_via(id, name, &via, opts).await?,
         };
+        self.inner.router.do_send(ContextStarted {
+            id,
+            name: ctx.name().to_string(),
+            parent,
+        });
         self.inner
             .log_forwarder
             .do_send(NameContext(id, ctx.name().to_string()));
@@ -273,6 +279,11 @@ impl Master {
         ctx.call::<bool>("econtext", "ping", ())
             .await
             .map_err(|e| ConnectError::Io(format!("in-process context {name}: {e}")))?;
+        inner.router.do_send(ContextStarted {
+            id,
+            name: name.to_string(),
+            parent,
+        });
         Ok(ctx)
     }
 
@@ -375,7 +386,7 @@ impl Master {
             Err(e) => {
                 inner.router.do_send(DeclareDead {
                     id,
-                    reason: "connect failed".into(),
+                    reason: econtext_actors::DeadReason::ConnectFailed,
                 });
                 Err(match e {
                     econtext_actors::Error::Remote(ce) => ConnectError::from_remote(

@@ -130,7 +130,7 @@ fn watchers_hear_of_deaths_children_first() {
         let reason = tokio::time::timeout(Duration::from_secs(1), dead_b.dead())
             .await
             .unwrap();
-        assert!(!reason.is_empty());
+        assert_eq!(reason, econtext::actors::DeadReason::Closed);
         let mut order = Vec::new();
         while order.len() < 3 {
             let m = tokio::time::timeout(Duration::from_secs(1), rx.recv())

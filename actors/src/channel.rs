@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::event::DeadReason;
 use crate::message::Message;
 use crate::router::{Register, Router, Send, Sink, Unregister};
 
@@ -23,7 +24,7 @@ pub struct Channel {
     context: ContextId,
     rx: mpsc::UnboundedReceiver<Message>,
     router: Addr<Router>,
-    dead: Option<String>,
+    dead: Option<DeadReason>,
 }
 
 impl Channel {
@@ -63,8 +64,8 @@ impl Channel {
     }
 
     /// Why the channel ended, once it has.
-    pub fn dead_reason(&self) -> Option<&str> {
-        self.dead.as_deref()
+    pub fn dead_reason(&self) -> Option<&DeadReason> {
+        self.dead.as_ref()
     }
 }
 
@@ -79,13 +80,13 @@ impl FuturesStream for Channel {
             Poll::Ready(Some(m)) if m.is_dead() => {
                 let reason = m
                     .decode::<econtext_wire::Dead>()
-                    .map(|d| d.reason)
-                    .unwrap_or_else(|_| "dead".into());
+                    .map(DeadReason::from)
+                    .unwrap_or_else(|e| DeadReason::Protocol(e.to_string()));
                 self.dead = Some(reason);
                 Poll::Ready(None)
             }
             Poll::Ready(None) => {
-                self.dead = Some("router stopped".into());
+                self.dead = Some(DeadReason::RouterStopped);
                 Poll::Ready(None)
             }
             other => other,
@@ -138,7 +139,7 @@ impl Sender {
 
     /// Sends Dead, closing the receiving Channel.
     pub async fn close(&self) -> Result<()> {
-        self.send(&econtext_wire::Dead::new("closed by sender"))
+        self.send(&econtext_wire::Dead::from(&DeadReason::ClosedBySender))
             .await
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::event::DeadReason;
 use crate::message::Message;
 use crate::router::{Request, Router, Send, WatchContext};
 
@@ -165,10 +166,10 @@ impl Context {
     }
 
     /// Resolves with the reason once this context is dead.
-    pub async fn dead(&self) -> String {
+    pub async fn dead(&self) -> DeadReason {
         match self.router.send(WatchContext(self.id)).await {
-            Ok(rx) => rx.await.unwrap_or_else(|_| "router stopped".into()),
-            Err(_) => "router stopped".into(),
+            Ok(rx) => rx.await.unwrap_or(DeadReason::RouterStopped),
+            Err(_) => DeadReason::RouterStopped,
         }
     }
 }

@@ -1,6 +1,8 @@
 use econtext_wire::{CallError, ContextId, Dead, WireError};
 use thiserror::Error;
 
+use crate::event::DeadReason;
+
 /// Why a call, send or request did not produce a value.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum Error {
@@ -10,7 +12,10 @@ pub enum Error {
 
     /// The target context (or the route to it) is gone.
     #[error("context {context} is dead: {reason}")]
-    Dead { context: ContextId, reason: String },
+    Dead {
+        context: ContextId,
+        reason: DeadReason,
+    },
 
     /// No reply within the caller's deadline.
     #[error("no reply from context {context} within {after:?}")]
@@ -33,7 +38,7 @@ impl Error {
     pub fn dead(context: ContextId, d: Dead) -> Self {
         Error::Dead {
             context,
-            reason: d.reason,
+            reason: DeadReason::from(d),
         }
     }
 

@@ -42,12 +42,12 @@ impl Message {
 
     /// A synthesized Dead message, as delivered to waiters on a context
     /// that died.
-    pub fn dead(src: ContextId, handle: Handle, reason: &str) -> Self {
+    pub fn dead(src: ContextId, handle: Handle, reason: &crate::event::DeadReason) -> Self {
         Message {
             src,
             handle,
             reply_to: 0,
-            data: payload::encode(&econtext_wire::Dead::new(reason)).expect("Dead encodes"),
+            data: payload::encode(&econtext_wire::Dead::from(reason)).expect("Dead encodes"),
         }
     }
 }

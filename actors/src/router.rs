@@ -14,6 +14,7 @@ use slog::{debug, warn, Logger};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::event::{ContextEvent, DeadReason};
 use crate::handles::{Delivery, HandleTable};
 use crate::link::StreamLink;
 use crate::message::Message;
@@ -77,7 +78,7 @@ pub type Trace = std::sync::Arc<std::sync::Mutex<Vec<(ContextId, Header)>>>;
 #[rtype(result = "()")]
 pub struct ContextDied {
     pub id: ContextId,
-    pub reason: String,
+    pub reason: DeadReason,
 }
 
 /// The Router actor.
@@ -88,8 +89,9 @@ pub struct Router {
     closers: HashMap<ContextId, Recipient<CloseStream>>,
     ancestors: HashSet<ContextId>,
     watchers: Vec<Recipient<ContextDied>>,
-    one_shot_watchers: HashMap<ContextId, Vec<oneshot::Sender<String>>>,
-    dead: HashMap<ContextId, String>,
+    subscribers: Vec<Recipient<ContextEvent>>,
+    one_shot_watchers: HashMap<ContextId, Vec<oneshot::Sender<DeadReason>>>,
+    dead: HashMap<ContextId, DeadReason>,
     trace: Option<Trace>,
     shutting_down: bool,
     log: Logger,
@@ -104,6 +106,7 @@ impl Router {
             closers: HashMap::new(),
             ancestors: config.ancestors.into_iter().collect(),
             watchers: Vec::new(),
+            subscribers: Vec::new(),
             one_shot_watchers: HashMap::new(),
             dead: HashMap::new(),
             trace: config.trace,
@@ -116,12 +119,20 @@ impl Router {
         self.table.me()
     }
 
+    /// Tells every subscriber; those whose actor is gone are dropped.
+    fn emit(&mut self, event: ContextEvent) {
+        self.subscribers.retain(|s| s.connected());
+        for s in &self.subscribers {
+            s.do_send(event.clone());
+        }
+    }
+
     /// Sends Dead back to a frame's sender, when it asked for a reply.
-    fn bounce(&mut self, frame: &Frame, reason: String) -> BoxFuture<'static, ()> {
+    fn bounce(&mut self, frame: &Frame, reason: DeadReason) -> BoxFuture<'static, ()> {
         if frame.header.reply_to == 0 {
             return future::ready(()).boxed();
         }
-        let data = payload::encode(&econtext_wire::Dead::new(reason)).expect("Dead encodes");
+        let data = payload::encode(&econtext_wire::Dead::from(&reason)).expect("Dead encodes");
         let back = Frame::new(
             Header::new(frame.header.src, self.me(), frame.header.reply_to, 0),
             data,
@@ -145,11 +156,10 @@ impl Router {
                     // a loop (or a child spoofing its parent's address).
                     warn!(self.log, "dropping frame that would loop";
                           "dst" => frame.header.dst, "src" => frame.header.src, "peer" => peer);
-                    return self.bounce(&frame, format!("no route to {}", frame.header.dst));
+                    return self.bounce(&frame, DeadReason::Unreachable);
                 }
                 let Some(link) = self.links.get(&peer).cloned() else {
-                    let why = format!("no route to {}: link to {} is gone", frame.header.dst, peer);
-                    return self.bounce(&frame, why);
+                    return self.bounce(&frame, DeadReason::Unreachable);
                 };
                 match link.try_send(frame) {
                     Ok(Ok(())) => future::ready(()).boxed(),
@@ -162,8 +172,8 @@ impl Router {
             }
             Route::Nowhere => {
                 let why = match self.dead.get(&frame.header.dst) {
-                    Some(r) => format!("context {} is dead: {}", frame.header.dst, r),
-                    None => format!("no route to context {}", frame.header.dst),
+                    Some(r) => r.clone(),
+                    None => DeadReason::Unreachable,
                 };
                 debug!(self.log, "no route"; "dst" => frame.header.dst, "src" => frame.header.src);
                 self.bounce(&frame, why)
@@ -182,10 +192,10 @@ impl Router {
                       "handle" => h.handle, "src" => h.src, "stream" => from);
                 return self.bounce(
                     &frame,
-                    format!(
-                        "refused: context {} may not send to handle {}",
+                    DeadReason::Refused(format!(
+                        "context {} may not send to handle {}",
                         h.src, h.handle
-                    ),
+                    )),
                 );
             }
         }
@@ -209,7 +219,7 @@ impl Router {
                         if self.table.route(target) == Route::Stream(from.unwrap())
                             && Some(target) != self.table.parent() =>
                     {
-                        self.context_lost(target, "disconnected".into());
+                        self.context_lost(target, DeadReason::Disconnected);
                     }
                     // Already gone (a DEL_ROUTE per member of a subtree).
                     Ok(target) if self.dead.contains_key(&target) => {}
@@ -229,10 +239,7 @@ impl Router {
             None if !msg.is_dead() => {
                 debug!(self.log, "message for unknown handle"; "handle" => h.handle, "src" => h.src);
                 let f = Frame::new(h, msg.data);
-                return self.bounce(
-                    &f,
-                    format!("no handle {} in context {}", h.handle, self.me()),
-                );
+                return self.bounce(&f, DeadReason::NoHandle);
             }
             None => {}
         }
@@ -240,7 +247,7 @@ impl Router {
     }
 
     /// `root` and everything reached through it is gone.
-    fn context_lost(&mut self, root: ContextId, reason: String) -> bool {
+    fn context_lost(&mut self, root: ContextId, reason: DeadReason) -> bool {
         let dead = self.table.subtree(root);
         let lost_parent = self.table.forget(&dead);
         for d in &dead {
@@ -269,20 +276,24 @@ impl Router {
             }
         }
         for d in &dead {
-            debug!(self.log, "context died"; "id" => *d, "reason" => &reason);
+            debug!(self.log, "context died"; "id" => *d, "reason" => %reason);
             for w in &self.watchers {
                 w.do_send(ContextDied {
                     id: *d,
                     reason: reason.clone(),
                 });
             }
+            self.emit(ContextEvent::Died {
+                id: *d,
+                reason: reason.clone(),
+            });
             for tx in self.one_shot_watchers.remove(d).unwrap_or_default() {
                 let _ = tx.send(reason.clone());
             }
         }
         if lost_parent {
             for (h, sink) in self.handles.drain() {
-                sink.deliver(Message::dead(root, h, "parent lost"));
+                sink.deliver(Message::dead(root, h, &DeadReason::ParentLost));
             }
         }
         lost_parent
@@ -337,7 +348,7 @@ impl Actor for Router {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         for (h, sink) in self.handles.drain() {
-            sink.deliver(Message::dead(self.me(), h, "router stopped"));
+            sink.deliver(Message::dead(self.me(), h, &DeadReason::RouterStopped));
         }
         for link in self.links.values() {
             link.close();
@@ -536,7 +547,7 @@ impl Handler<AttachStream> for Router {
 #[rtype(result = "()")]
 pub struct StreamClosed {
     pub peer: ContextId,
-    pub reason: String,
+    pub reason: DeadReason,
 }
 
 impl Handler<StreamClosed> for Router {
@@ -576,7 +587,7 @@ impl Handler<AddLocalRoute> for Router {
 #[rtype(result = "()")]
 pub struct DeclareDead {
     pub id: ContextId,
-    pub reason: String,
+    pub reason: DeadReason,
 }
 
 impl Handler<DeclareDead> for Router {
@@ -602,9 +613,45 @@ impl Handler<Watch> for Router {
     }
 }
 
+/// Subscribes to every [`ContextEvent`] this router emits (starts and
+/// deaths, children first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<ContextEvent>);
+
+impl Handler<Subscribe> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        self.subscribers.push(msg.0);
+    }
+}
+
+/// A context is up: a connect (direct or through an intermediate)
+/// succeeded. Emitted to subscribers as [`ContextEvent::Started`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ContextStarted {
+    pub id: ContextId,
+    pub name: String,
+    pub parent: ContextId,
+}
+
+impl Handler<ContextStarted> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ContextStarted, _: &mut Self::Context) {
+        self.emit(ContextEvent::Started {
+            id: msg.id,
+            name: msg.name,
+            parent: msg.parent,
+        });
+    }
+}
+
 /// Resolves with the reason when `id` dies (at once if it already has).
 #[derive(Message)]
-#[rtype(result = "oneshot::Receiver<String>")]
+#[rtype(result = "oneshot::Receiver<DeadReason>")]
 pub struct WatchContext(pub ContextId);
 
 impl Handler<WatchContext> for Router {

@@ -10,6 +10,7 @@ use slog::{debug, warn, Logger};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
+use crate::event::DeadReason;
 use crate::link::{LinkReceiver, StreamLink, DEFAULT_HIGH_WATER_MARK};
 use crate::router::{AttachStream, CloseStream, Inbound, Router, StreamClosed};
 
@@ -54,7 +55,7 @@ impl StreamConfig {
 pub struct Stream {
     peer: ContextId,
     router: Addr<Router>,
-    reason: Option<String>,
+    reason: Option<DeadReason>,
     link: StreamLink,
     log: Logger,
     loops: Option<(LoopFuture, LoopFuture)>,
@@ -110,9 +111,12 @@ impl Stream {
     fn finish(&mut self, res: Result<(), WireError>, side: &str, ctx: &mut actix::Context<Self>) {
         if self.reason.is_none() {
             self.reason = Some(match res {
-                Ok(()) if side == "read" => "disconnected".to_string(),
-                Ok(()) => "closed".to_string(),
-                Err(e) => e.to_string(),
+                Ok(()) if side == "read" => DeadReason::Disconnected,
+                Ok(()) => DeadReason::Closed,
+                // A transport error ends the connection like EOF does; the
+                // rest is the peer breaking the protocol.
+                Err(WireError::Io(_)) => DeadReason::Disconnected,
+                Err(e) => DeadReason::Protocol(e.to_string()),
             });
         }
         ctx.stop();
@@ -136,10 +140,12 @@ impl Actor for Stream {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        let reason = self.reason.clone().unwrap_or_else(|| "closed".into());
-        match reason.as_str() {
-            "disconnected" | "closed" => debug!(self.log, "stream ended"; "reason" => &reason),
-            _ => warn!(self.log, "stream failed"; "reason" => &reason),
+        let reason = self.reason.clone().unwrap_or(DeadReason::Closed);
+        match reason {
+            DeadReason::Disconnected | DeadReason::Closed => {
+                debug!(self.log, "stream ended"; "reason" => %reason)
+            }
+            _ => warn!(self.log, "stream failed"; "reason" => %reason),
         }
         self.link.close();
         self.router.do_send(StreamClosed {
@@ -154,7 +160,7 @@ impl Handler<CloseStream> for Stream {
     type Result = ();
 
     fn handle(&mut self, _: CloseStream, ctx: &mut Self::Context) {
-        self.reason.get_or_insert_with(|| "closed".into());
+        self.reason.get_or_insert(DeadReason::Closed);
         ctx.stop();
     }
 }

@@ -10,12 +10,13 @@ use econtext_wire::ContextId;
 use futures::future::LocalBoxFuture;
 use slog::{debug, Logger};
 
+use crate::event::DeadReason;
 use crate::router::{ContextDied, DeclareDead, Router, Watch};
 
 /// What a supervisor needs from whatever carries a context.
 pub trait Carrier: 'static {
-    /// Resolves when the process exits, with a description of how.
-    fn wait(&mut self) -> LocalBoxFuture<'static, String>;
+    /// Resolves when the process exits, with how it ended.
+    fn wait(&mut self) -> LocalBoxFuture<'static, DeadReason>;
     /// Stops it now (SIGKILL for a process).
     fn kill(&mut self);
 }
@@ -61,7 +62,7 @@ impl Actor for Supervisor {
         let exit = self.carrier.wait();
         ctx.spawn(exit.into_actor(self).map(|how, act, ctx| {
             act.exited = true;
-            debug!(act.log, "context process exited"; "id" => act.id, "how" => &how);
+            debug!(act.log, "context process exited"; "id" => act.id, "how" => %how);
             act.router.do_send(DeclareDead {
                 id: act.id,
                 reason: how,

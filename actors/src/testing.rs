@@ -28,7 +28,7 @@ use slog::Logger;
 use crate::announce::announce_route;
 use crate::context::Context;
 use crate::dispatch::Functions;
-use crate::router::{CloseStream, Router, RouterConfig, Trace};
+use crate::router::{CloseStream, ContextStarted, Router, RouterConfig, Trace};
 use crate::rust_context::{start_rust_context, RustContextConfig};
 use crate::stream::{Stream, StreamConfig};
 
@@ -189,6 +189,11 @@ impl SimTree {
             pw,
             self.router_of(parent),
         );
+        self.master.do_send(ContextStarted {
+            id,
+            name: name.to_string(),
+            parent,
+        });
         self.nodes.insert(
             id,
             Node {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use econtext_actors::supervisor::Carrier;
+use econtext_actors::DeadReason;
 use futures::future::{FutureExt, LocalBoxFuture};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -134,7 +135,7 @@ impl ChildProcess {
         match tokio::time::timeout(after, child.wait()).await {
             Ok(Ok(st)) => {
                 self.exited.store(true, Ordering::SeqCst);
-                describe(st)
+                describe(st).to_string()
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "still running".into(),
@@ -142,29 +143,31 @@ impl ChildProcess {
     }
 }
 
-fn describe(st: std::process::ExitStatus) -> String {
+fn describe(st: std::process::ExitStatus) -> DeadReason {
     use std::os::unix::process::ExitStatusExt;
     match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (_, Some(s)) => format!("killed by signal {s}"),
-        _ => st.to_string(),
+        (Some(status), _) => DeadReason::Exited { status },
+        (_, Some(signal)) => DeadReason::Signalled { signal },
+        _ => DeadReason::Other(st.to_string()),
     }
 }
 
 impl Carrier for ChildProcess {
-    fn wait(&mut self) -> LocalBoxFuture<'static, String> {
+    fn wait(&mut self) -> LocalBoxFuture<'static, DeadReason> {
         let exited = self.exited.clone();
         match self.child.take() {
             Some(mut child) => async move {
                 let how = match child.wait().await {
                     Ok(st) => describe(st),
-                    Err(e) => e.to_string(),
+                    Err(e) => DeadReason::Other(e.to_string()),
                 };
                 exited.store(true, Ordering::SeqCst);
                 how
             }
             .boxed_local(),
-            None => futures::future::ready("already reaped".to_string()).boxed_local(),
+            None => {
+                futures::future::ready(DeadReason::Other("already reaped".into())).boxed_local()
+            }
         }
     }
 
