@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use econtext::wire::sanitize;
 use econtext::{json, target, Context, Error, Master, MasterOptions};
 use slog::{o, Drain, Logger};
 
@@ -95,6 +96,18 @@ fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return usage(e),
     };
+    // Every hop is parsed and validated before anything runs.
+    let mut hop_options = Vec::new();
+    for hop in &hops {
+        match hop.options() {
+            Ok(o) => hop_options.push(o),
+            Err(e) => return usage(e),
+        }
+    }
+    // The passwords are read: no child may inherit them.
+    for var in hops.iter().flat_map(|h| h.password_vars()) {
+        std::env::remove_var(var);
+    }
     let mut parts: Vec<&str> = function.split('.').collect();
     if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
         return usage(format!(
@@ -143,11 +156,7 @@ fn main() -> ExitCode {
     system.block_on(async move {
         let master = Master::new(opts);
         let mut ctx: Option<Context> = None;
-        for hop in &hops {
-            let o = match hop.options() {
-                Ok(o) => o,
-                Err(e) => return usage(e),
-            };
+        for (hop, o) in hops.iter().zip(hop_options) {
             // Each hop after the first is created through the one before.
             let o = match &ctx {
                 Some(prev) => o.via(prev),
@@ -156,6 +165,7 @@ fn main() -> ExitCode {
             match master.connect(o).await {
                 Ok(c) => ctx = Some(c),
                 Err(e) => {
+                    let e = sanitize::text(&e.to_string());
                     eprintln!("econtext: cannot connect {}: {e}", hop.method);
                     return ExitCode::from(2);
                 }
@@ -186,15 +196,18 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(Error::Remote(e)) => {
-                eprintln!("econtext: remote {}: {}", e.type_name, e.message);
-                eprint!("{}", e.traceback);
-                if !e.traceback.ends_with('\n') {
-                    eprintln!();
-                }
+                // The child wrote all three: escaped before they reach the
+                // terminal.
+                eprintln!(
+                    "econtext: remote {}: {}",
+                    sanitize::field(&e.type_name),
+                    sanitize::text(&e.message)
+                );
+                eprintln!("{}", sanitize::text(&e.traceback));
                 ExitCode::from(1)
             }
             Err(e) => {
-                eprintln!("econtext: call failed: {e}");
+                eprintln!("econtext: call failed: {}", sanitize::text(&e.to_string()));
                 ExitCode::from(3)
             }
         };

@@ -119,6 +119,14 @@ struct Inner {
     opts: MasterOptions,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The tree's key does not outlive the master in memory.
+        self.key.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.key);
+    }
+}
+
 /// The master context. Create it inside a running actix system
 /// (`#[actix::main]`, `actix_rt::System::new().block_on(..)`).
 #[derive(Clone)]
@@ -128,6 +136,10 @@ pub struct Master {
 
 impl Master {
     pub fn new(opts: MasterOptions) -> Master {
+        // The master holds the tree's key and passwords from here on.
+        if !econtext_bootstrap::secrets::disable_core_dumps() {
+            slog::warn!(opts.log, "could not disable core dumps of the master");
+        }
         let mut key = vec![0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         let router = Router::new(RouterConfig {
@@ -194,6 +206,8 @@ impl Master {
 
     /// Starts a context with any method, directly or through `opts.via`.
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Context, ConnectError> {
+        // Before anything is allocated, announced or started.
+        opts.method.validate()?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let name = opts
             .name
@@ -345,7 +359,7 @@ impl Master {
         let config = self.config(id, &name, ancestors.clone(), &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
         announce_route(&inner.router, id, &ancestors).await;
-        let spec = opts.method.spawn_spec(&name, timeout);
+        let spec = opts.method.spawn_spec(&name, timeout)?;
         let spawn = Spawn {
             id,
             name: name.clone(),
@@ -415,7 +429,7 @@ impl Master {
         let log = inner.opts.log.new(o!("ctx" => name.clone()));
         let config = self.config(id, &name, vec![handles::MASTER_ID], &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
-        let spec = opts.method.spawn_spec(&name, timeout);
+        let spec = opts.method.spawn_spec(&name, timeout)?;
         let connected = connect(&spec, &framed_payload(&config), timeout, &log).await?;
         debug!(log, "connected"; "id" => id, "pid" => connected.process.pid());
         inner

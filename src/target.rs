@@ -129,10 +129,6 @@ impl Hop {
                         Ok(())
                     },
                 )?;
-                check_word("host", &o.host).map_err(err)?;
-                if let Some(u) = &o.user {
-                    check_word("user", u).map_err(err)?;
-                }
                 Method::Ssh(o)
             }
             "sudo" => {
@@ -160,7 +156,6 @@ impl Hop {
                         Ok(())
                     },
                 )?;
-                check_word("user", &o.user).map_err(err)?;
                 Method::Sudo(o)
             }
             "su" => {
@@ -176,7 +171,6 @@ impl Hop {
                     }
                     Ok(())
                 })?;
-                check_word("user", &o.user).map_err(err)?;
                 Method::Su(o)
             }
             "docker" | "podman" => {
@@ -231,9 +225,22 @@ impl Hop {
             )))
             }
         };
+        // Every field that lands in an argv (host, user, pod, container,
+        // namespace, context): the library's own check, before anything runs.
+        method.validate().map_err(|e| err(e.to_string()))?;
         let mut c = ConnectOptions::new(method);
         c.name = name;
         Ok(c)
+    }
+
+    /// The environment variables this hop reads its password from. The CLI
+    /// removes them from its own environment once every hop is parsed, so
+    /// no child (nor `sudo -E`'s target user) inherits them.
+    pub fn password_vars(&self) -> impl Iterator<Item = &str> {
+        self.params
+            .iter()
+            .filter(|(k, _)| k == "password_env")
+            .map(|(_, v)| v.as_str())
     }
 
     /// Calls `f` for each parameter; `name` is common to every method.
@@ -295,16 +302,6 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "0" | "no" | "false" | "off" => Ok(false),
         _ => Err(format!("{v:?} is not yes or no")),
     }
-}
-
-/// Host and user names reach other programs' argv: no option look-alikes,
-/// no spaces or control characters.
-fn check_word(what: &str, v: &str) -> Result<(), String> {
-    if v.is_empty() || v.starts_with('-') || v.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(format!("bad {what} {v:?}"));
-    }
-    Ok(())
 }
 
 fn password_from_env(var: &str) -> Result<Secret, String> {
@@ -395,5 +392,19 @@ mod tests {
             method("kubectl:pod?namespace=n").unwrap(),
             Method::Kubectl(_)
         ));
+        for bad in [
+            "kubectl:--kubeconfig=x",
+            "kubectl:pod?namespace=-x",
+            "kubectl:pod?container=--x",
+            "kubectl:pod?context=-c",
+            "docker:-v",
+            "docker:c?user=-u0",
+            "ssh:-F@h",
+            "sudo:-s",
+            "su:a b",
+            "su:a\x1b",
+        ] {
+            assert!(method(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,13 +6,114 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
+use bytes::{Buf, BytesMut};
+use econtext_wire::sanitize;
 use slog::{info, Logger};
 use tokio::io::AsyncRead;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Decoder, FramedRead};
 
 /// Lines longer than this are cut (a child printing megabytes without a
 /// newline must not grow the master's memory).
 const MAX_LINE: usize = 64 * 1024;
+
+/// What a cut line ends with in the log.
+const CUT_MARK: &str = " [line too long, cut]";
+
+/// Splits bytes into lines without ever failing: bytes that are not UTF-8
+/// are kept (and shown escaped later), and a line longer than `max` is
+/// cut there; the rest of it up to the next newline is discarded, and
+/// reading goes on. (tokio-util's `LinesCodec` ends the stream for good at
+/// the first non-UTF-8 byte or over-long line.)
+#[derive(Debug)]
+pub struct ByteLines {
+    max: usize,
+    /// Inside an over-long line whose head was already emitted.
+    discarding: bool,
+}
+
+/// One line from [`ByteLines`], without its newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLine {
+    pub bytes: Vec<u8>,
+    pub cut: bool,
+}
+
+impl ByteLines {
+    pub fn new(max: usize) -> Self {
+        ByteLines {
+            max,
+            discarding: false,
+        }
+    }
+}
+
+impl Decoder for ByteLines {
+    type Item = RawLine;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RawLine>, std::io::Error> {
+        loop {
+            let nl = buf.iter().position(|&b| b == b'\n');
+            if self.discarding {
+                match nl {
+                    Some(i) => {
+                        buf.advance(i + 1);
+                        self.discarding = false;
+                    }
+                    None => {
+                        buf.clear();
+                        return Ok(None);
+                    }
+                }
+                continue;
+            }
+            return Ok(match nl {
+                Some(i) if i <= self.max => {
+                    let line = buf.split_to(i + 1);
+                    Some(RawLine {
+                        bytes: line[..i].to_vec(),
+                        cut: false,
+                    })
+                }
+                _ if buf.len() > self.max => {
+                    let head = buf.split_to(self.max).to_vec();
+                    self.discarding = true;
+                    Some(RawLine {
+                        bytes: head,
+                        cut: true,
+                    })
+                }
+                _ => None,
+            });
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<RawLine>, std::io::Error> {
+        if let Some(line) = self.decode(buf)? {
+            return Ok(Some(line));
+        }
+        if buf.is_empty() || self.discarding {
+            buf.clear();
+            return Ok(None);
+        }
+        let rest = buf.split().to_vec();
+        Ok(Some(RawLine {
+            bytes: rest,
+            cut: false,
+        }))
+    }
+}
+
+/// A raw line as it may be shown: trailing `\r` dropped, controls and bad
+/// bytes escaped ([`sanitize`]), and the cut marked.
+pub fn show_line(line: &RawLine) -> String {
+    let b = line.bytes.strip_suffix(b"\r").unwrap_or(&line.bytes);
+    let mut s = sanitize::field_bytes(b);
+    if line.cut {
+        s.push_str(CUT_MARK);
+    }
+    s
+}
 
 /// The last few lines a pipe carried, for error messages such as "child
 /// exited early" that should say what the child printed.
@@ -66,10 +167,7 @@ impl IoLogger {
         tail: Tail,
     ) -> Addr<IoLogger> {
         IoLogger::create(|ctx| {
-            ctx.add_stream(FramedRead::new(
-                reader,
-                LinesCodec::new_with_max_length(MAX_LINE),
-            ));
+            ctx.add_stream(FramedRead::new(reader, ByteLines::new(MAX_LINE)));
             IoLogger { log, tail }
         })
     }
@@ -79,15 +177,60 @@ impl Actor for IoLogger {
     type Context = actix::Context<Self>;
 }
 
-impl StreamHandler<Result<String, LinesCodecError>> for IoLogger {
-    fn handle(&mut self, item: Result<String, LinesCodecError>, _: &mut Self::Context) {
-        let line = match item {
-            Ok(l) => l,
-            Err(LinesCodecError::MaxLineLengthExceeded) => "[line too long, cut]".to_string(),
-            Err(LinesCodecError::Io(_)) => return,
-        };
-        let line = line.trim_end_matches('\r').to_string();
+impl StreamHandler<Result<RawLine, std::io::Error>> for IoLogger {
+    fn handle(&mut self, item: Result<RawLine, std::io::Error>, _: &mut Self::Context) {
+        // An I/O error (EIO on a pty whose child exited) ends the stream.
+        let Ok(raw) = item else { return };
+        let line = show_line(&raw);
         info!(self.log, "{}", line);
         self.tail.push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut codec = ByteLines::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            while let Some(l) = codec.decode(&mut buf).unwrap() {
+                out.push(show_line(&l));
+            }
+        }
+        while let Some(l) = codec.decode_eof(&mut buf).unwrap() {
+            out.push(show_line(&l));
+        }
+        out
+    }
+
+    #[test]
+    fn keeps_reading_after_bytes_that_are_not_utf8() {
+        assert_eq!(
+            lines(64, &[b"a\xff\xfeb\r\n", b"next\n"]),
+            ["a\\xff\\xfeb", "next"]
+        );
+    }
+
+    #[test]
+    fn cuts_over_long_lines_and_keeps_reading() {
+        let long = [b'x'; 100];
+        let got = lines(10, &[&long[..50], &long[50..], b"\nafter\n", b"tail"]);
+        assert_eq!(
+            got,
+            [
+                format!("xxxxxxxxxx{CUT_MARK}"),
+                "after".into(),
+                "tail".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn escapes_terminal_controls() {
+        assert_eq!(lines(64, &[b"\x1b]0;title\x07\n"]), ["\\x1b]0;title\\x07"]);
     }
 }

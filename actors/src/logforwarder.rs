@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 use econtext_wire::messages::ForwardLog;
+use econtext_wire::sanitize;
 use econtext_wire::ContextId;
 use slog::{debug, error, info, o, warn, Logger};
 
@@ -56,12 +57,16 @@ impl Handler<Message> for LogForwarder {
             .get(&msg.src)
             .cloned()
             .unwrap_or_else(|| format!("context{}", msg.src));
-        let log = self.log.new(o!("ctx" => name, "logger" => rec.logger));
+        // Everything in the record came from the child: escaped before it
+        // reaches a terminal or a log file.
+        let logger = sanitize::field(&rec.logger);
+        let message = sanitize::text(&rec.message);
+        let log = self.log.new(o!("ctx" => name, "logger" => logger));
         match rec.level {
-            0..=10 => debug!(log, "{}", rec.message),
-            11..=20 => info!(log, "{}", rec.message),
-            21..=30 => warn!(log, "{}", rec.message),
-            _ => error!(log, "{}", rec.message),
+            0..=10 => debug!(log, "{}", message),
+            11..=20 => info!(log, "{}", message),
+            21..=30 => warn!(log, "{}", message),
+            _ => error!(log, "{}", message),
         }
     }
 }

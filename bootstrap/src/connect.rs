@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use econtext_actors::iologger::{IoLogger, Tail};
+use econtext_wire::sanitize;
 use slog::{debug, info, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStderr;
@@ -83,12 +84,15 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn line(&self, fd: &'static str, raw: &[u8]) {
-        let text = String::from_utf8_lossy(raw);
-        let text = text.trim_end_matches(['\n', '\r']).trim_start_matches('\r');
-        if text.trim().is_empty() {
+        let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let raw = raw.strip_prefix(b"\r").unwrap_or(raw);
+        if raw.iter().all(|b| b.is_ascii_whitespace()) {
             return;
         }
-        let text = self.redact(text);
+        // Every control character and bad byte escaped (this reaches a
+        // terminal), then the password redacted.
+        let text = self.redact(&sanitize::field_bytes(raw));
         info!(self.log, "{}", text; "fd" => fd);
         self.tail.push(text);
     }
@@ -296,7 +300,7 @@ async fn exited_early(
     tty_side.flush(cx);
     let mut lines = cx.lines();
     if !hs.noise.is_empty() {
-        lines.extend(hs.noise.lines().map(|l| cx.redact(l)));
+        lines.extend(hs.noise.lines().map(|l| cx.redact(&sanitize::field(l))));
     }
     if spec.method != "local" {
         if let Some(e) = classify_exit(&spec.method, &lines, auth, timeout) {

@@ -54,6 +54,11 @@ pub enum ConnectError {
     /// An I/O error on the master's side of the connection.
     #[error("I/O error: {0}")]
     Io(String),
+
+    /// An option field would be unsafe in the method's argv (a leading
+    /// `-`, a control character): nothing was started.
+    #[error(transparent)]
+    InvalidOption(#[from] crate::validate::InvalidOption),
 }
 
 impl ConnectError {
@@ -72,6 +77,7 @@ impl ConnectError {
             ConnectError::Via { .. } => "Via",
             ConnectError::Protocol(_) => "Protocol",
             ConnectError::Io(_) => "Io",
+            ConnectError::InvalidOption(_) => "InvalidOption",
         }
     }
 

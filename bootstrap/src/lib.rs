@@ -6,7 +6,8 @@
 //!   docker, podman, kubectl). [`Method::spawn_spec`] turns it into a
 //!   [`SpawnSpec`]: argv, environment, session and pty needs, prompt rules
 //!   and password. Method logic lives once, here, in Rust; intermediates
-//!   receive the spec in SPAWN.
+//!   receive the spec in SPAWN. [`Method::validate`] ([`validate`])
+//!   refuses any field that could pass for an option in that argv.
 //! - [`connect::connect`]: starts a SpawnSpec (on a pty when it needs one,
 //!   [`pty`]), answers password prompts ([`prompt`]) and drives the seed's
 //!   `EC0`/payload/`EC1` exchange ([`handshake::Handshake`], a plain state
@@ -33,7 +34,9 @@ pub mod payload;
 pub mod process;
 pub mod prompt;
 pub mod pty;
+pub mod secrets;
 pub mod spawner;
+pub mod validate;
 
 pub use error::ConnectError;
 pub use method::{
@@ -42,3 +45,4 @@ pub use method::{
 };
 pub use payload::ChildConfig;
 pub use prompt::Secret;
+pub use validate::InvalidOption;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::first_stage::python_argv;
 use crate::prompt::{PromptRules, Secret};
+use crate::validate::{check_name, check_opt, InvalidOption};
 
 /// Options of the `local` method: a child process on this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,8 +244,36 @@ impl Method {
     }
 
     /// The argv that starts context `name` with this method.
-    pub fn argv(&self, name: &str) -> Vec<String> {
-        self.spawn_spec(name, Duration::from_secs(30)).argv
+    pub fn argv(&self, name: &str) -> Result<Vec<String>, InvalidOption> {
+        Ok(self.spawn_spec(name, Duration::from_secs(30))?.argv)
+    }
+
+    /// Checks every field that lands in the argv as a name (host, user,
+    /// pod, container, namespace, kubeconfig context): a leading `-`,
+    /// whitespace or a control character is refused, so that no field can
+    /// pass for an option of ssh, sudo, su, docker or kubectl.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        let kind = self.kind();
+        match self {
+            Method::Local(_) => Ok(()),
+            Method::Ssh(o) => {
+                check_name(kind, "host", &o.host)?;
+                check_opt(kind, "user", &o.user)
+            }
+            Method::Sudo(SudoOptions { user, .. }) | Method::Su(SuOptions { user, .. }) => {
+                check_name(kind, "user", user)
+            }
+            Method::Docker(o) | Method::Podman(o) => {
+                check_name(kind, "container", &o.container)?;
+                check_opt(kind, "user", &o.user)
+            }
+            Method::Kubectl(o) => {
+                check_name(kind, "pod", &o.pod)?;
+                check_opt(kind, "container", &o.container)?;
+                check_opt(kind, "namespace", &o.namespace)?;
+                check_opt(kind, "context", &o.kube_context)
+            }
+        }
     }
 
     /// The password this method answers prompts with, if any.
@@ -258,8 +287,10 @@ impl Method {
     }
 
     /// Everything needed to start context `name`; `timeout` is the
-    /// connect timeout (ssh gets it as its own `ConnectTimeout`).
-    pub fn spawn_spec(&self, name: &str, timeout: Duration) -> SpawnSpec {
+    /// connect timeout (ssh gets it as its own `ConnectTimeout`). Fails,
+    /// building nothing, when a field does not pass [`Method::validate`].
+    pub fn spawn_spec(&self, name: &str, timeout: Duration) -> Result<SpawnSpec, InvalidOption> {
+        self.validate()?;
         let password = self.password().cloned();
         let mut spec = SpawnSpec {
             method: self.kind().to_string(),
@@ -322,7 +353,7 @@ impl Method {
                 a
             }
         };
-        spec
+        Ok(spec)
     }
 }
 
@@ -472,7 +503,9 @@ mod tests {
         o.port = Some(2222);
         o.identity_file = Some("/k".into());
         o.check_host_keys = HostKeyCheck::Ignore;
-        let spec = Method::Ssh(o.clone()).spawn_spec("ssh.1", Duration::from_millis(2500));
+        let spec = Method::Ssh(o.clone())
+            .spawn_spec("ssh.1", Duration::from_millis(2500))
+            .unwrap();
         let a = spec.argv.join(" ");
         assert!(a.starts_with("ssh -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=3 "));
         assert!(a.contains("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"));
@@ -484,7 +517,9 @@ mod tests {
 
         o.password = Some(Secret::new("hunter2"));
         o.check_host_keys = HostKeyCheck::Accept;
-        let spec = Method::Ssh(o).spawn_spec("ssh.1", Duration::from_secs(30));
+        let spec = Method::Ssh(o)
+            .spawn_spec("ssh.1", Duration::from_secs(30))
+            .unwrap();
         assert!(spec.tty);
         assert!(spec.argv.contains(&"BatchMode=no".to_string()));
         assert!(spec
@@ -501,7 +536,9 @@ mod tests {
             login: true,
             ..Default::default()
         };
-        let spec = Method::Sudo(o.clone()).spawn_spec("sudo.1", Duration::from_secs(5));
+        let spec = Method::Sudo(o.clone())
+            .spawn_spec("sudo.1", Duration::from_secs(5))
+            .unwrap();
         assert_eq!(&spec.argv[..6], ["sudo", "-n", "-u", "web", "-i", "--"]);
         assert_eq!(spec.argv[7..9], ["-S", "-c"]);
         assert!(!spec.tty);
@@ -509,7 +546,8 @@ mod tests {
             password: Some(Secret::new("pw")),
             ..o
         })
-        .spawn_spec("sudo.1", Duration::from_secs(5));
+        .spawn_spec("sudo.1", Duration::from_secs(5))
+        .unwrap();
         assert_eq!(&spec.argv[..3], ["sudo", "-p", SUDO_PROMPT]);
         assert!(spec.tty);
         assert_eq!(spec.prompts.custom.as_deref(), Some(SUDO_PROMPT));
@@ -517,7 +555,9 @@ mod tests {
 
     #[test]
     fn su_takes_one_quoted_command_string() {
-        let spec = Method::Su(SuOptions::default()).spawn_spec("su.1", Duration::from_secs(5));
+        let spec = Method::Su(SuOptions::default())
+            .spawn_spec("su.1", Duration::from_secs(5))
+            .unwrap();
         assert_eq!(spec.argv[..2], ["su", "-c"]);
         assert_eq!(spec.argv[3..], ["--", "root"]);
         let words = sh(spec.argv[2].strip_prefix("exec ").unwrap());
@@ -528,15 +568,17 @@ mod tests {
     fn container_argvs() {
         let mut d = ContainerOptions::new("docker", "web");
         d.user = Some("app".into());
-        let a = Method::Docker(d).argv("docker.1");
+        let a = Method::Docker(d).argv("docker.1").unwrap();
         assert_eq!(a[..7], ["docker", "exec", "-i", "-u", "app", "--", "web"]);
         assert_eq!(a[7..10], ["python3", "-S", "-c"]);
-        let a = Method::Podman(ContainerOptions::new("/usr/bin/podman", "db")).argv("p");
+        let a = Method::Podman(ContainerOptions::new("/usr/bin/podman", "db"))
+            .argv("p")
+            .unwrap();
         assert_eq!(a[..5], ["/usr/bin/podman", "exec", "-i", "--", "db"]);
         let mut k = KubectlOptions::new("pod-1");
         k.namespace = Some("ns".into());
         k.container = Some("main".into());
-        let a = Method::Kubectl(k).argv("k");
+        let a = Method::Kubectl(k).argv("k").unwrap();
         assert_eq!(
             a[..7],
             [
@@ -549,6 +591,42 @@ mod tests {
                 "--"
             ]
         );
+    }
+
+    #[test]
+    fn option_injection_in_any_argv_field_is_a_typed_error() {
+        let bad = "--kubeconfig=x";
+        let mut cases = vec![
+            Method::Kubectl(KubectlOptions::new(bad)),
+            Method::Ssh(SshOptions::new("-oProxyCommand=touch /tmp/x")),
+            Method::Sudo(SudoOptions {
+                user: "-s".into(),
+                ..Default::default()
+            }),
+            Method::Su(SuOptions {
+                user: "root\n".into(),
+                ..Default::default()
+            }),
+            Method::Docker(ContainerOptions::new("docker", "-v")),
+        ];
+        let mut k = KubectlOptions::new("pod");
+        k.kube_context = Some("a b".into());
+        cases.push(Method::Kubectl(k.clone()));
+        k.kube_context = None;
+        k.namespace = Some("-n".into());
+        cases.push(Method::Kubectl(k.clone()));
+        k.namespace = None;
+        k.container = Some("\x1b[2J".into());
+        cases.push(Method::Kubectl(k));
+        let mut s = SshOptions::new("h");
+        s.user = Some("-F/tmp/cfg".into());
+        cases.push(Method::Ssh(s));
+        let mut d = ContainerOptions::new("podman", "c");
+        d.user = Some("-0".into());
+        cases.push(Method::Podman(d));
+        for m in cases {
+            assert!(m.spawn_spec("x", Duration::from_secs(1)).is_err(), "{m:?}");
+        }
     }
 
     #[test]

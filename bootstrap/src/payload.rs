@@ -17,8 +17,9 @@ pub fn minimized_core() -> &'static str {
     CORE.get_or_init(|| minimize_source(CORE_SOURCE))
 }
 
-/// What a child is told in its `main(config)` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a child is told in its `main(config)` call. `Debug` never shows
+/// the key, and the key is wiped from memory when the config is dropped.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ChildConfig {
     pub context_id: u16,
     pub parent_id: u16,
@@ -32,6 +33,27 @@ pub struct ChildConfig {
     pub ancestors: Vec<u16>,
     /// The master's module search path, for ImportError messages.
     pub module_path: String,
+}
+
+impl std::fmt::Debug for ChildConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildConfig")
+            .field("context_id", &self.context_id)
+            .field("parent_id", &self.parent_id)
+            .field("name", &self.name)
+            .field("key", &"********")
+            .field("log_level", &self.log_level)
+            .field("max_message_size", &self.max_message_size)
+            .field("ancestors", &self.ancestors)
+            .field("module_path", &self.module_path)
+            .finish()
+    }
+}
+
+impl Drop for ChildConfig {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
 }
 
 impl ChildConfig {
@@ -155,5 +177,8 @@ mod tests {
         assert!(s.contains("'name': 'it\\'s\\\\x'"));
         assert!(s.contains("'key': 'ab01'"));
         assert!(s.contains("'ancestors': [0]"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("171") && !debug.contains("ab"), "{debug}");
+        assert!(debug.contains("key: \"********\""), "{debug}");
     }
 }

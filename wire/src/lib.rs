@@ -18,7 +18,8 @@
 //! Frame data is one MessagePack value ([`payload`]). The special values of
 //! the protocol are MessagePack ext types ([`ext`]); the well-known handle
 //! numbers live in [`handles`]; the messages the runtime exchanges on them
-//! are in [`messages`]. The Python core (`bootstrap/python/`) mirrors every
+//! are in [`messages`]; [`sanitize`] makes a child's text safe to show.
+//! The Python core (`bootstrap/python/`) mirrors every
 //! number defined here, and `wire/vectors/` holds frames encoded by this
 //! crate that both implementations decode in their tests.
 //!
@@ -46,6 +47,7 @@ mod header;
 mod mac;
 pub mod messages;
 pub mod payload;
+pub mod sanitize;
 
 pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::WireError;

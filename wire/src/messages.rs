@@ -101,7 +101,7 @@ pub type ModuleReply = Option<Vec<ModuleSource>>;
 /// behalf. Encoded as a map with these string keys (the Python core reads
 /// it as a dict). The reply is `[pid]`, or a CallError whose type is
 /// `econtext.ConnectError` and whose message says what failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spawn {
     /// The new context's ID, allocated by the master.
     pub id: ContextId,
@@ -133,6 +133,40 @@ pub struct Spawn {
     /// authenticated stream, as the key did.
     #[serde(default)]
     pub password: Option<String>,
+}
+
+/// Never shows the password, nor the tree's key inside `config`.
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config: BTreeMap<&str, &dyn std::fmt::Debug> = self
+            .config
+            .iter()
+            .map(|(k, v)| {
+                let v: &dyn std::fmt::Debug = if k == "key" { &"********" } else { v };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Spawn")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("argv", &self.argv)
+            .field("env", &self.env)
+            .field("config", &config)
+            .field("timeout", &self.timeout)
+            .field("method", &self.method)
+            .field("new_session", &self.new_session)
+            .field("tty", &self.tty)
+            .field("prompt", &self.prompt)
+            .field("password", &self.password.as_ref().map(|_| "********"))
+            .finish()
+    }
+}
+
+/// The password is wiped from memory with the request.
+impl Drop for Spawn {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
 }
 
 impl Spawn {
@@ -184,6 +218,30 @@ mod tests {
         let req: CallFunctionRequest = decode(&bytes).unwrap();
         assert_eq!(req.qualified_name(), "m.C.f");
         assert!(req.args.is_empty() && req.kwargs.is_empty());
+    }
+
+    #[test]
+    fn spawn_debug_shows_neither_password_nor_key() {
+        let spawn = Spawn {
+            id: 2,
+            name: "n".into(),
+            argv: vec!["sudo".into()],
+            env: BTreeMap::new(),
+            config: [("key".to_string(), Value::from("deadbeef"))]
+                .into_iter()
+                .collect(),
+            timeout: 1.0,
+            method: "sudo".into(),
+            new_session: true,
+            tty: true,
+            prompt: None,
+            password: Some("hunter2".into()),
+        };
+        let debug = format!("{spawn:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("deadbeef"),
+            "{debug}"
+        );
     }
 
     #[test]

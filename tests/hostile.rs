@@ -1,0 +1,186 @@
+//! Tests that play the attacker: one hostile target (code inside a real
+//! Python child, or a raw child speaking the wire protocol) against the
+//! master, its siblings and the operator. One test per attack, named after
+//! it; each checks that the attack fails safely: the frame is dropped or
+//! refused, the caller gets the real answer or a typed error, nothing is
+//! executed, nothing leaks, memory stays bounded. docs/SECURITY.md is the
+//! threat model these tests check.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn econtext(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(args)
+        .output()
+        .expect("run econtext")
+}
+
+fn py_target() -> String {
+    format!("local?python={}", common::python3())
+}
+
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("econtext-hostile-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A program that records that it ran: what an injected option would run.
+fn marker_program(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let marker = dir.join("it-ran");
+    let prog = dir.join("fake-tool");
+    std::fs::write(
+        &prog,
+        format!("#!/bin/sh\necho \"$@\" > {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (prog, marker)
+}
+
+// ---- item 5: option injection through argv fields ----
+
+#[test]
+fn a_kubectl_pod_named_like_an_option_is_refused_before_anything_runs() {
+    let out = econtext(&["call", "kubectl:--kubeconfig=x", "os.getpid"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pod") && err.contains("--kubeconfig=x") && err.contains("option"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // Nor does the program itself run, whatever field carries the option.
+    let dir = scratch_dir("kubectl");
+    let (prog, marker) = marker_program(&dir);
+    let p = prog.display();
+    for target in [
+        format!("kubectl:--kubeconfig=x?path={p}"),
+        format!("kubectl:pod?namespace=--kubeconfig=x&path={p}"),
+        format!("kubectl:pod?container=-x&path={p}"),
+        format!("kubectl:pod?context=--exec=x&path={p}"),
+        format!("docker:--privileged?path={p}"),
+        format!("docker:c?user=-0&path={p}"),
+        format!("ssh:-oProxyCommand=x?ssh_path={p}"),
+        format!("ssh:-F/tmp/x@host?ssh_path={p}"),
+        format!("sudo:-s?sudo_path={p}"),
+        format!("su:-c?su_path={p}"),
+    ] {
+        let out = econtext(&["call", &target, "os.getpid"]);
+        assert_eq!(out.status.code(), Some(64), "{target}");
+        assert!(!marker.exists(), "{target} ran the program");
+    }
+}
+
+#[test]
+fn option_injection_through_the_library_is_a_typed_error() {
+    use econtext::bootstrap::KubectlOptions;
+    common::run(async {
+        let master = econtext::Master::new(Default::default());
+        let method = econtext::Method::Kubectl(KubectlOptions::new("--kubeconfig=x"));
+        let err = master
+            .connect(econtext::ConnectOptions::new(method))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, econtext::ConnectError::InvalidOption(ref e) if e.field == "pod"),
+            "{err:?}"
+        );
+    });
+}
+
+// ---- item 4: terminal injection ----
+
+#[test]
+fn a_childs_terminal_escapes_reach_the_operator_escaped() {
+    // The child prints an OSC title sequence, a clipboard write (OSC 52)
+    // and a screen clear on its stdout.
+    let out = econtext(&[
+        "call",
+        &py_target(),
+        "builtins.print",
+        r#""\u001b]0;title\u0007 \u001b]52;c;aGk=\u0007 \u001b[2J""#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stderr.contains(&0x07),
+        "{err:?}"
+    );
+    assert!(err.contains(r"\x1b]0;title\x07"), "{err}");
+    assert!(err.contains(r"\x1b]52;c;aGk=\x07"), "{err}");
+}
+
+#[test]
+fn a_childs_exception_text_cannot_write_escapes_or_forge_lines() {
+    // A CallError's type, message and traceback are the child's text.
+    let out = econtext(&[
+        "call",
+        &py_target(),
+        "builtins.exec",
+        r#""raise ValueError('\u001b]0;pwned\u0007\\necontext: call succeeded')""#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stderr.contains(&0x07),
+        "{err:?}"
+    );
+    assert!(err.contains(r"\x1b]0;pwned\x07"), "{err}");
+    // The embedded newline starts a marked continuation line, not a line
+    // of its own.
+    assert!(
+        !err.lines()
+            .any(|l| l.starts_with("econtext: call succeeded")),
+        "{err}"
+    );
+    assert!(err.contains("| econtext: call succeeded"), "{err}");
+}
+
+// ---- item 6: secrets ----
+
+#[test]
+fn a_password_env_variable_never_reaches_a_child() {
+    // The second hop's fake su records the environment it was given; the
+    // first hop (a real Python context) started before it and is its
+    // parent, so both would have inherited the variable.
+    let dir = scratch_dir("pwenv");
+    let seen = dir.join("env-seen");
+    let su = dir.join("fake-su");
+    std::fs::write(
+        &su,
+        format!("#!/bin/sh\nenv > {}\nexit 1\n", seen.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = format!(
+        "{},su:root?password_env=ECONTEXT_HOSTILE_PW&su_path={}",
+        py_target(),
+        su.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", &target, "os.getpid", "--connect-timeout", "10"])
+        .env("ECONTEXT_HOSTILE_PW", "s3cret-hostile")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(&seen).expect("the fake su ran");
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("ECONTEXT_HOSTILE_PW"), "{env}");
+    assert!(!env.contains("s3cret-hostile"), "{env}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret-hostile"));
+}
