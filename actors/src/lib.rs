@@ -36,6 +36,7 @@ pub mod routing;
 pub mod rust_context;
 pub mod serve;
 pub mod stream;
+pub mod supervision;
 pub mod supervisor;
 pub mod testing;
 
