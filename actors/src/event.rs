@@ -182,13 +182,31 @@ pub enum ContextEvent {
     },
     /// A context died; deaths of a subtree arrive children first.
     Died { id: ContextId, reason: DeadReason },
+    /// A supervisor started a crashed child again: it runs as `id` now
+    /// (it was `old`); `restarts` counts its restarts so far.
+    /// (Emitted by the supervision layer, not by routers.)
+    Restarted {
+        id: ContextId,
+        old: ContextId,
+        name: String,
+        restarts: u32,
+    },
+    /// A supervisor stopped restarting the child last seen as `id`.
+    /// (Emitted by the supervision layer, not by routers.)
+    GaveUp {
+        id: ContextId,
+        reason: crate::supervision::GiveUp,
+    },
 }
 
 impl ContextEvent {
     /// The context this event is about.
     pub fn id(&self) -> ContextId {
         match self {
-            ContextEvent::Started { id, .. } | ContextEvent::Died { id, .. } => *id,
+            ContextEvent::Started { id, .. }
+            | ContextEvent::Died { id, .. }
+            | ContextEvent::Restarted { id, .. }
+            | ContextEvent::GaveUp { id, .. } => *id,
         }
     }
 }

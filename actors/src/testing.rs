@@ -31,6 +31,7 @@ use crate::dispatch::Functions;
 use crate::router::{CloseStream, ContextStarted, Router, RouterConfig, Trace};
 use crate::rust_context::{start_rust_context, RustContextConfig};
 use crate::stream::{Stream, StreamConfig};
+use crate::supervision::{Stopper, Supervision, SupervisionOptions};
 
 struct Node {
     name: String,
@@ -51,6 +52,7 @@ pub struct SimTree {
     next_id: ContextId,
     trace: Trace,
     add_routes: Vec<AddRouteRecord>,
+    supervision: Supervision,
     /// Bytes each in-memory pipe buffers before the writer waits.
     pub pipe_capacity: usize,
 }
@@ -67,7 +69,12 @@ impl SimTree {
             trace: Some(trace.clone()),
         })
         .start();
+        let supervision = Supervision::start(
+            master.clone(),
+            SupervisionOptions::new(std::time::Duration::from_secs(1), log.clone()),
+        );
         SimTree {
+            supervision,
             key: b"simulated tree secret".to_vec(),
             log,
             master,
@@ -77,6 +84,12 @@ impl SimTree {
             add_routes: Vec::new(),
             pipe_capacity: 256 * 1024,
         }
+    }
+
+    /// The tree's supervisors: events, monitors, `kill`, the tree's shape.
+    /// Cutting a link shows up as the same events as a real disconnection.
+    pub fn supervision(&self) -> &Supervision {
+        &self.supervision
     }
 
     /// The master's router.
@@ -189,6 +202,9 @@ impl SimTree {
             pw,
             self.router_of(parent),
         );
+        // Cutting or killing a node closes this end of its link.
+        self.supervision
+            .set_stopper(id, Stopper::Link(uplink.clone().recipient()));
         self.master.do_send(ContextStarted {
             id,
             name: name.to_string(),

@@ -1,13 +1,33 @@
-//! Supervision: restart policies and the supervisor tree.
+//! Supervision: the supervisor tree, context events and restart policies.
 //!
-//! - [`spec`]: what a child spec says about restarting ([`Restart`],
-//!   [`RestartLimit`], [`Backoff`], [`Strategy`]) and why a supervisor
-//!   gives up ([`GiveUp`]).
+//! - [`Supervision`] (the [`hub`]): one per master. It starts a
+//!   [`tree::ContextSupervisor`] for every context, under the supervisor of
+//!   the context it was created through, so the supervisor tree mirrors the
+//!   context tree. It fans [`crate::ContextEvent`]s out as [`EventStream`]s
+//!   or to users' actors ([`Scope`]: the tree, a subtree, one context).
+//! - [`Supervised`]: a stable handle on a restartable child.
+//! - [`Stopper`]: how a context is ended (a process of ours, one an
+//!   intermediate started, an in-process link).
+//! - [`spec`]: a child's [`RestartPolicy`] ([`Restart`], [`RestartLimit`],
+//!   [`Backoff`]), a supervisor's [`Strategy`], and [`GiveUp`].
 //! - [`restart::RestartCore`]: one supervisor's restart decisions as a
 //!   plain struct (time and randomness passed in).
 
+pub mod events;
+pub mod handle;
+pub mod hub;
 pub mod restart;
 pub mod spec;
+pub mod stopper;
+pub mod tree;
 
+pub use events::{EventStream, Scope, SubscriptionId};
+pub use handle::{ChildFactory, Supervised, SupervisedState};
+pub use hub::{Supervision, SupervisionOptions, SupervisionStats};
 pub use restart::{Action, RestartCore, SlotId};
 pub use spec::{Backoff, Exit, GiveUp, Restart, RestartLimit, RestartPolicy, Strategy};
+pub use stopper::Stopper;
+pub use tree::SupervisorNode;
+
+#[cfg(test)]
+mod sim_tests;

@@ -1,0 +1,411 @@
+//! The supervision hub: one per master (or SimTree). It hears the master
+//! router's [`ContextEvent`]s, starts a [`ContextSupervisor`] for every
+//! context that starts (under its creator's supervisor), hands each death
+//! to that context's supervisor, and fans the supervisors' events out to
+//! subscribers. [`Supervision`] is its public face.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use econtext_wire::{handles, ContextId};
+use slog::{debug, Logger};
+use tokio::sync::mpsc;
+
+use super::events::{EventSink, EventStream, Scope, SubscriptionId, EVENT_QUEUE};
+use super::handle::{ChildFactory, Supervised};
+use super::spec::{RestartPolicy, Strategy};
+use super::stopper::Stopper;
+use super::tree::{
+    ChildAdded, ContextSupervisor, Down, Kill, SetStopper, SetStrategy, Snapshot, StopAndWait,
+    Supervise, SupervisorNode, TreeShared,
+};
+use crate::event::{ContextEvent, DeadReason};
+use crate::router::{Router, Subscribe};
+use crate::Context;
+
+/// Counters for leak checks: what the supervision layer holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisionStats {
+    /// Supervisor actors alive, the master's own included.
+    pub supervisors: usize,
+    /// Contexts the hub indexes (alive and not yet torn down).
+    pub contexts: usize,
+    /// Event subscriptions and monitors.
+    pub subscriptions: usize,
+    /// Stoppers registered for contexts that have not started.
+    pub pending_stoppers: usize,
+}
+
+/// The hub actor.
+pub struct Hub {
+    tree: TreeShared,
+    root: Option<Addr<ContextSupervisor>>,
+    index: HashMap<ContextId, Addr<ContextSupervisor>>,
+    /// Who created whom, for subtree scopes.
+    parents: HashMap<ContextId, ContextId>,
+    stoppers: HashMap<ContextId, Stopper>,
+    subs: HashMap<SubscriptionId, (Scope, EventSink)>,
+    next_sub: SubscriptionId,
+    on_gone: Option<Box<dyn Fn(ContextId)>>,
+}
+
+impl Hub {
+    fn lookup(&self, id: ContextId) -> Option<Addr<ContextSupervisor>> {
+        if id == handles::MASTER_ID {
+            self.root.clone()
+        } else {
+            self.index.get(&id).cloned()
+        }
+    }
+
+    fn started(&mut self, id: ContextId, name: String, parent: ContextId) {
+        if self.index.contains_key(&id) || id == handles::MASTER_ID {
+            return;
+        }
+        let Some(parent_addr) = self.lookup(parent).or_else(|| self.root.clone()) else {
+            return;
+        };
+        let addr = ContextSupervisor::new(
+            id,
+            name.clone(),
+            Some(parent_addr.clone()),
+            self.stoppers.remove(&id),
+            self.tree.clone(),
+        )
+        .start();
+        parent_addr.do_send(ChildAdded {
+            id,
+            addr: addr.clone(),
+        });
+        self.index.insert(id, addr);
+        self.parents.insert(id, parent);
+        self.publish(ContextEvent::Started { id, name, parent });
+    }
+
+    fn publish(&mut self, e: ContextEvent) {
+        let parents = &self.parents;
+        self.subs
+            .retain(|_, (scope, sink)| !scope.wants(&e, parents) || sink.deliver(&e));
+    }
+
+    fn subscribe(&mut self, scope: Scope, sink: EventSink) -> SubscriptionId {
+        let id = self.next_sub;
+        self.next_sub += 1;
+        self.subs.insert(id, (scope, sink));
+        id
+    }
+}
+
+impl Actor for Hub {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<ContextEvent> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, e: ContextEvent, _: &mut Self::Context) {
+        match e {
+            ContextEvent::Started { id, name, parent } => self.started(id, name, parent),
+            ContextEvent::Died { id, reason } => match self.index.get(&id) {
+                Some(addr) => addr.do_send(Down(reason)),
+                None => {
+                    self.stoppers.remove(&id);
+                }
+            },
+            other => self.publish(other),
+        }
+    }
+}
+
+/// An event from a supervisor, for subscribers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Publish(pub ContextEvent);
+
+impl Handler<Publish> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+        self.publish(msg.0);
+    }
+}
+
+/// A supervisor has finished with its dead context.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Gone(pub ContextId);
+
+impl Handler<Gone> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Gone, _: &mut Self::Context) {
+        self.index.remove(&msg.0);
+        self.parents.remove(&msg.0);
+        if let Some(f) = &self.on_gone {
+            f(msg.0);
+        }
+        debug!(self.tree.log, "supervisor gone"; "id" => msg.0);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RegisterStopper(ContextId, Stopper);
+
+impl Handler<RegisterStopper> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterStopper, _: &mut Self::Context) {
+        match self.index.get(&msg.0) {
+            Some(addr) => addr.do_send(SetStopper(msg.1)),
+            None => {
+                self.stoppers.insert(msg.0, msg.1);
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+struct AddSubscription(Scope, EventSink);
+
+impl Handler<AddSubscription> for Hub {
+    type Result = SubscriptionId;
+
+    fn handle(&mut self, msg: AddSubscription, _: &mut Self::Context) -> SubscriptionId {
+        self.subscribe(msg.0, msg.1)
+    }
+}
+
+/// Ends a subscription: nothing more is delivered to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unsubscribe(pub SubscriptionId);
+
+impl Handler<Unsubscribe> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+        self.subs.remove(&msg.0);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ContextSupervisor>>")]
+struct Lookup(ContextId);
+
+impl Handler<Lookup> for Hub {
+    type Result = Option<Addr<ContextSupervisor>>;
+
+    fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
+        self.lookup(msg.0)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "SupervisionStats")]
+struct GetStats;
+
+impl Handler<GetStats> for Hub {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(SupervisionStats {
+            supervisors: self.tree.live.load(Ordering::SeqCst),
+            contexts: self.index.len(),
+            subscriptions: self.subs.len(),
+            pending_stoppers: self.stoppers.len(),
+        })
+    }
+}
+
+/// How a [`Supervision`] is set up.
+#[non_exhaustive]
+pub struct SupervisionOptions {
+    /// How long a context asked to stop may take before it is killed.
+    pub grace: Duration,
+    pub log: Logger,
+    /// Called once each context's supervisor is done with it (the facade
+    /// forgets its own bookkeeping for the context then).
+    pub on_gone: Option<Box<dyn Fn(ContextId)>>,
+}
+
+impl SupervisionOptions {
+    pub fn new(grace: Duration, log: Logger) -> Self {
+        SupervisionOptions {
+            grace,
+            log,
+            on_gone: None,
+        }
+    }
+}
+
+/// The supervisor tree of one master: events, monitors, kill, stop and
+/// supervised children. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervision {
+    hub: Addr<Hub>,
+}
+
+impl Supervision {
+    /// Starts the hub and the master's own supervisor, listening to the
+    /// master's `router`. Call inside an actix system.
+    pub fn start(router: Addr<Router>, opts: SupervisionOptions) -> Supervision {
+        let hub = Hub::create(|ctx| {
+            // Subscribed before this returns, so no start is missed.
+            router.do_send(Subscribe(ctx.address().recipient()));
+            let tree = TreeShared {
+                hub: ctx.address(),
+                router,
+                grace: opts.grace,
+                live: Arc::new(AtomicUsize::new(0)),
+                log: opts.log,
+            };
+            let root = ContextSupervisor::new(
+                handles::MASTER_ID,
+                "master".into(),
+                None,
+                None,
+                tree.clone(),
+            );
+            Hub {
+                tree,
+                root: Some(root.start()),
+                index: HashMap::new(),
+                parents: HashMap::new(),
+                stoppers: HashMap::new(),
+                subs: HashMap::new(),
+                next_sub: 1,
+                on_gone: opts.on_gone,
+            }
+        });
+        Supervision { hub }
+    }
+
+    /// Tells the supervisor of `id` how to end it (before or after the
+    /// context's Started event).
+    pub fn set_stopper(&self, id: ContextId, stopper: Stopper) {
+        self.hub.do_send(RegisterStopper(id, stopper));
+    }
+
+    /// The events of `scope` as a Stream; drop it to unsubscribe.
+    pub async fn events(&self, scope: Scope) -> EventStream {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let missed = Arc::new(AtomicU64::new(0));
+        let sink = EventSink::Stream {
+            tx,
+            missed: missed.clone(),
+        };
+        let id = self
+            .hub
+            .send(AddSubscription(scope, sink))
+            .await
+            .unwrap_or(0);
+        EventStream {
+            id,
+            rx,
+            missed,
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// Monitors one context: its death, restarts and give-up, as a Stream.
+    /// Dropping the stream is unmonitoring.
+    pub async fn monitor(&self, id: ContextId) -> EventStream {
+        self.events(Scope::Context(id)).await
+    }
+
+    /// Sends the events of `scope` to a user's actor until
+    /// [`Self::unsubscribe`] (or until the actor stops).
+    pub async fn subscribe(&self, scope: Scope, actor: Recipient<ContextEvent>) -> SubscriptionId {
+        self.hub
+            .send(AddSubscription(scope, EventSink::Actor(actor)))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Ends a subscription or monitor; once this resolves, nothing more is
+    /// delivered to it.
+    pub async fn unsubscribe(&self, id: SubscriptionId) {
+        let _ = self.hub.send(Unsubscribe(id)).await;
+    }
+
+    async fn supervisor(&self, id: ContextId) -> Option<Addr<ContextSupervisor>> {
+        self.hub.send(Lookup(id)).await.ok().flatten()
+    }
+
+    /// Kills `id` and its subtree (children first; processes get SIGTERM,
+    /// then SIGKILL after the grace period) and resolves once it is dead.
+    /// A supervised child killed this way is not restarted.
+    pub async fn kill(&self, id: ContextId) -> DeadReason {
+        match self.supervisor(id).await {
+            Some(s) => s
+                .send(Kill { deliberate: true })
+                .await
+                .unwrap_or(DeadReason::Killed),
+            None => DeadReason::Unreachable,
+        }
+    }
+
+    /// Asks `id` to shut down and waits until it has; kills it if it is
+    /// still there after the grace period. It is not restarted.
+    pub async fn stop_and_wait(&self, id: ContextId) -> DeadReason {
+        match self.supervisor(id).await {
+            Some(s) => s.send(StopAndWait).await.unwrap_or(DeadReason::Killed),
+            None => DeadReason::Unreachable,
+        }
+    }
+
+    /// The supervisor tree now, from the master's supervisor down.
+    pub async fn tree(&self) -> SupervisorNode {
+        let empty = SupervisorNode {
+            id: handles::MASTER_ID,
+            name: "master".into(),
+            children: Vec::new(),
+        };
+        match self.supervisor(handles::MASTER_ID).await {
+            Some(root) => root.send(Snapshot).await.unwrap_or(empty),
+            None => empty,
+        }
+    }
+
+    /// Supervises `first`, just created through `factory` as a child of
+    /// `parent` (the context it was created through; 0 for the master):
+    /// `factory` creates it again whenever `policy` says so. Calls through
+    /// the returned handle wait for a restart in progress for at most
+    /// `restart_wait`.
+    pub async fn supervise(
+        &self,
+        first: Context,
+        parent: ContextId,
+        policy: RestartPolicy,
+        restart_wait: Duration,
+        factory: Arc<dyn ChildFactory>,
+    ) -> Result<Supervised, DeadReason> {
+        let Some(s) = self.supervisor(parent).await else {
+            return Err(DeadReason::Unreachable);
+        };
+        let msg = Supervise {
+            first,
+            policy,
+            restart_wait,
+            factory,
+        };
+        s.send(msg).await.map_err(|_| DeadReason::RouterStopped)
+    }
+
+    /// How the supervisor of `parent` restarts its supervised children
+    /// when one crashes.
+    pub async fn set_strategy(&self, parent: ContextId, strategy: Strategy) {
+        if let Some(s) = self.supervisor(parent).await {
+            let _ = s.send(SetStrategy(strategy)).await;
+        }
+    }
+
+    pub async fn stats(&self) -> SupervisionStats {
+        self.hub.send(GetStats).await.unwrap_or_default()
+    }
+}
