@@ -10,7 +10,10 @@
 //! - [`wire`] (econtext-wire): the frame format, chained HMAC, payload types;
 //! - [`actors`] (econtext-actors): Router, Stream, Channel, supervisor tree;
 //! - [`bootstrap`] (econtext-bootstrap): connection methods, first stage,
-//!   handshake, and the Python core.
+//!   handshake, and the Python core;
+//! - [`fleet`] (econtext-fleet): fan-out over many targets (a `Stream` of
+//!   per-target results), Ansible inventories and host patterns. `Master`
+//!   is its [`fleet::Connector`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +25,7 @@
 
 pub use econtext_actors as actors;
 pub use econtext_bootstrap as bootstrap;
+pub use econtext_fleet as fleet;
 pub use econtext_wire as wire;
 
 pub use econtext_actors::dispatch::Functions;
@@ -32,6 +36,7 @@ pub use econtext_actors::{
 pub use econtext_bootstrap::{ConnectError, LocalOptions, Method};
 pub use econtext_wire::{CallError, Value};
 
+mod fleet_connector;
 pub mod json;
 mod master;
 pub mod target;

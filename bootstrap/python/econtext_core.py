@@ -1031,7 +1031,7 @@ class Importer(object):
             rec = self.cache[pkg]
             if rec is None or short not in rec[4]:
                 return None  # the master enumerated pkg: fullname does not exist
-        elif pkg and fullname != 'econtext.parent':
+        elif pkg and fullname not in ('econtext.parent', 'econtext.fleet'):
             # pkg was imported locally (or is our synthetic econtext), not
             # by us: its submodules (and, on Python 2, its implicit relative
             # probes like json.re or econtext.traceback) are Python's

@@ -17,12 +17,48 @@ pub const FIRST_STAGE: &str = include_str!("../python/first_stage.py");
 /// an interpreter with .pth files. The re-executed interpreter that runs
 /// the core starts normally, with site-packages.
 pub fn python_argv(python: &str, name: &str) -> Vec<String> {
+    if python == DISCOVER_PYTHON {
+        return discover_argv(name);
+    }
     vec![
         python.to_string(),
         "-S".to_string(),
         "-c".to_string(),
         python_c_arg(name),
     ]
+}
+
+/// The interpreter name that asks for discovery: the first of
+/// [`PYTHON_CANDIDATES`] found on the target's PATH.
+pub const DISCOVER_PYTHON: &str = "auto";
+
+/// The ranked interpreters tried when none is named.
+pub const PYTHON_CANDIDATES: &[&str] = &[
+    "python3",
+    "python3.13",
+    "python3.12",
+    "python3.11",
+    "python3.10",
+    "python3.9",
+    "python3.8",
+    "python3.7",
+    "python3.6",
+    "/usr/libexec/platform-python",
+    "python2.7",
+    "python",
+];
+
+/// One `sh` command that starts the first stage with the first candidate
+/// that exists: no extra round trip to find out which one the target has.
+fn discover_argv(name: &str) -> Vec<String> {
+    let candidates = PYTHON_CANDIDATES.join(" ");
+    let script = format!(
+        "c={code}; for p in {candidates}; do \
+         command -v \"$p\" >/dev/null 2>&1 && exec \"$p\" -S -c \"$c\"; done; \
+         echo 'econtext: no Python interpreter found (tried {candidates})' >&2; exit 127",
+        code = crate::method::shell_quote(&python_c_arg(name)),
+    );
+    vec!["/bin/sh".to_string(), "-c".to_string(), script]
 }
 
 /// The argument that follows `-c`.
@@ -69,5 +105,26 @@ mod tests {
             .read_to_string(&mut src)
             .unwrap();
         assert!(src.contains("(econtext:local.1___rm_-rf_/__)"), "{src}");
+    }
+
+    #[test]
+    fn discovery_is_one_sh_command_trying_the_ranked_list() {
+        let argv = python_argv(DISCOVER_PYTHON, "h1");
+        assert_eq!(argv[..2], ["/bin/sh", "-c"]);
+        assert!(
+            argv[2].contains("for p in python3 python3.13"),
+            "{}",
+            argv[2]
+        );
+        assert!(argv[2].contains("/usr/libexec/platform-python python2.7 python;"));
+        // It really starts the first stage with an interpreter found here.
+        let out = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                &argv[2].replace("exec \"$p\"", "echo \"$p\"; exit 0; exec \"$p\""),
+            ])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("python"));
     }
 }

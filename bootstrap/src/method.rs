@@ -363,6 +363,12 @@ fn ssh_argv(o: &SshOptions, name: &str, timeout: Duration) -> Vec<String> {
         a.push("-o".into());
         a.push(s);
     };
+    // The caller's own options first: ssh keeps the first value it gets
+    // for an option, so an inventory's `StrictHostKeyChecking=no` or
+    // `BatchMode` wins over our defaults below.
+    for s in &o.ssh_options {
+        opt(s.clone());
+    }
     // Batch mode unless we can answer a password: ssh then fails at once
     // instead of prompting.
     opt(format!(
@@ -391,9 +397,6 @@ fn ssh_argv(o: &SshOptions, name: &str, timeout: Duration) -> Vec<String> {
     if o.keepalive_interval > 0 {
         opt(format!("ServerAliveInterval={}", o.keepalive_interval));
         opt(format!("ServerAliveCountMax={}", o.keepalive_count_max));
-    }
-    for s in &o.ssh_options {
-        opt(s.clone());
     }
     if let Some(i) = &o.identity_file {
         a.extend(["-i".into(), i.clone()]);

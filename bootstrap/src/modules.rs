@@ -33,10 +33,17 @@ struct Prepared {
 
 /// Modules every master serves whatever its module path: the parts of
 /// the Python core that only some contexts need.
-pub const BUILTIN_MODULES: &[(&str, &str)] = &[(
-    "econtext.parent",
-    include_str!("../python/econtext_parent.py"),
-)];
+pub const BUILTIN_MODULES: &[(&str, &str)] = &[
+    (
+        "econtext.parent",
+        include_str!("../python/econtext_parent.py"),
+    ),
+    // What `econtext run` calls: a command's rc, stdout and stderr.
+    (
+        "econtext.fleet",
+        include_str!("../python/econtext_fleet.py"),
+    ),
+];
 
 /// Resolves and prepares modules from a list of directories.
 #[derive(Debug, Default)]
