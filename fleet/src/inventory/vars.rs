@@ -36,6 +36,13 @@ pub struct HostOptions {
     pub become_password: PasswordSource,
 }
 
+const PASSWORD_VARS: &[&str] = &[
+    "ansible_password",
+    "ansible_ssh_pass",
+    "ansible_become_password",
+    "ansible_become_pass",
+];
+
 const KNOWN: &[&str] = &[
     "ansible_host",
     "ansible_port",
@@ -56,6 +63,21 @@ const KNOWN: &[&str] = &[
 ];
 
 impl Inventory {
+    /// Every environment variable a password variable names (for the
+    /// caller to remove from its environment once the targets are made).
+    pub fn password_env_vars(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .hosts()
+            .iter()
+            .flat_map(|h| self.host_vars(h).into_iter())
+            .filter(|(k, _)| PASSWORD_VARS.contains(&k.as_str()))
+            .filter_map(|(_, v)| env_name(&v))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The target that reaches `host`, its `econtext_via` hosts first.
     pub fn target(&self, host: &str, opts: &HostOptions) -> Result<Target, InventoryError> {
         let vars = self.host_vars(host);
@@ -145,10 +167,6 @@ fn own_hops(host: &str, vars: &Vars, opts: &HostOptions) -> Result<Vec<Hop>, Inv
                 &opts.password,
             )
             .map_err(err)?;
-            check_word("host", &o.host).map_err(err)?;
-            if let Some(u) = &o.user {
-                check_word("user", u).map_err(err)?;
-            }
             hops.push(Hop::named(Method::Ssh(o), host));
         }
         "local" => hops.push(Hop::named(
@@ -165,7 +183,6 @@ fn own_hops(host: &str, vars: &Vars, opts: &HostOptions) -> Result<Vec<Hop>, Inv
     }
     if truthy(get("ansible_become").unwrap_or("false")).map_err(err)? {
         let user = get("ansible_become_user").unwrap_or("root").to_string();
-        check_word("become user", &user).map_err(err)?;
         let pw = password(
             vars,
             &["ansible_become_password", "ansible_become_pass"],
@@ -193,6 +210,10 @@ fn own_hops(host: &str, vars: &Vars, opts: &HostOptions) -> Result<Vec<Hop>, Inv
         };
         let kind = method.kind();
         hops.push(Hop::named(method, format!("{host}.{kind}")));
+    }
+    // Every field that lands in an argv: the library's own check.
+    for h in &hops {
+        h.method.validate().map_err(|e| err(e.to_string()))?;
     }
     Ok(hops)
 }
@@ -284,16 +305,6 @@ fn ssh_args(o: &mut SshOptions, text: &str) -> Result<(), String> {
         if !opt.contains('=') || opt.starts_with('-') {
             return Err(format!("{opt:?} is not Name=value"));
         }
-    }
-    Ok(())
-}
-
-/// Names that reach other programs' argv: no option look-alikes, no
-/// blanks or control characters.
-fn check_word(what: &str, v: &str) -> Result<(), String> {
-    if v.is_empty() || v.starts_with('-') || v.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(format!("bad {what} {v:?}"));
     }
     Ok(())
 }

@@ -1,0 +1,75 @@
+//! Drives a fleet subcommand: the fan-out, Ctrl+C, the reporter. `run`
+//! and `call` (and later subcommands) differ only in their per-host
+//! closure.
+
+use std::future::Future;
+
+use econtext::fleet::{Fleet, FleetError, Target};
+use econtext::{Context, Master};
+use futures::StreamExt;
+
+use super::fleet_args::FleetArgs;
+use super::report::{HostOutput, HostReport, Reporter};
+
+/// Runs `f` on every target, printing each host as it finishes; returns
+/// the exit code. The first SIGINT stops starting hosts and names those
+/// still running; the second aborts them (reported as died).
+pub async fn drive<F, Fut>(
+    master: &Master,
+    targets: Vec<Target>,
+    args: &FleetArgs,
+    verbose: bool,
+    f: F,
+) -> Result<u8, String>
+where
+    F: Fn(Context, Target) -> Fut + 'static,
+    Fut: Future<Output = Result<HostOutput, FleetError>> + 'static,
+{
+    let opts = args.fleet_options()?;
+    let mut reporter = Reporter::new(args, verbose, targets.len())
+        .map_err(|e| format!("cannot create the output directory: {e}"))?;
+    let fleet = Fleet::new(master.clone(), opts);
+    let mut results = fleet.run(targets, f);
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let mut interrupted = false;
+    let mut not_started = 0usize;
+    loop {
+        tokio::select! {
+            next = results.next() => {
+                let Some((t, r)) = next else { break };
+                if matches!(r, Err(FleetError::NotStarted)) {
+                    not_started += 1;
+                    reporter.not_started(&t.name);
+                    continue;
+                }
+                let elapsed = fleet.elapsed(&t.name).unwrap_or_default();
+                reporter.host(&HostReport::new(&t.name, r, elapsed));
+            }
+            _ = sigint.recv() => {
+                if !interrupted {
+                    interrupted = true;
+                    fleet.stop();
+                    let running = fleet.running();
+                    reporter.note(&format!(
+                        "interrupted: not starting more hosts; still running ({}): {} (Ctrl+C again to abort them)",
+                        running.len(),
+                        running.join(" ")
+                    ));
+                } else {
+                    for host in fleet.running() {
+                        let r = Err(FleetError::Died("aborted by a second interrupt".into()));
+                        reporter.host(&HostReport::new(&host, r, Default::default()));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    // Unstarted hosts the stream did not get to yield (aborted).
+    drop(results);
+    if not_started > 0 {
+        reporter.note(&format!("{not_started} hosts were not started"));
+    }
+    Ok(reporter.finish(interrupted))
+}

@@ -1,0 +1,153 @@
+//! The `econtext` command line: one module per subcommand, plus the
+//! pieces every fleet subcommand shares ([`fleet_args::FleetArgs`], the
+//! fan-out driver [`drive::drive`], the reporter in [`report`]).
+
+pub mod call;
+pub mod drive;
+pub mod fleet_args;
+pub mod report;
+pub mod run;
+pub mod text;
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use econtext::fleet::{Fleet, FleetError, Target};
+use econtext::{Context, Master, MasterOptions};
+use futures::StreamExt;
+use slog::{o, Drain, Logger};
+
+use fleet_args::FleetArgs;
+use report::{HostOutput, HostReport};
+
+#[derive(Parser)]
+#[command(
+    name = "econtext",
+    version,
+    about = "Run Python functions and commands on other machines with nothing installed there",
+    after_help = "Exit status: 0 every host succeeded; 2 a host was unreachable; else 3 a host \
+                  died or timed out; else 1 a host failed (a command's non-zero rc, a raised \
+                  exception); 64 bad usage; 130 interrupted. `econtext run TARGET` on one \
+                  target without -i exits with the command's own status."
+)]
+pub struct Cli {
+    /// More log output (-v: whole outputs, debug records from children).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// A directory of Python modules to serve to children that cannot
+    /// import them locally (repeatable; ECONTEXT_PATH is searched too).
+    #[arg(long = "module-path", value_name = "DIR", global = true)]
+    pub module_path: Vec<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Call a function in a context (or every host of a pattern) and print
+    /// its result as JSON.
+    Call(call::CallArgs),
+    /// Run a command on a target or every host of a pattern.
+    Run(run::RunArgs),
+}
+
+/// What every subcommand needs to start: verbosity and the master's options.
+#[derive(Clone)]
+pub struct Env {
+    pub verbose: u8,
+    pub module_path: Vec<std::path::PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl Env {
+    pub fn new(cli: &Cli) -> Env {
+        let mut module_path = cli.module_path.clone();
+        module_path.extend(econtext::bootstrap::modules::ModuleFinder::path_from_env());
+        Env {
+            verbose: cli.verbose,
+            module_path,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Runs `f` with a master inside an actix system.
+    pub fn block_on<F, Fut>(&self, f: F) -> u8
+    where
+        F: FnOnce(Master) -> Fut,
+        Fut: Future<Output = u8>,
+    {
+        let log = logger(self.verbose);
+        let opts = MasterOptions {
+            module_path: self.module_path.clone(),
+            log,
+            log_level: if self.verbose > 0 { 10 } else { 20 },
+            connect_timeout: self.connect_timeout,
+            ..Default::default()
+        };
+        let system = actix_rt::System::new();
+        system.block_on(async move { f(Master::new(opts)).await })
+    }
+}
+
+pub fn main(cli: Cli) -> u8 {
+    let mut env = Env::new(&cli);
+    match cli.command {
+        Command::Call(a) => {
+            env.connect_timeout = secs(a.fleet.connect_timeout);
+            call::main(env, a)
+        }
+        Command::Run(a) => {
+            env.connect_timeout = secs(a.fleet.connect_timeout);
+            run::main(env, a)
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::from_secs(30))
+}
+
+fn logger(verbose: u8) -> Logger {
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::CompactFormat::new(decorator).build().fuse();
+    let level = if verbose > 0 {
+        slog::Level::Debug
+    } else {
+        slog::Level::Info
+    };
+    let drain = slog::LevelFilter::new(Mutex::new(drain), level).fuse();
+    Logger::root(drain, o!())
+}
+
+/// A usage error (bad JSON, bad function name, bad target): 64.
+pub fn usage(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("econtext: {msg}");
+    64
+}
+
+/// One target without an inventory: the same fan-out (deadlines and
+/// retries apply), its one report for the subcommand to print its way.
+pub async fn single<F, Fut>(
+    master: &Master,
+    target: Target,
+    args: &FleetArgs,
+    f: F,
+) -> Result<HostReport, String>
+where
+    F: Fn(Context, Target) -> Fut + 'static,
+    Fut: Future<Output = Result<HostOutput, FleetError>> + 'static,
+{
+    let fleet = Fleet::new(master.clone(), args.fleet_options()?);
+    let name = target.name.clone();
+    let mut results = fleet.run(vec![target], f);
+    let (t, r) = results
+        .next()
+        .await
+        .ok_or_else(|| "the fan-out ended without a result".to_string())?;
+    drop(results);
+    fleet.release_shared().await;
+    let elapsed = fleet.elapsed(&t.name).unwrap_or_default();
+    Ok(HostReport::new(&name, r, elapsed))
+}
