@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use econtext_actors::Error as CallFailure;
+use econtext_actors::{DeadReason, Error as CallFailure};
 use econtext_bootstrap::ConnectError;
 use econtext_wire::CallError;
 
@@ -19,7 +19,7 @@ pub enum FleetError {
     Failed(CallError),
     /// The context (or a context on its route) died during the call.
     #[error("died: {0}")]
-    Died(String),
+    Died(DeadReason),
     /// The call did not finish within the per-target call deadline.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -35,7 +35,7 @@ impl FleetError {
             CallFailure::Remote(c) => FleetError::Failed(c),
             CallFailure::Timeout { after, .. } => FleetError::Timeout(after),
             CallFailure::Dead { reason, .. } => FleetError::Died(reason),
-            other => FleetError::Died(other.to_string()),
+            other => FleetError::Died(DeadReason::Other(other.to_string())),
         }
     }
 }

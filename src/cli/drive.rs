@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use econtext::actors::DeadReason;
 use econtext::fleet::{Fleet, FleetError, Target};
 use econtext::{Context, Master};
 use futures::StreamExt;
@@ -58,7 +59,9 @@ where
                     ));
                 } else {
                     for host in fleet.running() {
-                        let r = Err(FleetError::Died("aborted by a second interrupt".into()));
+                        let r = Err(FleetError::Died(DeadReason::Other(
+                            "aborted by a second interrupt".into(),
+                        )));
                         reporter.host(&HostReport::new(&host, r, Default::default()));
                     }
                     break;
