@@ -171,7 +171,9 @@ fn print_single(r: &HostReport) -> u8 {
         println!("{v}");
     }
     if let Some(e) = &o.error {
-        let e = super::text::printable_bytes(e.as_bytes());
+        // The child wrote the text: escaped, its newlines marked as
+        // continuation lines so it cannot forge lines of ours.
+        let e = econtext::wire::sanitize::text(e);
         match r.status {
             Status::Unreachable => eprintln!("econtext: cannot connect: {e}"),
             Status::Failed => eprintln!("econtext: {e}"),

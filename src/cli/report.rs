@@ -178,8 +178,13 @@ impl HostReport {
     }
 }
 
+/// A host's whole output under its line: escaped, every line indented
+/// and marked so none can pass for another host's line.
 fn printable_block(s: &str) -> String {
-    s.lines().map(printable).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    | {}", printable(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The documented exit code: 0 all ok; 2 any unreachable; else 3 any
