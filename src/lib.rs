@@ -9,6 +9,10 @@
 //!
 //! - [`wire`] (econtext-wire): the frame format, chained HMAC, payload types;
 //! - [`actors`] (econtext-actors): Router, Stream, Channel, supervisor tree;
+//!
+//! [`supervise`] adds child specs with restart policies ([`Master::supervise`])
+//! and the supervisor tree's events, monitors and `kill` to the master.
+//!
 //! - [`bootstrap`] (econtext-bootstrap): connection methods, first stage,
 //!   handshake, and the Python core;
 //! - [`fleet`] (econtext-fleet): fan-out over many targets (a `Stream` of
@@ -39,6 +43,7 @@ pub use econtext_wire::{CallError, Value};
 mod fleet_connector;
 pub mod json;
 mod master;
+pub mod supervise;
 pub mod target;
 
 pub use master::{ConnectOptions, Master, MasterOptions};

@@ -13,7 +13,8 @@ use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
 use econtext_actors::router::{ContextStarted, DeclareDead, Register, Sink};
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
-use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
+use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
+use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
 use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
 use econtext_bootstrap::connect::connect;
 use econtext_bootstrap::modules::ModuleFinder;
@@ -116,7 +117,18 @@ struct Inner {
     parents: Mutex<HashMap<ContextId, ContextId>>,
     /// Routers of the Rust contexts running in this process.
     in_process: Mutex<HashMap<ContextId, Addr<Router>>>,
+    /// The supervisor tree, one supervisor per context (src/supervise.rs).
+    supervision: Supervision,
     opts: MasterOptions,
+}
+
+impl Inner {
+    /// A context's supervisor is done with it: forget it here too, so
+    /// nothing grows with every context created and lost.
+    fn forget(&self, id: ContextId) {
+        self.parents.lock().expect("tree lock").remove(&id);
+        self.in_process.lock().expect("in-process lock").remove(&id);
+    }
 }
 
 impl Drop for Inner {
@@ -172,8 +184,16 @@ impl Master {
             persistent: true,
             waiting_on: None,
         });
-        Master {
-            inner: Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| {
+            let me = me.clone();
+            let mut sup = SupervisionOptions::new(opts.grace, opts.log.new(o!("supervision" => 0)));
+            sup.on_gone = Some(Box::new(move |id| {
+                if let Some(inner) = me.upgrade() {
+                    inner.forget(id);
+                }
+            }));
+            Inner {
+                supervision: Supervision::start(router.clone(), sup),
                 router,
                 log_forwarder,
                 key,
@@ -182,8 +202,24 @@ impl Master {
                 parents: Mutex::new(HashMap::new()),
                 in_process: Mutex::new(HashMap::new()),
                 opts,
-            }),
-        }
+            }
+        });
+        Master { inner }
+    }
+
+    /// The supervisor tree: events, monitors, kill, supervised children
+    /// (see also the methods in src/supervise.rs).
+    pub fn supervision(&self) -> &Supervision {
+        &self.inner.supervision
+    }
+
+    /// Whether `id` is a Rust context running in this process.
+    pub(crate) fn is_in_process(&self, id: ContextId) -> bool {
+        self.inner
+            .in_process
+            .lock()
+            .expect("in-process lock")
+            .contains_key(&id)
     }
 
     pub fn router(&self) -> &Addr<Router> {
@@ -278,7 +314,11 @@ impl Master {
         });
         let mut sc = StreamConfig::new(id, false, &inner.key, log);
         sc.max_message_size = inner.opts.max_message_size;
-        Stream::start(sc, pr, pw, parent_router);
+        let uplink = Stream::start(sc, pr, pw, parent_router);
+        // Closing the parent's end of its link ends an in-process context.
+        inner
+            .supervision
+            .set_stopper(id, Stopper::Link(uplink.recipient()));
         inner
             .in_process
             .lock()
@@ -384,7 +424,20 @@ impl Master {
             )
             .await;
         match reply {
-            Ok(_) => {
+            Ok(pids) => {
+                if let Some(&pid) = pids.first() {
+                    // A Rust intermediate in this process started it as our
+                    // own child; a Python intermediate must signal it.
+                    let stopper = if self.is_in_process(via.id()) {
+                        Stopper::LocalProcess { pid: pid as u32 }
+                    } else {
+                        Stopper::RemoteProcess {
+                            via: via.clone(),
+                            pid: pid as u32,
+                        }
+                    };
+                    inner.supervision.set_stopper(id, stopper);
+                }
                 inner
                     .parents
                     .lock()
@@ -442,11 +495,18 @@ impl Master {
         sc.max_message_size = inner.opts.max_message_size;
         sc.initial = connected.initial;
         Stream::start(sc, reader, writer, inner.router.clone());
-        Supervisor::start(
+        inner.supervision.set_stopper(
+            id,
+            Stopper::LocalProcess {
+                pid: connected.process.pid(),
+            },
+        );
+        ProcessWatch::start(
             id,
             inner.router.clone(),
             Box::new(connected.process),
             inner.opts.grace,
+            Some(inner.supervision.exit_sink()),
             log,
         );
         Ok(Context::new(

@@ -1,7 +1,9 @@
-//! The supervisor tree: one actor per remote context, owning the process
-//! (or connection) behind it. A context's death stops its process; its
-//! process's exit makes the context dead. The Router orders deaths children
-//! first, so a subtree is torn down from the leaves.
+//! `ProcessWatch`: the owner of one context's process (its [`Carrier`]),
+//! in the context that started it. The process's exit makes the context
+//! dead; the context's death gives the process the grace period to exit
+//! by itself (no orphans by design), then kills it. It watches its own
+//! context only. The supervisor tree proper (one supervisor per context,
+//! events, restarts) is [`crate::supervision`].
 
 use std::time::Duration;
 
@@ -11,9 +13,10 @@ use futures::future::LocalBoxFuture;
 use slog::{debug, Logger};
 
 use crate::event::DeadReason;
-use crate::router::{ContextDied, DeclareDead, Router, Watch};
+use crate::router::{DeclareDead, Router, WatchContext};
+use crate::supervision::ProcessExited;
 
-/// What a supervisor needs from whatever carries a context.
+/// What a process watch needs from whatever carries a context.
 pub trait Carrier: 'static {
     /// Resolves when the process exits, with how it ended.
     fn wait(&mut self) -> LocalBoxFuture<'static, DeadReason>;
@@ -24,51 +27,71 @@ pub trait Carrier: 'static {
 /// How long a context that was asked to stop may take before it is killed.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
 
-/// Supervises one context's carrier.
-pub struct Supervisor {
+/// Owns one context's process; tells `on_exit` (the supervision hub) how
+/// it exited.
+pub struct ProcessWatch {
     id: ContextId,
     router: Addr<Router>,
     carrier: Box<dyn Carrier>,
     grace: Duration,
     exited: bool,
+    on_exit: Option<Recipient<ProcessExited>>,
     log: Logger,
 }
 
-impl Supervisor {
+impl ProcessWatch {
     pub fn start(
         id: ContextId,
         router: Addr<Router>,
         carrier: Box<dyn Carrier>,
         grace: Duration,
+        on_exit: Option<Recipient<ProcessExited>>,
         log: Logger,
-    ) -> Addr<Supervisor> {
-        Supervisor {
+    ) -> Addr<ProcessWatch> {
+        ProcessWatch {
             id,
             router,
             carrier,
             grace,
             exited: false,
+            on_exit,
             log,
         }
         .start()
     }
 }
 
-impl Actor for Supervisor {
+impl Actor for ProcessWatch {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.router.do_send(Watch(ctx.address().recipient()));
         let exit = self.carrier.wait();
         ctx.spawn(exit.into_actor(self).map(|how, act, ctx| {
             act.exited = true;
             debug!(act.log, "context process exited"; "id" => act.id, "how" => %how);
+            if let Some(r) = &act.on_exit {
+                r.do_send(ProcessExited {
+                    id: act.id,
+                    reason: how.clone(),
+                });
+            }
             act.router.do_send(DeclareDead {
                 id: act.id,
                 reason: how,
             });
             ctx.stop();
         }));
+        // Its own context's death only (not every death in the tree).
+        let (router, id) = (self.router.clone(), self.id);
+        let died = async move {
+            if let Ok(rx) = router.send(WatchContext(id)).await {
+                let _ = rx.await;
+            }
+        };
+        ctx.spawn(
+            died.into_actor(self)
+                .map(|_, act, ctx| act.context_died(ctx)),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -78,35 +101,17 @@ impl Actor for Supervisor {
     }
 }
 
-impl Handler<ContextDied> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ContextDied, ctx: &mut Self::Context) {
-        if msg.id != self.id || self.exited {
+impl ProcessWatch {
+    /// The stream is gone: the process should exit by itself; give it the
+    /// grace period, then kill it.
+    fn context_died(&mut self, ctx: &mut actix::Context<Self>) {
+        if self.exited {
             return;
         }
-        // The stream is gone: the process should exit by itself (no orphans
-        // by design); give it the grace period, then kill it.
-        ctx.run_later(self.grace, |act, ctx| {
+        ctx.run_later(self.grace, |act, _| {
             if !act.exited {
                 act.carrier.kill();
             }
-            let _ = ctx;
         });
-    }
-}
-
-/// Stops the supervised context's carrier at once.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Kill;
-
-impl Handler<Kill> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, _: Kill, _: &mut Self::Context) {
-        if !self.exited {
-            self.carrier.kill();
-        }
     }
 }

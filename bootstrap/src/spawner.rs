@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use econtext_actors::message::Message;
 use econtext_actors::router::{send_reply, Router};
-use econtext_actors::supervisor::{Supervisor, DEFAULT_GRACE};
+use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
 use econtext_actors::{Stream, StreamConfig};
 use econtext_wire::messages::Spawn;
 use econtext_wire::{CallError, ContextId, Value};
@@ -138,11 +138,12 @@ impl Handler<Message> for Spawner {
                 sc.max_message_size = config.max_message_size;
                 sc.initial = connected.initial;
                 Stream::start(sc, reader, writer, act.router.clone());
-                Supervisor::start(
+                ProcessWatch::start(
                     req.id,
                     act.router.clone(),
                     Box::new(connected.process),
                     DEFAULT_GRACE,
+                    None,
                     act.log.clone(),
                 );
                 act.reply(&msg, Ok(vec![pid]));

@@ -19,8 +19,8 @@ use super::handle::{ChildFactory, Supervised};
 use super::spec::{RestartPolicy, Strategy};
 use super::stopper::Stopper;
 use super::tree::{
-    ChildAdded, ContextSupervisor, Down, Kill, SetStopper, SetStrategy, Snapshot, StopAndWait,
-    Supervise, SupervisorNode, TreeShared,
+    ChildAdded, ContextSupervisor, Down, Kill, ProcessExited, SetStopper, SetStrategy, Snapshot,
+    StopAndWait, Supervise, SupervisorNode, TreeShared,
 };
 use crate::event::{ContextEvent, DeadReason};
 use crate::router::{Router, Subscribe};
@@ -47,6 +47,9 @@ pub struct Hub {
     /// Who created whom, for subtree scopes.
     parents: HashMap<ContextId, ContextId>,
     stoppers: HashMap<ContextId, Stopper>,
+    /// Restarted events whose new context's Started has not come yet (the
+    /// router's event takes one hop more than the supervisor's).
+    held: HashMap<ContextId, ContextEvent>,
     subs: HashMap<SubscriptionId, (Scope, EventSink)>,
     next_sub: SubscriptionId,
     on_gone: Option<Box<dyn Fn(ContextId)>>,
@@ -83,6 +86,9 @@ impl Hub {
         self.index.insert(id, addr);
         self.parents.insert(id, parent);
         self.publish(ContextEvent::Started { id, name, parent });
+        if let Some(e) = self.held.remove(&id) {
+            self.publish(e);
+        }
     }
 
     fn publish(&mut self, e: ContextEvent) {
@@ -113,9 +119,22 @@ impl Handler<ContextEvent> for Hub {
                 Some(addr) => addr.do_send(Down(reason)),
                 None => {
                     self.stoppers.remove(&id);
+                    if let Some(e) = self.held.remove(&id) {
+                        self.publish(e);
+                    }
                 }
             },
             other => self.publish(other),
+        }
+    }
+}
+
+impl Handler<ProcessExited> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProcessExited, _: &mut Self::Context) {
+        if let Some(addr) = self.index.get(&msg.id) {
+            addr.do_send(msg);
         }
     }
 }
@@ -129,7 +148,14 @@ impl Handler<Publish> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        self.publish(msg.0);
+        match msg.0 {
+            // Started comes first: the restarted context is announced
+            // before its restart is.
+            ContextEvent::Restarted { id, .. } if !self.index.contains_key(&id) => {
+                self.held.insert(id, msg.0);
+            }
+            e => self.publish(e),
+        }
     }
 }
 
@@ -217,7 +243,7 @@ impl Handler<GetStats> for Hub {
             supervisors: self.tree.live.load(Ordering::SeqCst),
             contexts: self.index.len(),
             subscriptions: self.subs.len(),
-            pending_stoppers: self.stoppers.len(),
+            pending_stoppers: self.stoppers.len() + self.held.len(),
         })
     }
 }
@@ -277,6 +303,7 @@ impl Supervision {
                 index: HashMap::new(),
                 parents: HashMap::new(),
                 stoppers: HashMap::new(),
+                held: HashMap::new(),
                 subs: HashMap::new(),
                 next_sub: 1,
                 on_gone: opts.on_gone,
@@ -289,6 +316,12 @@ impl Supervision {
     /// context's Started event).
     pub fn set_stopper(&self, id: ContextId, stopper: Stopper) {
         self.hub.do_send(RegisterStopper(id, stopper));
+    }
+
+    /// Where a [`crate::supervisor::ProcessWatch`] reports its process's
+    /// exit, so that the death is reported with the exit status.
+    pub fn exit_sink(&self) -> Recipient<ProcessExited> {
+        self.hub.clone().recipient()
     }
 
     /// The events of `scope` as a Stream; drop it to unsubscribe.

@@ -27,7 +27,7 @@ pub use hub::{Supervision, SupervisionOptions, SupervisionStats};
 pub use restart::{Action, RestartCore, SlotId};
 pub use spec::{Backoff, Exit, GiveUp, Restart, RestartLimit, RestartPolicy, Strategy};
 pub use stopper::Stopper;
-pub use tree::SupervisorNode;
+pub use tree::{ProcessExited, SupervisorNode};
 
 #[cfg(test)]
 mod sim_tests;

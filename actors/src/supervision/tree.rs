@@ -60,6 +60,10 @@ struct Slot {
     restarts: u32,
 }
 
+/// How long a disconnection of one of our processes waits for its exit
+/// status before it is reported as a disconnection.
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(300);
+
 /// How many deaths of unsupervised children a supervisor remembers.
 const RECENT_DEATHS: usize = 64;
 
@@ -93,6 +97,14 @@ pub struct ContextSupervisor {
     starting: bool,
     dead: Option<DeadReason>,
     on_dead: Vec<oneshot::Sender<DeadReason>>,
+    /// Down was received; `Died` follows.
+    going_down: bool,
+    /// A disconnection waiting for the process's exit status.
+    pending_down: Option<DeadReason>,
+    /// How the process exited, once its ProcessWatch said.
+    exit: Option<DeadReason>,
+    /// Down senders waiting for `Died` to be published.
+    published: Vec<oneshot::Sender<()>>,
 }
 
 impl ContextSupervisor {
@@ -118,6 +130,10 @@ impl ContextSupervisor {
             starting: false,
             dead: None,
             on_dead: Vec::new(),
+            going_down: false,
+            pending_down: None,
+            exit: None,
+            published: Vec::new(),
         }
     }
 
@@ -372,18 +388,77 @@ impl Handler<SetStopper> for ContextSupervisor {
 }
 
 /// The supervised context died. Its children's supervisors finish first,
-/// so `Died` events come children first.
+/// so `Died` events come children first. Resolves once this supervisor has
+/// published the death.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Down(pub DeadReason);
 
 impl Handler<Down> for ContextSupervisor {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Down, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Down, ctx: &mut Self::Context) -> Self::Result {
         if self.dead.is_some() {
-            return AtomicResponse::new(Box::pin(fut::ready(())));
+            return Box::pin(futures::future::ready(()));
         }
+        let (tx, rx) = oneshot::channel();
+        self.published.push(tx);
+        self.begin_down(msg.0, ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// The supervised context's process exited (from its ProcessWatch).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProcessExited {
+    pub id: ContextId,
+    pub reason: DeadReason,
+}
+
+impl Handler<ProcessExited> for ContextSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProcessExited, ctx: &mut Self::Context) {
+        self.exit = Some(msg.reason.clone());
+        if self.pending_down.take().is_some() {
+            self.finish_down(msg.reason, ctx);
+        }
+    }
+}
+
+impl ContextSupervisor {
+    /// The context is dead. A bare disconnection of a process of ours is
+    /// held back briefly for the process's exit status, which says more
+    /// (a clean exit is not a crash).
+    fn begin_down(&mut self, reason: DeadReason, ctx: &mut actix::Context<Self>) {
+        if self.going_down {
+            return;
+        }
+        self.going_down = true;
+        let vague = matches!(reason, DeadReason::Disconnected | DeadReason::Closed);
+        let ours = matches!(self.stopper, Some(Stopper::LocalProcess { .. }));
+        match (&self.exit, vague, ours) {
+            (Some(exit), true, _) => {
+                let exit = exit.clone();
+                self.finish_down(exit, ctx)
+            }
+            (None, true, true) => {
+                self.pending_down = Some(reason);
+                ctx.run_later(EXIT_STATUS_WAIT, |act, ctx| {
+                    if let Some(r) = act.pending_down.take() {
+                        act.finish_down(r, ctx);
+                    }
+                });
+            }
+            _ => self.finish_down(reason, ctx),
+        }
+    }
+
+    /// Children's supervisors first, then this context's `Died`.
+    fn finish_down(&mut self, reason: DeadReason, ctx: &mut actix::Context<Self>) {
         let children: Vec<_> = self.children.drain(..).map(|(_, a)| a).collect();
         let wait = async move {
             join_all(
@@ -393,8 +468,7 @@ impl Handler<Down> for ContextSupervisor {
             )
             .await;
         };
-        AtomicResponse::new(Box::pin(wait.into_actor(self).map(move |_, act, ctx| {
-            let reason = msg.0;
+        ctx.wait(wait.into_actor(self).map(move |_, act, ctx| {
             act.dead = Some(reason.clone());
             act.publish(ContextEvent::Died {
                 id: act.id,
@@ -402,6 +476,9 @@ impl Handler<Down> for ContextSupervisor {
             });
             for tx in act.on_dead.drain(..) {
                 let _ = tx.send(reason.clone());
+            }
+            for tx in act.published.drain(..) {
+                let _ = tx.send(());
             }
             // Supervised children of a dead context die with it.
             for (_, s) in act.slots.drain() {
@@ -416,7 +493,7 @@ impl Handler<Down> for ContextSupervisor {
             }
             act.tree.hub.do_send(Gone(act.id));
             ctx.stop();
-        })))
+        }));
     }
 }
 
