@@ -18,6 +18,8 @@
 //! - [`fleet`] (econtext-fleet): fan-out over many targets (a `Stream` of
 //!   per-target results), Ansible inventories and host patterns. `Master`
 //!   is its [`fleet::Connector`].
+//! - [`files`] (econtext-files): push and pull files and trees
+//!   ([`FilesExt`] on every [`Context`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +32,7 @@
 pub use econtext_actors as actors;
 pub use econtext_bootstrap as bootstrap;
 pub use econtext_fleet as fleet;
+pub use econtext_files as files;
 pub use econtext_wire as wire;
 
 pub use econtext_actors::dispatch::Functions;
@@ -38,6 +41,7 @@ pub use econtext_actors::{
     CallBuilder, Channel, Context, ContextEvent, DeadReason, Error, PendingCall, Sender,
 };
 pub use econtext_bootstrap::{ConnectError, LocalOptions, Method};
+pub use econtext_files::{FileError, FileErrorKind, FilesExt, TransferOptions, TransferReport};
 pub use econtext_wire::{CallError, Value};
 
 mod fleet_connector;

@@ -57,6 +57,11 @@ impl Context {
         &self.router
     }
 
+    /// The context this handle is used from (whose router sends for it).
+    pub fn me(&self) -> ContextId {
+        self.me
+    }
+
     /// Calls `module.function(*args)` and decodes the result as `T`.
     /// `args` is a tuple: `()` for none, `(x,)` for one.
     pub async fn call<T: DeserializeOwned>(

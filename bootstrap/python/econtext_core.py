@@ -1015,6 +1015,10 @@ class _LoaderThen(object):
         _install_log_handler(mod)
 
 
+# Parts of the core the master serves built in, fetched on first use.
+_SERVED = ('econtext.parent', 'econtext.fleet', 'econtext.files')
+
+
 class Importer(object):
     # Finds modules the parent can serve, for both PEP 302 (Python 2) and
     # PEP 451 (required on 3.12+). On Python 3 it is appended to
@@ -1031,7 +1035,7 @@ class Importer(object):
             rec = self.cache[pkg]
             if rec is None or short not in rec[4]:
                 return None  # the master enumerated pkg: fullname does not exist
-        elif pkg and fullname not in ('econtext.parent', 'econtext.fleet'):
+        elif pkg and fullname not in _SERVED:
             # pkg was imported locally (or is our synthetic econtext), not
             # by us: its submodules (and, on Python 2, its implicit relative
             # probes like json.re or econtext.traceback) are Python's

@@ -43,6 +43,10 @@ pub const BUILTIN_MODULES: &[(&str, &str)] = &[
         "econtext.fleet",
         include_str!("../python/econtext_fleet.py"),
     ),
+    (
+        "econtext.files",
+        include_str!("../python/econtext_files.py"),
+    ),
 ];
 
 /// Resolves and prepares modules from a list of directories.

@@ -1,0 +1,606 @@
+# econtext.files: the file service of a Python context.
+#
+# The master serves this module built in; a context imports it through
+# GET_MODULE the first time the master pushes or pulls a file, so it costs
+# the core's startup nothing. docs/PROTOCOL.md, "Files", is the contract.
+#
+# - recv_begin(): this context receives a transfer (a push): it checks the
+#   destination, answers with a data handle and what it can resume, and a
+#   writer thread puts each file into a temporary file in its destination
+#   directory; the last chunk carries the sender's SHA-256, and the file is
+#   then fsynced (by a small pool: journal commits are shared) and renamed
+#   over the destination with its mode, mtime and (as root) owner.
+# - send_begin(): this context sends files (a pull): it answers with the
+#   manifest and an ack handle; a reader thread streams once the receiver
+#   says where to resume.
+# - relay: recv_begin() with opts['relay'] forwards one incoming stream to
+#   several of our children at once, acking upward at the pace of the
+#   slowest, so the data crosses the link above us once.
+#
+# Flow control: the sender keeps at most `window` bytes of chunk data
+# unacknowledged; the receiver acks what it has written. Memory on every
+# hop is bounded by the window, whatever the file size.
+from __future__ import absolute_import
+
+import errno
+import hashlib
+import os
+import stat
+import threading
+
+import econtext.core as core
+from econtext.core import CALL_FUNCTION, CallError, Dead, Sender, _Queue, _text
+
+router = core.router
+F_FILE, F_DIR, F_LINK = 0, 1, 2
+# Data messages (sender -> receiver's data handle).
+D_CHUNK, D_FAIL, D_END = 0, 2, 3
+# Ack messages (receiver -> sender's ack handle).
+A_CREDIT, A_ERROR, A_DONE, A_START = 0, 1, 2, 5
+CHUNK = 262144
+WINDOW = 4 << 20
+FINISHERS = 8
+PY3 = core.PY3
+_stats = {u'bytes_in': 0, u'bytes_out': 0, u'files_in': 0, u'files_out': 0, u'relayed': 0}
+
+
+def stats():
+    return dict(_stats)
+
+
+def _kind(e):
+    n = getattr(e, 'errno', None)
+    if n == errno.ENOENT:
+        return u'not_found'
+    if n in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return u'permission_denied'
+    if n in (errno.ENOSPC, getattr(errno, 'EDQUOT', -1)):
+        return u'no_space'
+    if n == errno.EISDIR:
+        return u'is_a_directory'
+    if n == errno.ENOTDIR:
+        return u'not_a_directory'
+    return u'io'
+
+
+def _err(kind, path, msg):
+    return [kind, _text(path), _text(msg)]
+
+
+def _join(root, rel):
+    return os.path.join(root, rel) if rel else root
+
+
+def _tmp_name(path, key):
+    d, b = os.path.split(path)
+    return os.path.join(d, b'.' + b + b'.ec-' + key.encode('ascii') + b'.part')
+
+
+def _safe(rel):
+    # The master is trusted, but a wrong path must not escape the root.
+    parts = rel.split(b'/') if rel else []
+    return b'\0' not in rel and not rel.startswith(b'/') and not [
+        p for p in parts if p in (b'', b'.', b'..')]
+
+
+def _writeall(fd, data):
+    mv = memoryview(data)
+    n = 0
+    while n < len(mv):
+        n += os.write(fd, mv[n:])
+
+
+def _utime(path, mtime_ns):
+    if PY3:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    else:
+        t = mtime_ns / 1e9
+        os.utime(path, (t, t))
+
+
+# ---- Receiving ----------------------------------------------------------------
+class _Recv(object):
+    def __init__(self, root, entries, opts, ack):
+        self.root, self.entries, self.ack, self.opts = root, entries, ack, opts
+        self.window = int(opts.get(u'window') or WINDOW)
+        self.fsync = opts.get(u'fsync', True)
+        self.as_root = os.geteuid() == 0
+        self.q = _Queue()
+        self.open = {}  # index -> [fd, tmp, hash, written]
+        self.failed = set()
+        self.resumed = {}  # index -> (offset, hash of the prefix)
+        self.done_bytes = self.acked = 0
+        self.files_ok = 0
+        self.lock = threading.Lock()
+        self.fin = _Queue()
+        self.fin_pending = 0
+        self.fin_idle = threading.Condition(self.lock)
+        self.handle = None
+
+    def begin(self):
+        # Main thread (a call): fail early and whole on a bad destination.
+        root, entries, opts = self.root, self.entries, self.opts
+        for e in entries:
+            if not _safe(e[0]):
+                return {u'error': _err(u'protocol', e[0], u'unsafe path in manifest')}
+        tree = bool(entries) and entries[0][0] == b''
+        try:
+            if tree:
+                if os.path.lexists(root) and not os.path.isdir(root):
+                    return {u'error': _err(u'not_a_directory', root, u'destination exists and is not a directory')}
+                if not os.path.isdir(root):
+                    os.makedirs(root, 0o700)
+                for e in entries[1:]:
+                    if e[1] == F_DIR:
+                        p = _join(root, e[0])
+                        if not os.path.isdir(p):
+                            os.mkdir(p, 0o700)
+            elif not os.path.isdir(root):
+                return {u'error': _err(u'not_found', root, u'destination directory does not exist')}
+            elif opts.get(u'name') and os.path.isdir(_join(root, entries[0][0])):
+                # Pushing a file onto a directory puts it inside, as cp does.
+                self.root = root = _join(root, entries[0][0])
+                entries[0][0] = opts[u'name']
+            if not os.access(root, os.W_OK | os.X_OK):
+                return {u'error': _err(u'permission_denied', root, u'destination directory is not writable')}
+        except EnvironmentError as e:
+            return {u'error': _err(_kind(e), getattr(e, 'filename', None) or root, e.strerror or str(e))}
+        resume = []
+        for i, e in enumerate(entries):
+            if e[1] == F_FILE and e[8]:
+                r = self._partial(i, e)
+                if r:
+                    resume.append(r)
+        self.handle = router.add_handler(self._on_data)
+        for _ in range(FINISHERS if len(entries) > 1 else 1):
+            t = threading.Thread(target=self._finisher)
+            t.daemon = True
+            t.start()
+        t = threading.Thread(target=self._run)
+        t.daemon = True
+        t.start()
+        return {u'handle': self.handle, u'resume': resume}
+
+    def _partial(self, i, e):
+        # A temporary file left by an interrupted transfer of the same
+        # source (same key): offer to resume after its verified prefix.
+        tmp = _tmp_name(_join(self.root, e[0]), e[8])
+        try:
+            st = os.lstat(tmp)
+        except EnvironmentError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= e[2]:
+            return None
+        h = hashlib.sha256()
+        with open(tmp, 'rb') as f:
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                h.update(b)
+        self.resumed[i] = (st.st_size, h)
+        return [i, st.st_size, _text(h.hexdigest())]
+
+    def _on_data(self, src, reply_to, obj):
+        # IO thread: never block; the writer thread does the disk work.
+        self.q.put(obj)
+
+    def _credit(self, force=False):
+        if force or self.done_bytes - self.acked >= self.window >> 2 or not self.q.q:
+            self.acked = self.done_bytes
+            self.ack.send([A_CREDIT, self.done_bytes, self.files_ok])
+
+    def _run(self):
+        while True:
+            m = self.q.get()
+            if isinstance(m, Dead) or type(m) is not list or not m:
+                # The sender is gone: keep the temporary files for a resume.
+                for i in list(self.open):
+                    os.close(self.open.pop(i)[0])
+                break
+            t = m[0]
+            try:
+                if t == D_CHUNK:
+                    self._chunk(m[1], m[2], m[3], m[4])
+                elif t == D_FAIL:
+                    self._discard(m[1])
+                elif t == D_END:
+                    self._end()
+                    break
+            except Exception as e:
+                core.LOG.exception('receiving %r failed', m[:3])
+                self._fail(m[1] if len(m) > 1 else 0, u'io', str(e))
+        router.del_handler(self.handle)
+
+    def _open(self, i, off):
+        e = self.entries[i]
+        path = _join(self.root, e[0])
+        tmp = _tmp_name(path, e[8] or u'x%d' % os.getpid())
+        r = self.resumed.pop(i, None)
+        if off and (r is None or r[0] != off):
+            raise ValueError('chunk at %d for a file not resumed there' % off)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+        h = r[1] if off else hashlib.sha256()
+        if off:
+            os.lseek(fd, off, 0)
+        else:
+            os.ftruncate(fd, 0)
+        f = self.open[i] = [fd, tmp, h, off]
+        return f
+
+    def _chunk(self, i, off, data, sha):
+        n = len(data)
+        if i not in self.failed:
+            f = self.open.get(i)
+            try:
+                if f is None:
+                    f = self._open(i, off)
+                elif off != f[3]:
+                    raise ValueError('chunk at %d, expected %d' % (off, f[3]))
+                _writeall(f[0], data)
+                f[2].update(data)
+                f[3] += n
+                if f[3] > self.entries[i][2]:
+                    raise ValueError('more data than the manifest said')
+            except EnvironmentError as e:
+                self._fail(i, _kind(e), e.strerror or str(e))
+            except ValueError as e:
+                self._fail(i, u'protocol', str(e))
+            if sha is not None and i not in self.failed:
+                del self.open[i]
+                with self.lock:
+                    self.fin_pending += 1
+                self.fin.put((i, f, sha))
+        self.done_bytes += n
+        _stats[u'bytes_in'] += n
+        self._credit()
+
+    def _fail(self, i, kind, msg):
+        self._discard(i)
+        e = self.entries[i] if 0 <= i < len(self.entries) else [b'']
+        self.ack.send([A_ERROR, i, _err(kind, _join(self.root, e[0]), msg)])
+
+    def _discard(self, i):
+        self.failed.add(i)
+        f = self.open.pop(i, None)
+        if f:
+            os.close(f[0])
+            try:
+                os.unlink(f[1])
+            except EnvironmentError:
+                pass
+
+    def _finisher(self):
+        while True:
+            job = self.fin.get()
+            if job is None:
+                return
+            i, f, sha = job
+            e = self.entries[i]
+            path = _join(self.root, e[0])
+            try:
+                self._finish_file(e, f, sha, path)
+                with self.lock:
+                    self.files_ok += 1
+                _stats[u'files_in'] += 1
+            except EnvironmentError as x:
+                self._cleanup(f)
+                self.ack.send([A_ERROR, i, _err(_kind(x), getattr(x, 'filename', None) or path,
+                                                x.strerror or str(x))])
+            except ValueError as x:
+                self._cleanup(f)
+                self.ack.send([A_ERROR, i, _err(u'checksum', path, str(x))])
+            with self.lock:
+                self.fin_pending -= 1
+                if not self.fin_pending:
+                    self.fin_idle.notify_all()
+
+    def _cleanup(self, f):
+        try:
+            os.close(f[0])
+        except EnvironmentError:
+            pass
+        try:
+            os.unlink(f[1])
+        except EnvironmentError:
+            pass
+
+    def _finish_file(self, e, f, sha, path):
+        fd, tmp, h = f[0], f[1], f[2]
+        if f[3] != e[2]:
+            raise ValueError('%d bytes received, the manifest said %d' % (f[3], e[2]))
+        if h.hexdigest() != sha:
+            raise ValueError('SHA-256 mismatch: received %s, sender read %s' % (h.hexdigest(), sha))
+        os.fchmod(fd, e[3] & 0o7777)
+        if self.as_root:
+            os.fchown(fd, e[6], e[7])
+            os.fchmod(fd, e[3] & 0o7777)  # chown clears setuid bits
+        if self.fsync:
+            os.fsync(fd)
+        os.close(fd)
+        f[0] = -1
+        _utime(tmp, e[4])
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.unlink(tmp)
+            raise EnvironmentError(errno.EISDIR, 'destination is a directory', path)
+        os.rename(tmp, path)
+
+    def _end(self):
+        # Wait for the finishers, then links and directories (deepest
+        # first, so setting a directory's mtime is the last touch in it).
+        with self.lock:
+            while self.fin_pending:
+                self.fin_idle.wait(1.0)
+        for _ in range(FINISHERS):
+            self.fin.put(None)
+        for i, e in enumerate(self.entries):
+            if e[1] == F_LINK:
+                self._link(i, e)
+        dirs = [(i, e) for i, e in enumerate(self.entries) if e[1] == F_DIR]
+        for i, e in sorted(dirs, key=lambda x: -x[1][0].count(b'/') - (1 if x[1][0] else 0)):
+            p = _join(self.root, e[0])
+            try:
+                if self.as_root:
+                    os.chown(p, e[6], e[7])
+                os.chmod(p, e[3] & 0o7777)
+                _utime(p, e[4])
+            except EnvironmentError as x:
+                self.ack.send([A_ERROR, i, _err(_kind(x), p, x.strerror or str(x))])
+        self._credit(True)
+        self.ack.send([A_DONE, core.context_id, self.files_ok, self.done_bytes])
+
+    def _link(self, i, e):
+        path = _join(self.root, e[0])
+        tmp = _tmp_name(path, e[8] or u'l%d' % os.getpid())
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(e[5], tmp)
+            if self.as_root:
+                os.lchown(tmp, e[6], e[7])
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.unlink(tmp)
+                raise EnvironmentError(errno.EISDIR, 'destination is a directory', path)
+            os.rename(tmp, path)
+            with self.lock:
+                self.files_ok += 1
+        except EnvironmentError as x:
+            self.ack.send([A_ERROR, i, _err(_kind(x), path, x.strerror or str(x))])
+
+
+def recv_begin(root, entries, opts, ack):
+    if opts.get(u'relay'):
+        return _Relay(root, entries, opts, ack).begin()
+    return _Recv(root, entries, opts, ack).begin()
+
+
+# ---- Relaying to our children ---------------------------------------------------
+def _call(cid, fn, args):
+    q = _Queue()
+    h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False)
+    router.send(cid, CALL_FUNCTION, [u'econtext.files', None, fn, args, {}], h)
+    return q
+
+
+class _Relay(object):
+    # One incoming stream, forwarded frame by frame (raw, never decoded) to
+    # each child's data handle; our credit upward is the smallest credit
+    # any child has given, so we hold at most a window per child.
+    def __init__(self, root, entries, opts, ack):
+        self.root, self.entries, self.ack = root, entries, ack
+        self.targets = list(opts[u'relay'])
+        self.opts = dict(opts)
+        del self.opts[u'relay']
+        self.credit = {}
+        self.lock = threading.Lock()
+        self.sent = 0
+
+    def begin(self):
+        pending = []
+        for cid in self.targets:
+            h = router.add_handler(self._acker(cid))
+            pending.append((cid, h, _call(cid, u'recv_begin',
+                                          [self.root, self.entries, self.opts, Sender(core.context_id, h)])))
+        self.data = {}
+        errors = []
+        for cid, h, q in pending:
+            r = q.get()
+            if isinstance(r, (CallError, Dead)) or type(r) is not dict or u'handle' not in r:
+                router.del_handler(h)
+                errors.append([cid, r.get(u'error') if type(r) is dict else _err(
+                    u'io', self.root, u'%r' % (r,))])
+                continue
+            self.data[cid] = r[u'handle']
+            self.credit[cid] = [0, 0]
+        for cid, err in errors:
+            self.ack.send([A_ERROR, -1, err, cid])
+            self.ack.send([A_DONE, cid, 0, 0])
+        self.handle = router.add_handler(None)
+        router.handlers[self.handle] = self._forward  # raw: no decode, no copy
+        return {u'handle': self.handle, u'resume': [], u'relayed': sorted(self.data)}
+
+    def _forward(self, src, reply_to, data):
+        # IO thread: the same bytes go to every child (queued by its stream).
+        if not isinstance(data, Dead):
+            for cid, h in list(self.data.items()):
+                try:
+                    router.route(cid, core.context_id, h, 0, [data])
+                    _stats[u'relayed'] += len(data)
+                except Exception:
+                    core.LOG.warning('relay to %d failed', cid, exc_info=True)
+
+    def _acker(self, cid):
+        def on_ack(src, rt, m):
+            if isinstance(m, Dead) or type(m) is not list or not m:
+                m = [A_ERROR, -1, _err(u'connection_lost', self.root, u'context %d is gone' % cid)]
+                self.ack.send(m + [cid])
+                self.ack.send([A_DONE, cid, 0, 0])
+                self.data.pop(cid, None)
+                self.credit.pop(cid, None)
+                return self._upward()
+            if m[0] == A_CREDIT:
+                self.credit[cid] = [m[1], m[2]]
+                self._upward()
+            elif m[0] == A_ERROR:
+                self.ack.send(m[:3] + [cid])
+            elif m[0] == A_DONE:
+                self.data.pop(cid, None)
+                self.credit.pop(cid, None)
+                self.ack.send(m)
+                self._upward()
+        return on_ack
+
+    def _upward(self):
+        c = list(self.credit.values())
+        b = min([x[0] for x in c]) if c else 1 << 62
+        f = min([x[1] for x in c]) if c else 0
+        if b > self.sent:
+            self.sent = b
+            self.ack.send([A_CREDIT, b, f])
+
+
+# ---- Sending ------------------------------------------------------------------
+def _entry(root, rel, st, key_base):
+    path = _join(root, rel)
+    m = st.st_mode
+    kind = F_DIR if stat.S_ISDIR(m) else F_LINK if stat.S_ISLNK(m) else F_FILE
+    mtime = getattr(st, 'st_mtime_ns', None) or int(st.st_mtime * 1e9)
+    target = os.readlink(path) if kind == F_LINK else None
+    key = None
+    if kind == F_FILE:
+        key = _text(hashlib.sha256(b'%s\0%d\0%d\0%s' % (key_base, st.st_size, mtime, rel)).hexdigest()[:16])
+    return [rel, kind, st.st_size if kind == F_FILE else 0, stat.S_IMODE(m), mtime, target,
+            st.st_uid, st.st_gid, key]
+
+
+def manifest(src, tree):
+    # The whole list up front: directories travel as one stream.
+    st = os.lstat(src)
+    if not tree:
+        if stat.S_ISDIR(st.st_mode):
+            raise EnvironmentError(errno.EISDIR, 'source is a directory (pull a tree)', src)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise EnvironmentError(errno.EINVAL, 'not a regular file', src)
+        return [_entry(src, b'', st, src)]
+    if not stat.S_ISDIR(st.st_mode):
+        raise EnvironmentError(errno.ENOTDIR, 'source is not a directory', src)
+    out = [_entry(src, b'', st, src)]
+    for d, dirs, files in os.walk(src):
+        dirs.sort()
+        rel = d[len(src):].lstrip(b'/')
+        for n in dirs + sorted(files):
+            r = rel + b'/' + n if rel else n
+            try:
+                out.append(_entry(src, r, os.lstat(os.path.join(d, n)), src))
+            except EnvironmentError:
+                pass  # vanished while we walked
+    return out
+
+
+class _Send(object):
+    def __init__(self, src, entries, data, opts):
+        self.src, self.entries, self.data = src, entries, data
+        self.window = int(opts.get(u'window') or WINDOW)
+        self.chunk = int(opts.get(u'chunk') or CHUNK)
+        self.q = _Queue()
+        self.credit = 0
+        self.cv = threading.Condition()
+        self.dead = False
+        self.handle = router.add_handler(self._on_ack)
+
+    def _on_ack(self, src, rt, m):
+        # IO thread.
+        if isinstance(m, Dead) or type(m) is not list or not m:
+            with self.cv:
+                self.dead = True
+                self.cv.notify_all()
+            return
+        if m[0] == A_START:
+            t = threading.Thread(target=self._run, args=(dict((r[0], r) for r in m[1]),))
+            t.daemon = True
+            t.start()
+        elif m[0] == A_CREDIT:
+            with self.cv:
+                self.credit = max(self.credit, m[1])
+                self.cv.notify_all()
+
+    def _wait(self, sent):
+        with self.cv:
+            while sent - self.credit > self.window and not self.dead:
+                self.cv.wait(5.0)
+            return not self.dead
+
+    def _run(self, resume):
+        sent = 0
+        try:
+            for i, e in enumerate(self.entries):
+                if e[1] != F_FILE:
+                    continue
+                sent = self._file(i, e, resume.get(i), sent)
+                if sent is None:
+                    return
+            self.data.send([D_END])
+        except Exception:
+            core.LOG.exception('sending %r failed', self.src)
+        finally:
+            router.del_handler(self.handle)
+
+    def _file(self, i, e, r, sent):
+        path = _join(self.src, e[0])
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
+        except EnvironmentError as x:
+            self.data.send([D_FAIL, i, _err(_kind(x), path, x.strerror or str(x))])
+            return sent
+        try:
+            h = hashlib.sha256()
+            off = 0
+            if r:
+                # Resume only after a prefix whose hash matches ours.
+                pre = hashlib.sha256()
+                left = r[1]
+                while left > 0:
+                    b = os.read(fd, min(left, 1 << 20))
+                    if not b:
+                        break
+                    pre.update(b)
+                    left -= len(b)
+                if left == 0 and _text(pre.hexdigest()) == r[2]:
+                    h, off = pre, r[1]
+                else:
+                    os.lseek(fd, 0, 0)
+            size = e[2]
+            while True:
+                if not self._wait(sent):
+                    return None
+                b = os.read(fd, min(self.chunk, size - off)) if off < size else b''
+                h.update(b)
+                last = off + len(b) >= size
+                if not b and off < size:
+                    self.data.send([D_FAIL, i, _err(u'changed', path, u'file shrank while it was read')])
+                    return sent
+                if last:
+                    st = os.fstat(fd)
+                    changed = st.st_size != size or (
+                        getattr(st, 'st_mtime_ns', None) or int(st.st_mtime * 1e9)) != e[4]
+                    if changed or (b == b'' and off < size) or os.read(fd, 1):
+                        self.data.send([D_FAIL, i, _err(u'changed', path, u'file changed while it was read')])
+                        return sent + len(b)
+                self.data.send([D_CHUNK, i, off, b, _text(h.hexdigest()) if last else None])
+                off += len(b)
+                sent += len(b)
+                _stats[u'bytes_out'] += len(b)
+                if last:
+                    _stats[u'files_out'] += 1
+                    return sent
+        finally:
+            os.close(fd)
+
+
+def send_begin(src, tree, data, opts):
+    try:
+        entries = manifest(src, tree)
+    except EnvironmentError as x:
+        return {u'error': _err(_kind(x), getattr(x, 'filename', None) or src, x.strerror or str(x))}
+    s = _Send(src, entries, data, opts)
+    return {u'ack': s.handle, u'entries': entries}

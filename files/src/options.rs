@@ -1,0 +1,107 @@
+//! Options and results of a transfer.
+
+use std::time::Duration;
+
+use crate::error::FileError;
+use crate::progress::ProgressFn;
+
+/// How a transfer runs. `Default` is what `econtext copy` uses.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct TransferOptions {
+    /// Bytes in flight per transfer (sent, not yet written by the
+    /// receiver). Bounds the memory every hop spends on it, and how long a
+    /// call queued behind it waits (window / link speed).
+    pub window: u64,
+    /// Bytes per data message.
+    pub chunk: usize,
+    /// fsync each file before renaming it into place (atomic and
+    /// durable). Off: still atomic, not durable across a power cut.
+    pub fsync: bool,
+    /// A receiver that neither writes nor acks for this long fails the
+    /// transfer (`ConnectionLost`): every wait has a bound.
+    pub stall_timeout: Duration,
+    /// Called with progress events.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            window: 4 << 20,
+            chunk: 256 << 10,
+            fsync: true,
+            stall_timeout: Duration::from_secs(60),
+            progress: None,
+        }
+    }
+}
+
+impl TransferOptions {
+    pub fn window(mut self, bytes: u64) -> Self {
+        self.window = bytes.max(1);
+        self
+    }
+
+    pub fn chunk(mut self, bytes: usize) -> Self {
+        self.chunk = bytes.clamp(4096, 16 << 20);
+        self
+    }
+
+    pub fn fsync(mut self, on: bool) -> Self {
+        self.fsync = on;
+        self
+    }
+
+    pub fn stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
+        self
+    }
+
+    pub fn progress(mut self, f: impl Fn(&crate::Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(std::sync::Arc::new(f));
+        self
+    }
+}
+
+impl std::fmt::Debug for TransferOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferOptions")
+            .field("window", &self.window)
+            .field("chunk", &self.chunk)
+            .field("fsync", &self.fsync)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish()
+    }
+}
+
+/// What one transfer did, on one host.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TransferReport {
+    pub host: String,
+    /// Files and links written.
+    pub files: u64,
+    /// Bytes of file data in the transfer (resumed ones included).
+    pub bytes: u64,
+    /// Bytes actually sent by this process (less when resumed; once for
+    /// all targets when relayed).
+    pub bytes_sent: u64,
+    /// Bytes skipped because a verified prefix was already there.
+    pub bytes_resumed: u64,
+    pub elapsed: Duration,
+}
+
+impl TransferReport {
+    pub fn rate(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.bytes as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The outcome on each target of a fanned-out push.
+pub type FanoutResult = Vec<(econtext_wire::ContextId, Result<TransferReport, FileError>)>;

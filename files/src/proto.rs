@@ -1,0 +1,417 @@
+//! The file protocol's messages and flow-control window, as plain data:
+//! no I/O and no clock, so every rule is unit-tested here.
+//!
+//! Data (sender to the receiver's data handle):
+//! `[0, index, offset, bytes, sha256_hex|nil]` a chunk (the sha on a
+//! file's last chunk), `[2, index, [kind, path, detail]]` the sender gave
+//! up on a file, `[3]` the end of the transfer.
+//!
+//! Acks (receiver to the sender's ack handle): `[0, bytes, files]`
+//! credit (bytes written so far), `[1, index, [kind, path, detail], ctx?]`
+//! a file failed, `[2, ctx, files, bytes]` one receiver is done, and (to a
+//! Python sender only) `[5, [[index, offset, sha256_hex], ...]]` start,
+//! resuming those files after the given verified prefix.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use econtext_wire::Value;
+
+use crate::error::{FileError, FileErrorKind};
+
+pub const D_CHUNK: u8 = 0;
+pub const D_FAIL: u8 = 2;
+pub const D_END: u8 = 3;
+pub const A_CREDIT: u8 = 0;
+pub const A_ERROR: u8 = 1;
+pub const A_DONE: u8 = 2;
+pub const A_START: u8 = 5;
+
+/// Room kept before a chunk's data for its MessagePack header, so the
+/// data is read into place and never copied into a frame.
+pub const CHUNK_HEADROOM: usize = 32;
+
+/// A sender's view of one transfer's window: at most `size` bytes sent
+/// and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Window {
+    size: u64,
+    sent: u64,
+    credit: u64,
+}
+
+impl Window {
+    pub fn new(size: u64) -> Self {
+        Window {
+            size: size.max(1),
+            sent: 0,
+            credit: 0,
+        }
+    }
+
+    /// True while another chunk may go.
+    pub fn open(&self) -> bool {
+        self.sent - self.credit < self.size
+    }
+
+    pub fn sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    /// Applies a credit (total bytes the receiver has written). Credits
+    /// never go backwards and never past what was sent: a receiver that
+    /// claims more cannot make us overrun anyone.
+    pub fn credit(&mut self, total: u64) {
+        self.credit = self.credit.max(total.min(self.sent));
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.sent - self.credit
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.credit
+    }
+}
+
+/// A receiver's check on a sender it does not trust: data beyond the
+/// window it was granted is a protocol error, so a hostile sender cannot
+/// make us queue more than `window + slack` bytes.
+#[derive(Debug, Clone)]
+pub struct Inflow {
+    limit: u64,
+    received: u64,
+    granted: u64,
+}
+
+impl Inflow {
+    pub fn new(window: u64, slack: u64) -> Self {
+        Inflow {
+            limit: window + slack,
+            received: 0,
+            granted: 0,
+        }
+    }
+
+    pub fn received(&mut self, n: u64) -> Result<(), String> {
+        self.received += n;
+        if self.received - self.granted > self.limit {
+            return Err(format!(
+                "sender overran its window: {} bytes unacknowledged, {} allowed",
+                self.received - self.granted,
+                self.limit
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a credit we sent (bytes written so far).
+    pub fn granted(&mut self, total: u64) {
+        self.granted = self.granted.max(total.min(self.received));
+    }
+}
+
+/// One chunk message, built around data read straight into `buf` after
+/// [`CHUNK_HEADROOM`] bytes: `buf[CHUNK_HEADROOM..]` is the data.
+pub fn chunk_frame(mut buf: BytesMut, index: u32, offset: u64, sha: Option<&str>) -> Bytes {
+    let n = buf.len() - CHUNK_HEADROOM;
+    let mut hdr = Vec::with_capacity(CHUNK_HEADROOM);
+    rmp::encode::write_array_len(&mut hdr, 5).expect("vec");
+    rmp::encode::write_uint(&mut hdr, D_CHUNK as u64).expect("vec");
+    rmp::encode::write_uint(&mut hdr, index as u64).expect("vec");
+    rmp::encode::write_uint(&mut hdr, offset).expect("vec");
+    rmp::encode::write_bin_len(&mut hdr, n as u32).expect("vec");
+    let start = CHUNK_HEADROOM - hdr.len();
+    buf[start..CHUNK_HEADROOM].copy_from_slice(&hdr);
+    match sha {
+        Some(s) => {
+            let mut t = Vec::with_capacity(s.len() + 2);
+            rmp::encode::write_str(&mut t, s).expect("vec");
+            buf.put_slice(&t);
+        }
+        None => buf.put_u8(0xc0),
+    }
+    buf.freeze().slice(start..)
+}
+
+/// A data message as a receiver sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Chunk {
+        index: u32,
+        offset: u64,
+        /// A slice of the frame: no copy.
+        data: Bytes,
+        sha: Option<String>,
+    },
+    Fail {
+        index: u32,
+        error: WireFileError,
+    },
+    End,
+}
+
+/// `[kind, path, detail]` as sent by a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireFileError {
+    pub kind: FileErrorKind,
+    pub path: String,
+    pub detail: String,
+}
+
+impl WireFileError {
+    pub fn on(self, host: &str) -> FileError {
+        FileError::new(self.kind, host, self.path, self.detail)
+    }
+
+    fn from_value(v: &Value) -> Option<WireFileError> {
+        let a = v.as_array()?;
+        let text = |i: usize| -> String {
+            match a.get(i) {
+                Some(Value::String(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                Some(Value::Binary(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            }
+        };
+        Some(WireFileError {
+            kind: FileErrorKind::from_wire(&text(0)),
+            path: text(1),
+            detail: text(2),
+        })
+    }
+}
+
+fn bad(why: &str) -> String {
+    format!("bad data message: {why}")
+}
+
+/// Decodes a data message. Chunks are parsed by hand so the bytes stay a
+/// slice of the frame; a Python 2 sender may send them as str.
+pub fn decode_data(frame: &Bytes) -> Result<Data, String> {
+    let mut rd: &[u8] = frame;
+    let len = rmp::decode::read_array_len(&mut rd).map_err(|_| bad("not an array"))?;
+    let tag: u8 = rmp::decode::read_int(&mut rd).map_err(|_| bad("no type"))?;
+    match (tag, len) {
+        (D_CHUNK, 5) => {
+            let index: u32 = rmp::decode::read_int(&mut rd).map_err(|_| bad("index"))?;
+            let offset: u64 = rmp::decode::read_int(&mut rd).map_err(|_| bad("offset"))?;
+            let marker = rmp::decode::read_marker(&mut rd).map_err(|_| bad("data"))?;
+            let n = read_len(marker, &mut rd).ok_or_else(|| bad("data is not bytes"))?;
+            if rd.len() < n {
+                return Err(bad("truncated data"));
+            }
+            let start = frame.len() - rd.len();
+            let data = frame.slice(start..start + n);
+            rd = &rd[n..];
+            let sha = match rd.first() {
+                Some(0xc0) if rd.len() == 1 => None,
+                _ => {
+                    let v = econtext_wire::payload::decode_value(rd)
+                        .map_err(|e| bad(&e.to_string()))?;
+                    match v {
+                        Value::String(s) => Some(s.into_str().ok_or_else(|| bad("sha"))?),
+                        _ => return Err(bad("sha")),
+                    }
+                }
+            };
+            Ok(Data::Chunk {
+                index,
+                offset,
+                data,
+                sha,
+            })
+        }
+        (D_FAIL, 3) => {
+            let index: u32 = rmp::decode::read_int(&mut rd).map_err(|_| bad("index"))?;
+            let v = econtext_wire::payload::decode_value(rd).map_err(|e| bad(&e.to_string()))?;
+            let error = WireFileError::from_value(&v).ok_or_else(|| bad("error"))?;
+            Ok(Data::Fail { index, error })
+        }
+        (D_END, 1) if rd.is_empty() => Ok(Data::End),
+        _ => Err(bad("unknown type")),
+    }
+}
+
+fn read_len(marker: rmp::Marker, rd: &mut &[u8]) -> Option<usize> {
+    use rmp::Marker as M;
+    let take = |rd: &mut &[u8], k: usize| -> Option<usize> {
+        if rd.len() < k {
+            return None;
+        }
+        let mut v = 0usize;
+        for b in &rd[..k] {
+            v = (v << 8) | *b as usize;
+        }
+        *rd = &rd[k..];
+        Some(v)
+    };
+    match marker {
+        M::FixStr(n) => Some(n as usize),
+        M::Bin8 | M::Str8 => take(rd, 1),
+        M::Bin16 | M::Str16 => take(rd, 2),
+        M::Bin32 | M::Str32 => take(rd, 4),
+        _ => None,
+    }
+}
+
+/// An ack message as a sender sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack {
+    Credit {
+        bytes: u64,
+        files: u64,
+    },
+    Error {
+        index: i64,
+        error: WireFileError,
+        /// Which context failed, when an intermediate relays for several.
+        context: Option<u16>,
+    },
+    Done {
+        context: u16,
+        files: u64,
+        bytes: u64,
+    },
+}
+
+/// Decodes an ack message.
+pub fn decode_ack(v: &Value) -> Result<Ack, String> {
+    let a = v
+        .as_array()
+        .ok_or_else(|| "ack is not an array".to_string())?;
+    let int = |i: usize| a.get(i).and_then(|x| x.as_u64());
+    let bad = || format!("bad ack message {v}");
+    match int(0) {
+        Some(0) => Ok(Ack::Credit {
+            bytes: int(1).ok_or_else(bad)?,
+            files: int(2).unwrap_or(0),
+        }),
+        Some(1) => Ok(Ack::Error {
+            index: a.get(1).and_then(|x| x.as_i64()).ok_or_else(bad)?,
+            error: a
+                .get(2)
+                .and_then(WireFileError::from_value)
+                .ok_or_else(bad)?,
+            context: int(3).and_then(|c| u16::try_from(c).ok()),
+        }),
+        Some(2) => Ok(Ack::Done {
+            context: int(1).and_then(|c| u16::try_from(c).ok()).ok_or_else(bad)?,
+            files: int(2).unwrap_or(0),
+            bytes: int(3).unwrap_or(0),
+        }),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_stops_at_size_and_reopens_on_credit() {
+        let mut w = Window::new(10);
+        assert!(w.open());
+        w.sent(6);
+        assert!(w.open());
+        w.sent(6);
+        assert!(!w.open());
+        w.credit(4);
+        assert!(w.open());
+        assert_eq!(w.in_flight(), 8);
+    }
+
+    #[test]
+    fn credit_past_what_was_sent_is_clamped_and_never_goes_back() {
+        let mut w = Window::new(10);
+        w.sent(20);
+        w.credit(1 << 40);
+        assert_eq!(w.in_flight(), 0);
+        w.credit(3);
+        assert_eq!(w.acked(), 20);
+    }
+
+    #[test]
+    fn sender_overrunning_the_window_is_an_error() {
+        let mut f = Inflow::new(100, 10);
+        f.received(100).unwrap();
+        f.received(10).unwrap();
+        assert!(f.received(1).is_err());
+        let mut f = Inflow::new(100, 10);
+        f.received(100).unwrap();
+        f.granted(100);
+        f.received(100).unwrap();
+    }
+
+    #[test]
+    fn chunk_frame_round_trips_without_copy() {
+        let mut buf = BytesMut::zeroed(CHUNK_HEADROOM);
+        buf.extend_from_slice(b"hello world");
+        let f = chunk_frame(buf, 7, 1 << 33, Some("ab"));
+        // Plain rmpv sees the same value.
+        let v = econtext_wire::payload::decode_value(&f).unwrap();
+        assert_eq!(v[4].as_str(), Some("ab"));
+        match decode_data(&f).unwrap() {
+            Data::Chunk {
+                index,
+                offset,
+                data,
+                sha,
+            } => {
+                assert_eq!(
+                    (index, offset, &data[..]),
+                    (7, 1 << 33, &b"hello world"[..])
+                );
+                assert_eq!(sha.as_deref(), Some("ab"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut buf = BytesMut::zeroed(CHUNK_HEADROOM);
+        buf.extend_from_slice(&[0u8; 300]);
+        let f = chunk_frame(buf, 0, 0, None);
+        assert!(matches!(
+            decode_data(&f).unwrap(),
+            Data::Chunk { sha: None, .. }
+        ));
+    }
+
+    #[test]
+    fn hostile_data_messages_are_typed_errors() {
+        for raw in [
+            &[0x95u8, 0, 1, 2, 0xc4, 200, 1][..], // bin longer than the frame
+            &[0x92, 0, 1],
+            &[0x91, 9],
+            &[0xc0],
+            &[0x95, 0, 1, 2, 0x01, 0xc0], // data is an int
+        ] {
+            assert!(
+                decode_data(&Bytes::copy_from_slice(raw)).is_err(),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            decode_data(&Bytes::from_static(&[0x91, 3])).unwrap(),
+            Data::End
+        );
+    }
+
+    #[test]
+    fn acks_decode() {
+        let v = econtext_wire::payload::decode_value(
+            &econtext_wire::payload::encode(&(1, 4, ("no_space", "/x", "full"), 9)).unwrap(),
+        )
+        .unwrap();
+        match decode_ack(&v).unwrap() {
+            Ack::Error {
+                index,
+                error,
+                context,
+            } => {
+                assert_eq!((index, context), (4, Some(9)));
+                assert_eq!(error.kind, FileErrorKind::NoSpace);
+            }
+            other => panic!("{other:?}"),
+        }
+        let v =
+            econtext_wire::payload::decode_value(&econtext_wire::payload::encode(&(7,)).unwrap())
+                .unwrap();
+        assert!(decode_ack(&v).is_err());
+    }
+}
