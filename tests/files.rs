@@ -18,9 +18,19 @@ use econtext::bootstrap::{HostKeyCheck, SshOptions, SudoOptions};
 use econtext::{ConnectOptions, FileErrorKind, FilesExt, Method, TransferOptions};
 use rand::RngCore;
 
+/// `len` bytes no two MiB of which are alike (one random MiB, each copy
+/// stamped with its index: cheap to make in a debug build).
 fn random_file(path: &Path, len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut data);
+    let mut block = vec![0u8; 1 << 20];
+    rand::thread_rng().fill_bytes(&mut block);
+    let mut data = Vec::with_capacity(len);
+    let mut i = 0u64;
+    while data.len() < len {
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        let n = (len - data.len()).min(block.len());
+        data.extend_from_slice(&block[..n]);
+        i += 1;
+    }
     std::fs::write(path, &data).unwrap();
     data
 }
@@ -181,5 +191,260 @@ fn trees_push_and_pull_as_one_stream_under_every_interpreter() {
             assert!(temporaries(&dir.0).is_empty(), "Python {version}");
             ctx.shutdown().await.unwrap();
         }
+    });
+}
+
+#[test]
+fn bad_input_is_a_typed_error_naming_path_and_host_and_leaves_the_old_file() {
+    let dir = TempDir::new("files-bad");
+    let src = dir.path("src");
+    random_file(&src, 10_000);
+    let dest = dir.path("dest");
+    std::fs::write(&dest, b"previous").unwrap();
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master.local(local(&python3())).await.unwrap();
+        // A missing source: on our side.
+        let e = ctx.push(dir.path("missing"), &dest).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::NotFound);
+        assert_eq!(e.host, "local");
+        assert!(e.path.ends_with("/missing"), "{e}");
+        // A destination directory that does not exist: on theirs.
+        let e = ctx.push(&src, dir.path("no/such/dir/f")).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::NotFound, "{e}");
+        assert_eq!(e.host, ctx.name());
+        assert!(e.path.contains("no/such/dir"), "{e}");
+        // Missing on the far side, pulled.
+        let e = ctx.pull(dir.path("missing"), dir.path("x")).await.unwrap_err();
+        assert_eq!((e.kind, e.host.as_str()), (FileErrorKind::NotFound, ctx.name()));
+        // A directory where the file should go, on a tree push.
+        let tree = dir.path("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("f"), b"x").unwrap();
+        let dtree = dir.path("dtree");
+        std::fs::create_dir_all(dtree.join("f")).unwrap();
+        let e = ctx.push_tree(&tree, &dtree).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::IsADirectory, "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"previous");
+        assert!(temporaries(&dir.0).is_empty(), "{:?}", temporaries(&dir.0));
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn unwritable_destination_as_the_sudo_user_is_permission_denied() {
+    if skip_unless(&["sudo", "useradd"], "unwritable_destination_as_the_sudo_user_is_permission_denied") {
+        return;
+    }
+    let user = TestUser::create("fw");
+    let dir = TempDir::new("files-perm");
+    let src = dir.path("src");
+    random_file(&src, 1000);
+    let locked = dir.path("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::set_permissions(&dir.0, PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&locked, PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(locked.join("f"), b"previous").unwrap();
+    let o = SudoOptions {
+        user: user.name.clone(),
+        python: python3(),
+        ..Default::default()
+    };
+    run(async move {
+        let master = master(&Capture::default());
+        let ctx = master.connect(ConnectOptions::new(Method::Sudo(o))).await.unwrap();
+        let e = ctx.push(&src, locked.join("f")).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::PermissionDenied, "{e}");
+        assert_eq!(e.host, ctx.name());
+        assert!(e.path.contains("locked"), "{e}");
+        assert_eq!(std::fs::read(locked.join("f")).unwrap(), b"previous");
+        assert!(temporaries(&locked).is_empty());
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn file_growing_while_it_is_read_is_changed_and_leaves_no_temporary() {
+    let dir = TempDir::new("files-changed");
+    let src = dir.path("src");
+    random_file(&src, 32 << 20);
+    let dest = dir.path("dest");
+    std::fs::write(&dest, b"previous").unwrap();
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let grown = Arc::new(AtomicBool::new(false));
+        let (g, s) = (grown.clone(), src.clone());
+        // The first progress event comes before the reader can be more
+        // than a window and a few chunks ahead: append then.
+        let opts = TransferOptions::default().window(1 << 20).progress(move |_| {
+            if !g.swap(true, Ordering::SeqCst) {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&s).unwrap();
+                f.write_all(b"more").unwrap();
+            }
+        });
+        let e = ctx.push_with(&src, &dest, &opts).await.unwrap_err();
+        assert!(grown.load(Ordering::SeqCst));
+        assert_eq!(e.kind, FileErrorKind::Changed, "{e}");
+        assert_eq!((e.host.as_str(), e.path.as_str()), ("local", &*src.to_string_lossy()));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"previous");
+        // The receiver drops its temporary when told; give it a moment.
+        let end = Instant::now() + Duration::from_secs(5);
+        while !temporaries(&dir.0).is_empty() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(temporaries(&dir.0).is_empty());
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn push_killed_midway_resumes_from_the_verified_offset() {
+    let dir = TempDir::new("files-resume");
+    let src = dir.path("src");
+    let data = random_file(&src, 64 << 20);
+    let dest = dir.path("dest");
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let pid: i32 = ctx.call("os", "getpid", ()).await.unwrap();
+        let killed = Arc::new(AtomicBool::new(false));
+        let k = killed.clone();
+        let opts = TransferOptions::default()
+            .window(1 << 20)
+            .progress(move |p| {
+                if p.bytes > 16 << 20 && !k.swap(true, Ordering::SeqCst) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            });
+        let e = ctx.push_with(&src, &dest, &opts).await.unwrap_err();
+        assert!(killed.load(Ordering::SeqCst));
+        assert_eq!(e.kind, FileErrorKind::ConnectionLost, "{e}");
+        assert!(!dest.exists(), "nothing is renamed into place unfinished");
+        assert_eq!(temporaries(&dir.0).len(), 1, "the partial file is kept for a resume");
+        // Run it again: it resumes after the verified prefix.
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let r = ctx.push(&src, &dest).await.unwrap();
+        assert!(r.bytes_resumed >= 8 << 20, "{r:?}");
+        assert_eq!(r.bytes_sent + r.bytes_resumed, 64 << 20, "{r:?}");
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert!(temporaries(&dir.0).is_empty());
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn call_during_a_large_push_is_answered() {
+    let dir = TempDir::new("files-live");
+    let src = dir.path("src");
+    random_file(&src, 128 << 20);
+    let dest = dir.path("dest");
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let c2 = ctx.clone();
+        let (s, d) = (src.clone(), dest.clone());
+        let push = actix_rt::spawn(async move { c2.push(&s, &d).await });
+        // Wait until data flows, then time calls on the same stream.
+        let end = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_dir(&dir.0).unwrap().count() < 2 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut worst = Duration::ZERO;
+        for _ in 0..10 {
+            let t = Instant::now();
+            let _: i32 = ctx
+                .call_with("os", "getpid")
+                .timeout(Duration::from_secs(5))
+                .returning()
+                .await
+                .unwrap();
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = push.await.unwrap().unwrap();
+        assert_eq!(r.bytes, 128 << 20);
+        eprintln!("slowest of 10 calls during a 128 MiB push: {worst:?}");
+        // A liveness bound with a margin for a loaded machine; the 50 ms
+        // figure is measured by the benchmark (examples/files_bench.rs).
+        assert!(worst < Duration::from_secs(2), "{worst:?}");
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn fanout_to_10_contexts_under_one_intermediate_crosses_the_upper_link_once() {
+    let dir = TempDir::new("files-fanout");
+    let src = dir.path("src");
+    let size = 8 << 20;
+    let data = random_file(&src, size);
+    run(async {
+        let master = master(&Capture::default());
+        let via = master.local(local(&python3())).await.unwrap();
+        let mut kids = Vec::new();
+        for i in 0..10 {
+            let c = master
+                .connect(
+                    ConnectOptions::new(Method::Local(local(&python3())))
+                        .name(format!("leaf{i}"))
+                        .via(&via),
+                )
+                .await
+                .unwrap();
+            std::fs::create_dir_all(dir.path(&format!("leaf{i}"))).unwrap();
+            kids.push(c);
+        }
+        // Each leaf writes to its own directory: the same path string
+        // under a per-leaf root would collide here, so give each a link.
+        let shared = dir.path("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        let progressed = Arc::new(AtomicU64::new(0));
+        let p = progressed.clone();
+        let opts = TransferOptions::default().progress(move |e| {
+            p.store(e.bytes, Ordering::SeqCst);
+        });
+        for (i, k) in kids.iter().enumerate() {
+            // Per-leaf destinations: run the fan-out once per leaf path
+            // would defeat it, so the leaves chdir to their own directory
+            // and the push uses a relative destination.
+            let _: () = k
+                .call("os", "chdir", (dir.path(&format!("leaf{i}")).display().to_string(),))
+                .await
+                .unwrap();
+        }
+        let results = via
+            .push_fanout(&kids, &src, "copy.bin", false, &opts)
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 10);
+        let mut sent_by_master = None;
+        for (id, r) in &results {
+            let r = r.as_ref().unwrap_or_else(|e| panic!("{id}: {e}"));
+            sent_by_master = Some(r.bytes_sent);
+        }
+        for i in 0..10 {
+            assert_eq!(std::fs::read(dir.path(&format!("leaf{i}/copy.bin"))).unwrap(), data);
+        }
+        // Byte counters: the master sent the file once; the intermediate
+        // received it once, wrote nothing itself and relayed it ten times;
+        // each leaf received it once.
+        assert_eq!(sent_by_master, Some(size as u64));
+        let stats: std::collections::HashMap<String, u64> =
+            via.call("econtext.files", "stats", ()).await.unwrap();
+        assert_eq!(stats["bytes_in"], 0, "{stats:?}");
+        assert!(stats["relayed"] >= 10 * size as u64, "{stats:?}");
+        assert!(stats["relayed"] < 10 * (size as u64 + 64 * 1024), "{stats:?}");
+        for k in &kids {
+            let s: std::collections::HashMap<String, u64> =
+                k.call("econtext.files", "stats", ()).await.unwrap();
+            assert_eq!(s["bytes_in"], size as u64, "{s:?}");
+        }
+        assert_eq!(progressed.load(Ordering::SeqCst), size as u64);
+        assert!(temporaries(&dir.0).is_empty());
+        via.shutdown().await.unwrap();
     });
 }
