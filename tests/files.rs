@@ -215,8 +215,14 @@ fn bad_input_is_a_typed_error_naming_path_and_host_and_leaves_the_old_file() {
         assert_eq!(e.host, ctx.name());
         assert!(e.path.contains("no/such/dir"), "{e}");
         // Missing on the far side, pulled.
-        let e = ctx.pull(dir.path("missing"), dir.path("x")).await.unwrap_err();
-        assert_eq!((e.kind, e.host.as_str()), (FileErrorKind::NotFound, ctx.name()));
+        let e = ctx
+            .pull(dir.path("missing"), dir.path("x"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.kind, e.host.as_str()),
+            (FileErrorKind::NotFound, ctx.name())
+        );
         // A directory where the file should go, on a tree push.
         let tree = dir.path("tree");
         std::fs::create_dir_all(&tree).unwrap();
@@ -233,7 +239,10 @@ fn bad_input_is_a_typed_error_naming_path_and_host_and_leaves_the_old_file() {
 
 #[test]
 fn unwritable_destination_as_the_sudo_user_is_permission_denied() {
-    if skip_unless(&["sudo", "useradd"], "unwritable_destination_as_the_sudo_user_is_permission_denied") {
+    if skip_unless(
+        &["sudo", "useradd"],
+        "unwritable_destination_as_the_sudo_user_is_permission_denied",
+    ) {
         return;
     }
     let user = TestUser::create("fw");
@@ -252,7 +261,10 @@ fn unwritable_destination_as_the_sudo_user_is_permission_denied() {
     };
     run(async move {
         let master = master(&Capture::default());
-        let ctx = master.connect(ConnectOptions::new(Method::Sudo(o))).await.unwrap();
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Sudo(o)))
+            .await
+            .unwrap();
         let e = ctx.push(&src, locked.join("f")).await.unwrap_err();
         assert_eq!(e.kind, FileErrorKind::PermissionDenied, "{e}");
         assert_eq!(e.host, ctx.name());
@@ -277,17 +289,22 @@ fn file_growing_while_it_is_read_is_changed_and_leaves_no_temporary() {
         let (g, s) = (grown.clone(), src.clone());
         // The first progress event comes before the reader can be more
         // than a window and a few chunks ahead: append then.
-        let opts = TransferOptions::default().window(1 << 20).progress(move |_| {
-            if !g.swap(true, Ordering::SeqCst) {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new().append(true).open(&s).unwrap();
-                f.write_all(b"more").unwrap();
-            }
-        });
+        let opts = TransferOptions::default()
+            .window(1 << 20)
+            .progress(move |_| {
+                if !g.swap(true, Ordering::SeqCst) {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&s).unwrap();
+                    f.write_all(b"more").unwrap();
+                }
+            });
         let e = ctx.push_with(&src, &dest, &opts).await.unwrap_err();
         assert!(grown.load(Ordering::SeqCst));
         assert_eq!(e.kind, FileErrorKind::Changed, "{e}");
-        assert_eq!((e.host.as_str(), e.path.as_str()), ("local", &*src.to_string_lossy()));
+        assert_eq!(
+            (e.host.as_str(), e.path.as_str()),
+            ("local", &*src.to_string_lossy())
+        );
         assert_eq!(std::fs::read(&dest).unwrap(), b"previous");
         // The receiver drops its temporary when told; give it a moment.
         let end = Instant::now() + Duration::from_secs(5);
@@ -325,7 +342,11 @@ fn push_killed_midway_resumes_from_the_verified_offset() {
         assert!(killed.load(Ordering::SeqCst));
         assert_eq!(e.kind, FileErrorKind::ConnectionLost, "{e}");
         assert!(!dest.exists(), "nothing is renamed into place unfinished");
-        assert_eq!(temporaries(&dir.0).len(), 1, "the partial file is kept for a resume");
+        assert_eq!(
+            temporaries(&dir.0).len(),
+            1,
+            "the partial file is kept for a resume"
+        );
         // Run it again: it resumes after the verified prefix.
         let ctx = master.local(local(&python3())).await.unwrap();
         let r = ctx.push(&src, &dest).await.unwrap();
@@ -412,7 +433,11 @@ fn fanout_to_10_contexts_under_one_intermediate_crosses_the_upper_link_once() {
             // would defeat it, so the leaves chdir to their own directory
             // and the push uses a relative destination.
             let _: () = k
-                .call("os", "chdir", (dir.path(&format!("leaf{i}")).display().to_string(),))
+                .call(
+                    "os",
+                    "chdir",
+                    (dir.path(&format!("leaf{i}")).display().to_string(),),
+                )
                 .await
                 .unwrap();
         }
@@ -427,7 +452,10 @@ fn fanout_to_10_contexts_under_one_intermediate_crosses_the_upper_link_once() {
             sent_by_master = Some(r.bytes_sent);
         }
         for i in 0..10 {
-            assert_eq!(std::fs::read(dir.path(&format!("leaf{i}/copy.bin"))).unwrap(), data);
+            assert_eq!(
+                std::fs::read(dir.path(&format!("leaf{i}/copy.bin"))).unwrap(),
+                data
+            );
         }
         // Byte counters: the master sent the file once; the intermediate
         // received it once, wrote nothing itself and relayed it ten times;
@@ -437,7 +465,10 @@ fn fanout_to_10_contexts_under_one_intermediate_crosses_the_upper_link_once() {
             via.call("econtext.files", "stats", ()).await.unwrap();
         assert_eq!(stats["bytes_in"], 0, "{stats:?}");
         assert!(stats["relayed"] >= 10 * size as u64, "{stats:?}");
-        assert!(stats["relayed"] < 10 * (size as u64 + 64 * 1024), "{stats:?}");
+        assert!(
+            stats["relayed"] < 10 * (size as u64 + 64 * 1024),
+            "{stats:?}"
+        );
         for k in &kids {
             let s: std::collections::HashMap<String, u64> =
                 k.call("econtext.files", "stats", ()).await.unwrap();
@@ -446,5 +477,111 @@ fn fanout_to_10_contexts_under_one_intermediate_crosses_the_upper_link_once() {
         assert_eq!(progressed.load(Ordering::SeqCst), size as u64);
         assert!(temporaries(&dir.0).is_empty());
         via.shutdown().await.unwrap();
+    });
+}
+
+fn ssh_opts(sshd: &Sshd, user: &str) -> SshOptions {
+    let mut o = SshOptions::new("127.0.0.1");
+    o.user = Some(user.into());
+    o.port = Some(sshd.port);
+    o.identity_file = Some(sshd.key.display().to_string());
+    o.check_host_keys = HostKeyCheck::Ignore;
+    o.python = python3();
+    o
+}
+
+const SSH: &[&str] = &["/usr/sbin/sshd", "ssh", "ssh-keygen", "useradd", "sudo"];
+
+#[test]
+fn over_ssh_as_root_push_keeps_owner_and_pull_matches() {
+    if skip_unless(SSH, "over_ssh_as_root_push_keeps_owner_and_pull_matches") {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let user = TestUser::create("fo");
+    let dir = TempDir::new("files-ssh");
+    let src = dir.path("src");
+    let data = random_file(&src, 24 << 20);
+    std::fs::set_permissions(&src, PermissionsExt::from_mode(0o604)).unwrap();
+    nix::unistd::chown(
+        &src,
+        Some(nix::unistd::Uid::from_raw(user.uid)),
+        Some(nix::unistd::Gid::from_raw(user.gid)),
+    )
+    .unwrap();
+    let tree = dir.path("tree");
+    make_tree(&tree);
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, "root"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log_text()));
+        let dest = dir.path("dest");
+        ctx.push(&src, &dest).await.unwrap();
+        let md = std::fs::metadata(&dest).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (user.uid, user.gid, 0o604)
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        let back = dir.path("back");
+        ctx.pull(&dest, &back).await.unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+        ctx.push_tree(&tree, dir.path("tree2")).await.unwrap();
+        assert_same_tree(&tree, &dir.path("tree2"));
+        assert!(temporaries(&dir.0).is_empty());
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn push_through_ssh_then_sudo_writes_files_owned_by_the_become_user() {
+    if skip_unless(
+        SSH,
+        "push_through_ssh_then_sudo_writes_files_owned_by_the_become_user",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let user = TestUser::create("fb");
+    let dir = TempDir::new("files-sudo");
+    let src = dir.path("src");
+    let data = random_file(&src, 2 << 20);
+    let tree = dir.path("tree");
+    make_tree(&tree);
+    let home = PathBuf::from(format!("/home/{}", user.name));
+    run(async {
+        let master = master(&Capture::default());
+        let ssh = master
+            .connect(ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, "root"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log_text()));
+        let sudo = master
+            .connect(
+                ConnectOptions::new(Method::Sudo(SudoOptions {
+                    user: user.name.clone(),
+                    python: python3(),
+                    ..Default::default()
+                }))
+                .via(&ssh),
+            )
+            .await
+            .unwrap();
+        let dest = home.join("pushed.bin");
+        sudo.push(&src, &dest).await.unwrap();
+        let md = std::fs::metadata(&dest).unwrap();
+        assert_eq!((md.uid(), md.gid()), (user.uid, user.gid));
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        sudo.push_tree(&tree, home.join("tree")).await.unwrap();
+        assert_same_tree(&tree, &home.join("tree"));
+        let md = std::fs::metadata(home.join("tree/sub/run.sh")).unwrap();
+        assert_eq!(md.uid(), user.uid);
+        // Outside what the user may write: a typed error from that host.
+        let e = sudo.push(&src, "/root/not-yours").await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::PermissionDenied, "{e}");
+        assert_eq!(e.host, sudo.name());
+        assert!(temporaries(&home).is_empty());
+        ssh.shutdown().await.unwrap();
     });
 }

@@ -199,7 +199,7 @@ pub(crate) async fn pull(
                         return Err(lost(format!("no data for {:?}", opts.stall_timeout)));
                     }
                     Ok(None) => {
-                        let why = data.dead_reason().unwrap_or("closed").to_string();
+                        let why = data.dead_reason().map(|r| r.to_string()).unwrap_or_else(|| "closed".into());
                         let _ = jobs_send(&jobs, Job::End);
                         return Err(lost(why));
                     }

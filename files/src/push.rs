@@ -197,7 +197,7 @@ pub(crate) async fn push(
                 let msg = match msg {
                     Err(_) => return Err(lost(format!("no progress for {:?}", opts.stall_timeout))),
                     Ok(None) => {
-                        let why = ack.dead_reason().unwrap_or("closed").to_string();
+                        let why = ack.dead_reason().map(|r| r.to_string()).unwrap_or_else(|| "closed".into());
                         for (c, n) in &names {
                             if !done.contains_key(c) {
                                 errors.entry(*c).or_default().push(FileError::new(

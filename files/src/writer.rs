@@ -19,6 +19,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{FileError, FileErrorKind, LOCAL_HOST};
 use crate::manifest::{self, Entry, KIND_DIR, KIND_FILE, KIND_LINK};
 
+/// A file that can be resumed: `(index, offset, sha256 hex of the prefix)`.
+pub type Resume = (u32, u64, String);
+
 /// Most entries one manifest may have.
 pub const MAX_ENTRIES: usize = 1_000_000;
 
@@ -140,7 +143,7 @@ impl LocalWriter {
         entries: Vec<Entry>,
         tree: bool,
         fsync: bool,
-    ) -> Result<(LocalWriter, Vec<(u32, u64, String)>), FileError> {
+    ) -> Result<(LocalWriter, Vec<Resume>), FileError> {
         let io = |p: &Path, e: std::io::Error| FileError::local(p, &e);
         if tree {
             if std::fs::symlink_metadata(&root).is_ok() && !is_real_dir(&root) {
