@@ -31,8 +31,8 @@
 
 pub use econtext_actors as actors;
 pub use econtext_bootstrap as bootstrap;
-pub use econtext_fleet as fleet;
 pub use econtext_files as files;
+pub use econtext_fleet as fleet;
 pub use econtext_wire as wire;
 
 pub use econtext_actors::dispatch::Functions;
