@@ -59,7 +59,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let spec = ChildSpec::connect(opts)
             .restart(Restart::Permanent)
             .limit(kills as u32 + 1, Duration::from_secs(60))
-            .backoff(Backoff::new(Duration::from_millis(50), Duration::from_secs(1)));
+            .backoff(Backoff::new(
+                Duration::from_millis(50),
+                Duration::from_secs(1),
+            ));
         workers.push(master.supervise(spec).await?);
     }
 

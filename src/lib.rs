@@ -9,10 +9,6 @@
 //!
 //! - [`wire`] (econtext-wire): the frame format, chained HMAC, payload types;
 //! - [`actors`] (econtext-actors): Router, Stream, Channel, supervisor tree;
-//!
-//! [`supervise`] adds child specs with restart policies ([`Master::supervise`])
-//! and the supervisor tree's events, monitors and `kill` to the master.
-//!
 //! - [`bootstrap`] (econtext-bootstrap): connection methods, first stage,
 //!   handshake, and the Python core;
 //! - [`fleet`] (econtext-fleet): fan-out over many targets (a `Stream` of
@@ -20,6 +16,9 @@
 //!   is its [`fleet::Connector`].
 //! - [`files`] (econtext-files): push and pull files and trees
 //!   ([`FilesExt`] on every [`Context`]).
+//!
+//! [`supervise`] adds child specs with restart policies ([`Master::supervise`])
+//! and the supervisor tree's events, monitors and `kill` to the master.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

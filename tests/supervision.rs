@@ -377,7 +377,10 @@ fn rest_for_one_restarts_the_ones_started_after_the_crashed_one() {
         assert_eq!(restarted_from(&got), vec![old[1], old[2]], "in start order");
         tokio::time::sleep(Duration::from_millis(500)).await;
         while let Ok(Some(e)) = tokio::time::timeout(Duration::ZERO, events.next()).await {
-            assert!(!restarted_from(std::slice::from_ref(&e)).contains(&old[0]), "{e:?}");
+            assert!(
+                !restarted_from(std::slice::from_ref(&e)).contains(&old[0]),
+                "{e:?}"
+            );
         }
         assert_eq!(s[0].current().id(), old[0]);
         assert_eq!(

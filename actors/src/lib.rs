@@ -14,6 +14,10 @@
 //!   makes calls; a `Channel` is a handle whose messages arrive as a
 //!   `futures` Stream; a `Sender` is a (context, handle) pair that can be
 //!   passed to remote code.
+//! - [`supervision::Supervision`]: the supervisor tree, one
+//!   `ContextSupervisor` per context under its creator's, with typed
+//!   [`ContextEvent`]s, monitors, `kill` and restart policies
+//!   ([`supervision::RestartCore`], a plain struct).
 //!
 //! A Stream reads frames and hands each to its Router, waiting until the
 //! Router has queued it on the next hop; the Router's handlers are thin and
