@@ -493,8 +493,10 @@ fn no_supervisor_watcher_or_handle_is_left_behind_after_1000_create_kill_cycles(
             drop(mon);
         }
         eprintln!("1000 in-process cycles in {:?}", started.elapsed());
+        let mut pids = Vec::new();
         for i in 0..20 {
             let ctx = py(&m, &format!("p{i}"), None).await;
+            pids.push(pid_of(&ctx).await);
             let mut mon = m.monitor(&ctx).await;
             m.kill(&ctx).await;
             collect_until(&mut mon, 5.0, |e| !died(e).is_empty()).await;
