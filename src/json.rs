@@ -77,6 +77,60 @@ pub fn to_json(v: &Value) -> Json {
     }
 }
 
+/// A MessagePack value seen as the JSON [`to_json`] makes, serialized
+/// straight from the value: printing a large reply builds no second tree
+/// (`serde_json::to_writer(out, &JsonView(&v))`).
+pub struct JsonView<'a>(pub &'a Value);
+
+impl serde::Serialize for JsonView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let bytes = |s: S, b: &[u8]| {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry(
+                "$bytes",
+                &base64::engine::general_purpose::STANDARD.encode(b),
+            )?;
+            m.end()
+        };
+        match self.0 {
+            Value::Nil => s.serialize_unit(),
+            Value::Boolean(b) => s.serialize_bool(*b),
+            Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+                (Some(u), _) => s.serialize_u64(u),
+                (_, Some(v)) => s.serialize_i64(v),
+                _ => s.serialize_unit(),
+            },
+            Value::F32(f) => s.serialize_f32(*f),
+            Value::F64(f) => s.serialize_f64(*f),
+            Value::String(t) => match t.as_str() {
+                Some(t) => s.serialize_str(t),
+                None => bytes(s, t.as_bytes()),
+            },
+            Value::Binary(b) => bytes(s, b),
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&JsonView(v))?;
+                }
+                seq.end()
+            }
+            Value::Map(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, v) in m {
+                    let key = match k {
+                        Value::String(t) => t.as_str().unwrap_or("").to_string(),
+                        other => to_json(other).to_string(),
+                    };
+                    map.serialize_entry(&key, &JsonView(v))?;
+                }
+                map.end()
+            }
+            Value::Ext(code, data) => ext_to_json(*code, data).serialize(s),
+        }
+    }
+}
+
 fn ext_to_json(code: i8, data: &[u8]) -> Json {
     // Re-encode the ext so the typed decoders in econtext-wire read it.
     let mut whole = Vec::new();
@@ -109,5 +163,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(to_json(&from_json(&j)), j);
+    }
+
+    #[test]
+    fn json_view_prints_what_to_json_builds() {
+        let j: Json = serde_json::from_str(
+            r#"{"a": [1, -2, 3.5, "x", null, true, 18446744073709551615], "b": {"$bytes": "AAE="}}"#,
+        )
+        .unwrap();
+        let mut v = from_json(&j);
+        if let Value::Map(m) = &mut v {
+            m.push((
+                Value::from(7),
+                Value::Ext(1, vec![0xa4, b'g', b'o', b'n', b'e']),
+            ));
+            m.push((Value::from("nan"), Value::F64(f64::NAN)));
+        }
+        let streamed: Json =
+            serde_json::from_str(&serde_json::to_string(&JsonView(&v)).unwrap()).unwrap();
+        assert_eq!(streamed, to_json(&v));
     }
 }

@@ -410,7 +410,9 @@ impl Master {
             method: spec.method,
             new_session: spec.new_session,
             tty: spec.tty,
-            prompt: spec.prompts.custom,
+            prompt: spec.prompts.custom.clone(),
+            prompt_words: spec.prompts.words.clone(),
+            exit_rules: spec.exit_rules.clone(),
             password: spec.password.map(|p| p.expose().to_string()),
         };
         let data = spawn

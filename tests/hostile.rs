@@ -184,3 +184,130 @@ fn a_password_env_variable_never_reaches_a_child() {
     assert!(!env.contains("s3cret-hostile"), "{env}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret-hostile"));
 }
+
+// ---- item 3: the password goes only to the method's own prompt ----
+
+/// A stand-in for sudo: takes `-p PROMPT` like sudo, then does `act` (a
+/// bash snippet that may print prompts and read answers, recording them
+/// in $MARK), then runs the command after `--`, as sudo would.
+fn fake_sudo(dir: &std::path::Path, act: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let mark = dir.join("answers");
+    let prog = dir.join("fake-sudo");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/bash\nMARK={}\nprompt=\nwhile [ \"$1\" != -- ]; do [ \"$1\" = -p ] && {{ shift; prompt=\"$1\"; }}; shift; done; shift\n{act}\nexec \"$@\"\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (prog, mark)
+}
+
+fn sudo_method(prog: &std::path::Path, password: &str) -> econtext::Method {
+    use econtext::bootstrap::{Secret, SudoOptions};
+    econtext::Method::Sudo(SudoOptions {
+        password: Some(Secret::new(password)),
+        sudo_path: prog.display().to_string(),
+        python: common::python3(),
+        ..Default::default()
+    })
+}
+
+/// Connects with the fake sudo directly and through a Python intermediate
+/// (whose prompt rules come from the master in SPAWN); returns what the
+/// fake sudo recorded each time.
+fn answers_seen(tag: &str, act: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for via in [false, true] {
+        let dir = scratch_dir(&format!("{tag}-{via}"));
+        let (prog, mark) = fake_sudo(&dir, act);
+        common::run(async {
+            let master = econtext::Master::new(Default::default());
+            let mut opts = econtext::ConnectOptions::new(sudo_method(&prog, "pw-hostile-1"))
+                .connect_timeout(std::time::Duration::from_secs(20));
+            if via {
+                let mid = master
+                    .connect(econtext::ConnectOptions::new(econtext::Method::Local(
+                        common::local(&common::python3()),
+                    )))
+                    .await
+                    .unwrap();
+                opts = opts.via(&mid);
+            }
+            let ctx = master.connect(opts).await.expect("connects");
+            let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+            assert!(pid > 0);
+        });
+        seen.push(std::fs::read_to_string(&mark).unwrap_or_default());
+    }
+    seen
+}
+
+#[test]
+fn a_plain_password_line_on_the_tty_before_ec0_does_not_get_the_sudo_password() {
+    // What a login profile under `sudo -i` (or sudo's cached credentials
+    // and a hostile rc file) can print: the generic prompt shape.
+    let seen = answers_seen(
+        "plainprompt",
+        r#"printf 'Password: ' > /dev/tty; if read -t 2 l < /dev/tty; then echo "got:$l" >> $MARK; else echo none >> $MARK; fi"#,
+    );
+    for s in seen {
+        assert_eq!(
+            s.trim(),
+            "none",
+            "the password went to a prompt that was not sudo's"
+        );
+    }
+}
+
+#[test]
+fn the_sudo_prompt_on_stderr_is_not_answered() {
+    // Only on the tty: the exact prompt printed on stderr is not sudo's.
+    let seen = answers_seen(
+        "stderrprompt",
+        r#"printf '%s' "$prompt" >&2; if read -t 2 l; then echo "got:$l" >> $MARK; else echo none >> $MARK; fi"#,
+    );
+    for s in seen {
+        assert_eq!(s.trim(), "none");
+    }
+}
+
+#[test]
+fn the_sudo_prompt_with_its_random_token_is_answered_once() {
+    let seen = answers_seen(
+        "realprompt",
+        r#"case "$prompt" in "[econtext-sudo "????????????????"] password:") ;; *) echo "bad prompt $prompt" >> $MARK; exit 1;; esac
+printf '%s' "$prompt" > /dev/tty; read -t 5 l < /dev/tty; echo "got:$l" >> $MARK"#,
+    );
+    for s in seen {
+        assert_eq!(s.trim(), "got:pw-hostile-1");
+    }
+}
+
+// ---- item 7: the master's memory ----
+
+#[test]
+fn a_reply_of_millions_of_small_values_is_refused_with_bounded_memory() {
+    // 3 M nils are 3 MB on the wire; 10 M (10 MB) were about 700 MB in the CLI's
+    // value tree and JSON; now the frame is refused before decoding.
+    let out = econtext(&[
+        "call",
+        &py_target(),
+        "builtins.eval",
+        r#""[None] * 3000000""#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("more than 2097152 values"), "{err}");
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    // ru_maxrss is in KiB: the largest child this test process waited for.
+    assert!(
+        usage.max_rss() < 300 * 1024,
+        "peak RSS {} KiB",
+        usage.max_rss()
+    );
+}

@@ -695,7 +695,9 @@ class Router(object):
         self.streams = {}
         self.routes = {}
         self.parent = None
-        self.next_handle = FIRST_DYNAMIC
+        self._rand = b''  # os.urandom bytes not yet used for handles
+        self.refused = {}  # source -> replies refused from it (forged, misdirected)
+        self._warned = {}  # (what, source) -> when it was last logged
         self.lock = threading.Lock()
         self.calls = _Queue()
         self.lost = False
@@ -703,23 +705,69 @@ class Router(object):
         h[CALL_FUNCTION] = lambda src, rt, data: self.calls.put((src, rt, data))
         h[SHUTDOWN] = lambda src, rt, data: self.calls.put(None, True)
         h[ADD_ROUTE] = self._add_route
-        h[DEL_ROUTE] = self._del_route
         h[SPAWN] = self._spawn
 
-    def add_handler(self, fn, handle=None, persist=True):
+    def _new_handle(self):
+        # Under self.lock. Unpredictable (a guessed handle is how a hostile
+        # context would slip a reply in): random in [FIRST_DYNAMIC, 2**32),
+        # never one in use. os.urandom is read 4 KiB at a time.
+        while True:
+            if len(self._rand) < 4:
+                self._rand = os.urandom(4096)
+            h = struct.unpack('>I', self._rand[:4])[0]
+            self._rand = self._rand[4:]
+            if h >= FIRST_DYNAMIC and h not in self.handlers:
+                return h
+
+    def add_handler(self, fn, handle=None, persist=True, accept=None):
         # fn(src, reply_to, obj) runs on the IO thread; it must not block
-        # or import. On shutdown it receives Dead.
+        # or import. On shutdown it receives Dead. `accept`: the context a
+        # reply is awaited from; frames from anyone else are refused
+        # (Dead only from ourselves, an ancestor or a context on the path
+        # to it), counted and logged, and a one-shot handle stays armed
+        # for the real reply. None: any source (a Receiver's Sender may be
+        # handed to anyone).
         with self.lock:
             if handle is None:
-                handle = self.next_handle
-                self.next_handle += 1
+                handle = self._new_handle()
+            self.handlers[handle] = None  # reserved
 
         def cb(src, reply_to, data):
+            obj = data if isinstance(data, Dead) else unpack(data)
+            if accept is not None and src != accept and not self._may_bounce(accept, src, obj):
+                return self._refuse(src, handle)
             if not persist:
                 self.handlers.pop(handle, None)
-            fn(src, reply_to, data if isinstance(data, Dead) else unpack(data))
+            fn(src, reply_to, obj)
         self.handlers[handle] = cb
         return handle
+
+    def _via(self, dst):
+        return self.streams.get(dst) or self.streams.get(self.routes.get(dst)) or self.parent
+
+    def _may_bounce(self, awaited, src, obj):
+        # Dead for a call to `awaited` may come from ourselves (no route),
+        # from an ancestor (trusted), or from a context between us and a
+        # descendant we called (routed down the same child stream).
+        if not isinstance(obj, Dead):
+            return False
+        if src == self.id or src in self.ancestors:
+            return True
+        via = self._via(awaited)
+        return via is not self.parent and self._via(src) is via
+
+    def _refuse(self, src, handle):
+        self.refused[src] = self.refused.get(src, 0) + 1
+        self.warn_once('reply', src, 'refused a reply to handle %d from context %d, '
+                       'which it was not awaited from (%d so far)', handle, src, self.refused[src])
+
+    def warn_once(self, what, src, msg, *args):
+        # At most one warning per kind and source every 10 s: a hostile
+        # child must not flood the log through us.
+        now = time.time()
+        if now - self._warned.get((what, src), -60) >= 10:
+            self._warned[(what, src)] = now
+            LOG.warning(msg, *args)
 
     def del_handler(self, handle):
         self.handlers.pop(handle, None)
@@ -748,6 +796,13 @@ class Router(object):
                 pass
 
     def _local(self, src, handle, reply_to, data, via):
+        if handle == DEL_ROUTE:
+            # Deaths travel up: DEL_ROUTE is honoured only from a child
+            # stream (econtext.parent's ChildStream applies it for that
+            # child's subtree before it gets here). From our parent, or a
+            # sibling through it, it is refused.
+            return self.warn_once('del_route', src, 'refused DEL_ROUTE from context %d: '
+                                  'not from a child stream', src)
         if handle in _AUTH and (via is None or via is not self.parent or src not in self.ancestors):
             LOG.warning('refused message for handle %d from context %d', handle, src)
             return self._dead(src, reply_to, 'refused: handle %d from context %d' % (handle, src))
@@ -760,12 +815,6 @@ class Router(object):
     def _add_route(self, src, reply_to, data):
         target, via = unpack(data)
         self.routes[target] = via
-
-    def _del_route(self, src, reply_to, data):
-        target = unpack(data)
-        for t, v in list(self.routes.items()):
-            if target in (t, v):
-                del self.routes[t]
 
     def _spawn(self, src, reply_to, data):
         # The code for children (econtext.parent) is fetched on first use,
@@ -1068,7 +1117,7 @@ class Importer(object):
 
     def _fetch(self, fullname):
         q = _Queue()
-        h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False)
+        h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False, accept=parent_id)
         try:
             router.send(parent_id, GET_MODULE, fullname, h)
         except Exception:

@@ -29,12 +29,16 @@
 # redacted from both.
 #
 # Methods that prompt (SPAWN keys method, new_session, tty, prompt,
-# password), as bootstrap/src/connect.rs does it: the child runs in its
-# own session; with tty, a pty (echo off) is its controlling terminal and
-# we keep both ends open until it is reaped. Until EC0, the pty and stderr
-# are watched for a password prompt; the first is answered with the
-# password (on the pty if it came there, else on the child's stdin), a
-# second one means the password was refused.
+# prompt_words, exit_rules, password), as bootstrap/src/connect.rs does it:
+# the child runs in its own session; with tty, a pty (echo off) is its
+# controlling terminal and we keep both ends open until it is reaped.
+# Until EC0 we watch for a password prompt: with `prompt` (the method's own,
+# sudo -p with a random token) only that one, only on the pty; without it,
+# a last line ending in ':' that holds one of `prompt_words`, on the pty or
+# stderr. The first is answered with the password (on the pty if it came
+# there, else on the child's stdin), a second one means the password was
+# refused. A failure is classified by `exit_rules`. These rules are data
+# from the master: they live once, in bootstrap/src/prompt.rs.
 from __future__ import absolute_import
 
 import econtext.core as core
@@ -63,20 +67,9 @@ STAGES = ('the first stage to start (EC0)', 'the payload to be received (EC1)')
 MAX_NOISE = 65536
 HIGH, LOW = 8 << 20, 1 << 20  # bytes queued for one child: stop / resume reading our parent
 _SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout',
-                 'method', 'new_session', 'tty', 'prompt', 'password')
+                 'method', 'new_session', 'tty', 'prompt', 'prompt_words', 'exit_rules',
+                 'password')
 
-# Words that mean "password" in the prompts of ssh, sudo, sudo-rs, su and
-# PAM (lowercase). MUST STAY IN SYNC with PASSWORD_WORDS in
-# bootstrap/src/prompt.rs (escaped here: the served source is ASCII only).
-PASSWORD_WORDS = (
-    u'password', u'passphrase', u'passwort', u'kennwort', u'mot de passe',
-    u'contrase\u00f1a', u'contrasena', u'senha', u'palavra-passe', u'wachtwoord',
-    u'parola', u'has\u0142o', u'heslo', u'jelsz\u00f3', u'l\u00f6senord', u'passord',
-    u'adgangskode', u'salasana', u'\u043f\u0430\u0440\u043e\u043b\u044c',
-    u'\u5bc6\u7801', u'\u5bc6\u78bc', u'\u53e3\u4ee4', u'\u30d1\u30b9\u30ef\u30fc\u30c9',
-    u'\ube44\ubc00\ubc88\ud638', u'\uc554\ud638', u'\u03ba\u03c9\u03b4\u03b9\u03ba\u03cc\u03c2',
-    u'\u015fifre', u'parol\u0103', u'geslo', u'lozinka',
-)
 MAX_PROMPT_LINE = 300  # bytes: a longer last line is output, not a question
 REDACTED = u'********'
 
@@ -89,27 +82,11 @@ _trace = None    # deque of [stream, 'in'/'out', src, dst, handle] when on
 
 
 class _Fail(Exception):
-    pass
-
-
-# The master turns these into its typed ConnectError variants: the reply's
-# CallError type is 'econtext.ConnectError.' + the kind.
-_KINDS = (('password refused', 'PasswordRefused'),
-          ('asked for a password and none was given', 'PasswordRequired'),
-          ('Host key verification failed', 'HostKeyRefused'),
-          ('REMOTE HOST IDENTIFICATION HAS CHANGED', 'HostKeyRefused'),
-          ('host key is known', 'HostKeyRefused'),
-          ('timed out', 'Timeout'),
-          ('child exited early', 'ExitedEarly'),
-          ('handshake failed', 'Protocol'),
-          ('cannot start', 'Spawn'))
-
-
-def _kind(msg):
-    for text, kind in _KINDS:
-        if text in msg:
-            return kind
-    return 'Via'
+    # A failed connection: `kind` names the Rust ConnectError variant, which
+    # the master turns its CallError type econtext.ConnectError.<kind> into.
+    def __init__(self, kind, msg):
+        Exception.__init__(self, msg)
+        self.kind, self.msg = kind, msg  # msg may be unicode on Python 2
 
 
 def _native(s):
@@ -133,21 +110,21 @@ def _literal(v):
                             for c in _text(v))
 
 
-def _ends_with_prompt(text, custom):
-    # Whether `text` (a child's output since the last prompt) ends with a
-    # password prompt: PromptRules::ends_with_prompt in prompt.rs.
+def _ends_with_prompt(text, custom, words, on_tty):
+    # Whether `text` (a child's output since the last prompt, on its pty
+    # if on_tty) ends with a password prompt: PromptRules::ends_with_prompt
+    # in prompt.rs, whose data (custom, words) came in the SPAWN.
     t = text.rstrip(u' \t')
     if custom:
         c = custom.rstrip()
-        if c and t.endswith(c):
-            return True
+        return bool(on_tty and c and t.endswith(c))
     line = t.replace(u'\r', u'\n').rsplit(u'\n', 1)[-1]
     if not line or len(line.encode('utf-8')) > MAX_PROMPT_LINE:
         return False
     if not line.endswith((u':', u'\uff1a')):
         return False
     lower = line.lower()
-    return any(w in lower for w in PASSWORD_WORDS)
+    return any(w and w in lower for w in words)
 
 
 class _Stderr(object):
@@ -185,13 +162,13 @@ class _Stderr(object):
             self._emit(line)
         return s
 
-    def prompted(self, s, custom):
+    def prompted(self, s, auth, on_tty):
         # PromptScanner::feed: true if the output now ends with a prompt,
         # which is then consumed (and logged as a line of its own).
         self.text += s.decode('utf-8', 'replace')
         if len(self.text) > 4 * MAX_PROMPT_LINE:
             self.text = self.text[-2 * MAX_PROMPT_LINE:]
-        if not _ends_with_prompt(self.text, custom):
+        if not _ends_with_prompt(self.text, auth.prompt, auth.words, on_tty):
             return False
         self.text = u''
         self.flush()
@@ -471,21 +448,24 @@ def _status(proc, secs):
 
 
 class _Auth(object):
-    # How a child's password prompts are answered during the handshake.
-    def __init__(self, method, prompt, password, tty_fd):
+    # How a child's password prompts are answered during the handshake,
+    # and its failure classified: the SPAWN's rules.
+    def __init__(self, method, prompt, words, rules, password, tty_fd):
         self.method = method or u'the program'
         # Prompts are only looked for where a method can ask one.
         self.watch = method not in (u'', u'local')
         self.prompt = prompt
+        self.words = [_text(w).lower() for w in words or ()]
+        self.rules = rules or ()
         self.password = password
         self.tty_fd = tty_fd
         self.sent = False
 
     def answer(self, a, on_tty):
         if self.password is None:
-            raise _Fail('%s asked for a password and none was given' % self.method)
+            raise _Fail('PasswordRequired', '%s asked for a password and none was given' % self.method)
         if self.sent:
-            raise _Fail('password refused by %s' % self.method)
+            raise _Fail('PasswordRefused', 'password refused by %s' % self.method)
         answer = (self.password + u'\n').encode('utf-8')
         # Answer where we were asked: prompts on the terminal are read
         # from it; a prompt on stderr (su with PAM) reads stdin.
@@ -496,25 +476,25 @@ class _Auth(object):
             else:
                 a.sendall(answer)
         except EnvironmentError as e:
-            raise _Fail('%s exited while its password prompt was answered (%s)' % (
+            raise _Fail('ExitedEarly', '%s exited while its password prompt was answered (%s)' % (
                 self.method, _text(e.strerror or str(e))))
         self.sent = True
         LOG.debug('answered the password prompt of %s on %s', self.method,
                   on_tty and 'its tty' or 'stdin')
 
     def classify(self, sides):
-        # The child exited before EC1: its last words may say why
-        # (classify_exit in prompt.rs, for the password cases).
-        lines = [t.lower() for side in sides if side for t in side.tail]
-        has = lambda *ns: any(n in t for t in lines for n in ns)  # noqa: E731
-        if not self.watch:
-            return None
-        if has('a password is required', 'a terminal is required to read the password',
-               'no askpass program'):
-            return '%s asked for a password and none was given' % self.method
-        if self.sent and has('permission denied', 'authentication failure',
-                             'incorrect password', 'sorry, try again'):
-            return 'password refused by %s' % self.method
+        # The child exited before EC1: its last words may say why. The
+        # SPAWN's exit_rules (classify_exit in prompt.rs): the first rule
+        # with a matching line gives the kind, by what became of the
+        # password; the matching lines are the detail.
+        lines = [t for side in sides if side for t in side.tail]
+        for r in self.rules:
+            needles = [_text(n).lower() for n in r.get('needles') or ()]
+            hit = [t.strip() for t in lines if any(n and n in t.lower() for n in needles)]
+            if hit:
+                k = r.get(self.sent and 'if_sent' or self.password is not None and 'if_given'
+                          or 'if_none')
+                return _Fail(_text(k or u'Via'), u' | '.join(hit))
         return None
 
 
@@ -527,7 +507,7 @@ def _handshake(a, proc, sides, auth, payload, timeout):
     while True:
         left = deadline - time.time()
         if left <= 0:
-            raise _Fail('timed out after %.1fs waiting for %s' % (timeout, STAGES[stage]))
+            raise _Fail('Timeout', 'timed out after %.1fs waiting for %s' % (timeout, STAGES[stage]))
         live = [x for x in sides if x and x.fd is not None]
         try:
             r = select.select([afd] + [x.fd for x in live], [], [], left)[0]
@@ -538,20 +518,21 @@ def _handshake(a, proc, sides, auth, payload, timeout):
         for x in live:
             if x.fd in r:
                 got = x.read()
-                if got and auth.watch and stage == 0 and x.prompted(got, auth.prompt):
-                    auth.answer(a, x is sides[1])
+                on_tty = x is sides[1]
+                if got and auth.watch and stage == 0 and x.prompted(got, auth, on_tty):
+                    auth.answer(a, on_tty)
         if afd not in r:
             continue
         s = a.recv(65536)
         if not s:
-            raise _Fail('child exited early during %s (%s)' % (
+            raise _Fail('ExitedEarly', 'child exited early during %s (%s)' % (
                 STAGES[stage], _status(proc, min(1.0, max(0.1, deadline - time.time())))))
         buf += s
         marker = stage and b'EC1\n' or b'EC0\n'
         i = buf.find(marker)
         if i < 0:
             if len(buf) > MAX_NOISE:
-                raise _Fail('handshake failed: no %s marker in %d bytes of output' % (
+                raise _Fail('Protocol', 'handshake failed: no %s marker in %d bytes of output' % (
                     marker[:3].decode('ascii'), len(buf)))
             continue
         buf = buf[i + 4:]
@@ -562,9 +543,9 @@ def _handshake(a, proc, sides, auth, payload, timeout):
         try:
             a.sendall(payload)
         except socket.timeout:
-            raise _Fail('timed out after %.1fs sending the payload' % timeout)
+            raise _Fail('Timeout', 'timed out after %.1fs sending the payload' % timeout)
         except EnvironmentError as e:
-            raise _Fail('child exited early during %s (%s)' % (STAGES[0], e))
+            raise _Fail('ExitedEarly', 'child exited early during %s (%s)' % (STAGES[0], e))
         a.settimeout(None)
 
 
@@ -596,7 +577,7 @@ def _preexec(tty_name):
 
 
 def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, tty=False,
-             prompt=None, password=None):
+             prompt=None, password=None, words=(), rules=()):
     key = binascii.unhexlify(cfg['key'])
     script = core.CORE_SOURCE + ('\nmain(%s)\n' % _literal(cfg)).encode('ascii')
     z = zlib.compress(script, 9)
@@ -605,7 +586,7 @@ def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, 
         e[_native(k)] = _native(v)
     argv = [_native(x) for x in argv]
     if not argv:
-        raise _Fail('cannot start: empty argv')
+        raise _Fail('Spawn', 'cannot start: empty argv')
     keep, tty_name, kw = [], None, {}
     if tty:
         try:
@@ -613,7 +594,7 @@ def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, 
             tty_name = os.ttyname(keep[1])
         except EnvironmentError as x:
             _close_all(keep)
-            raise _Fail('%s needs a pty, which this intermediate cannot provide: %s' % (
+            raise _Fail('Via', '%s needs a pty, which this intermediate cannot provide: %s' % (
                 method, _text(x.strerror or str(x))))
     if tty or new_session:
         kw['preexec_fn'] = _preexec(tty_name)
@@ -625,14 +606,14 @@ def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, 
     except Exception as x:
         a.close()
         _close_all(keep)
-        raise _Fail('cannot start %s: %s' % (_text(argv[0]),
+        raise _Fail('Spawn', 'cannot start %s: %s' % (_text(argv[0]),
                                              _text(getattr(x, 'strerror', None) or str(x))))
     finally:
         b.close()
     err = _Stderr(u'stderr.' + name, core._cloexec(os.dup(proc.stderr.fileno())), password)
     proc.stderr.close()
     side = keep and _Stderr(u'tty.' + name, core._cloexec(os.dup(keep[0])), password) or None
-    auth = _Auth(method, prompt, password, keep and keep[0])
+    auth = _Auth(method, prompt, words, rules, password, keep and keep[0])
     sides = (err, side)
     try:
         initial = _handshake(a, proc, sides, auth, ('%d\n' % len(z)).encode('ascii') + z, timeout)
@@ -646,14 +627,14 @@ def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, 
         _close_all(keep)
         if not isinstance(x, _Fail):
             raise
-        msg = str(x)
-        if msg.startswith('child exited early'):
-            msg = auth.classify(sides) or msg
+        if x.kind == 'ExitedEarly' and auth.watch:
+            x = auth.classify(sides) or x
+        msg = _text(x.msg)
         if password:
-            msg = msg.replace(_native(password), _native(REDACTED))
-        if msg.startswith(('password refused', '%s asked for' % method)):
-            raise _Fail(msg)
-        raise _Fail(msg + _suffix(sides))
+            msg = msg.replace(_text(password), REDACTED)
+        if x.kind in ('PasswordRefused', 'PasswordRequired'):
+            raise _Fail(x.kind, msg)
+        raise _Fail(x.kind, msg + _suffix(sides))
     stream = ChildStream(cid, name, a, proc, key, err, side, keep)
     children[cid] = router.streams[cid] = stream
 
@@ -680,18 +661,19 @@ def spawn(src, reply_to, data):
             req = dict(zip(_SPAWN_FIELDS, req))
         cid, name, cfg = req['id'], _text(req['name']), req['config']
         if cfg.get('context_id') != cid or cfg.get('parent_id') != router.id:
-            raise _Fail('SPAWN config does not match')
+            raise _Fail('Via', 'SPAWN config does not match')
         if cid in children:
-            raise _Fail('context %d already exists here' % cid)
+            raise _Fail('Via', 'context %d already exists here' % cid)
         timeout = min(max(float(req.get('timeout') or 30), 0.1), 3600)
         password = req.get('password')
         reply = [_connect(cid, name, req['argv'], req.get('env') or {}, cfg, timeout,
                           _text(req.get('method') or u''), bool(req.get('new_session')),
                           bool(req.get('tty')), req.get('prompt') and _text(req['prompt']),
-                          None if password is None else _text(password))]
+                          None if password is None else _text(password),
+                          req.get('prompt_words') or (), req.get('exit_rules') or ())]
         LOG.debug('spawned %s (context %d) pid %d', name, cid, reply[0])
     except _Fail as e:
-        reply = CallError(u'econtext.ConnectError.' + _kind(str(e)), _text(str(e)), u'')
+        reply = CallError(u'econtext.ConnectError.' + _text(e.kind), _text(e.msg), u'')
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         reply = CallError(u'econtext.ConnectError.Protocol', u'malformed SPAWN: %r' % (e,), u'')
     router._reply(src, reply_to, reply)
@@ -763,7 +745,8 @@ def _get_module(src, reply_to, name):
     if waiting is not None:
         return waiting.append((src, reply_to))
     _pending[name] = [(src, reply_to)]
-    h = router.add_handler(lambda s, rt, reply: _fetched(name, reply), persist=False)
+    h = router.add_handler(lambda s, rt, reply: _fetched(name, reply), persist=False,
+                           accept=core.parent_id)
     try:
         router.send(core.parent_id, GET_MODULE, name, h)
     except Exception:
@@ -780,7 +763,7 @@ def call(context_id, module, function, *args, **kwargs):
     # the IO thread). Raises CallError, or core.Dead's reason as EOFError
     # when the context dies first.
     q = core._Queue()
-    h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False)
+    h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False, accept=context_id)
     _waits[h] = context_id
     router.send(context_id, CALL_FUNCTION, [module, None, function, list(args), kwargs], h)
     v = q.get()

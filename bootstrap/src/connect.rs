@@ -58,7 +58,7 @@ impl Side {
             let rest = std::mem::take(&mut self.buf);
             cx.line(self.name, &rest);
         }
-        if watch && self.scanner.feed(cx.rules, bytes) {
+        if watch && self.scanner.feed(cx.rules, bytes, self.name == "tty") {
             // The prompt is a line of its own in the log.
             let rest = std::mem::take(&mut self.buf);
             cx.line(self.name, &rest);
@@ -303,7 +303,7 @@ async fn exited_early(
         lines.extend(hs.noise.lines().map(|l| cx.redact(&sanitize::field(l))));
     }
     if spec.method != "local" {
-        if let Some(e) = classify_exit(&spec.method, &lines, auth, timeout) {
+        if let Some(e) = classify_exit(&spec.exit_rules, &spec.method, &lines, auth, timeout) {
             return e;
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::first_stage::python_argv;
-use crate::prompt::{PromptRules, Secret};
+use crate::prompt::{exit_rules, ExitRule, PromptRules, Secret};
 use crate::validate::{check_name, check_opt, InvalidOption};
 
 /// Options of the `local` method: a child process on this machine.
@@ -222,12 +222,28 @@ pub struct SpawnSpec {
     /// Only when a password is configured: a pty costs time.
     pub tty: bool,
     pub prompts: PromptRules,
+    /// How the child's last words classify a failure ([`exit_rules`]).
+    pub exit_rules: Vec<ExitRule>,
     pub password: Option<Secret>,
 }
 
-/// The prompt we give sudo with `-p`, so that matching is exact. No `%`:
-/// sudo expands those.
-pub const SUDO_PROMPT: &str = "[econtext-sudo] password:";
+/// How the prompt we give sudo with `-p` starts. The whole prompt is
+/// [`sudo_prompt`]: with a random token per connection, so that nothing
+/// the target prints by chance (or on purpose, without reading sudo's
+/// argv) matches it.
+pub const SUDO_PROMPT_PREFIX: &str = "[econtext-sudo ";
+
+/// The prompt for one sudo connection: matched exactly, and only on the
+/// pty. No `%`: sudo expands those.
+pub fn sudo_prompt(token: &str) -> String {
+    format!("{SUDO_PROMPT_PREFIX}{token}] password:")
+}
+
+/// 64 random bits, hex.
+fn prompt_token() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
+}
 
 impl Method {
     /// Short name for logs, errors and default context names.
@@ -299,6 +315,7 @@ impl Method {
             new_session: !matches!(self, Method::Local(_)),
             tty: password.is_some(),
             prompts: PromptRules::default(),
+            exit_rules: exit_rules(self.kind()),
             password,
         };
         spec.argv = match self {
@@ -312,8 +329,10 @@ impl Method {
                 ssh_argv(o, name, timeout)
             }
             Method::Sudo(o) => {
-                spec.prompts.custom = Some(SUDO_PROMPT.into());
-                sudo_argv(o, name)
+                let prompt = sudo_prompt(&prompt_token());
+                let argv = sudo_argv(o, name, &prompt);
+                spec.prompts = PromptRules::exact(prompt);
+                argv
             }
             Method::Su(o) => {
                 let cmd = format!("exec {}", shell_join(&python_argv(&o.python, name)));
@@ -419,10 +438,10 @@ fn ssh_argv(o: &SshOptions, name: &str, timeout: Duration) -> Vec<String> {
     a
 }
 
-fn sudo_argv(o: &SudoOptions, name: &str) -> Vec<String> {
+fn sudo_argv(o: &SudoOptions, name: &str, prompt: &str) -> Vec<String> {
     let mut a = vec![o.sudo_path.clone()];
     if o.password.is_some() {
-        a.extend(["-p".into(), SUDO_PROMPT.into()]);
+        a.extend(["-p".into(), prompt.into()]);
     } else {
         // Non-interactive: "a password is required" at once, no prompt.
         a.push("-n".into());
@@ -551,9 +570,19 @@ mod tests {
         })
         .spawn_spec("sudo.1", Duration::from_secs(5))
         .unwrap();
-        assert_eq!(&spec.argv[..3], ["sudo", "-p", SUDO_PROMPT]);
+        assert_eq!(&spec.argv[..2], ["sudo", "-p"]);
+        let prompt = &spec.argv[2];
+        assert!(prompt.starts_with(SUDO_PROMPT_PREFIX) && prompt.ends_with("] password:"));
         assert!(spec.tty);
-        assert_eq!(spec.prompts.custom.as_deref(), Some(SUDO_PROMPT));
+        assert_eq!(spec.prompts.custom.as_deref(), Some(prompt.as_str()));
+        // A fresh token for every connection.
+        let again = Method::Sudo(SudoOptions {
+            password: Some(Secret::new("pw")),
+            ..Default::default()
+        })
+        .spawn_spec("sudo.2", Duration::from_secs(5))
+        .unwrap();
+        assert_ne!(again.argv[2], *prompt);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use econtext_wire::messages::ExitRule;
+
 use crate::error::ConnectError;
 
 /// A password: never shown by `Debug`, never in an argv or an error.
@@ -46,12 +48,32 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// How prompts are recognised.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How prompts are recognised. This is data: SPAWN carries it to
+/// intermediates, which apply the same rules (docs/PROTOCOL.md).
+///
+/// - With `custom` (a prompt the method set itself, `sudo -p`, with a
+///   random token per connection), only that prompt is answered, and only
+///   when it appears on the pty: a `Password:` line printed by a login
+///   profile or rc file is never taken for it.
+/// - Without it (ssh, su: they cannot be told what to print), a prompt is
+///   a last line of at most 300 bytes ending in `:` that contains one of
+///   `words`, on the pty or on stderr. Anything the target prints before
+///   the method's own prompt could be taken for one; docs/SECURITY.md says
+///   what that exposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptRules {
-    /// A prompt we chose ourselves (`sudo -p`): matched exactly at the end
-    /// of the output.
     pub custom: Option<String>,
+    /// Lowercase words meaning "password" (default [`PASSWORD_WORDS`]).
+    pub words: Vec<String>,
+}
+
+impl Default for PromptRules {
+    fn default() -> Self {
+        PromptRules {
+            custom: None,
+            words: PASSWORD_WORDS.iter().map(|w| w.to_string()).collect(),
+        }
+    }
 }
 
 /// Words that mean "password" in the prompts of ssh, sudo, sudo-rs, su and
@@ -94,15 +116,21 @@ pub const PASSWORD_WORDS: &[&str] = &[
 const MAX_PROMPT_LINE: usize = 300;
 
 impl PromptRules {
-    /// Whether `text` (what the child wrote so far, since the last prompt)
-    /// ends with a password prompt.
-    pub fn ends_with_prompt(&self, text: &str) -> bool {
+    /// Only `prompt`, only on the pty.
+    pub fn exact(prompt: impl Into<String>) -> Self {
+        PromptRules {
+            custom: Some(prompt.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Whether `text` (what the child wrote so far, since the last prompt,
+    /// on its pty if `on_tty`, else on stderr) ends with a password prompt.
+    pub fn ends_with_prompt(&self, text: &str, on_tty: bool) -> bool {
         let t = text.trim_end_matches([' ', '\t']);
         if let Some(c) = &self.custom {
             let c = c.trim_end();
-            if !c.is_empty() && t.ends_with(c) {
-                return true;
-            }
+            return on_tty && !c.is_empty() && t.ends_with(c);
         }
         let line = t.rsplit(['\n', '\r']).next().unwrap_or("");
         if line.is_empty() || line.len() > MAX_PROMPT_LINE {
@@ -112,7 +140,9 @@ impl PromptRules {
             return false;
         }
         let lower = line.to_lowercase();
-        PASSWORD_WORDS.iter().any(|w| lower.contains(w))
+        self.words
+            .iter()
+            .any(|w| !w.is_empty() && lower.contains(w.as_str()))
     }
 }
 
@@ -124,9 +154,9 @@ pub struct PromptScanner {
 }
 
 impl PromptScanner {
-    /// Adds output; true if it now ends with a prompt (which is then
-    /// consumed).
-    pub fn feed(&mut self, rules: &PromptRules, bytes: &[u8]) -> bool {
+    /// Adds output (from the pty if `on_tty`); true if it now ends with a
+    /// prompt (which is then consumed).
+    pub fn feed(&mut self, rules: &PromptRules, bytes: &[u8], on_tty: bool) -> bool {
         self.text.push_str(&String::from_utf8_lossy(bytes));
         if self.text.len() > 4 * MAX_PROMPT_LINE {
             let mut cut = self.text.len() - 2 * MAX_PROMPT_LINE;
@@ -135,7 +165,7 @@ impl PromptScanner {
             }
             self.text.drain(..cut);
         }
-        if rules.ends_with_prompt(&self.text) {
+        if rules.ends_with_prompt(&self.text, on_tty) {
             self.text.clear();
             true
         } else {
@@ -151,80 +181,141 @@ pub struct Auth {
     pub password_sent: bool,
 }
 
-fn has(line: &str, needle: &str) -> bool {
-    line.to_lowercase().contains(needle)
+/// The kinds an [`ExitRule`] may name (as `ConnectError::kind`).
+pub mod kind {
+    pub const HOST_KEY_REFUSED: &str = "HostKeyRefused";
+    pub const PASSWORD_REQUIRED: &str = "PasswordRequired";
+    pub const PASSWORD_REFUSED: &str = "PasswordRefused";
+    pub const AUTH_FAILED: &str = "AuthFailed";
+    pub const TIMEOUT: &str = "Timeout";
+}
+
+fn rule(needles: &[&str], if_sent: &str, if_given: &str, if_none: &str) -> ExitRule {
+    ExitRule {
+        needles: needles.iter().map(|n| n.to_string()).collect(),
+        if_sent: if_sent.into(),
+        if_given: if_given.into(),
+        if_none: if_none.into(),
+    }
+}
+
+/// How ssh's, sudo's and su's last words classify a failed connection of
+/// `method`, most specific first. Written once, here: SPAWN carries these
+/// rules to intermediates. `local` and the container methods get none.
+pub fn exit_rules(method: &str) -> Vec<ExitRule> {
+    use kind::*;
+    if !matches!(method, "ssh" | "sudo" | "su") {
+        return Vec::new();
+    }
+    let all = |k: &str, needles: &[&str]| rule(needles, k, k, k);
+    let mut rules = vec![
+        all(
+            HOST_KEY_REFUSED,
+            &[
+                "host key is known",
+                "remote host identification has changed",
+                "host key for",
+                "host key verification failed",
+            ],
+        ),
+        all(
+            PASSWORD_REQUIRED,
+            &[
+                "a password is required",
+                "a terminal is required to read the password",
+                "no askpass program",
+            ],
+        ),
+        rule(
+            &[
+                "permission denied",
+                "authentication failure",
+                "incorrect password",
+                "sorry, try again",
+            ],
+            PASSWORD_REFUSED,
+            AUTH_FAILED,
+            // ssh without a password refused our key; sudo and su wanted
+            // a password.
+            if method == "ssh" {
+                AUTH_FAILED
+            } else {
+                PASSWORD_REQUIRED
+            },
+        ),
+        all(
+            AUTH_FAILED,
+            &[
+                "is not in the sudoers file",
+                "is not allowed to execute",
+                "may not run sudo",
+            ],
+        ),
+    ];
+    if method == "ssh" {
+        rules.push(all(TIMEOUT, &["timed out"]));
+    }
+    rules
 }
 
 /// Turns the last lines a child printed before it exited into a typed
-/// error, when they say why (host key, authentication). `None`: nothing
+/// error by `rules` ([`exit_rules`]), when they say why. `None`: nothing
 /// recognised, the caller reports an early exit with the lines.
 pub fn classify_exit(
+    rules: &[ExitRule],
     method: &str,
     lines: &[String],
     auth: Auth,
     timeout: Duration,
 ) -> Option<ConnectError> {
-    let find = |needles: &[&str]| -> Option<String> {
-        lines
+    let lower: Vec<String> = lines.iter().map(|l| l.to_lowercase()).collect();
+    rules.iter().find_map(|r| {
+        let matched: Vec<&str> = lines
             .iter()
-            .find(|l| needles.iter().any(|n| has(l, n)))
-            .map(|l| l.trim().to_string())
-    };
-    // Host keys (ssh): the most specific line first.
-    if let Some(detail) = find(&[
-        "host key is known",
-        "remote host identification has changed",
-        "host key for",
-        "host key verification failed",
-    ]) {
-        let detail = if has(&detail, "identification has changed") {
-            find(&["host key for"])
-                .map(|l| format!("{detail} ({l})"))
-                .unwrap_or(detail)
+            .zip(&lower)
+            .filter(|(_, l)| r.needles.iter().any(|n| l.contains(n.as_str())))
+            .map(|(line, _)| line.trim())
+            .collect();
+        if matched.is_empty() {
+            return None;
+        }
+        let k = if auth.password_sent {
+            &r.if_sent
+        } else if auth.password_given {
+            &r.if_given
         } else {
-            detail
+            &r.if_none
         };
-        return Some(ConnectError::HostKeyRefused { detail });
-    }
+        Some(error_of_kind(
+            k,
+            method,
+            matched.join(" | "),
+            lines,
+            timeout,
+        ))
+    })
+}
+
+/// The typed error an [`ExitRule`]'s kind names.
+fn error_of_kind(
+    k: &str,
+    method: &str,
+    detail: String,
+    lines: &[String],
+    timeout: Duration,
+) -> ConnectError {
     let method = method.to_string();
-    if find(&[
-        "a password is required",
-        "a terminal is required to read the password",
-        "no askpass program",
-    ])
-    .is_some()
-    {
-        return Some(ConnectError::PasswordRequired { method });
-    }
-    if let Some(detail) = find(&[
-        "permission denied",
-        "authentication failure",
-        "incorrect password",
-        "sorry, try again",
-    ]) {
-        return Some(if auth.password_sent {
-            ConnectError::PasswordRefused { method }
-        } else if auth.password_given || method == "ssh" {
-            ConnectError::AuthFailed { method, detail }
-        } else {
-            ConnectError::PasswordRequired { method }
-        });
-    }
-    if let Some(detail) = find(&[
-        "is not in the sudoers file",
-        "is not allowed to execute",
-        "may not run sudo",
-    ]) {
-        return Some(ConnectError::AuthFailed { method, detail });
-    }
-    if method == "ssh" && find(&["timed out"]).is_some() {
-        return Some(ConnectError::Timeout {
+    match k {
+        kind::HOST_KEY_REFUSED => ConnectError::HostKeyRefused { detail },
+        kind::PASSWORD_REQUIRED => ConnectError::PasswordRequired { method },
+        kind::PASSWORD_REFUSED => ConnectError::PasswordRefused { method },
+        kind::TIMEOUT => ConnectError::Timeout {
             stage: "ssh to connect",
             after: timeout,
             stderr: lines.to_vec(),
-        });
+        },
+        _ => ConnectError::AuthFailed { method, detail },
     }
-    None
 }
 
 #[cfg(test)]
@@ -232,7 +323,8 @@ mod tests {
     use super::*;
 
     fn prompt(s: &str) -> bool {
-        PromptRules::default().ends_with_prompt(s)
+        PromptRules::default().ends_with_prompt(s, true)
+            && PromptRules::default().ends_with_prompt(s, false)
     }
 
     #[test]
@@ -264,24 +356,26 @@ mod tests {
         ] {
             assert!(!prompt(p), "{p:?}");
         }
-        let custom = PromptRules {
-            custom: Some("[econtext-sudo] xyz".into()),
-        };
-        assert!(custom.ends_with_prompt("\r\n[econtext-sudo] xyz"));
+        let custom = PromptRules::exact("[econtext-sudo 1a2b] password:");
+        assert!(custom.ends_with_prompt("\r\n[econtext-sudo 1a2b] password:", true));
+        // Only the method's own prompt, only on the pty.
+        assert!(!custom.ends_with_prompt("[econtext-sudo 1a2b] password:", false));
+        assert!(!custom.ends_with_prompt("Password:", true));
+        assert!(!custom.ends_with_prompt("[sudo] password for bob: ", true));
     }
 
     #[test]
     fn scanner_reports_each_prompt_once_across_splits() {
         let rules = PromptRules::default();
         let mut s = PromptScanner::default();
-        assert!(!s.feed(&rules, b"[sudo] pass"));
-        assert!(s.feed(&rules, b"word for bob: "));
-        assert!(!s.feed(&rules, b"\r\n"));
-        assert!(!s.feed(&rules, b"Sorry, try again.\r\n"));
-        assert!(s.feed(&rules, b"[sudo] password for bob: "));
+        assert!(!s.feed(&rules, b"[sudo] pass", true));
+        assert!(s.feed(&rules, b"word for bob: ", true));
+        assert!(!s.feed(&rules, b"\r\n", true));
+        assert!(!s.feed(&rules, b"Sorry, try again.\r\n", true));
+        assert!(s.feed(&rules, b"[sudo] password for bob: ", true));
         // Bounded.
         for _ in 0..1000 {
-            s.feed(&rules, "é0123456789".as_bytes());
+            s.feed(&rules, "é0123456789".as_bytes(), true);
         }
         assert!(s.text.len() <= 4 * MAX_PROMPT_LINE + 20);
     }
@@ -297,8 +391,11 @@ mod tests {
             password_given: true,
             password_sent: true,
         };
+        let classify = |m: &str, lines: &[String], a: Auth, t: Duration| {
+            classify_exit(&exit_rules(m), m, lines, a, t)
+        };
         let l = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let e = classify_exit(
+        let e = classify(
             "ssh",
             &l(&[
                 "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.",
@@ -312,7 +409,7 @@ mod tests {
             "{e:?}"
         );
         assert!(matches!(
-            classify_exit(
+            classify(
                 "ssh",
                 &l(&["root@h: Permission denied (publickey)."]),
                 none,
@@ -321,19 +418,19 @@ mod tests {
             Some(ConnectError::AuthFailed { .. })
         ));
         assert!(matches!(
-            classify_exit("ssh", &l(&["Permission denied (password)."]), sent, t),
+            classify("ssh", &l(&["Permission denied (password)."]), sent, t),
             Some(ConnectError::PasswordRefused { .. })
         ));
         assert!(matches!(
-            classify_exit("sudo", &l(&["sudo: a password is required"]), none, t),
+            classify("sudo", &l(&["sudo: a password is required"]), none, t),
             Some(ConnectError::PasswordRequired { .. })
         ));
         assert!(matches!(
-            classify_exit("su", &l(&["su: Authentication failure"]), sent, t),
+            classify("su", &l(&["su: Authentication failure"]), sent, t),
             Some(ConnectError::PasswordRefused { .. })
         ));
         assert!(matches!(
-            classify_exit(
+            classify(
                 "ssh",
                 &l(&["Connection timed out during banner exchange"]),
                 none,
@@ -341,6 +438,20 @@ mod tests {
             ),
             Some(ConnectError::Timeout { .. })
         ));
-        assert_eq!(classify_exit("local", &l(&["boom"]), none, t), None);
+        assert_eq!(classify("local", &l(&["boom"]), none, t), None);
+        // A host key change names the host in its detail.
+        let e = classify(
+            "ssh",
+            &l(&[
+                "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@",
+                "Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.",
+            ]),
+            none,
+            t,
+        );
+        assert!(
+            matches!(&e, Some(ConnectError::HostKeyRefused { detail }) if detail.contains("[127.0.0.1]:2222")),
+            "{e:?}"
+        );
     }
 }

@@ -122,7 +122,9 @@ impl Handler<Message> for Spawner {
             tty: req.tty,
             prompts: PromptRules {
                 custom: req.prompt.clone(),
+                words: req.prompt_words.clone(),
             },
+            exit_rules: req.exit_rules.clone(),
             password: req.password.clone().map(Secret::new),
         };
         let log = self.log.new(slog::o!("ctx" => req.name.clone()));

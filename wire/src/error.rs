@@ -31,6 +31,11 @@ pub enum WireError {
     #[error("malformed MessagePack payload: {0}")]
     Malformed(String),
 
+    /// The payload holds more values than a frame may decode to
+    /// (`payload::MAX_DECODED_VALUES`): refused before any is decoded.
+    #[error("payload holds more than {max} values")]
+    TooManyValues { max: u64 },
+
     /// The payload used an ext type code that this protocol does not define.
     #[error("unknown MessagePack ext type {0}")]
     UnknownExt(i8),

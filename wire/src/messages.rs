@@ -126,13 +126,37 @@ pub struct Spawn {
     /// password prompts that appear on it.
     #[serde(default)]
     pub tty: bool,
-    /// A prompt the method chose itself (`sudo -p`), matched exactly.
+    /// A prompt the method chose itself (`sudo -p`, with a random token
+    /// per connection): when given, it is the only prompt answered, and
+    /// only when it appears on the pty.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// Without `prompt`: a prompt is a last line ending in `:` that
+    /// contains one of these words (lowercase). The rules live once, in
+    /// Rust (`bootstrap/src/prompt.rs`); intermediates apply this data.
+    #[serde(default)]
+    pub prompt_words: Vec<String>,
+    /// How the child's last words classify a failed connection, in order
+    /// (the first rule with a matching line wins).
+    #[serde(default)]
+    pub exit_rules: Vec<ExitRule>,
     /// The password to answer prompts with. It travels inside the tree's
     /// authenticated stream, as the key did.
     #[serde(default)]
     pub password: Option<String>,
+}
+
+/// One rule of exit classification: when a line of what a child printed
+/// before it failed contains one of `needles` (compared in lowercase), the
+/// connection failed with the `ConnectError` kind `if_sent` (the password
+/// was sent), `if_given` (one was configured but never asked for) or
+/// `if_none` (none was configured); the matching lines are the detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRule {
+    pub needles: Vec<String>,
+    pub if_sent: String,
+    pub if_given: String,
+    pub if_none: String,
 }
 
 /// Never shows the password, nor the tree's key inside `config`.
@@ -157,6 +181,8 @@ impl std::fmt::Debug for Spawn {
             .field("new_session", &self.new_session)
             .field("tty", &self.tty)
             .field("prompt", &self.prompt)
+            .field("prompt_words", &self.prompt_words)
+            .field("exit_rules", &self.exit_rules)
             .field("password", &self.password.as_ref().map(|_| "********"))
             .finish()
     }
@@ -235,6 +261,8 @@ mod tests {
             new_session: true,
             tty: true,
             prompt: None,
+            prompt_words: Vec::new(),
+            exit_rules: Vec::new(),
             password: Some("hunter2".into()),
         };
         let debug = format!("{spawn:?}");

@@ -49,7 +49,24 @@ pub fn decode_value(data: &[u8]) -> Result<Value, WireError> {
 /// the buffer, every ext code known. Run before any serde decoder sees the
 /// bytes, so that no decoder recurses deeply or trusts a length.
 pub fn check_structure(data: &[u8]) -> Result<(), WireError> {
+    check_structure_within(data, MAX_DECODED_VALUES).map(|_| ())
+}
+
+/// Most values (scalars, strings, containers, each counted once) a frame
+/// may decode to. A MessagePack nil is one byte but a decoded
+/// [`Value`] node is 32, so without a cap a 10 MB reply of small values
+/// became about 700 MB in the CLI (value tree plus JSON), and a 128 MiB
+/// frame could reach gigabytes. Strings and bytes are not counted: they
+/// decode 1:1 and `max_message_size` bounds them. 2 Mi values is 64 MiB of
+/// `Value` nodes; a frame with more is refused with
+/// [`WireError::TooManyValues`].
+pub const MAX_DECODED_VALUES: u64 = 1 << 21;
+
+/// [`check_structure`] with a custom cap on the number of values; returns
+/// how many there are.
+pub fn check_structure_within(data: &[u8], max_values: u64) -> Result<u64, WireError> {
     let bad = |why: &str| Err(WireError::Malformed(why.to_string()));
+    let mut values = 0u64;
     let mut pos = 0usize;
     // Values still to read at each open container level.
     let mut pending: Vec<u64> = vec![1];
@@ -59,6 +76,10 @@ pub fn check_structure(data: &[u8]) -> Result<(), WireError> {
             continue;
         }
         *top -= 1;
+        values += 1;
+        if values > max_values {
+            return Err(WireError::TooManyValues { max: max_values });
+        }
         let Some(&b) = data.get(pos) else {
             return bad("value ends early");
         };
@@ -165,7 +186,7 @@ pub fn check_structure(data: &[u8]) -> Result<(), WireError> {
             data.len() - pos
         )));
     }
-    Ok(())
+    Ok(values)
 }
 
 /// What came back to a request: a value, a remote exception, or Dead.
@@ -212,6 +233,36 @@ pub fn is_dead(data: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::ext::SenderRef;
+
+    #[test]
+    fn a_frame_of_many_small_values_is_refused_before_decoding() {
+        // 3 Mi nils: 3 MiB on the wire, about 100 MiB as a Value tree.
+        let n = 3 << 20;
+        let mut data = vec![0xdd];
+        data.extend_from_slice(&(n as u32).to_be_bytes());
+        data.resize(5 + n, 0xc0);
+        assert_eq!(
+            decode_value(&data),
+            Err(WireError::TooManyValues {
+                max: MAX_DECODED_VALUES
+            })
+        );
+        // Under the cap, and one big string, are fine.
+        data.truncate(5 + (1 << 20));
+        data[1..5].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        assert_eq!(
+            check_structure_within(&data, MAX_DECODED_VALUES),
+            Ok(1 + (1 << 20))
+        );
+        let big = encode(
+            &vec![b'x'; 8 << 20]
+                .iter()
+                .map(|&b| b as char)
+                .collect::<String>(),
+        )
+        .unwrap();
+        assert!(decode_value(&big).is_ok());
+    }
 
     #[test]
     fn reply_classifies_values_errors_and_dead() {

@@ -561,6 +561,63 @@ class SpawnTest(unittest.TestCase):
             c.shutdown()
 
 
+class HostileTest(unittest.TestCase):
+    # The parent stream plays the hostile contexts: a sibling's frames
+    # reach a child through its parent, with the sibling's own source.
+    @classmethod
+    def setUpClass(cls):
+        cls.c = harness.Child(CHILD, name='hostile')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.shutdown()
+
+    def call(self, fn, *a):
+        return self.c.call('echostile', fn, *a)
+
+    def test_a_sibling_cannot_answer_a_call_made_to_another_context(self):
+        h = self.call('arm_reply', 5)
+        for forged in (u('forged value'), core.CallError(u('x.Y'), u('forged')),
+                       core.Dead(u('forged death'))):
+            self.c.send(h, forged, src=7)
+        self.assertTrue(self.call('armed', h), 'a forged reply consumed the handle')
+        self.c.send(h, u('real'), src=5)
+        end = time.time() + 10
+        while not self.call('replies', h) and time.time() < end:
+            time.sleep(0.01)
+        self.assertEqual(self.call('replies', h), [[5, u('real')]])
+        self.assertEqual(self.call('refused'), [[7, 3]])
+        self.assertFalse(self.call('armed', h))
+        # Refusals are logged once per source and interval, not per frame.
+        self.assertTrue(self.c.wait_log(lambda r: 'refused a reply' in r[2]), self.c.logs)
+        self.assertEqual(len([r for r in self.c.logs if 'refused a reply' in r[2]]), 1)
+
+    def test_an_ancestor_may_report_the_awaited_context_dead(self):
+        h = self.call('arm_reply', 5)
+        self.c.send(h, core.Dead(u('no route to 5')), src=0)
+        end = time.time() + 10
+        while not self.call('replies', h) and time.time() < end:
+            time.sleep(0.01)
+        self.assertEqual(self.call('replies', h), [[0, core.Dead(u('no route to 5'))]])
+
+    def test_reply_handles_cannot_be_guessed(self):
+        hs = self.call('handle_samples', 200)
+        self.assertEqual(len(set(hs)), 200)
+        self.assertTrue(all(core.FIRST_DYNAMIC <= h < 2 ** 32 for h in hs), hs)
+        steps = set(b - a for a, b in zip(hs, hs[1:]))
+        self.assertGreater(len(steps), 150, 'handles look sequential: %r' % hs[:10])
+        self.assertGreater(max(hs), 2 ** 31 // 2)
+
+    def test_a_sibling_cannot_drop_a_contexts_routes_with_del_route(self):
+        self.c.send(core.ADD_ROUTE, [9, 3])
+        self.assertIn([9, 3], self.call('routes'))
+        for src in (7, 0):  # a sibling through the parent, or the parent itself
+            self.c.send(core.DEL_ROUTE, 9, src=src)
+            self.c.send(core.DEL_ROUTE, 3, src=src)
+        self.assertIn([9, 3], self.call('routes'))
+        self.assertTrue(self.c.wait_log(lambda r: 'refused DEL_ROUTE' in r[2]), self.c.logs)
+
+
 class BenchTest(unittest.TestCase):
     def test_print_budgets(self):
         if os.environ.get('ECONTEXT_BENCH', '1') == '0':
