@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,11 +10,13 @@ use econtext_actors::announce::announce_route;
 use econtext_actors::dispatch::Functions;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
-use econtext_actors::router::{ContextStarted, DeclareDead, Register, Sink};
+use econtext_actors::router::{
+    register_service, AllocateId, ContextStarted, DeclareDead, Subscribe,
+};
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
 use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
-use econtext_actors::{Context, Router, RouterConfig, Stream, StreamConfig};
+use econtext_actors::{Context, DeadReason, Router, RouterConfig, Stream, StreamConfig};
 use econtext_bootstrap::connect::connect;
 use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
@@ -111,7 +112,6 @@ struct Inner {
     router: Addr<Router>,
     log_forwarder: Addr<LogForwarder>,
     key: Vec<u8>,
-    next_id: AtomicU16,
     importer_stats: Arc<ImporterStats>,
     /// Which context created each context (the master's view of the tree).
     parents: Mutex<HashMap<ContextId, ContextId>>,
@@ -154,21 +154,21 @@ impl Master {
         }
         let mut key = vec![0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
-        let router = Router::new(RouterConfig {
-            id: handles::MASTER_ID,
-            parent: None,
-            ancestors: Vec::new(),
-            log: opts.log.new(o!("router" => 0)),
-            trace: None,
-        })
-        .start();
+        let mut rc = RouterConfig::new(
+            handles::MASTER_ID,
+            None,
+            Vec::new(),
+            opts.log.new(o!("router" => 0)),
+        );
+        rc.stall_after = opts.connect_timeout;
+        rc.shutdown_grace = opts.grace;
+        let router = Router::new(rc).start();
         let log_forwarder = LogForwarder::new(opts.log.clone()).start();
-        router.do_send(Register {
-            handle: Some(handles::FORWARD_LOG),
-            sink: Sink::Recipient(log_forwarder.clone().recipient()),
-            persistent: true,
-            waiting_on: None,
-        });
+        register_service(
+            &router,
+            handles::FORWARD_LOG,
+            log_forwarder.clone().recipient(),
+        );
         let importer_stats = Arc::new(ImporterStats::default());
         let importer = Importer::new(
             handles::MASTER_ID,
@@ -178,12 +178,10 @@ impl Master {
             opts.log.new(o!("importer" => 0)),
         )
         .start();
-        router.do_send(Register {
-            handle: Some(handles::GET_MODULE),
-            sink: Sink::Recipient(importer.recipient()),
-            persistent: true,
-            waiting_on: None,
-        });
+        // Both forget what they kept for a context when it dies.
+        router.do_send(Subscribe(importer.clone().recipient()));
+        router.do_send(Subscribe(log_forwarder.clone().recipient()));
+        register_service(&router, handles::GET_MODULE, importer.recipient());
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| {
             let me = me.clone();
             let mut sup = SupervisionOptions::new(opts.grace, opts.log.new(o!("supervision" => 0)));
@@ -197,7 +195,6 @@ impl Master {
                 router,
                 log_forwarder,
                 key,
-                next_id: AtomicU16::new(1),
                 importer_stats,
                 parents: Mutex::new(HashMap::new()),
                 in_process: Mutex::new(HashMap::new()),
@@ -244,16 +241,23 @@ impl Master {
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Context, ConnectError> {
         // Before anything is allocated, announced or started.
         opts.method.validate()?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.allocate_id().await?;
         let name = opts
             .name
             .clone()
             .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
         let parent = opts.via.as_ref().map_or(handles::MASTER_ID, Context::id);
         let ctx = match opts.via.clone() {
-            None => self.connect_direct(id, name, opts).await?,
-            Some(via) => self.connect_via(id, name, &via, opts).await?,
-        };
+            None => self.connect_direct(id, name, opts).await,
+            Some(via) => self.connect_via(id, name, &via, opts).await,
+        }
+        .inspect_err(|_| {
+            // Its ID goes back (after quarantine), its routes away.
+            self.inner.router.do_send(DeclareDead {
+                id,
+                reason: DeadReason::ConnectFailed,
+            });
+        })?;
         self.inner.router.do_send(ContextStarted {
             id,
             name: ctx.name().to_string(),
@@ -291,7 +295,7 @@ impl Master {
                     reason: "not an in-process Rust context".into(),
                 })?
         };
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.allocate_id().await?;
         let mut ancestors = vec![parent];
         ancestors.extend(self.ancestors(parent));
         let log = inner.opts.log.new(o!("ctx" => name.to_string()));
@@ -306,12 +310,7 @@ impl Master {
         config.max_message_size = inner.opts.max_message_size;
         let router = start_rust_context(config, functions, cr, cw, Default::default());
         let spawner = Spawner::new(id, router.clone(), &inner.key, log.clone()).start();
-        router.do_send(Register {
-            handle: Some(handles::SPAWN),
-            sink: Sink::Recipient(spawner.recipient()),
-            persistent: true,
-            waiting_on: None,
-        });
+        register_service(&router, handles::SPAWN, spawner.recipient());
         let mut sc = StreamConfig::new(id, false, &inner.key, log);
         sc.max_message_size = inner.opts.max_message_size;
         let uplink = Stream::start(sc, pr, pw, parent_router);
@@ -339,6 +338,17 @@ impl Master {
             parent,
         });
         Ok(ctx)
+    }
+
+    /// A fresh context ID: never 0, never a live one; freed IDs come back
+    /// after a quarantine.
+    async fn allocate_id(&self) -> Result<ContextId, ConnectError> {
+        self.inner
+            .router
+            .send(AllocateId)
+            .await
+            .map_err(|_| ConnectError::Io("the master's router has stopped".into()))?
+            .map_err(|e| ConnectError::IdsExhausted(e.to_string()))
     }
 
     /// The ancestors of `id`, its parent first, ending with the master.
@@ -452,25 +462,19 @@ impl Master {
                     inner.router.clone(),
                 ))
             }
-            Err(e) => {
-                inner.router.do_send(DeclareDead {
-                    id,
-                    reason: econtext_actors::DeadReason::ConnectFailed,
-                });
-                Err(match e {
-                    econtext_actors::Error::Remote(ce) => ConnectError::from_remote(
-                        via.id(),
-                        opts.method.kind(),
-                        timeout,
-                        &ce.type_name,
-                        ce.message,
-                    ),
-                    other => ConnectError::Via {
-                        via: via.id(),
-                        reason: other.to_string(),
-                    },
-                })
-            }
+            Err(e) => Err(match e {
+                econtext_actors::Error::Remote(ce) => ConnectError::from_remote(
+                    via.id(),
+                    opts.method.kind(),
+                    timeout,
+                    &ce.type_name,
+                    ce.message,
+                ),
+                other => ConnectError::Via {
+                    via: via.id(),
+                    reason: other.to_string(),
+                },
+            }),
         }
     }
 

@@ -9,10 +9,12 @@ use futures::Stream as FuturesStream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::context::dispatch;
 use crate::error::{Error, Result};
 use crate::event::DeadReason;
+use crate::handles::Accept;
 use crate::message::Message;
-use crate::router::{Register, Router, Send, Sink, Unregister};
+use crate::router::{Register, Router, Sink, Unregister, CHANNEL_CAPACITY};
 
 /// A registered handle whose messages arrive as a `futures` Stream.
 ///
@@ -22,7 +24,7 @@ use crate::router::{Register, Router, Send, Sink, Unregister};
 pub struct Channel {
     handle: Handle,
     context: ContextId,
-    rx: mpsc::UnboundedReceiver<Message>,
+    rx: mpsc::Receiver<Message>,
     router: Addr<Router>,
     dead: Option<DeadReason>,
 }
@@ -35,13 +37,27 @@ impl Channel {
         context: ContextId,
         watch: Option<ContextId>,
     ) -> Result<Channel> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let accept = watch.map_or(Accept::Any, Accept::From);
+        Channel::open_accepting(router, context, watch, accept).await
+    }
+
+    /// [`Channel::open`] taking messages only from the sources `accept`
+    /// names (and from this context itself); others are refused and
+    /// counted. `open` accepts the watched peer only, or anyone without one.
+    pub async fn open_accepting(
+        router: &Addr<Router>,
+        context: ContextId,
+        watch: Option<ContextId>,
+        accept: Accept,
+    ) -> Result<Channel> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let handle = router
             .send(Register {
                 handle: None,
                 sink: Sink::Channel(tx),
                 persistent: true,
                 waiting_on: watch,
+                accept,
             })
             .await
             .map_err(|_| Error::RouterGone)?;
@@ -131,10 +147,7 @@ impl Sender {
             Header::new(self.target.context, self.me, self.target.handle, 0),
             data,
         );
-        self.router
-            .send(Send(frame))
-            .await
-            .map_err(|_| Error::RouterGone)
+        dispatch(&self.router, frame, false).await
     }
 
     /// Sends Dead, closing the receiving Channel.

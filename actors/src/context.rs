@@ -1,7 +1,7 @@
 //! `Context`: what a user holds to talk to one context of the tree.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::event::DeadReason;
 use crate::message::Message;
-use crate::router::{Request, Router, Send, WatchContext};
+use crate::router::{Dispatch, Request, Router, Unregister, WatchContext};
 
 /// A handle on one context of the tree, local or remote. Cheap to clone.
 ///
@@ -90,15 +90,13 @@ impl Context {
     }
 
     /// Sends `value` to `handle` in this context, without waiting for a reply.
+    /// Waits while the route's write queue is full.
     pub async fn send<T: Serialize + ?Sized>(&self, handle: Handle, value: &T) -> Result<()> {
         let frame = Frame::new(
             Header::new(self.id, self.me, handle, 0),
             payload::encode(value)?,
         );
-        self.router
-            .send(Send(frame))
-            .await
-            .map_err(|_| Error::RouterGone)
+        dispatch(&self.router, frame, false).await
     }
 
     /// Sends `value` to `handle` and waits for the one reply.
@@ -109,27 +107,29 @@ impl Context {
         timeout: Option<Duration>,
     ) -> Result<T> {
         let data = payload::encode(value)?;
-        let rx = self.start_request(handle, data).await?;
-        self.finish(rx, timeout).await
+        self.request_encoded(handle, data, timeout).await
     }
 
     /// Sends already-encoded `data` to `handle` and waits for the one reply.
+    /// `timeout` covers the wait for link room as well as for the reply.
     pub async fn request_encoded<T: DeserializeOwned>(
         &self,
         handle: Handle,
         data: Bytes,
         timeout: Option<Duration>,
     ) -> Result<T> {
-        let rx = self.start_request(handle, data).await?;
-        self.finish(rx, timeout).await
+        let deadline = timeout.map(|t| (Instant::now() + t, t));
+        let inflight = self.start_request(handle, data, deadline).await?;
+        self.finish(inflight, deadline).await
     }
 
     async fn start_request(
         &self,
         handle: Handle,
         data: Bytes,
-    ) -> Result<oneshot::Receiver<Message>> {
-        let (_, rx) = self
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<InFlight> {
+        let started = self
             .router
             .send(Request {
                 dst: self.id,
@@ -138,26 +138,50 @@ impl Context {
             })
             .await
             .map_err(|_| Error::RouterGone)??;
-        Ok(rx)
+        let inflight = InFlight {
+            reply: started.reply,
+            guard: ReplyGuard {
+                router: self.router.clone(),
+                handle: started.reply_to,
+                armed: true,
+            },
+        };
+        if let Some(queued) = started.queued {
+            match deadline {
+                None => queued.await?,
+                Some((at, after)) => match tokio::time::timeout_at(at.into(), queued).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            context: self.id,
+                            after,
+                        })
+                    }
+                },
+            }
+        }
+        Ok(inflight)
     }
 
     async fn finish<T: DeserializeOwned>(
         &self,
-        rx: oneshot::Receiver<Message>,
-        timeout: Option<Duration>,
+        mut inflight: InFlight,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<T> {
-        let msg = match timeout {
-            None => rx.await.map_err(|_| Error::RouterGone)?,
-            Some(t) => match tokio::time::timeout(t, rx).await {
+        let reply = &mut inflight.reply;
+        let msg = match deadline {
+            None => reply.await.map_err(|_| Error::RouterGone)?,
+            Some((at, after)) => match tokio::time::timeout_at(at.into(), reply).await {
                 Ok(m) => m.map_err(|_| Error::RouterGone)?,
                 Err(_) => {
                     return Err(Error::Timeout {
                         context: self.id,
-                        after: t,
+                        after,
                     })
                 }
             },
         };
+        inflight.guard.armed = false;
         match msg.reply::<T>()? {
             Reply::Value(v) => Ok(v),
             Reply::Error(e) => Err(Error::Remote(e)),
@@ -165,9 +189,17 @@ impl Context {
         }
     }
 
-    /// Asks the context to shut down gracefully (SHUTDOWN).
+    /// Asks the context to shut down gracefully (SHUTDOWN). The frame
+    /// goes on the control lane, so this returns at once even when the
+    /// context has stopped reading; its supervisor kills it after the
+    /// grace period if it does not go.
     pub async fn shutdown(&self) -> Result<()> {
-        self.send(handles::SHUTDOWN, &()).await
+        dispatch(
+            &self.router,
+            crate::router::shutdown_frame(self.id, self.me),
+            true,
+        )
+        .await
     }
 
     /// Resolves with the reason once this context is dead.
@@ -259,16 +291,19 @@ impl CallBuilder {
     }
 
     /// Sends the call and returns at once; await the result later (many
-    /// calls can be in flight at once).
+    /// calls can be in flight at once). The timeout counts from here and
+    /// covers the wait for link room; dropping the PendingCall frees its
+    /// reply handle.
     pub async fn start<T: DeserializeOwned>(self) -> Result<PendingCall<T>> {
-        let rx = self
+        let deadline = self.timeout.map(|t| (Instant::now() + t, t));
+        let inflight = self
             .ctx
-            .start_request(handles::CALL_FUNCTION, self.encode())
+            .start_request(handles::CALL_FUNCTION, self.encode(), deadline)
             .await?;
         Ok(PendingCall {
             ctx: self.ctx,
-            rx,
-            timeout: self.timeout,
+            inflight,
+            deadline,
             _t: std::marker::PhantomData,
         })
     }
@@ -280,24 +315,54 @@ impl CallBuilder {
             Header::new(self.ctx.id, self.ctx.me, handles::CALL_FUNCTION, 0),
             self.encode(),
         );
-        self.ctx
-            .router
-            .send(Send(frame))
-            .await
-            .map_err(|_| Error::RouterGone)
+        dispatch(&self.ctx.router, frame, false).await
     }
 }
 
 /// A call in flight; see [`CallBuilder::start`].
 pub struct PendingCall<T> {
     ctx: Context,
-    rx: oneshot::Receiver<Message>,
-    timeout: Option<Duration>,
+    inflight: InFlight,
+    deadline: Option<(Instant, Duration)>,
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T: DeserializeOwned> PendingCall<T> {
     pub async fn result(self) -> Result<T> {
-        self.ctx.finish(self.rx, self.timeout).await
+        self.ctx.finish(self.inflight, self.deadline).await
+    }
+}
+
+/// A request's reply handle and reply; the handle is freed unless the
+/// reply arrived (a timed-out or dropped call leaves nothing behind).
+struct InFlight {
+    reply: oneshot::Receiver<Message>,
+    guard: ReplyGuard,
+}
+
+struct ReplyGuard {
+    router: Addr<Router>,
+    handle: Handle,
+    armed: bool,
+}
+
+impl Drop for ReplyGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.router.do_send(Unregister(self.handle));
+        }
+    }
+}
+
+/// Hands a locally originated frame to the router and waits (only) for
+/// room on the one link it goes to.
+pub(crate) async fn dispatch(router: &Addr<Router>, frame: Frame, control: bool) -> Result<()> {
+    let queued = router
+        .send(Dispatch { frame, control })
+        .await
+        .map_err(|_| Error::RouterGone)?;
+    match queued {
+        Some(q) => q.await,
+        None => Ok(()),
     }
 }

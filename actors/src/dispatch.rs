@@ -208,6 +208,12 @@ impl Dispatcher {
 
 impl Actor for Dispatcher {
     type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A burst from a whole fleet fits; past it senders get Dead
+        // (Overloaded), never silence.
+        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
+    }
 }
 
 impl Handler<Message> for Dispatcher {

@@ -39,6 +39,8 @@ pub enum DeadReason {
     Refused(String),
     /// There is no such handle in that context.
     NoHandle,
+    /// The receiver's bounded queue was full (it is not keeping up).
+    Overloaded,
     /// Its connect failed (SPAWN refused or timed out); it never ran.
     ConnectFailed,
     /// The local router stopped.
@@ -80,6 +82,7 @@ impl DeadReason {
             "unreachable" => return DeadReason::Unreachable,
             "stalled" => return DeadReason::Stalled,
             "no such handle" => return DeadReason::NoHandle,
+            "overloaded" => return DeadReason::Overloaded,
             "router stopped" => return DeadReason::RouterStopped,
             "connect failed" => return DeadReason::ConnectFailed,
             CLOSED_BY_SENDER => return DeadReason::ClosedBySender,
@@ -147,6 +150,7 @@ impl fmt::Display for DeadReason {
             DeadReason::Stalled => f.write_str("stalled"),
             DeadReason::Refused(why) => write!(f, "refused: {why}"),
             DeadReason::NoHandle => f.write_str("no such handle"),
+            DeadReason::Overloaded => f.write_str("overloaded"),
             DeadReason::RouterStopped => f.write_str("router stopped"),
             DeadReason::ConnectFailed => f.write_str("connect failed"),
             DeadReason::ClosedBySender => f.write_str(CLOSED_BY_SENDER),
@@ -230,6 +234,7 @@ mod tests {
             DeadReason::Stalled,
             DeadReason::Refused("context 4 may not send to handle 101".into()),
             DeadReason::NoHandle,
+            DeadReason::Overloaded,
             DeadReason::RouterStopped,
             DeadReason::ConnectFailed,
             DeadReason::ClosedBySender,

@@ -1,47 +1,103 @@
 //! The handle registry of one context, as a plain struct.
+//!
+//! Dynamic handles are random in `[FIRST_DYNAMIC, u32::MAX]` so that a
+//! hostile context cannot guess the reply handle of a call made to another
+//! context, and every entry says which sources it accepts ([`Accept`]).
 
 use std::collections::HashMap;
 
 use econtext_wire::{handles::FIRST_DYNAMIC, ContextId, Handle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Which senders a handle takes messages from. Local senders (this
+/// context itself) are always accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Accept {
+    /// Anyone (well-known service handles, channels opened for anyone).
+    #[default]
+    Any,
+    /// Only this context: a one-shot reply handle remembers the context
+    /// its request went to; a Channel its peer. Dead from a context on the
+    /// path to it (a hop that lost the route) is accepted too.
+    From(ContextId),
+    /// Only these contexts.
+    AnyOf(Vec<ContextId>),
+}
+
+impl Accept {
+    /// Whether a value from `src` is accepted (before path rules).
+    pub fn allows(&self, src: ContextId) -> bool {
+        match self {
+            Accept::Any => true,
+            Accept::From(c) => *c == src,
+            Accept::AnyOf(cs) => cs.contains(&src),
+        }
+    }
+
+    /// The contexts this accepts, for path rules (Dead from a hop).
+    pub fn peers(&self) -> &[ContextId] {
+        match self {
+            Accept::Any => &[],
+            Accept::From(c) => std::slice::from_ref(c),
+            Accept::AnyOf(cs) => cs,
+        }
+    }
+}
 
 /// One registered handle: where its messages go, whether it outlives its
-/// first message, and which context (if any) it is waiting on, so that the
-/// death of that context can be delivered to it as Dead.
+/// first message, which context (if any) it is waiting on, so that the
+/// death of that context can be delivered to it as Dead, and whose
+/// messages it takes.
 #[derive(Debug)]
 pub struct HandleEntry<S> {
     pub sink: S,
     pub persistent: bool,
     pub waiting_on: Option<ContextId>,
+    pub accept: Accept,
 }
 
 /// Handle number allocation and lookup. `S` is the sink type (the Router
 /// uses [`crate::router::Sink`]); keeping it generic keeps this testable.
 #[derive(Debug)]
 pub struct HandleTable<S> {
-    next: Handle,
+    rng: StdRng,
     entries: HashMap<Handle, HandleEntry<S>>,
 }
 
 impl<S> Default for HandleTable<S> {
     fn default() -> Self {
-        HandleTable {
-            next: FIRST_DYNAMIC,
-            entries: HashMap::new(),
-        }
+        HandleTable::with_seed(rand::random())
     }
 }
 
 impl<S> HandleTable<S> {
-    /// Registers `sink` on a fresh dynamic handle.
-    pub fn allocate(&mut self, sink: S, persistent: bool, waiting_on: Option<ContextId>) -> Handle {
+    /// A table whose handle numbers come from `seed` (tests use a fixed
+    /// one; the Router a random one).
+    pub fn with_seed(seed: u64) -> Self {
+        HandleTable {
+            rng: StdRng::seed_from_u64(seed),
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Registers `sink` on a fresh, unpredictable dynamic handle.
+    pub fn allocate(
+        &mut self,
+        sink: S,
+        persistent: bool,
+        waiting_on: Option<ContextId>,
+        accept: Accept,
+    ) -> Handle {
         loop {
-            let h = self.next;
-            self.next = self.next.checked_add(1).unwrap_or(FIRST_DYNAMIC);
+            let h = self.rng.gen_range(FIRST_DYNAMIC..=Handle::MAX);
             if let std::collections::hash_map::Entry::Vacant(v) = self.entries.entry(h) {
                 v.insert(HandleEntry {
                     sink,
                     persistent,
                     waiting_on,
+                    accept,
                 });
                 return h;
             }
@@ -57,6 +113,7 @@ impl<S> HandleTable<S> {
                     sink,
                     persistent: true,
                     waiting_on: None,
+                    accept: Accept::Any,
                 },
             )
             .map(|e| e.sink)
@@ -64,6 +121,14 @@ impl<S> HandleTable<S> {
 
     pub fn remove(&mut self, handle: Handle) -> Option<S> {
         self.entries.remove(&handle).map(|e| e.sink)
+    }
+
+    pub fn get(&self, handle: Handle) -> Option<&HandleEntry<S>> {
+        self.entries.get(&handle)
+    }
+
+    pub fn sink_mut(&mut self, handle: Handle) -> Option<&mut S> {
+        self.entries.get_mut(&handle).map(|e| &mut e.sink)
     }
 
     /// The sink for a delivery; one-shot entries are removed by it.
@@ -116,26 +181,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dynamic_handles_start_at_1000_and_one_shots_vanish() {
-        let mut t = HandleTable::default();
-        let a = t.allocate("a", false, Some(3));
-        let b = t.allocate("b", true, None);
-        assert_eq!((a, b), (1000, 1001));
+    fn dynamic_handles_are_random_above_the_well_known_and_one_shots_vanish() {
+        let mut t = HandleTable::with_seed(7);
+        let a = t.allocate("a", false, Some(3), Accept::From(3));
+        let b = t.allocate("b", true, None, Accept::Any);
+        assert!(a >= FIRST_DYNAMIC && b >= FIRST_DYNAMIC && a != b);
         assert!(matches!(t.take_for_delivery(a), Some(Delivery::Once("a"))));
         assert!(t.take_for_delivery(a).is_none());
         assert!(matches!(t.take_for_delivery(b), Some(Delivery::Keep(_))));
         assert!(t.take_for_delivery(b).is_some());
+        let mut other = HandleTable::with_seed(8);
+        let c = other.allocate("c", false, None, Accept::Any);
+        assert_ne!(a, c, "different seeds, different handles");
+        assert!(
+            a.max(c) - a.min(c) > 1000,
+            "not sequential: {a} and {c} are far apart"
+        );
     }
 
     #[test]
     fn waiters_on_dead_contexts_are_removed() {
         let mut t = HandleTable::default();
-        t.allocate(1, false, Some(3));
-        t.allocate(2, true, Some(4));
-        t.allocate(3, false, None);
+        t.allocate(1, false, Some(3), Accept::Any);
+        t.allocate(2, true, Some(4), Accept::Any);
+        t.allocate(3, false, None, Accept::Any);
         let mut hit: Vec<i32> = t.waiting_on(&[3, 4]).into_iter().map(|x| x.1).collect();
         hit.sort();
         assert_eq!(hit, vec![1, 2]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn accept_rules() {
+        assert!(Accept::Any.allows(9));
+        assert!(Accept::From(3).allows(3));
+        assert!(!Accept::From(3).allows(4));
+        assert!(Accept::AnyOf(vec![1, 2]).allows(2));
+        assert!(!Accept::AnyOf(vec![1, 2]).allows(5));
     }
 }

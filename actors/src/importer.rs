@@ -81,6 +81,24 @@ impl Importer {
 
 impl Actor for Importer {
     type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A burst from a whole fleet fits; past it senders get Dead
+        // (Overloaded), never silence.
+        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
+    }
+}
+
+impl Handler<crate::event::ContextEvent> for Importer {
+    type Result = ();
+
+    /// What a dead requester had is forgotten: its successor (an ID is
+    /// reused after quarantine) starts with nothing.
+    fn handle(&mut self, e: crate::event::ContextEvent, _: &mut Self::Context) {
+        if let crate::event::ContextEvent::Died { id, .. } = e {
+            self.sent.remove(&id);
+        }
+    }
 }
 
 impl Handler<Message> for Importer {

@@ -1,27 +1,64 @@
 //! The write side of a stream as the Router sees it: a queue bounded in
-//! bytes, so that a peer that stops reading makes senders wait instead of
-//! growing memory without limit.
+//! bytes, with three ways in so that one slow peer never blocks another:
+//!
+//! - [`StreamLink::send`]: a local sender waits while the queue is above
+//!   its mark (backpressure onto the caller, who has a deadline).
+//! - [`StreamLink::push`]: a frame forwarded from another stream, or a
+//!   reply, is queued without waiting up to a hard cap (twice the mark);
+//!   past it the frame is handed back and its sender gets Dead.
+//! - [`StreamLink::push_control`]: DEL_ROUTE, SHUTDOWN and Dead bounces
+//!   ignore the byte budget, up to a count of outstanding control frames
+//!   (a peer that reads nothing at all is closed as stalled long before).
+//!
+//! Bytes count until the writer has handed them to the kernel; the drained
+//! counter tells the Router whether a peer is making progress.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use econtext_wire::Frame;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify};
 
 /// Bytes that may sit in one stream's write queue before senders wait.
 pub const DEFAULT_HIGH_WATER_MARK: usize = 8 * 1024 * 1024;
+/// Control frames that may be outstanding on one link.
+pub const MAX_CONTROL_FRAMES: usize = 4096;
 
-/// A frame waiting to be written, holding its share of the byte budget
-/// until the writer has handed it to the kernel.
+struct Shared {
+    queued: AtomicUsize,
+    control: AtomicUsize,
+    drained: AtomicU64,
+    closed: AtomicBool,
+    room: Notify,
+}
+
+/// A frame waiting to be written; its bytes leave the budget when it is
+/// dropped (after the writer has written it).
 pub struct Queued {
     pub frame: Frame,
-    pub(crate) _permit: OwnedSemaphorePermit,
+    cost: usize,
+    control: bool,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.shared.queued.fetch_sub(self.cost, Ordering::AcqRel);
+        if self.control {
+            self.shared.control.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.shared
+            .drained
+            .fetch_add(self.cost as u64, Ordering::Relaxed);
+        self.shared.room.notify_waiters();
+    }
 }
 
 /// The Router's handle on one stream's writer. Cloning is cheap.
 #[derive(Clone)]
 pub struct StreamLink {
     tx: mpsc::UnboundedSender<Queued>,
-    budget: Arc<Semaphore>,
+    shared: Arc<Shared>,
     high_water_mark: usize,
 }
 
@@ -32,66 +69,138 @@ pub type LinkReceiver = mpsc::UnboundedReceiver<Queued>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkClosed;
 
+/// Why [`StreamLink::push`] or [`StreamLink::push_control`] refused.
+#[derive(Debug)]
+pub enum PushError {
+    /// Over the cap: the peer is not reading fast enough.
+    Full(Frame),
+    Closed(Frame),
+}
+
 impl StreamLink {
     pub fn new(high_water_mark: usize) -> (StreamLink, LinkReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let hwm = high_water_mark.clamp(1, Semaphore::MAX_PERMITS);
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            control: AtomicUsize::new(0),
+            drained: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            room: Notify::new(),
+        });
         (
             StreamLink {
                 tx,
-                budget: Arc::new(Semaphore::new(hwm)),
-                high_water_mark: hwm,
+                shared,
+                high_water_mark: high_water_mark.max(1),
             },
             rx,
         )
     }
 
-    fn cost(&self, frame: &Frame) -> u32 {
-        // A frame larger than the whole budget waits for an empty queue,
-        // then goes alone: memory stays within the mark plus one frame.
-        (frame.data.len() + econtext_wire::HEADER_LEN).min(self.high_water_mark) as u32
+    fn cost(frame: &Frame) -> usize {
+        frame.data.len() + econtext_wire::HEADER_LEN
     }
 
-    /// Queues without waiting when the budget allows; hands the frame back
-    /// when the caller must wait (see [`StreamLink::send`]).
-    pub fn try_send(&self, frame: Frame) -> Result<Result<(), Frame>, LinkClosed> {
-        match self
-            .budget
-            .clone()
-            .try_acquire_many_owned(self.cost(&frame))
-        {
-            Ok(permit) => self
-                .tx
-                .send(Queued {
-                    frame,
-                    _permit: permit,
-                })
-                .map(Ok)
-                .map_err(|_| LinkClosed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(Err(frame)),
-            Err(tokio::sync::TryAcquireError::Closed) => Err(LinkClosed),
+    /// Reserves `cost` bytes if the queue stays within `cap` (a frame
+    /// larger than the cap goes alone into an empty queue).
+    fn reserve(&self, cost: usize, cap: usize) -> bool {
+        let q = &self.shared.queued;
+        let mut cur = q.load(Ordering::Acquire);
+        loop {
+            if cur != 0 && cur + cost > cap {
+                return false;
+            }
+            match q.compare_exchange_weak(cur, cur + cost, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
         }
     }
 
-    /// Queues the frame, waiting while the queue is above its mark.
-    pub async fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(self.cost(&frame))
-            .await
-            .map_err(|_| LinkClosed)?;
-        self.tx
-            .send(Queued {
-                frame,
-                _permit: permit,
-            })
+    fn enqueue(&self, frame: Frame, cost: usize, control: bool) -> Result<(), Frame> {
+        let item = Queued {
+            frame,
+            cost,
+            control,
+            shared: self.shared.clone(),
+        };
+        self.tx.send(item).map_err(|e| {
+            let mut item = e.0;
+            // Hand the frame back; the budget is released by the drop.
+            std::mem::replace(&mut item.frame, Frame::new(Default::default(), Vec::new()))
+        })
+    }
+
+    /// Queues without waiting when the queue is below its mark; hands the
+    /// frame back when the caller must wait (see [`StreamLink::send`]).
+    pub fn try_send(&self, frame: Frame) -> Result<Result<(), Frame>, LinkClosed> {
+        if self.is_closed() {
+            return Err(LinkClosed);
+        }
+        let cost = Self::cost(&frame);
+        if !self.reserve(cost, self.high_water_mark) {
+            return Ok(Err(frame));
+        }
+        self.enqueue(frame, cost, false)
+            .map(Ok)
             .map_err(|_| LinkClosed)
+    }
+
+    /// Queues the frame, waiting while the queue is above its mark.
+    pub async fn send(&self, mut frame: Frame) -> Result<(), LinkClosed> {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(frame)? {
+                Ok(()) => return Ok(()),
+                Err(back) => frame = back,
+            }
+            room.await;
+        }
+    }
+
+    /// Queues without waiting up to twice the mark (forwarded frames and
+    /// replies: their sender is not here to wait).
+    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        if self.is_closed() {
+            return Err(PushError::Closed(frame));
+        }
+        let cost = Self::cost(&frame);
+        if !self.reserve(cost, self.high_water_mark.saturating_mul(2)) {
+            return Err(PushError::Full(frame));
+        }
+        self.enqueue(frame, cost, false).map_err(PushError::Closed)
+    }
+
+    /// Queues a control frame regardless of the byte budget, up to
+    /// [`MAX_CONTROL_FRAMES`] outstanding.
+    pub fn push_control(&self, frame: Frame) -> Result<(), PushError> {
+        if self.is_closed() {
+            return Err(PushError::Closed(frame));
+        }
+        if self.shared.control.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROL_FRAMES {
+            self.shared.control.fetch_sub(1, Ordering::AcqRel);
+            return Err(PushError::Full(frame));
+        }
+        let cost = Self::cost(&frame);
+        self.shared.queued.fetch_add(cost, Ordering::AcqRel);
+        self.enqueue(frame, cost, true).map_err(PushError::Closed)
     }
 
     /// Bytes currently queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.high_water_mark - self.budget.available_permits()
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Bytes written since the link was made (progress, for stall checks).
+    pub fn drained_bytes(&self) -> u64 {
+        self.shared.drained.load(Ordering::Relaxed)
+    }
+
+    /// True when local senders would have to wait.
+    pub fn is_above_mark(&self) -> bool {
+        self.queued_bytes() >= self.high_water_mark
     }
 
     pub fn high_water_mark(&self) -> usize {
@@ -99,12 +208,13 @@ impl StreamLink {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.shared.closed.load(Ordering::Acquire) || self.tx.is_closed()
     }
 
     /// Wakes every waiting sender with [`LinkClosed`].
     pub fn close(&self) {
-        self.budget.close();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.room.notify_waiters();
     }
 }
 
@@ -113,10 +223,13 @@ mod tests {
     use super::*;
     use econtext_wire::Header;
 
+    fn f(n: usize) -> Frame {
+        Frame::new(Header::default(), vec![0u8; n])
+    }
+
     #[tokio::test]
     async fn senders_wait_above_the_mark() {
         let (link, mut rx) = StreamLink::new(100);
-        let f = |n| Frame::new(Header::default(), vec![0u8; n]);
         assert!(link.try_send(f(50)).unwrap().is_ok());
         assert!(link.try_send(f(50)).unwrap().is_err(), "50+36+50+36 > 100");
         assert_eq!(link.queued_bytes(), 86);
@@ -126,10 +239,45 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(rx.recv().await.unwrap());
         waiter.await.unwrap().unwrap();
-        assert_eq!(
-            link.queued_bytes(),
-            100,
-            "a jumbo frame takes the whole budget"
-        );
+        assert_eq!(link.queued_bytes(), 1036, "a jumbo frame goes alone");
+    }
+
+    #[tokio::test]
+    async fn pushes_go_to_twice_the_mark_then_refuse() {
+        let (link, _rx) = StreamLink::new(100);
+        assert!(link.push(f(50)).is_ok());
+        assert!(link.push(f(50)).is_ok());
+        assert!(matches!(link.push(f(50)), Err(PushError::Full(_))));
+        assert!(link.push_control(f(50)).is_ok(), "control ignores bytes");
+    }
+
+    #[tokio::test]
+    async fn control_frames_are_capped_by_count() {
+        let (link, _rx) = StreamLink::new(100);
+        for _ in 0..MAX_CONTROL_FRAMES {
+            link.push_control(f(0)).unwrap();
+        }
+        assert!(matches!(link.push_control(f(0)), Err(PushError::Full(_))));
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_waiters_and_refuses() {
+        let (link, _rx) = StreamLink::new(10);
+        link.try_send(f(10)).unwrap().unwrap();
+        let l2 = link.clone();
+        let waiter = tokio::spawn(async move { l2.send(f(10)).await });
+        tokio::task::yield_now().await;
+        link.close();
+        assert_eq!(waiter.await.unwrap(), Err(LinkClosed));
+        assert!(matches!(link.push(f(1)), Err(PushError::Closed(_))));
+    }
+
+    #[tokio::test]
+    async fn drained_bytes_count_progress() {
+        let (link, mut rx) = StreamLink::new(1000);
+        link.try_send(f(4)).unwrap().unwrap();
+        assert_eq!(link.drained_bytes(), 0);
+        drop(rx.recv().await.unwrap());
+        assert_eq!(link.drained_bytes(), 40);
     }
 }

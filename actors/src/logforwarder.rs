@@ -27,6 +27,12 @@ impl LogForwarder {
 
 impl Actor for LogForwarder {
     type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A burst from a whole fleet fits; past it senders get Dead
+        // (Overloaded), never silence.
+        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
+    }
 }
 
 /// Names a context for the log lines it sends.
@@ -39,6 +45,17 @@ impl Handler<NameContext> for LogForwarder {
 
     fn handle(&mut self, msg: NameContext, _: &mut Self::Context) {
         self.names.insert(msg.0, msg.1);
+    }
+}
+
+impl Handler<crate::event::ContextEvent> for LogForwarder {
+    type Result = ();
+
+    /// A dead context's name is forgotten (the map stays as big as the tree).
+    fn handle(&mut self, e: crate::event::ContextEvent, _: &mut Self::Context) {
+        if let crate::event::ContextEvent::Died { id, .. } = e {
+            self.names.remove(&id);
+        }
     }
 }
 

@@ -1,33 +1,48 @@
-//! The Router actor: one per context. A thin shell around [`RoutingTable`]
-//! and [`HandleTable`] that owns the streams' write links and delivers
-//! frames to local handles.
+//! The Router actor: one per context, a pump around [`RouterCore`]. It
+//! owns what the core must not (the streams' write links, the sinks'
+//! channels, the clock) and carries out the core's [`Action`]s. Every
+//! decision is the core's.
+//!
+//! Queues: a local sender waits for room on the one link its frame goes
+//! to (the wait is the caller's, inside its deadline); frames forwarded
+//! from a stream and replies are queued without waiting up to the link's
+//! hard cap, past which their sender gets Dead; control frames skip the
+//! byte budget. A reader therefore never waits on another peer's link.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use econtext_wire::handles::{self, requires_ancestor};
-use econtext_wire::messages::AddRoute;
-use econtext_wire::{payload, ContextId, Frame, Handle, Header};
+use econtext_wire::{handles, payload, ContextId, Frame, Handle, Header};
 use futures::future::{self, BoxFuture, FutureExt};
 use slog::{debug, warn, Logger};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::{Action, CoreConfig, CoreStats, Lane, RouterCore};
 use crate::error::{Error, Result};
 use crate::event::{ContextEvent, DeadReason};
-use crate::handles::{Delivery, HandleTable};
-use crate::link::StreamLink;
+use crate::handles::Accept;
+use crate::ids::IdsExhausted;
+use crate::link::{PushError, StreamLink};
 use crate::message::Message;
-use crate::routing::{Route, RoutingTable};
+use crate::refusals::RefusalLog;
+
+/// Messages a Channel buffers before its sender gets Dead (Overloaded).
+pub const CHANNEL_CAPACITY: usize = 4096;
+/// How often the pump tells the core the time and its links' progress.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Where a handle's messages go.
 pub enum Sink {
     /// One reply, then the handle is freed.
     Once(oneshot::Sender<Message>),
-    /// A stream of messages (a [`crate::Channel`]).
-    Channel(mpsc::UnboundedSender<Message>),
-    /// A user's actor.
+    /// A stream of messages (a [`crate::Channel`]), bounded.
+    Channel(mpsc::Sender<Message>),
+    /// A user's or a service's actor; its mailbox is the bound.
     Recipient(Recipient<Message>),
+    /// Resolves with the reason when a context dies.
+    Watch(oneshot::Sender<DeadReason>),
 }
 
 impl Sink {
@@ -36,21 +51,32 @@ impl Sink {
             Sink::Once(tx) => {
                 let _ = tx.send(msg);
             }
-            mut other => other.deliver_ref(msg),
+            Sink::Watch(tx) => {
+                let reason = msg
+                    .decode::<econtext_wire::Dead>()
+                    .map(DeadReason::from)
+                    .unwrap_or(DeadReason::RouterStopped);
+                let _ = tx.send(reason);
+            }
+            mut other => {
+                let _ = other.deliver_ref(msg);
+            }
         }
     }
 
-    fn deliver_ref(&mut self, msg: Message) {
+    /// Delivers to a sink that stays registered. A full queue is an error
+    /// for the sender, never silence.
+    fn deliver_ref(&mut self, msg: Message) -> std::result::Result<(), DeadReason> {
         match self {
-            Sink::Once(_) => unreachable!("one-shot sinks are delivered by value"),
-            Sink::Channel(tx) => {
-                let _ = tx.send(msg);
-            }
-            // A closed mailbox (the actor stopped or panicked) drops the
-            // message; the Router sees the closed sink at the next delivery.
-            Sink::Recipient(r) => {
-                let _ = r.try_send(msg);
-            }
+            Sink::Once(_) | Sink::Watch(_) => unreachable!("one-shot sinks are delivered by value"),
+            Sink::Channel(tx) => tx.try_send(msg).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => DeadReason::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => DeadReason::NoHandle,
+            }),
+            Sink::Recipient(r) => r.try_send(msg).map_err(|e| match e {
+                SendError::Full(_) => DeadReason::Overloaded,
+                SendError::Closed(_) => DeadReason::NoHandle,
+            }),
         }
     }
 }
@@ -68,6 +94,30 @@ pub struct RouterConfig {
     pub log: Logger,
     /// Records every frame this router routes (simulated trees, tests).
     pub trace: Option<Trace>,
+    /// A peer whose link makes no progress this long is declared dead.
+    pub stall_after: Duration,
+    /// How long a shutdown waits for children before closing anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl RouterConfig {
+    pub fn new(
+        id: ContextId,
+        parent: Option<ContextId>,
+        ancestors: Vec<ContextId>,
+        log: Logger,
+    ) -> Self {
+        let defaults = CoreConfig::new(id, parent, Vec::new());
+        RouterConfig {
+            id,
+            parent,
+            ancestors,
+            log,
+            trace: None,
+            stall_after: defaults.stall_after,
+            shutdown_grace: defaults.shutdown_grace,
+        }
+    }
 }
 
 /// A shared record of `(router's context, frame header)` per routed frame.
@@ -81,260 +131,205 @@ pub struct ContextDied {
     pub reason: DeadReason,
 }
 
+struct Peer {
+    link: StreamLink,
+    closer: Recipient<CloseStream>,
+    drained: u64,
+}
+
+/// A frame waiting for room on its link, for the caller to await (within
+/// its own deadline). Resolves with Dead when the link closes first.
+pub type Queueing = BoxFuture<'static, Result<()>>;
+
 /// The Router actor.
 pub struct Router {
-    table: RoutingTable,
-    handles: HandleTable<Sink>,
-    links: HashMap<ContextId, StreamLink>,
-    closers: HashMap<ContextId, Recipient<CloseStream>>,
-    ancestors: HashSet<ContextId>,
+    core: RouterCore<Sink>,
+    peers: HashMap<ContextId, Peer>,
     watchers: Vec<Recipient<ContextDied>>,
     subscribers: Vec<Recipient<ContextEvent>>,
-    one_shot_watchers: HashMap<ContextId, Vec<oneshot::Sender<DeadReason>>>,
-    dead: HashMap<ContextId, DeadReason>,
-    trace: Option<Trace>,
-    shutting_down: bool,
+    on_stop: Vec<oneshot::Sender<()>>,
+    /// Frames dropped because a link was over its cap, per peer.
+    overflow: RefusalLog,
+    dropped: u64,
     log: Logger,
 }
 
 impl Router {
     pub fn new(config: RouterConfig) -> Self {
+        let mut cc = CoreConfig::new(config.id, config.parent, config.ancestors);
+        cc.trace = config.trace;
+        cc.stall_after = config.stall_after;
+        cc.shutdown_grace = config.shutdown_grace;
         Router {
-            table: RoutingTable::new(config.id, config.parent),
-            handles: HandleTable::default(),
-            links: HashMap::new(),
-            closers: HashMap::new(),
-            ancestors: config.ancestors.into_iter().collect(),
+            core: RouterCore::new(cc, Instant::now()),
+            peers: HashMap::new(),
             watchers: Vec::new(),
             subscribers: Vec::new(),
-            one_shot_watchers: HashMap::new(),
-            dead: HashMap::new(),
-            trace: config.trace,
-            shutting_down: false,
+            on_stop: Vec::new(),
+            overflow: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
+            dropped: 0,
             log: config.log,
         }
     }
 
     fn me(&self) -> ContextId {
-        self.table.me()
+        self.core.me()
     }
 
-    /// Tells every subscriber; those whose actor is gone are dropped.
+    /// Carries out every queued action. A frame that must wait for room
+    /// comes back as a future for the local sender to await.
+    fn pump(&mut self, ctx: &mut actix::Context<Self>) -> Option<Queueing> {
+        let mut waits: Vec<Queueing> = Vec::new();
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Forward { peer, frame, lane } => {
+                    if let Some(w) = self.forward(peer, frame, lane, ctx) {
+                        waits.push(w);
+                    }
+                }
+                Action::Deliver { handle, msg } => {
+                    let header = Header::new(self.me(), msg.src, msg.handle, msg.reply_to);
+                    let res = self.core.sink_mut(handle).map(|s| s.deliver_ref(msg));
+                    if let Some(Err(reason)) = res {
+                        debug!(self.log, "handle's queue refused a message";
+                               "handle" => handle, "reason" => %reason);
+                        if reason == DeadReason::NoHandle {
+                            self.core.unregister(handle);
+                        }
+                        self.core.undeliverable(&header, reason, Instant::now());
+                    }
+                }
+                Action::DeliverOnce { sink, msg } => sink.deliver(msg),
+                Action::CloseStream { peer } => {
+                    if let Some(p) = self.peers.remove(&peer) {
+                        p.link.close();
+                        p.closer.do_send(CloseStream);
+                    }
+                }
+                Action::Event(event) => self.emit(event),
+                Action::Refused {
+                    src,
+                    stream,
+                    handle,
+                    why,
+                    suppressed,
+                } => {
+                    warn!(self.log, "refused frame";
+                          "src" => src, "stream" => stream, "handle" => handle,
+                          "why" => %why, "suppressed_since_last" => suppressed);
+                }
+                Action::Stop => ctx.stop(),
+            }
+        }
+        match waits.len() {
+            0 => None,
+            1 => waits.pop(),
+            _ => Some(
+                future::join_all(waits)
+                    .map(|r| r.into_iter().collect::<Result<Vec<()>>>().map(|_| ()))
+                    .boxed(),
+            ),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        peer: ContextId,
+        frame: Frame,
+        lane: Lane,
+        ctx: &mut actix::Context<Self>,
+    ) -> Option<Queueing> {
+        let Some(p) = self.peers.get(&peer) else {
+            self.core
+                .undeliverable(&frame.header, DeadReason::Disconnected, Instant::now());
+            return None;
+        };
+        let link = p.link.clone();
+        let refused = match lane {
+            Lane::Wait => match link.try_send(frame) {
+                Ok(Ok(())) => return None,
+                Ok(Err(frame)) => {
+                    let header = frame.header;
+                    let me = ctx.address();
+                    return Some(
+                        async move {
+                            match link.send(frame).await {
+                                Ok(()) => Ok(()),
+                                Err(_) => {
+                                    me.do_send(Undeliverable(header, DeadReason::Disconnected));
+                                    Err(Error::Dead {
+                                        context: header.dst,
+                                        reason: DeadReason::Disconnected,
+                                    })
+                                }
+                            }
+                        }
+                        .boxed(),
+                    );
+                }
+                Err(_) => Err(PushError::Closed(Frame::new(Header::default(), Vec::new()))),
+            },
+            Lane::Push => link.push(frame),
+            Lane::Control => link.push_control(frame),
+        };
+        match refused {
+            Ok(()) => {}
+            Err(PushError::Full(frame)) => {
+                self.dropped += 1;
+                if let Some(n) = self.overflow.note(peer, Instant::now()) {
+                    warn!(self.log, "link full: frames refused";
+                          "peer" => peer, "queued" => link.queued_bytes(), "suppressed_since_last" => n);
+                }
+                self.core
+                    .undeliverable(&frame.header, DeadReason::Overloaded, Instant::now());
+            }
+            Err(PushError::Closed(frame)) => {
+                self.core
+                    .undeliverable(&frame.header, DeadReason::Disconnected, Instant::now());
+            }
+        }
+        None
+    }
+
     fn emit(&mut self, event: ContextEvent) {
+        if let ContextEvent::Died { id, reason } = &event {
+            debug!(self.log, "context died"; "id" => *id, "reason" => %reason);
+            self.watchers.retain(|w| w.connected());
+            for w in &self.watchers {
+                w.do_send(ContextDied {
+                    id: *id,
+                    reason: reason.clone(),
+                });
+            }
+        }
         self.subscribers.retain(|s| s.connected());
         for s in &self.subscribers {
             s.do_send(event.clone());
         }
     }
 
-    /// Sends Dead back to a frame's sender, when it asked for a reply.
-    fn bounce(&mut self, frame: &Frame, reason: DeadReason) -> BoxFuture<'static, ()> {
-        if frame.header.reply_to == 0 {
-            return future::ready(()).boxed();
+    fn tick(&mut self, ctx: &mut actix::Context<Self>) {
+        let now = Instant::now();
+        for (&peer, p) in self.peers.iter_mut() {
+            let drained = p.link.drained_bytes();
+            let stuck = p.link.queued_bytes() > 0 && drained == p.drained;
+            p.drained = drained;
+            self.core.link_state(peer, stuck, now);
         }
-        let data = payload::encode(&econtext_wire::Dead::from(&reason)).expect("Dead encodes");
-        let back = Frame::new(
-            Header::new(frame.header.src, self.me(), frame.header.reply_to, 0),
-            data,
-        );
-        // A bounce that itself has nowhere to go is dropped (reply_to is 0).
-        self.route_frame(back, None)
+        self.core.tick(now);
+        self.overflow.prune(now);
+        self.pump(ctx);
     }
 
-    /// Routes one frame. `from` is the stream it arrived on (None: local).
-    fn route_frame(&mut self, frame: Frame, from: Option<ContextId>) -> BoxFuture<'static, ()> {
-        if let Some(t) = &self.trace {
-            t.lock()
-                .expect("trace lock")
-                .push((self.me(), frame.header));
-        }
-        match self.table.route(frame.header.dst) {
-            Route::Local => self.deliver_local(frame, from),
-            Route::Stream(peer) => {
-                if Some(peer) == from {
-                    // Never send a frame back where it came from: that is
-                    // a loop (or a child spoofing its parent's address).
-                    warn!(self.log, "dropping frame that would loop";
-                          "dst" => frame.header.dst, "src" => frame.header.src, "peer" => peer);
-                    return self.bounce(&frame, DeadReason::Unreachable);
-                }
-                let Some(link) = self.links.get(&peer).cloned() else {
-                    return self.bounce(&frame, DeadReason::Unreachable);
-                };
-                match link.try_send(frame) {
-                    Ok(Ok(())) => future::ready(()).boxed(),
-                    Ok(Err(frame)) => async move {
-                        let _ = link.send(frame).await;
-                    }
-                    .boxed(),
-                    Err(_) => future::ready(()).boxed(),
-                }
-            }
-            Route::Nowhere => {
-                let why = match self.dead.get(&frame.header.dst) {
-                    Some(r) => r.clone(),
-                    None => DeadReason::Unreachable,
-                };
-                debug!(self.log, "no route"; "dst" => frame.header.dst, "src" => frame.header.src);
-                self.bounce(&frame, why)
-            }
-        }
-    }
-
-    /// Delivers to a local handle; the future is a bounce (Dead to the
-    /// sender) that may have to wait for room on its link.
-    fn deliver_local(&mut self, frame: Frame, from: Option<ContextId>) -> BoxFuture<'static, ()> {
-        let h = frame.header;
-        if requires_ancestor(h.handle) && from.is_some() {
-            let ok = from == self.table.parent() && self.ancestors.contains(&h.src);
-            if !ok {
-                warn!(self.log, "refused: only an ancestor may use this handle";
-                      "handle" => h.handle, "src" => h.src, "stream" => from);
-                return self.bounce(
-                    &frame,
-                    DeadReason::Refused(format!(
-                        "context {} may not send to handle {}",
-                        h.src, h.handle
-                    )),
-                );
-            }
-        }
-        match h.handle {
-            handles::ADD_ROUTE if from.is_some() => {
-                match payload::decode::<AddRoute>(&frame.data) {
-                    Ok(r) => {
-                        if !self.table.add_route(r.target, r.via) {
-                            warn!(self.log, "ADD_ROUTE via unknown context"; "target" => r.target, "via" => r.via);
-                        }
-                    }
-                    Err(e) => warn!(self.log, "bad ADD_ROUTE"; "error" => %e),
-                }
-                return future::ready(()).boxed();
-            }
-            handles::DEL_ROUTE if from.is_some() => {
-                match payload::decode::<ContextId>(&frame.data) {
-                    // Only a context's own subtree may be declared dead by
-                    // the stream it sits behind.
-                    Ok(target)
-                        if self.table.route(target) == Route::Stream(from.unwrap())
-                            && Some(target) != self.table.parent() =>
-                    {
-                        self.context_lost(target, DeadReason::Disconnected);
-                    }
-                    // Already gone (a DEL_ROUTE per member of a subtree).
-                    Ok(target) if self.dead.contains_key(&target) => {}
-                    Ok(target) => {
-                        warn!(self.log, "ignoring DEL_ROUTE from outside its subtree"; "target" => target)
-                    }
-                    Err(e) => warn!(self.log, "bad DEL_ROUTE"; "error" => %e),
-                }
-                return future::ready(()).boxed();
-            }
-            _ => {}
-        }
-        let msg = Message::from_frame(frame);
-        match self.handles.take_for_delivery(h.handle) {
-            Some(Delivery::Once(sink)) => sink.deliver(msg),
-            Some(Delivery::Keep(sink)) => sink.deliver_ref(msg),
-            None if !msg.is_dead() => {
-                debug!(self.log, "message for unknown handle"; "handle" => h.handle, "src" => h.src);
-                let f = Frame::new(h, msg.data);
-                return self.bounce(&f, DeadReason::NoHandle);
-            }
-            None => {}
-        }
-        future::ready(()).boxed()
-    }
-
-    /// `root` and everything reached through it is gone.
-    fn context_lost(&mut self, root: ContextId, reason: DeadReason) -> bool {
-        let dead = self.table.subtree(root);
-        let lost_parent = self.table.forget(&dead);
-        for d in &dead {
-            self.dead.insert(*d, reason.clone());
-            if let Some(link) = self.links.remove(d) {
-                link.close();
-            }
-            if let Some(closer) = self.closers.remove(d) {
-                closer.do_send(CloseStream);
-            }
-        }
-        for (h, sink) in self.handles.waiting_on(&dead) {
-            sink.deliver(Message::dead(root, h, &reason));
-        }
-        // Tell the parent, so the master can fail its own waiters (the
-        // parent stream itself is among the dead when it is the one lost).
-        if let Some(p) = self.table.parent() {
-            if let Some(link) = self.links.get(&p) {
-                for d in &dead {
-                    let data = payload::encode(d).expect("u16 encodes");
-                    let _ = link.try_send(Frame::new(
-                        Header::new(p, self.me(), handles::DEL_ROUTE, 0),
-                        data,
-                    ));
-                }
-            }
-        }
-        for d in &dead {
-            debug!(self.log, "context died"; "id" => *d, "reason" => %reason);
-            for w in &self.watchers {
-                w.do_send(ContextDied {
-                    id: *d,
-                    reason: reason.clone(),
-                });
-            }
-            self.emit(ContextEvent::Died {
-                id: *d,
-                reason: reason.clone(),
-            });
-            for tx in self.one_shot_watchers.remove(d).unwrap_or_default() {
-                let _ = tx.send(reason.clone());
-            }
-        }
-        if lost_parent {
-            for (h, sink) in self.handles.drain() {
-                sink.deliver(Message::dead(root, h, &DeadReason::ParentLost));
-            }
-        }
-        lost_parent
-    }
-
-    /// Graceful shutdown (the seed's "Shutdown"): children are told first,
-    /// then after a moment every stream closes and the router stops, which
-    /// delivers Dead to every handle still registered.
-    fn begin_shutdown(&mut self, ctx: &mut actix::Context<Self>) {
-        if self.shutting_down {
-            return;
-        }
-        self.shutting_down = true;
-        for child in self.table.children() {
-            if let Some(link) = self.links.get(&child) {
-                let f = Frame::new(
-                    Header::new(child, self.me(), handles::SHUTDOWN, 0),
-                    payload::encode(&()).expect("nil"),
-                );
-                let _ = link.try_send(f);
-            }
-        }
-        ctx.run_later(std::time::Duration::from_millis(50), |act, ctx| {
-            for closer in act.closers.values() {
-                closer.do_send(CloseStream);
-            }
-            ctx.stop();
-        });
-    }
-}
-
-/// Shuts this context down gracefully.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ShutdownContext;
-
-impl Handler<ShutdownContext> for Router {
-    type Result = ();
-
-    fn handle(&mut self, _: ShutdownContext, ctx: &mut Self::Context) {
-        self.begin_shutdown(ctx);
+    /// Runs `f` on the core, then pumps; the result is a wait for room, if
+    /// the frame had to wait.
+    fn with_core(
+        &mut self,
+        ctx: &mut actix::Context<Self>,
+        f: impl FnOnce(&mut RouterCore<Sink>, Instant),
+    ) -> Option<Queueing> {
+        f(&mut self.core, Instant::now());
+        self.pump(ctx)
     }
 }
 
@@ -344,14 +339,18 @@ impl Actor for Router {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Senders wait (backpressure) past this many queued messages.
         ctx.set_mailbox_capacity(1 << 16);
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        for (h, sink) in self.handles.drain() {
-            sink.deliver(Message::dead(self.me(), h, &DeadReason::RouterStopped));
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.core.stopping();
+        self.pump(ctx);
+        for p in self.peers.values() {
+            p.link.close();
+            p.closer.do_send(CloseStream);
         }
-        for link in self.links.values() {
-            link.close();
+        for tx in self.on_stop.drain(..) {
+            let _ = tx.send(());
         }
     }
 }
@@ -389,11 +388,11 @@ pub fn send_reply_encoded(
         };
         payload::encode(&err).expect("CallError encodes")
     });
-    router.do_send(Send(crate::message::reply_frame(me, msg, data)));
+    router.do_send(SendReply(crate::message::reply_frame(me, msg, data)));
 }
 
-/// A frame read from the stream to `from`. The reply completes once the
-/// frame is queued onward, which is how backpressure reaches the reader.
+/// A frame read from the stream to `from`. Handled at once: the reader
+/// never waits for another peer's link.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Inbound {
@@ -402,23 +401,14 @@ pub struct Inbound {
 }
 
 impl Handler<Inbound> for Router {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Inbound, _: &mut Self::Context) -> Self::Result {
-        let src = msg.frame.header.src;
-        // Anti-spoofing: a frame from a child stream must come from that
-        // child's subtree.
-        if Some(msg.from) != self.table.parent() && self.table.route(src) != Route::Stream(msg.from)
-        {
-            warn!(self.log, "dropping frame with a source outside its stream's subtree";
-                  "src" => src, "stream" => msg.from);
-            return Box::pin(future::ready(()));
-        }
-        Box::pin(self.route_frame(msg.frame, Some(msg.from)))
+    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
+        self.with_core(ctx, |c, now| c.inbound(msg.from, msg.frame, now));
     }
 }
 
-/// Sends a frame originated in this context.
+/// Sends a frame originated in this context; resolves once it is queued.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Send(pub Frame);
@@ -426,42 +416,99 @@ pub struct Send(pub Frame);
 impl Handler<Send> for Router {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Send, _: &mut Self::Context) -> Self::Result {
-        Box::pin(self.route_frame(msg.0, None))
+    fn handle(&mut self, msg: Send, ctx: &mut Self::Context) -> Self::Result {
+        match self.with_core(ctx, |c, now| c.send_local(msg.0, Lane::Wait, now)) {
+            Some(w) => Box::pin(w.map(|_| ())),
+            None => Box::pin(future::ready(())),
+        }
+    }
+}
+
+/// Sends a frame originated in this context and hands back the wait for
+/// link room (if any), for the caller to await inside its own deadline;
+/// dropping it abandons the frame.
+#[derive(Message)]
+#[rtype(result = "Option<Queueing>")]
+pub struct Dispatch {
+    pub frame: Frame,
+    /// Control frames (SHUTDOWN) skip the byte budget.
+    pub control: bool,
+}
+
+impl Handler<Dispatch> for Router {
+    type Result = MessageResult<Dispatch>;
+
+    fn handle(&mut self, msg: Dispatch, ctx: &mut Self::Context) -> Self::Result {
+        let lane = if msg.control {
+            Lane::Control
+        } else {
+            Lane::Wait
+        };
+        MessageResult(self.with_core(ctx, |c, now| c.send_local(msg.frame, lane, now)))
+    }
+}
+
+/// A reply from a local service: queued without waiting, up to the
+/// link's cap (a requester that does not read cannot pile them up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendReply(pub Frame);
+
+impl Handler<SendReply> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendReply, ctx: &mut Self::Context) {
+        self.with_core(ctx, |c, now| c.send_local(msg.0, Lane::Push, now));
+    }
+}
+
+/// A frame the pump could not queue (its link closed while it waited).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Undeliverable(Header, DeadReason);
+
+impl Handler<Undeliverable> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Undeliverable, ctx: &mut Self::Context) {
+        self.with_core(ctx, |c, now| c.undeliverable(&msg.0, msg.1, now));
     }
 }
 
 /// Sends a request to `(dst, handle)` with a fresh one-shot reply handle
-/// that receives Dead if `dst` dies first.
+/// that accepts only `dst`'s answer and receives Dead if `dst` dies first.
 #[derive(Message)]
-#[rtype(result = "Result<(Handle, oneshot::Receiver<Message>)>")]
+#[rtype(result = "Result<StartedRequest>")]
 pub struct Request {
     pub dst: ContextId,
     pub handle: Handle,
     pub data: Bytes,
 }
 
-impl Handler<Request> for Router {
-    type Result = ResponseFuture<Result<(Handle, oneshot::Receiver<Message>)>>;
+/// A request on its way: its reply handle, the reply, and the wait for
+/// link room (if the frame had to wait; the caller awaits it).
+pub struct StartedRequest {
+    pub reply_to: Handle,
+    pub reply: oneshot::Receiver<Message>,
+    pub queued: Option<Queueing>,
+}
 
-    fn handle(&mut self, msg: Request, _: &mut Self::Context) -> Self::Result {
+impl Handler<Request> for Router {
+    type Result = MessageResult<Request>;
+
+    fn handle(&mut self, msg: Request, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if let Some(reason) = self.dead.get(&msg.dst) {
-            let e = Error::Dead {
-                context: msg.dst,
-                reason: reason.clone(),
-            };
-            return Box::pin(future::ready(Err(e)));
-        }
-        let reply_to = self.handles.allocate(Sink::Once(tx), false, Some(msg.dst));
-        let frame = Frame::new(
-            Header::new(msg.dst, self.me(), msg.handle, reply_to),
-            msg.data,
-        );
-        let fut = self.route_frame(frame, None);
-        Box::pin(async move {
-            fut.await;
-            Ok((reply_to, rx))
+        let now = Instant::now();
+        let res = self
+            .core
+            .request(msg.dst, msg.handle, msg.data, Sink::Once(tx), now);
+        MessageResult(match res {
+            Ok(reply_to) => Ok(StartedRequest {
+                reply_to,
+                reply: rx,
+                queued: self.pump(ctx),
+            }),
+            Err((e, _)) => Err(e),
         })
     }
 }
@@ -475,30 +522,44 @@ pub struct Register {
     pub persistent: bool,
     /// Deliver Dead to this handle when that context dies.
     pub waiting_on: Option<ContextId>,
+    /// Whose messages it takes (local ones always).
+    pub accept: Accept,
 }
 
 impl Handler<Register> for Router {
     type Result = MessageResult<Register>;
 
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
-        if let Some(c) = msg.waiting_on {
-            if let Some(reason) = self.dead.get(&c).cloned() {
-                let h = msg.handle.unwrap_or(0);
-                msg.sink.deliver(Message::dead(c, h, &reason));
-                return MessageResult(h);
-            }
-        }
-        MessageResult(match msg.handle {
-            Some(h) => {
-                self.handles.insert(h, msg.sink);
-                h
-            }
-            None => self
-                .handles
-                .allocate(msg.sink, msg.persistent, msg.waiting_on),
-        })
+    fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
+        let h = self.core.register(
+            msg.handle,
+            msg.sink,
+            msg.persistent,
+            msg.waiting_on,
+            msg.accept,
+        );
+        self.pump(ctx);
+        MessageResult(h)
     }
 }
+
+/// Serves a well-known handle (GET_MODULE, CALL_FUNCTION, SPAWN, ...)
+/// with a service actor: the hook for every built-in or added service.
+/// The actor's mailbox is the bound: when it is full the sender gets Dead
+/// (Overloaded) instead of silence, so services set a capacity that fits
+/// their bursts ([`SERVICE_MAILBOX`]) in `started`.
+pub fn register_service(router: &Addr<Router>, handle: Handle, service: Recipient<Message>) {
+    router.do_send(Register {
+        handle: Some(handle),
+        sink: Sink::Recipient(service),
+        persistent: true,
+        waiting_on: None,
+        accept: Accept::Any,
+    });
+}
+
+/// The mailbox capacity built-in services use: room for every child of a
+/// large fleet asking at once.
+pub const SERVICE_MAILBOX: usize = 1 << 14;
 
 /// Frees a handle.
 #[derive(Message)]
@@ -509,7 +570,7 @@ impl Handler<Unregister> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
-        self.handles.remove(msg.0);
+        self.core.unregister(msg.0);
     }
 }
 
@@ -533,12 +594,15 @@ impl Handler<AttachStream> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: AttachStream, _: &mut Self::Context) {
-        if !msg.is_parent {
-            self.table.add_child_stream(msg.peer);
-        }
-        self.dead.remove(&msg.peer);
-        self.links.insert(msg.peer, msg.link);
-        self.closers.insert(msg.peer, msg.closer);
+        self.core.attach(msg.peer, msg.is_parent);
+        self.peers.insert(
+            msg.peer,
+            Peer {
+                drained: msg.link.drained_bytes(),
+                link: msg.link,
+                closer: msg.closer,
+            },
+        );
     }
 }
 
@@ -554,10 +618,7 @@ impl Handler<StreamClosed> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: StreamClosed, ctx: &mut Self::Context) {
-        if self.links.contains_key(&msg.peer) && self.context_lost(msg.peer, msg.reason) {
-            // A child whose parent is gone exits: no orphans.
-            self.begin_shutdown(ctx);
-        }
+        self.with_core(ctx, |c, now| c.stream_closed(msg.peer, msg.reason, now));
     }
 }
 
@@ -576,9 +637,7 @@ impl Handler<AddLocalRoute> for Router {
     type Result = bool;
 
     fn handle(&mut self, msg: AddLocalRoute, _: &mut Self::Context) -> bool {
-        self.dead.remove(&msg.target);
-        self.table.note_parent(msg.target, msg.parent);
-        self.table.add_route(msg.target, msg.via)
+        self.core.add_local_route(msg.target, msg.via, msg.parent)
     }
 }
 
@@ -594,9 +653,21 @@ impl Handler<DeclareDead> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: DeclareDead, ctx: &mut Self::Context) {
-        if !self.dead.contains_key(&msg.id) && self.context_lost(msg.id, msg.reason) {
-            self.begin_shutdown(ctx);
-        }
+        self.with_core(ctx, |c, now| c.declare_dead(msg.id, msg.reason, now));
+    }
+}
+
+/// A fresh context ID from the master's allocator: never 0, never live,
+/// reused only after a quarantine.
+#[derive(Message)]
+#[rtype(result = "std::result::Result<ContextId, IdsExhausted>")]
+pub struct AllocateId;
+
+impl Handler<AllocateId> for Router {
+    type Result = std::result::Result<ContextId, IdsExhausted>;
+
+    fn handle(&mut self, _: AllocateId, _: &mut Self::Context) -> Self::Result {
+        self.core.allocate_id(Instant::now())
     }
 }
 
@@ -640,12 +711,8 @@ pub struct ContextStarted {
 impl Handler<ContextStarted> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: ContextStarted, _: &mut Self::Context) {
-        self.emit(ContextEvent::Started {
-            id: msg.id,
-            name: msg.name,
-            parent: msg.parent,
-        });
+    fn handle(&mut self, msg: ContextStarted, ctx: &mut Self::Context) {
+        self.with_core(ctx, |c, _| c.started(msg.id, msg.name, msg.parent));
     }
 }
 
@@ -657,13 +724,41 @@ pub struct WatchContext(pub ContextId);
 impl Handler<WatchContext> for Router {
     type Result = MessageResult<WatchContext>;
 
-    fn handle(&mut self, msg: WatchContext, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: WatchContext, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if let Some(r) = self.dead.get(&msg.0) {
-            let _ = tx.send(r.clone());
-        } else {
-            self.one_shot_watchers.entry(msg.0).or_default().push(tx);
-        }
+        self.with_core(ctx, |c, _| c.watch(msg.0, Sink::Watch(tx)));
+        MessageResult(rx)
+    }
+}
+
+/// Shuts this context down gracefully: SHUTDOWN to every child, then the
+/// streams close once they are gone (or the grace period ends), and the
+/// router stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownContext;
+
+impl Handler<ShutdownContext> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownContext, ctx: &mut Self::Context) {
+        self.with_core(ctx, |c, now| c.begin_shutdown(now));
+        // Enforce the deadline exactly, not at the next tick.
+        ctx.run_later(self.core.shutdown_grace(), |act, ctx| act.tick(ctx));
+    }
+}
+
+/// Resolves when the router has stopped (after a shutdown).
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct WhenStopped;
+
+impl Handler<WhenStopped> for Router {
+    type Result = MessageResult<WhenStopped>;
+
+    fn handle(&mut self, _: WhenStopped, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.on_stop.push(tx);
         MessageResult(rx)
     }
 }
@@ -678,22 +773,37 @@ pub struct RouterStats {
     pub handles: usize,
     pub streams: Vec<ContextId>,
     pub queued_bytes: HashMap<ContextId, usize>,
+    /// The core's map sizes and counters.
+    pub core: CoreStats,
+    /// Frames refused because a link was over its cap.
+    pub dropped_full: u64,
 }
 
 impl Handler<GetStats> for Router {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        let mut streams: Vec<ContextId> = self.links.keys().copied().collect();
+        let mut streams: Vec<ContextId> = self.peers.keys().copied().collect();
         streams.sort_unstable();
+        let core = self.core.stats();
         MessageResult(RouterStats {
-            handles: self.handles.len(),
+            handles: core.handles,
             queued_bytes: self
-                .links
+                .peers
                 .iter()
-                .map(|(k, l)| (*k, l.queued_bytes()))
+                .map(|(k, p)| (*k, p.link.queued_bytes()))
                 .collect(),
             streams,
+            core,
+            dropped_full: self.dropped,
         })
     }
+}
+
+/// Sends SHUTDOWN to `id` on the control lane (never behind data).
+pub fn shutdown_frame(id: ContextId, me: ContextId) -> Frame {
+    Frame::new(
+        Header::new(id, me, handles::SHUTDOWN, 0),
+        payload::encode(&()).expect("nil encodes"),
+    )
 }

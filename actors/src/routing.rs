@@ -105,6 +105,16 @@ impl RoutingTable {
         self.parents.insert(child, creator);
     }
 
+    /// The context `id` was created through, when known.
+    pub fn creator(&self, id: ContextId) -> Option<ContextId> {
+        self.parents.get(&id).copied()
+    }
+
+    /// Entries held for other contexts (for checks that maps are pruned).
+    pub fn known(&self) -> usize {
+        self.direct.len() + self.routes.len() + self.parents.len()
+    }
+
     /// The contexts that die with `root`: `root` and everything created
     /// through it, deepest first (children before their parents).
     pub fn subtree(&self, root: ContextId) -> Vec<ContextId> {

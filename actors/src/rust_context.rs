@@ -9,7 +9,7 @@ use slog::Logger;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::dispatch::{Dispatcher, Functions};
-use crate::router::{Register, Router, RouterConfig, Sink, Trace};
+use crate::router::{register_service, Router, RouterConfig, Trace};
 use crate::stream::{Stream, StreamConfig};
 
 /// Who a Rust child context is and how it reaches its parent.
@@ -62,22 +62,17 @@ where
     W: AsyncWrite + Unpin + 'static,
 {
     let log = config.log.new(slog::o!("ctx" => config.name.clone()));
-    let router = Router::new(RouterConfig {
-        id: config.id,
-        parent: Some(config.parent),
-        ancestors: config.ancestors.clone(),
-        log: log.clone(),
-        trace: config.trace.clone(),
-    })
-    .start();
+    let mut rc = RouterConfig::new(
+        config.id,
+        Some(config.parent),
+        config.ancestors.clone(),
+        log.clone(),
+    );
+    rc.trace = config.trace.clone();
+    let router = Router::new(rc).start();
     let dispatcher = Dispatcher::new(config.id, router.clone(), functions, log.clone()).start();
     for h in [handles::CALL_FUNCTION, handles::SHUTDOWN] {
-        router.do_send(Register {
-            handle: Some(h),
-            sink: Sink::Recipient(dispatcher.clone().recipient()),
-            persistent: true,
-            waiting_on: None,
-        });
+        register_service(&router, h, dispatcher.clone().recipient());
     }
     let mut sc = StreamConfig::new(config.parent, true, &config.key, log);
     sc.max_message_size = config.max_message_size;

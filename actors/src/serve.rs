@@ -68,6 +68,7 @@ where
             sink: Sink::Recipient(adapter.recipient()),
             persistent: true,
             waiting_on: None,
+            accept: crate::handles::Accept::Any,
         })
         .await
         .map_err(|_| Error::RouterGone)
@@ -81,6 +82,12 @@ struct Adapter<T: std::marker::Send + 'static, R: std::marker::Send + 'static> {
 
 impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Actor for Adapter<T, R> {
     type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A burst from a whole fleet fits; past it senders get Dead
+        // (Overloaded), never silence.
+        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
+    }
 }
 
 fn failure(type_name: &str, message: String) -> CallError {

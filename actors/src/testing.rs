@@ -61,14 +61,14 @@ impl SimTree {
     /// A tree holding just the master. Call inside an actix system.
     pub fn new(log: Logger) -> SimTree {
         let trace: Trace = Arc::new(Mutex::new(Vec::new()));
-        let master = Router::new(RouterConfig {
-            id: handles::MASTER_ID,
-            parent: None,
-            ancestors: Vec::new(),
-            log: log.new(slog::o!("ctx" => "master")),
-            trace: Some(trace.clone()),
-        })
-        .start();
+        let mut rc = RouterConfig::new(
+            handles::MASTER_ID,
+            None,
+            Vec::new(),
+            log.new(slog::o!("ctx" => "master")),
+        );
+        rc.trace = Some(trace.clone());
+        let master = Router::new(rc).start();
         let supervision = Supervision::start(
             master.clone(),
             SupervisionOptions::new(std::time::Duration::from_secs(1), log.clone()),

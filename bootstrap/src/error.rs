@@ -59,6 +59,11 @@ pub enum ConnectError {
     /// `-`, a control character): nothing was started.
     #[error(transparent)]
     InvalidOption(#[from] crate::validate::InvalidOption),
+
+    /// Every context ID is live or in quarantine (the message says how
+    /// many of each).
+    #[error("{0}")]
+    IdsExhausted(String),
 }
 
 impl ConnectError {
@@ -78,6 +83,7 @@ impl ConnectError {
             ConnectError::Protocol(_) => "Protocol",
             ConnectError::Io(_) => "Io",
             ConnectError::InvalidOption(_) => "InvalidOption",
+            ConnectError::IdsExhausted(_) => "IdsExhausted",
         }
     }
 

@@ -39,6 +39,12 @@ impl Spawner {
 
 impl Actor for Spawner {
     type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A burst from a whole fleet fits; past it senders get Dead
+        // (Overloaded), never silence.
+        ctx.set_mailbox_capacity(econtext_actors::router::SERVICE_MAILBOX);
+    }
 }
 
 fn connect_error(message: String) -> CallError {
