@@ -585,3 +585,95 @@ fn push_through_ssh_then_sudo_writes_files_owned_by_the_become_user() {
         ssh.shutdown().await.unwrap();
     });
 }
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_copy_and_fetch_with_json_per_host_directories_and_exit_codes() {
+    let dir = TempDir::new("files-cli");
+    let src = dir.path("src");
+    make_tree(&src);
+    let file = dir.path("one.bin");
+    let data = random_file(&file, 1 << 20);
+    let out = dir.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let target = format!("local?python={}", python3());
+    let d = |p: &Path| p.display().to_string();
+    // Several SRCs into DEST/: each under its own name.
+    let (rc, stdout, stderr) = cli(&[
+        "copy",
+        &target,
+        &d(&file),
+        &d(&src),
+        &format!("{}/", d(&out)),
+    ]);
+    assert_eq!(rc, 0, "{stdout}{stderr}");
+    assert_eq!(std::fs::read(out.join("one.bin")).unwrap(), data);
+    assert_same_tree(&src, &out.join("src"));
+    // --json: one line per host with the transfer's counters.
+    let (rc, stdout, stderr) = cli(&[
+        "copy",
+        "--json",
+        &target,
+        &d(&file),
+        &d(&out.join("renamed")),
+    ]);
+    assert_eq!(rc, 0, "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["result"]["bytes"], 1 << 20);
+    assert_eq!(v["result"]["files"], 1);
+    // A missing source: the host failed (1), the error typed and named.
+    let (rc, stdout, _) = cli(&[
+        "copy",
+        "--json",
+        &target,
+        &d(&dir.path("missing")),
+        &d(&out),
+    ]);
+    assert_eq!(rc, 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["result"]["kind"], "not_found");
+    assert!(v["result"]["path"].as_str().unwrap().ends_with("/missing"));
+    // fetch from two hosts of an inventory: DEST_DIR/<host>/<name>.
+    let inv = dir.path("inventory");
+    std::fs::write(
+        &inv,
+        format!(
+            "[web]\nw1 ansible_connection=local ansible_python_interpreter={py}\n\
+             w2 ansible_connection=local ansible_python_interpreter={py}\n",
+            py = python3()
+        ),
+    )
+    .unwrap();
+    let back = dir.path("back");
+    let (rc, stdout, stderr) = cli(&[
+        "fetch",
+        "-i",
+        &d(&inv),
+        "--json",
+        "web",
+        &d(&out.join("src")),
+        &d(&back),
+    ]);
+    assert_eq!(rc, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for h in ["w1", "w2"] {
+        assert_same_tree(&src, &back.join(h).join("src"));
+    }
+    let (rc, _, _) = cli(&["fetch", &target, &d(&out.join("one.bin")), &d(&back)]);
+    assert_eq!(rc, 0);
+    assert_eq!(std::fs::read(back.join("one.bin")).unwrap(), data);
+    assert!(temporaries(&dir.0).is_empty());
+}

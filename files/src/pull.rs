@@ -182,7 +182,7 @@ pub(crate) async fn pull(
                 Some(Written::Progress { bytes, files: f }) => {
                     written = bytes;
                     files = f;
-                    if written - credited >= opts.window / 4 || (written > credited && ended) {
+                    if written - credited >= opts.window / 4 && !ended {
                         credited = written;
                         inflow.granted(written);
                         let _ = ack.send(&(proto::A_CREDIT, written, files)).await;

@@ -3,11 +3,14 @@
 //! fan-out driver [`drive::drive`], the reporter in [`report`]).
 
 pub mod call;
+pub mod copy;
 pub mod drive;
+pub mod fetch;
 pub mod fleet_args;
 pub mod report;
 pub mod run;
 pub mod text;
+pub mod transfer;
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -51,6 +54,12 @@ pub enum Command {
     Call(call::CallArgs),
     /// Run a command on a target or every host of a pattern.
     Run(run::RunArgs),
+    /// Push local files and directories to a target or every host of a
+    /// pattern (DEST ending in '/' is a directory).
+    Copy(copy::CopyArgs),
+    /// Pull a file or directory from a target or every host of a pattern
+    /// (into DEST_DIR/<host>/ with an inventory).
+    Fetch(fetch::FetchArgs),
 }
 
 /// What every subcommand needs to start: verbosity and the master's options.
@@ -101,6 +110,14 @@ pub fn main(cli: Cli) -> u8 {
         Command::Run(a) => {
             env.connect_timeout = secs(a.fleet.connect_timeout);
             run::main(env, a)
+        }
+        Command::Copy(a) => {
+            env.connect_timeout = secs(a.fleet.connect_timeout);
+            copy::main(env, a)
+        }
+        Command::Fetch(a) => {
+            env.connect_timeout = secs(a.fleet.connect_timeout);
+            fetch::main(env, a)
         }
     }
 }
