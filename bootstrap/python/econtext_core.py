@@ -1328,9 +1328,11 @@ def main(cfg):
     MODULE_PATH = cfg.get('module_path') or ''
     PYTHON = os.environ.pop('ARGV0', None) or sys.executable
     _setup_package()
-    # The first stage wrote "%d\n" + payload on fd 101; keep the core (minus
-    # the trailing main(...) line) so grandchildren need not fetch it.
-    s = _read_all(101)
+    # The first stage wrote "%d\n" + payload on fd 101 and our stdin script
+    # (a stub: Python reads a script on stdin one byte per syscall, 35,000
+    # reads for the core) read it into _P; keep the core (minus the
+    # trailing main(...) line) so grandchildren need not fetch it.
+    s = globals().pop('_P', None) or _read_all(101)
     s = s[s.index(b'\n') + 1:]
     CORE_SOURCE = s[:s.rfind(b'\nmain(') + 1]
     rfd = _cloexec(os.dup(100))

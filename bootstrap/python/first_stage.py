@@ -8,6 +8,8 @@ if os.fork():
 	for f in(R,r,W,w):os.close(f)
 	os.environ['ARGV0']=e=sys.executable
 	os.execl(e,e+'(econtext:CONTEXT_NAME)')
+os.write(W,b"import os\n_P=[]\nwhile 1:\n\tc=os.read(101,65536)\n\tif not c:break\n\t_P.append(c)\nos.close(101)\n_P=b''.join(_P)\nexec(compile(_P[_P.index(b'\\n')+1:],'<stdin>','exec'))\n")
+os.close(W)
 os.write(1,b'EC0\n')
 def g(n,s=b''):
 	while len(s)<n:
@@ -19,7 +21,6 @@ n=b''
 while n[-1:]!=b'\n':n+=g(1)
 z=g(int(n));C=b''
 while z:d=zlib.decompressobj();C+=d.decompress(z);z=d.unused_data
-f=os.fdopen(W,'wb');f.write(C);f.close()
 f=os.fdopen(w,'wb');f.write(('%d\n'%len(C)).encode()+C);f.close()
 os.write(1,b'EC1\n')
 os._exit(0)

@@ -79,7 +79,9 @@ pub fn python_c_arg(name: &str) -> String {
     let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
     z.write_all(src.as_bytes()).expect("in-memory write");
     let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().expect("in-memory"));
-    format!("import base64,zlib;exec(zlib.decompress(base64.b64decode('{b64}')))")
+    // binascii, not base64: importing base64 imports re (with enum and
+    // functools), which costs more instructions than starting Python does.
+    format!("import binascii,zlib;exec(zlib.decompress(binascii.a2b_base64('{b64}')))")
 }
 
 #[cfg(test)]

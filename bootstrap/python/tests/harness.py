@@ -76,7 +76,8 @@ def first_stage_argv(python, name):
     with open(FIRST_STAGE_PATH, 'rb') as f:
         src = f.read().decode('utf-8').replace(u'CONTEXT_NAME', name)
     b64 = base64.b64encode(zlib.compress(src.encode('utf-8'), 9)).decode('ascii')
-    return [python, '-c', "import base64,zlib;exec(zlib.decompress(base64.b64decode('%s')))" % b64]
+    # As bootstrap/src/first_stage.rs: -S, and binascii (base64 imports re).
+    return [python, '-S', '-c', "import binascii,zlib;exec(zlib.decompress(binascii.a2b_base64('%s')))" % b64]
 
 
 def config_literal(cfg):
