@@ -261,7 +261,7 @@ class ChildStream(core.Stream):
 
     def send(self, dst, src, handle, reply_to, chunks):
         # Any thread. Same framing and MAC as core.Stream.send, but queued:
-        # the MAC chain follows queue order because both happen under wlock.
+        # frames are numbered for the MAC in queue order: both happen under wlock.
         if _trace is not None:
             _trace.append([self.remote_id, u'out', src, dst, handle])
         if type(chunks) is not list:
@@ -270,10 +270,12 @@ class ChildStream(core.Stream):
         if n > router.max_size:
             raise core.MsgError('message of %d bytes exceeds max_message_size' % n)
         chunks.insert(0, core._FLD.pack(dst, src, handle, reply_to, n))
+        if n >= core.BIG_FRAME:
+            self.tx.prepare(False)
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
-            chunks.insert(0, self.tx(chunks))
+            chunks.insert(0, self.tx(chunks, n))
             self.q.extend(chunks)
             self.qbytes += n + 36
             self._flush()

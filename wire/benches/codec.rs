@@ -35,7 +35,7 @@ fn codec(c: &mut Criterion) {
             });
             let f = frame(size);
 
-            // Encode: seal on a chain that carries on across iterations (as
+            // Encode: seal on a sequence that carries on across iterations (as
             // on a real stream) and copy header and data into the buffer.
             group.bench_function(format!("encode_mac/{label}"), |b| {
                 let mut tx = FrameCodec::new(KEY, Direction::Down, MAX);
@@ -47,7 +47,7 @@ fn codec(c: &mut Criterion) {
             });
 
             // Decode: a fresh receiver and a buffer holding one sealed
-            // frame are made outside the timed part (the chain is
+            // frame are made outside the timed part (the sequence is
             // stateful, so every iteration needs its own); the timed part
             // parses the header, verifies the MAC and splits the frame off.
             let mut wire = BytesMut::new();

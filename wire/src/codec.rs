@@ -2,7 +2,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::header::{Header, FIELDS_LEN, HEADER_LEN, MAC_LEN};
-use crate::mac::{ChainedMac, Direction};
+use crate::mac::{Direction, FrameMac};
 use crate::WireError;
 
 /// The default for `max_message_size`: 128 MiB, as in the design brief.
@@ -26,15 +26,15 @@ impl Frame {
     }
 }
 
-/// Frames in and out of one stream, with both directions' MAC chains.
+/// Frames in and out of one stream, with both directions' MAC sequences.
 ///
-/// A decode error leaves the receive chain out of step with the peer, so
+/// A decode error leaves the receive sequence out of step with the peer, so
 /// after any `Err` the stream must be closed; `FramedRead` does that by
 /// ending the stream.
 #[derive(Debug)]
 pub struct FrameCodec {
-    tx: ChainedMac,
-    rx: ChainedMac,
+    tx: FrameMac,
+    rx: FrameMac,
     max_message_size: usize,
 }
 
@@ -43,8 +43,8 @@ impl FrameCodec {
     /// its child link is `Direction::Down`, the child's is `Direction::Up`.
     pub fn new(key: &[u8], outgoing: Direction, max_message_size: usize) -> Self {
         FrameCodec {
-            tx: ChainedMac::new(key, outgoing),
-            rx: ChainedMac::new(key, outgoing.reverse()),
+            tx: FrameMac::new(key, outgoing),
+            rx: FrameMac::new(key, outgoing.reverse()),
             max_message_size,
         }
     }

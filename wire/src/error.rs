@@ -11,7 +11,7 @@ pub enum WireError {
     #[error("stream ended mid-frame: {have} of {need} bytes received")]
     Truncated { have: usize, need: usize },
 
-    /// The frame's MAC did not match the chained HMAC state: the frame was
+    /// The frame's MAC did not match the one expected for the next frame: the frame was
     /// corrupted, forged, replayed, reordered, or a frame before it was lost.
     #[error("bad MAC on frame (dst={dst} src={src} handle={handle} length={length})")]
     BadMac {

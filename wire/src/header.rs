@@ -10,7 +10,7 @@ pub const HEADER_LEN: usize = MAC_LEN + FIELDS_LEN;
 pub(crate) const FIELDS_LEN: usize = 2 + 2 + 4 + 4 + 4;
 
 /// The routing fields of a frame. The MAC is not part of this struct: it is
-/// computed from the chained state when a frame is sealed and checked when
+/// computed (see `FrameMac`) when a frame is sealed and checked when
 /// one is opened, so a `Header` in memory is always an authenticated one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Header {

@@ -8,9 +8,10 @@
 //!
 //! - [`Header`]: the 36-byte big-endian frame header
 //!   (`hmac[20] dst:u16 src:u16 handle:u32 reply_to:u32 length:u32`).
-//! - [`ChainedMac`]: one running HMAC-SHA1 state per direction of a stream.
-//!   Each frame's MAC covers every frame before it, so a flipped bit, a
-//!   dropped, replayed, reordered or reflected frame fails verification.
+//! - [`FrameMac`]: one direction of a stream's MACs: each frame's HMAC-SHA1
+//!   covers the direction, an implicit per-direction sequence number, the
+//!   header fields and the data, so a flipped bit, a dropped, replayed,
+//!   reordered or reflected frame fails verification.
 //! - [`FrameCodec`]: a tokio-util `Decoder`/`Encoder` that pairs the two:
 //!   it checks `length` against the size limit before buffering anything,
 //!   verifies MACs in constant time and yields [`Frame`]s.
@@ -53,7 +54,7 @@ pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::WireError;
 pub use ext::{CallError, ContextRef, Dead, SenderRef};
 pub use header::{Header, HEADER_LEN, MAC_LEN};
-pub use mac::{ChainedMac, Direction};
+pub use mac::{Direction, FrameMac};
 pub use payload::{decode, encode, Reply, Value};
 
 /// A context's identity in the tree. The master is context 0 and allocates

@@ -6,11 +6,11 @@ use crate::header::{Header, FIELDS_LEN, HEADER_LEN, MAC_LEN};
 
 type HmacSha1 = Hmac<Sha1>;
 
-/// Which way along a stream a [`ChainedMac`] authenticates.
+/// Which way along a stream a [`FrameMac`] authenticates.
 ///
 /// Both ends share one secret, so without a direction label a peer could
-/// reflect our own frames back at us and they would verify. Each chain
-/// absorbs one direction byte before any frame, which separates the two.
+/// reflect our own frames back at us and they would verify. Every frame's
+/// MAC covers one direction byte, which separates the two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// Parent to child (away from the master).
@@ -35,56 +35,84 @@ impl Direction {
     }
 }
 
-/// The running HMAC-SHA1 state of one direction of one stream.
+/// The bytes MACed before a frame's fields: the direction byte and the
+/// frame's sequence number on this direction of the stream.
+const PREFIX_LEN: usize = 1 + 8;
+
+/// One direction of one stream: a per-frame HMAC-SHA1 over an implicit
+/// sequence number.
 ///
-/// The state absorbs, for every frame in order, the 16 header bytes after
-/// the MAC and then the frame's data; a frame's MAC is the digest of the
-/// state at that point (the state itself carries on). Python mirrors this
-/// exactly: `h.update(fields); h.update(data); mac = h.copy().digest()`.
+/// Frame number `seq` (0 for the first frame sent in this direction) has
+/// `mac = HMAC-SHA1(key, direction || seq:u64be || fields[16] || data)`.
+/// The sequence number is never sent: both ends count. So a replayed,
+/// reordered or dropped frame fails (its number is not the one expected),
+/// and a reflected one fails on the direction byte, as with a chained
+/// MAC. Unlike a chain, each frame's MAC stands alone, so an
+/// implementation may compute it with any SHA-1 it likes frame by frame
+/// (the Python core uses the small built-in `_sha1` for small frames and
+/// OpenSSL's only for large ones).
 #[derive(Clone)]
-pub struct ChainedMac {
-    state: HmacSha1,
+pub struct FrameMac {
+    keyed: HmacSha1,
+    direction: Direction,
+    seq: u64,
 }
 
-impl ChainedMac {
+impl FrameMac {
     pub fn new(key: &[u8], direction: Direction) -> Self {
-        let mut state = HmacSha1::new_from_slice(key).expect("HMAC accepts keys of any length");
-        state.update(&[direction.label()]);
-        ChainedMac { state }
+        FrameMac {
+            keyed: HmacSha1::new_from_slice(key).expect("HMAC accepts keys of any length"),
+            direction,
+            seq: 0,
+        }
     }
 
-    fn absorb(&mut self, fields: &[u8; FIELDS_LEN], data: &[u8]) -> [u8; MAC_LEN] {
-        self.state.update(fields);
-        self.state.update(data);
-        self.state.clone().finalize().into_bytes().into()
+    /// The sequence number the next frame will be sealed or opened with.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
     }
 
-    /// Advances the chain over an outgoing frame and returns its complete
-    /// 36-byte header. `data.len()` must fit in a u32 (the caller checks
-    /// the configured limit first).
+    fn next(&mut self, fields: &[u8; FIELDS_LEN], data: &[u8]) -> [u8; MAC_LEN] {
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix[0] = self.direction.label();
+        prefix[1..].copy_from_slice(&self.seq.to_be_bytes());
+        self.seq += 1;
+        let mut h = self.keyed.clone();
+        h.update(&prefix);
+        h.update(fields);
+        h.update(data);
+        h.finalize().into_bytes().into()
+    }
+
+    /// Seals the next outgoing frame and returns its complete 36-byte
+    /// header. `data.len()` must fit in a u32 (the caller checks the
+    /// configured limit first).
     pub fn seal(&mut self, header: &Header, data: &[u8]) -> [u8; HEADER_LEN] {
         let len = u32::try_from(data.len()).expect("frame data longer than u32::MAX");
         let fields = header.fields(len);
-        let mac = self.absorb(&fields, data);
+        let mac = self.next(&fields, data);
         let mut out = [0u8; HEADER_LEN];
         out[..MAC_LEN].copy_from_slice(&mac);
         out[MAC_LEN..].copy_from_slice(&fields);
         out
     }
 
-    /// Advances the chain over an incoming frame and says whether its MAC
-    /// matched, comparing in constant time. After a mismatch the chain is
-    /// out of step with the peer for good: the stream must be closed.
+    /// Checks the next incoming frame's MAC in constant time. After a
+    /// mismatch the stream must be closed: the sequence has moved on, and
+    /// a frame that failed is never retried.
     pub fn open(&mut self, mac: &[u8; MAC_LEN], fields: &[u8; FIELDS_LEN], data: &[u8]) -> bool {
-        let expected = self.absorb(fields, data);
+        let expected = self.next(fields, data);
         bool::from(expected.ct_eq(mac))
     }
 }
 
-impl std::fmt::Debug for ChainedMac {
+impl std::fmt::Debug for FrameMac {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material, even derived state.
-        f.write_str("ChainedMac { .. }")
+        f.debug_struct("FrameMac")
+            .field("direction", &self.direction)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,36 +120,62 @@ impl std::fmt::Debug for ChainedMac {
 mod tests {
     use super::*;
 
+    fn split(sealed: &[u8; HEADER_LEN]) -> ([u8; MAC_LEN], [u8; FIELDS_LEN]) {
+        (
+            sealed[..MAC_LEN].try_into().unwrap(),
+            sealed[MAC_LEN..].try_into().unwrap(),
+        )
+    }
+
     #[test]
-    fn sealed_frame_opens_on_the_matching_chain() {
+    fn sealed_frame_opens_on_the_matching_direction() {
         let h = Header::new(1, 0, 101, 1000);
-        let mut tx = ChainedMac::new(b"k", Direction::Down);
-        let mut rx = ChainedMac::new(b"k", Direction::Down);
+        let mut tx = FrameMac::new(b"k", Direction::Down);
+        let mut rx = FrameMac::new(b"k", Direction::Down);
         for data in [&b"one"[..], b"", b"three"] {
-            let sealed = tx.seal(&h, data);
-            let mac: [u8; MAC_LEN] = sealed[..MAC_LEN].try_into().unwrap();
-            let fields: [u8; FIELDS_LEN] = sealed[MAC_LEN..].try_into().unwrap();
+            let (mac, fields) = split(&tx.seal(&h, data));
             assert!(rx.open(&mac, &fields, data));
         }
+        assert_eq!(rx.next_seq(), 3);
+    }
+
+    #[test]
+    fn mac_is_hmac_sha1_of_direction_seq_fields_data() {
+        // What another implementation computes with a plain HMAC-SHA1.
+        let h = Header::new(1, 0, 101, 1000);
+        let mut tx = FrameMac::new(b"k", Direction::Up);
+        tx.seal(&h, b"first");
+        let (mac, fields) = split(&tx.seal(&h, b"second"));
+        let mut plain = HmacSha1::new_from_slice(b"k").unwrap();
+        plain.update(&[1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        plain.update(&fields);
+        plain.update(b"second");
+        assert_eq!(mac, <[u8; MAC_LEN]>::from(plain.finalize().into_bytes()));
     }
 
     #[test]
     fn reflected_frame_fails_on_the_other_direction() {
         let h = Header::new(1, 0, 101, 1000);
-        let mut tx = ChainedMac::new(b"k", Direction::Down);
-        let mut rx = ChainedMac::new(b"k", Direction::Up);
-        let sealed = tx.seal(&h, b"x");
-        let mac: [u8; MAC_LEN] = sealed[..MAC_LEN].try_into().unwrap();
-        let fields: [u8; FIELDS_LEN] = sealed[MAC_LEN..].try_into().unwrap();
+        let mut tx = FrameMac::new(b"k", Direction::Down);
+        let mut rx = FrameMac::new(b"k", Direction::Up);
+        let (mac, fields) = split(&tx.seal(&h, b"x"));
+        assert!(!rx.open(&mac, &fields, b"x"));
+    }
+
+    #[test]
+    fn replayed_frame_fails_on_the_next_sequence_number() {
+        let h = Header::new(1, 0, 101, 1000);
+        let mut tx = FrameMac::new(b"k", Direction::Down);
+        let mut rx = FrameMac::new(b"k", Direction::Down);
+        let (mac, fields) = split(&tx.seal(&h, b"x"));
+        assert!(rx.open(&mac, &fields, b"x"));
         assert!(!rx.open(&mac, &fields, b"x"));
     }
 
     #[test]
     fn wrong_key_fails() {
         let h = Header::new(1, 0, 101, 1000);
-        let sealed = ChainedMac::new(b"k1", Direction::Down).seal(&h, b"x");
-        let mac: [u8; MAC_LEN] = sealed[..MAC_LEN].try_into().unwrap();
-        let fields: [u8; FIELDS_LEN] = sealed[MAC_LEN..].try_into().unwrap();
-        assert!(!ChainedMac::new(b"k2", Direction::Down).open(&mac, &fields, b"x"));
+        let (mac, fields) = split(&FrameMac::new(b"k1", Direction::Down).seal(&h, b"x"));
+        assert!(!FrameMac::new(b"k2", Direction::Down).open(&mac, &fields, b"x"));
     }
 }

@@ -310,7 +310,7 @@ proptest! {
 
     /// Fault: a valid stream with bits flipped, bytes overwritten, cut short,
     /// bytes deleted or inserted, or a length field rewritten. Whatever comes
-    /// out before the error must be a prefix of what was sent (the MAC chain
+    /// out before the error must be a prefix of what was sent (the MAC sequence
     /// lets nothing altered through), the error must be a codec error, and
     /// the buffer stays bounded throughout.
     #[test]

@@ -26,7 +26,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// The key every vector is sealed with (its bytes, not its hex).
 const KEY: &[u8] = b"econtext test vector key, not a secret";
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
@@ -564,7 +564,7 @@ fn specs() -> Vec<VectorSpec> {
         ),
     ];
 
-    // Messages, on the chain they really travel on.
+    // Messages, in the direction they really travel.
     let call = typed(&CallFunction {
         module: "econtext.examples",
         class: None,
@@ -725,7 +725,7 @@ fn specs() -> Vec<VectorSpec> {
         corrupt(
             "bad_mac_dropped_frame",
             "three frames sealed in order, the second one deleted: the first decodes, \
-             the third fails because the chain absorbed a frame the receiver never saw",
+             the third fails because it was sealed as frame 2 and the receiver expects frame 1",
             vec![small(1), small(2), small(3)],
             vec![Mutation::Delete {
                 start: HEADER_LEN + 1,
@@ -834,7 +834,7 @@ fn encode_frames(direction: Direction, frames: &[(Header, Bytes)]) -> Vec<u8> {
 /// Decodes a whole file the way a receiver does at EOF: frames until the
 /// bytes run out, then decode_eof.
 fn decode_stream(direction: Direction, wire: &[u8]) -> (Vec<Frame>, Option<WireError>) {
-    // The receiver's codec sends the other way, so its receive chain is
+    // The receiver's codec sends the other way, so its receive sequence is
     // the vector's direction.
     let mut rx = FrameCodec::new(KEY, direction.reverse(), DEFAULT_MAX_MESSAGE_SIZE);
     let mut buf = BytesMut::from(wire);
@@ -951,9 +951,10 @@ fn regenerate() {
     let doc = json!({
         "format": FORMAT,
         "about": "econtext-wire test vectors; see README.md. Every file is its own stream: \
-                  decode it with a fresh receive chain for its direction.",
+                  decode it with a fresh receive sequence (starting at 0) for its direction.",
         "key_hex": hex::encode(KEY),
         "direction_bytes": {"down": 0, "up": 1},
+        "mac": "frame n (from 0) of a file: HMAC-SHA1(key, direction_byte || n:u64be || header[20:36] || data)",
         "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
         "vectors": vectors,
     });

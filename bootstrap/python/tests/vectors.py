@@ -1,6 +1,6 @@
 # Checks the Python codec against the Rust encoder's shared vectors
 # (wire/vectors/, described in its README.md): every file is fed through
-# core.Stream on a fresh chain; frames, values, errors and the exact
+# core.Stream on a fresh stream; frames, values, errors and the exact
 # re-encoding of every value must match vectors.json.
 import binascii
 import collections
@@ -86,7 +86,7 @@ def check_all(tc, root):
     core.broker = harness._NoBroker()
     with open(os.path.join(root, 'vectors.json')) as f:
         doc = json.load(f)
-    tc.assertEqual(doc['format'], 1)
+    tc.assertEqual(doc['format'], 2)
     key = binascii.unhexlify(doc['key_hex'])
     n = 0
     for v in doc['vectors']:
