@@ -94,6 +94,7 @@ async fn main() {
         max_message_size: 128 << 20,
         ancestors: vec![0],
         module_path: String::new(),
+        import_timeout_ms: 30_000,
     };
     let bytes = python_c_arg("local.1").len() + framed_payload(&config).len();
     let c = median(&mut connect_ms);

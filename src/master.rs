@@ -44,6 +44,9 @@ pub struct MasterOptions {
     /// Directories searched for modules that children cannot import
     /// locally (like PYTHONPATH). Defaults to `ECONTEXT_PATH`.
     pub module_path: Vec<PathBuf>,
+    /// When set, only these top-level names are served from the module
+    /// path (docs/SECURITY.md, "What a child can fetch").
+    pub module_allow: Option<Vec<String>>,
 }
 
 impl Default for MasterOptions {
@@ -55,6 +58,7 @@ impl Default for MasterOptions {
             connect_timeout: Duration::from_secs(30),
             grace: DEFAULT_GRACE,
             module_path: ModuleFinder::path_from_env(),
+            module_allow: None,
         }
     }
 }
@@ -173,7 +177,10 @@ impl Master {
         let importer = Importer::new(
             handles::MASTER_ID,
             router.clone(),
-            Box::new(ModuleFinder::new(opts.module_path.clone())),
+            Box::new(
+                ModuleFinder::new(opts.module_path.clone())
+                    .with_allow_list(opts.module_allow.clone()),
+            ),
             importer_stats.clone(),
             opts.log.new(o!("importer" => 0)),
         )
@@ -391,6 +398,10 @@ impl Master {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(":"),
+            import_timeout_ms: opts
+                .connect_timeout
+                .unwrap_or(self.inner.opts.connect_timeout)
+                .as_millis() as u64,
         }
     }
 

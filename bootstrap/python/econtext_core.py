@@ -40,6 +40,8 @@ context_id = parent_id = context_name = router = broker = importer = None
 CORE_SOURCE = None
 # The master's module path (config 'module_path'), for ImportError messages.
 MODULE_PATH = ''
+# How long an import waits for the parent (config 'import_timeout', ms).
+IMPORT_TIMEOUT = 30.0
 # The real interpreter path: the first stage re-executed Python with a
 # decorated argv[0], so sys.executable is not usable for grandchildren.
 PYTHON = sys.executable
@@ -748,7 +750,21 @@ class _Queue(object):
         except Exception:
             pass
 
-    def get(self):
+    def get(self, timeout=None):
+        # With a timeout: None when nothing came in time. Python 2's lock
+        # cannot wait with a timeout, so it polls, backing off like its
+        # own Condition.wait does.
+        if timeout is not None:
+            end, nap = time.time() + timeout, 0.0005
+            while not self.q:
+                left = end - time.time()
+                if left <= 0:
+                    return None
+                if PY3:
+                    self.lk.acquire(True, left)
+                elif not self.lk.acquire(False):
+                    time.sleep(min(nap, left))
+                    nap = min(nap * 2, 0.05)
         while not self.q:
             self.lk.acquire()
         return self.q.popleft()
@@ -1148,7 +1164,14 @@ class _LoaderThen(object):
 
 
 # Parts of the core the master serves built in, fetched on first use.
-_SERVED = ('econtext.parent', 'econtext.fleet', 'econtext.files')
+_SERVED = ('econtext.parent', 'econtext.fleet', 'econtext.files', 'econtext.resources')
+
+# Stdlib modules of other platforms (probed by the stdlib: subprocess asks
+# for _winapi, copy for Jython's org.python.core), and on 3.10+ every
+# stdlib name: never on the master's module path, never a round trip.
+_ELSEWHERE = set(getattr(sys, 'stdlib_module_names', ())) | set((
+    '_winapi', 'nt', 'winreg', '_winreg', 'msvcrt', '_overlapped', '_msi', 'winsound',
+    '_scproxy', 'org', 'java', 'vms_lib', 'riscos', 'riscosenviron', 'ce', 'os2', 'mac'))
 
 
 class Importer(object):
@@ -1156,8 +1179,16 @@ class Importer(object):
     # PEP 451 (required on 3.12+). On Python 3 it is appended to
     # sys.meta_path so Python's own finders are asked first; Python 2 has
     # no meta_path entries for the builtin machinery, so it asks imp first.
+    # cache: name -> [name, master filename, is_package, zlib source,
+    # children] as the parent sent it, or None. A record with no file name
+    # says the name cannot be imported (source: why, or nothing).
+    # Resources ('pkg/rel/path') use the same cache and request; the code
+    # for them is econtext.resources, sent with the first package that has
+    # data files. docs/PROTOCOL.md, "Modules", is the contract.
+
     def __init__(self):
         self.cache = {}
+        self.hint = None
 
     def _record(self, fullname):
         if threading.current_thread() is broker.thread:
@@ -1165,7 +1196,7 @@ class Importer(object):
         pkg, _, short = fullname.rpartition('.')
         if pkg in self.cache:
             rec = self.cache[pkg]
-            if rec is None or short not in rec[4]:
+            if not rec or not rec[2] or short not in rec[4]:
                 return None  # the master enumerated pkg: fullname does not exist
         elif pkg and fullname not in _SERVED:
             # pkg was imported locally (or is our synthetic econtext), not
@@ -1173,16 +1204,38 @@ class Importer(object):
             # probes like json.re or econtext.traceback) are Python's
             # business, never a round trip to the master.
             return None
+        if not pkg and (short in _ELSEWHERE or not PY3 and self._local(short)):
+            return None
         if fullname not in self.cache:
-            if not PY3 and not pkg and self._local(short):
-                return None
-            self._fetch(fullname)
+            want = self._deepest(fullname)
+            self._fetch(want)
+            if want != fullname and fullname not in self.cache:
+                self._fetch(fullname)
         rec = self.cache.get(fullname)
-        if rec is None and fullname in self.cache:
-            return False  # the master answered nil
+        if not rec or not rec[1]:
+            return False if fullname in self.cache else None
         return rec
 
+    def _deepest(self, fullname):
+        # Python imports a.b.c as a, then a.b, then a.b.c: asking for a.b.c
+        # at once brings its parents in the same reply. The name is the
+        # call being dispatched (hint), or on Python 3 the outermost
+        # import in progress.
+        want, f = fullname, PY3 and sys._getframe(2)
+        if self.hint and self.hint.startswith(fullname + '.'):
+            want = self.hint
+        while f:
+            if f.f_code.co_name == '_find_and_load':
+                n = f.f_locals.get('name')
+                if isinstance(n, str) and n.startswith(want + '.'):
+                    want = n
+            f = f.f_back
+        return want
+
     def _missing(self, fullname):
+        rec = self.cache.get(fullname)
+        if rec and rec[3]:  # the master said why (a compiled module)
+            return ImportError(zlib.decompress(rec[3]).decode('utf-8', 'replace'))
         msg = "No module named '%s' (not found locally, nor on the master's module path: %s)" % (
             fullname, MODULE_PATH or '(empty)')
         if PY3:
@@ -1199,20 +1252,30 @@ class Importer(object):
             return False
 
     def _fetch(self, fullname):
+        # Only our parent may answer (accept=; anti-spoofing makes the
+        # source trustworthy): a reply forged by a sibling or a child is
+        # dropped, and the wait goes on. No answer within the connect
+        # timeout is an ImportError, never a hang.
         q = _Queue()
-        h = router.add_handler(lambda src, rt, obj: q.put(obj), persist=False, accept=parent_id)
+        h = router.add_handler(lambda src, rt, obj: q.put((obj,)), persist=False, accept=parent_id)
         try:
             router.send(parent_id, GET_MODULE, fullname, h)
         except Exception:
             return router.del_handler(h)  # parent gone: plain ImportError
-        self._store(fullname, q.get())
+        r = q.get(IMPORT_TIMEOUT)
+        router.del_handler(h)
+        if r is None:
+            raise ImportError('%s: no answer from the parent (context %d) within %.1f s' % (
+                fullname, parent_id, IMPORT_TIMEOUT))
+        self._store(fullname, r[0])
 
     def _store(self, fullname, reply):
         # Also called by econtext.parent's module forwarder (IO thread).
+        # The requested record first, then the related ones the parent
+        # chose to send; nothing else in the reply is kept.
         if type(reply) is list:
-            # The requested module first, then related modules to cache.
             for rec in reply:
-                if type(rec) is list and len(rec) == 5:
+                if type(rec) is list and len(rec) >= 5 and isinstance(rec[0], _UNI):
                     rec[4] = set(rec[4] or ())
                     self.cache[rec[0]] = rec
         if reply is None or type(reply) is list:
@@ -1233,29 +1296,56 @@ class Importer(object):
                 f = sys._getframe(2).f_code.co_name
             except ValueError:
                 f = None
-            if f == '_find_and_load_unlocked':
+            said = self.cache.get(fullname)
+            if f == '_find_and_load_unlocked' or (said and said[3]):
                 raise self._missing(fullname)
         elif rec:
             from importlib.machinery import ModuleSpec
-            spec = ModuleSpec(fullname, self, origin=rec[1], is_package=rec[2])
-            spec.has_location = True
+            ns = rec[2] and not rec[3]
+            spec = ModuleSpec(fullname, self, origin=None if ns else self.get_filename(fullname),
+                              is_package=rec[2])
+            spec.has_location = not ns
             return spec
 
     def create_module(self, spec):
         return None
 
+    def get_filename(self, fullname):
+        # __file__ of a served module: 'master:' + its path on the master.
+        # It exists nowhere here, so code opening files beside it fails
+        # loudly instead of reading a same-named local file; get_data()
+        # and the resource reader serve paths under it (docs/ARCHITECTURE.md).
+        f = self.cache[fullname][1]
+        return f if f.startswith(('<', 'master:')) else 'master:' + f
+
     def exec_module(self, mod):
         rec = self.cache[mod.__name__]
-        exec(compile(zlib.decompress(rec[3]), rec[1], 'exec'), mod.__dict__)
+        if 'econtext.resources' in self.cache and 'econtext.resources' not in sys.modules \
+                and mod.__name__ != 'econtext.resources':
+            _resources()  # a package with data files came: open() must know
+        if rec[2] and not rec[3]:
+            return  # a namespace package has no code
+        filename = self.get_filename(mod.__name__)
+        try:
+            code = compile(zlib.decompress(rec[3]), filename, 'exec')
+        except SyntaxError:
+            e = sys.exc_info()[1]
+            raise ImportError("cannot compile module '%s' (%s, line %s: %s) under Python %s: "
+                              "a syntax error, or syntax of a newer Python%s" % (
+                                  mod.__name__, filename, e.lineno, e.msg,
+                                  '.'.join(map(str, sys.version_info[:3])), _requires(rec)))
+        exec(code, mod.__dict__)
 
     def load_module(self, fullname):
         rec = self.cache[fullname]
-        if rec is None:
+        if not rec or not rec[1]:
             raise self._missing(fullname)
         mod = sys.modules.get(fullname)
         if mod is None:
             mod = sys.modules[fullname] = type(sys)(fullname)
-        mod.__file__, mod.__loader__ = rec[1], self
+        mod.__loader__ = self
+        if not (rec[2] and not rec[3]):
+            mod.__file__ = self.get_filename(fullname)
         if rec[2]:
             mod.__path__ = []
             mod.__package__ = fullname
@@ -1271,11 +1361,29 @@ class Importer(object):
     def get_source(self, fullname):
         # Lets linecache put source lines in tracebacks.
         rec = self.cache.get(fullname)
-        if rec:
+        if rec and rec[3]:
             return zlib.decompress(rec[3]).decode('utf-8', 'replace')
 
     def is_package(self, fullname):
         return bool(self.cache[fullname][2])
+
+    # Package resources (pkgutil.get_data, importlib.resources,
+    # pkg_resources): rarely needed, so the code is fetched on first use.
+    def get_data(self, path):
+        return _resources().get_data(path)
+
+    def get_resource_reader(self, fullname):
+        return _resources().Reader(fullname)
+
+
+def _requires(rec):
+    # The distribution's Requires-Python, when the master found it.
+    return len(rec) > 5 and rec[5] and ' (its distribution requires Python %s)' % rec[5] or ''
+
+
+def _resources():
+    __import__('econtext.resources')
+    return sys.modules['econtext.resources']
 
 
 def _call_error():
@@ -1294,7 +1402,11 @@ def _call(msg):
         mod, cls, fn, args, kwargs = msg
         m = sys.modules.get(mod)
         if m is None:
-            __import__(mod)
+            importer.hint = mod
+            try:
+                __import__(mod)
+            finally:
+                importer.hint = None
             m = sys.modules[mod]
         f = getattr(getattr(m, cls) if cls else m, fn)
         return packl(f(*args, **kwargs))
@@ -1407,8 +1519,10 @@ def _read_all(fd):
 
 def main(cfg):
     global context_id, parent_id, context_name, router, broker, importer, CORE_SOURCE, PYTHON, MODULE_PATH
+    global IMPORT_TIMEOUT
     context_id, parent_id, context_name = cfg['context_id'], cfg['parent_id'], cfg['name']
     MODULE_PATH = cfg.get('module_path') or ''
+    IMPORT_TIMEOUT = cfg.get('import_timeout', 30000) / 1000.0
     PYTHON = os.environ.pop('ARGV0', None) or sys.executable
     _setup_package()
     # The first stage wrote "%d\n" + payload on fd 101 and our stdin script

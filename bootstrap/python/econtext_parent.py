@@ -707,7 +707,7 @@ def shutdown():
 def _wire(rec):
     # Cached records hold children as a set; source must stay bin even on
     # Python 2 (a str that happens to be UTF-8 would go as msgpack str).
-    return [rec[0], rec[1], rec[2], rec[3] if PY3 else bytearray(rec[3]), sorted(rec[4])]
+    return [rec[0], rec[1], rec[2], rec[3] if PY3 else bytearray(rec[3]), sorted(rec[4])] + rec[5:]
 
 
 def _answer(src, reply_to, name):
@@ -731,7 +731,7 @@ def _answer(src, reply_to, name):
 
 def _fetched(name, reply):
     if type(reply) is list:
-        _related[name] = [r[0] for r in reply[1:] if type(r) is list and len(r) == 5]
+        _related[name] = [r[0] for r in reply[1:] if type(r) is list and len(r) >= 5]
     core.importer._store(name, reply)
     for src, reply_to in _pending.pop(name, ()):
         _answer(src, reply_to, name)
@@ -741,12 +741,16 @@ def _get_module(src, reply_to, name):
     # IO thread: never blocks, never imports.
     if not reply_to or not isinstance(name, core._UNI):
         return
+    if len(name) > 512 or (name not in _pending and len(_pending) >= 1024):
+        return router._reply(src, reply_to, None)  # bounded: a child picks the names
     if name in core.importer.cache:
         return _answer(src, reply_to, name)
     waiting = _pending.get(name)
     if waiting is not None:
         return waiting.append((src, reply_to))
     _pending[name] = [(src, reply_to)]
+    # Only our parent answers what we asked it (accept=): a reply forged
+    # by a child or a sibling is dropped, never cached or served onward.
     h = router.add_handler(lambda s, rt, reply: _fetched(name, reply), persist=False,
                            accept=core.parent_id)
     try:

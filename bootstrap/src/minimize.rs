@@ -648,9 +648,40 @@ fn minimize_normalized(source: &str) -> Option<String> {
     Some(m.output())
 }
 
+/// Like [`minimize_source`] but docstrings stay: for users' modules, whose
+/// code may read `__doc__` (click's help text, jinja2 2.x appends to one).
+pub fn strip_comments(source: &str) -> String {
+    let normalized;
+    let source = if source.contains('\r') {
+        normalized = source.replace("\r\n", "\n").replace('\r', "\n");
+        normalized.as_str()
+    } else {
+        source
+    };
+    let mut m = Minimizer::new(source.as_bytes());
+    if m.run().is_none() {
+        return source.to_string();
+    }
+    for e in m.edits.iter_mut() {
+        if matches!(e, Edit::Docstring(..)) {
+            *e = Edit::Nop;
+        }
+    }
+    m.output()
+}
+
 #[cfg(test)]
 mod tests {
     use super::minimize_source as m;
+
+    #[test]
+    fn strip_comments_keeps_docstrings() {
+        let src = "def f():\n    \"\"\"Help.\"\"\"  # c\n    return 1\n";
+        assert_eq!(
+            super::strip_comments(src),
+            "def f():\n    \"\"\"Help.\"\"\"\n    return 1\n"
+        );
+    }
 
     #[test]
     fn minimize_basic() {

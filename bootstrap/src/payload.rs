@@ -33,6 +33,9 @@ pub struct ChildConfig {
     pub ancestors: Vec<u16>,
     /// The master's module search path, for ImportError messages.
     pub module_path: String,
+    /// How long an import waits for the parent's GET_MODULE reply before
+    /// it is an ImportError (the connect timeout), in milliseconds.
+    pub import_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for ChildConfig {
@@ -77,6 +80,7 @@ impl ChildConfig {
                 Value::Array(self.ancestors.iter().map(|&a| Value::from(a)).collect()),
             ),
             ("module_path", Value::from(self.module_path.as_str())),
+            ("import_timeout", Value::from(self.import_timeout_ms)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -89,7 +93,7 @@ impl ChildConfig {
         let anc: Vec<String> = self.ancestors.iter().map(|a| a.to_string()).collect();
         format!(
             "{{'context_id': {}, 'parent_id': {}, 'name': {}, 'key': '{}', 'log_level': {}, \
-             'max_message_size': {}, 'ancestors': [{}], 'module_path': {}}}",
+             'max_message_size': {}, 'ancestors': [{}], 'module_path': {}, 'import_timeout': {}}}",
             self.context_id,
             self.parent_id,
             py_str(&self.name),
@@ -97,7 +101,8 @@ impl ChildConfig {
             self.log_level,
             self.max_message_size,
             anc.join(", "),
-            py_str(&self.module_path)
+            py_str(&self.module_path),
+            self.import_timeout_ms
         )
     }
 }
@@ -172,6 +177,7 @@ mod tests {
             max_message_size: 10,
             ancestors: vec![0],
             module_path: "/srv/lib".into(),
+            import_timeout_ms: 30_000,
         };
         let s = c.to_python();
         assert!(s.contains("'name': 'it\\'s\\\\x'"));

@@ -95,6 +95,7 @@ impl ChildConfig {
             max_message_size: int("max_message_size")? as usize,
             ancestors,
             module_path: text("module_path").unwrap_or_default(),
+            import_timeout_ms: int("import_timeout").unwrap_or(30_000),
         })
     }
 }
@@ -189,6 +190,7 @@ mod tests {
             max_message_size: 99,
             ancestors: vec![3, 1, 0],
             module_path: "/a:/b".into(),
+            import_timeout_ms: 2_500,
         };
         assert_eq!(
             ChildConfig::from_msgpack_map(&c.to_msgpack_map()).unwrap(),

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pypi;
 pub mod sshd;
 
 use std::future::Future;

@@ -91,6 +91,11 @@ pub struct ModuleSource {
     /// For packages: the names of the submodules the master knows, so the
     /// child never asks for one that does not exist.
     pub children: Vec<String>,
+    /// The distribution's `Requires-Python` when the master found one,
+    /// for the child's error when the source does not compile there.
+    /// Sent only when known (the record stays 5 elements otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requires_python: String,
 }
 
 /// GET_MODULE reply data: the requested module first, then related modules

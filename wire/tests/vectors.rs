@@ -586,6 +586,7 @@ fn specs() -> Vec<VectorSpec> {
             is_package: true,
             source: zlib("from pkg import mod\n"),
             children: vec!["mod".into(), "util".into()],
+            requires_python: String::new(),
         },
         ModuleSource {
             fullname: "pkg.mod".into(),
@@ -593,6 +594,7 @@ fn specs() -> Vec<VectorSpec> {
             is_package: false,
             source: zlib("class Greeter:\n    def hello(self):\n        return 'hi'\n"),
             children: vec![],
+            requires_python: String::new(),
         },
     ]);
     out.push(valid(

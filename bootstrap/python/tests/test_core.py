@@ -383,9 +383,11 @@ class ChildTest(unittest.TestCase):
         try:
             self.call('syntax_error')
         except core.CallError as e:
-            self.assertTrue(e.type.endswith('SyntaxError'), e.type)
-            self.assertIn('bad.py', e.traceback)
-            self.assertIn('line 3', e.traceback)
+            # An ImportError naming the file, the line and this Python.
+            self.assertTrue(e.type.endswith('ImportError'), e.type)
+            self.assertIn('bad.py', e.message)
+            self.assertIn('line 3', e.message)
+            self.assertIn('under Python ', e.message)
         else:
             self.fail()
 
