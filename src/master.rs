@@ -316,7 +316,9 @@ impl Master {
             RustContextConfig::new(id, name, parent, ancestors, &inner.key, log.clone());
         config.max_message_size = inner.opts.max_message_size;
         let router = start_rust_context(config, functions, cr, cw, Default::default());
-        let spawner = Spawner::new(id, router.clone(), &inner.key, log.clone()).start();
+        let spawner = Spawner::new(id, router.clone(), &inner.key, log.clone())
+            .with_exit_sink(inner.supervision.exit_sink())
+            .start();
         register_service(&router, handles::SPAWN, spawner.recipient());
         let mut sc = StreamConfig::new(id, false, &inner.key, log);
         sc.max_message_size = inner.opts.max_message_size;

@@ -276,7 +276,7 @@ fn restart_limit_of_3_in_10s_gives_up_on_the_4th_crash_and_backoff_spaces_the_at
         let m = master(&cap);
         let jitter = 0.25;
         let backoff =
-            Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).jitter(jitter);
+            Backoff::new(Duration::from_millis(150), Duration::from_secs(5)).jitter(jitter);
         let spec = ChildSpec::connect(opts("flaky"))
             .restart(Restart::Permanent)
             .limit(3, Duration::from_secs(10))
@@ -297,10 +297,10 @@ fn restart_limit_of_3_in_10s_gives_up_on_the_4th_crash_and_backoff_spaces_the_at
                 down.elapsed()
             );
         }
-        // 200 ms, 400 ms, 800 ms, each within the jitter (the connect
+        // 150 ms, 300 ms, 600 ms, each within the jitter (the connect
         // itself only adds to it).
         for (k, gap) in gaps.iter().enumerate() {
-            let base = 0.2 * 2f64.powi(k as i32);
+            let base = 0.15 * 2f64.powi(k as i32);
             let floor = Duration::from_secs_f64(base * (1.0 - jitter) - 0.02);
             assert!(*gap >= floor, "attempt {}: {gap:?} < {floor:?}", k + 1);
         }

@@ -18,11 +18,13 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::BytesMut;
 use econtext_wire::{handles, ContextId, Header};
+use futures::future::{FutureExt, LocalBoxFuture};
 use slog::Logger;
 
 use crate::announce::announce_route;
@@ -31,7 +33,9 @@ use crate::dispatch::Functions;
 use crate::router::{CloseStream, ContextStarted, Router, RouterConfig, Trace};
 use crate::rust_context::{start_rust_context, RustContextConfig};
 use crate::stream::{Stream, StreamConfig};
-use crate::supervision::{Stopper, Supervision, SupervisionOptions};
+use crate::supervision::{
+    ChildFactory, RestartPolicy, Stopper, Supervised, Supervision, SupervisionOptions,
+};
 
 struct Node {
     name: String,
@@ -43,16 +47,173 @@ struct Node {
 
 pub use crate::announce::AddRouteRecord;
 
-/// A tree of in-process Rust contexts under a master (context 0).
-pub struct SimTree {
-    key: Vec<u8>,
-    log: Logger,
-    master: Addr<Router>,
+/// What changes as the tree grows; shared with supervised children's
+/// factories, which add nodes when they restart one.
+#[derive(Default)]
+struct Nodes {
     nodes: HashMap<ContextId, Node>,
     next_id: ContextId,
-    trace: Trace,
     add_routes: Vec<AddRouteRecord>,
+}
+
+/// Everything needed to add a node; cheap to clone.
+#[derive(Clone)]
+struct Env {
+    key: Arc<[u8]>,
+    log: Logger,
+    master: Addr<Router>,
+    trace: Trace,
     supervision: Supervision,
+    state: Arc<Mutex<Nodes>>,
+}
+
+impl Env {
+    fn state(&self) -> MutexGuard<'_, Nodes> {
+        self.state.lock().expect("sim tree lock")
+    }
+
+    fn allocate(&self) -> ContextId {
+        let mut st = self.state();
+        let id = st.next_id;
+        st.next_id += 1;
+        id
+    }
+
+    fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
+        let st = self.state();
+        let mut out = Vec::new();
+        let mut cur = id;
+        while cur != handles::MASTER_ID {
+            let Some(n) = st.nodes.get(&cur) else { break };
+            out.push(n.parent);
+            cur = n.parent;
+        }
+        out
+    }
+
+    fn router_of(&self, id: ContextId) -> Option<Addr<Router>> {
+        if id == handles::MASTER_ID {
+            Some(self.master.clone())
+        } else {
+            self.state().nodes.get(&id).map(|n| n.router.clone())
+        }
+    }
+
+    fn name(&self, id: ContextId) -> String {
+        match self.state().nodes.get(&id) {
+            Some(n) => n.name.clone(),
+            None if id == handles::MASTER_ID => "master".into(),
+            None => format!("context{id}"),
+        }
+    }
+
+    /// Creates a Rust context under `parent`, announces its routes and
+    /// waits for a round trip to it.
+    async fn spawn(
+        &self,
+        name: &str,
+        parent: ContextId,
+        functions: Functions,
+        pipe_capacity: usize,
+    ) -> Result<ContextId, String> {
+        let parent_router = self
+            .router_of(parent)
+            .ok_or_else(|| format!("no context {parent} in the tree"))?;
+        let id = self.allocate();
+        let mut ancestors = vec![parent];
+        ancestors.extend(self.ancestors(parent));
+        let (parent_end, child_end) = tokio::io::duplex(pipe_capacity);
+        let (cr, cw) = tokio::io::split(child_end);
+        let mut config = RustContextConfig::new(
+            id,
+            name,
+            parent,
+            ancestors.clone(),
+            &self.key,
+            self.log.clone(),
+        );
+        config.trace = Some(self.trace.clone());
+        let router = start_rust_context(config, functions, cr, cw, BytesMut::new());
+        self.attach(id, name, parent, router, parent_router, parent_end);
+        let sent = announce_route(&self.master, id, &ancestors).await;
+        self.state().add_routes.extend(sent);
+        // A round trip to the new context: it is up, and (frames on one
+        // link stay in order) every ancestor has applied its route.
+        let ctx = Context::new(id, name, handles::MASTER_ID, self.master.clone());
+        ctx.call::<bool>("econtext", "ping", ())
+            .await
+            .map_err(|e| format!("simulated context {name}: {e}"))?;
+        Ok(id)
+    }
+
+    /// Starts the parent's end of a new node's link and records the node.
+    fn attach(
+        &self,
+        id: ContextId,
+        name: &str,
+        parent: ContextId,
+        router: Addr<Router>,
+        parent_router: Addr<Router>,
+        parent_end: tokio::io::DuplexStream,
+    ) {
+        let (pr, pw) = tokio::io::split(parent_end);
+        let log = self.log.new(slog::o!("ctx" => self.name(parent)));
+        let uplink = Stream::start(
+            StreamConfig::new(id, false, &self.key, log),
+            pr,
+            pw,
+            parent_router,
+        );
+        // Cutting or killing a node closes this end of its link.
+        self.supervision
+            .set_stopper(id, Stopper::Link(uplink.clone().recipient()));
+        self.master.do_send(ContextStarted {
+            id,
+            name: name.to_string(),
+            parent,
+        });
+        self.state().nodes.insert(
+            id,
+            Node {
+                name: name.to_string(),
+                parent,
+                router,
+                uplink,
+            },
+        );
+    }
+}
+
+/// Creates a supervised SimTree node again.
+struct SimFactory {
+    env: Env,
+    name: String,
+    parent: ContextId,
+    functions: Arc<dyn Fn() -> Functions + Send + Sync>,
+    pipe_capacity: usize,
+}
+
+impl ChildFactory for SimFactory {
+    fn start(&self) -> LocalBoxFuture<'static, Result<Context, String>> {
+        let env = self.env.clone();
+        let (name, parent, cap) = (self.name.clone(), self.parent, self.pipe_capacity);
+        let functions = (self.functions)();
+        async move {
+            let id = env.spawn(&name, parent, functions, cap).await?;
+            Ok(Context::new(
+                id,
+                &name,
+                handles::MASTER_ID,
+                env.master.clone(),
+            ))
+        }
+        .boxed_local()
+    }
+}
+
+/// A tree of in-process Rust contexts under a master (context 0).
+pub struct SimTree {
+    env: Env,
     /// Bytes each in-memory pipe buffers before the writer waits.
     pub pipe_capacity: usize,
 }
@@ -71,17 +232,20 @@ impl SimTree {
         let master = Router::new(rc).start();
         let supervision = Supervision::start(
             master.clone(),
-            SupervisionOptions::new(std::time::Duration::from_secs(1), log.clone()),
+            SupervisionOptions::new(Duration::from_secs(1), log.clone()),
         );
         SimTree {
-            supervision,
-            key: b"simulated tree secret".to_vec(),
-            log,
-            master,
-            nodes: HashMap::new(),
-            next_id: 1,
-            trace,
-            add_routes: Vec::new(),
+            env: Env {
+                key: Arc::from(&b"simulated tree secret"[..]),
+                log,
+                master,
+                trace,
+                supervision,
+                state: Arc::new(Mutex::new(Nodes {
+                    next_id: 1,
+                    ..Nodes::default()
+                })),
+            },
             pipe_capacity: 256 * 1024,
         }
     }
@@ -89,32 +253,23 @@ impl SimTree {
     /// The tree's supervisors: events, monitors, `kill`, the tree's shape.
     /// Cutting a link shows up as the same events as a real disconnection.
     pub fn supervision(&self) -> &Supervision {
-        &self.supervision
+        &self.env.supervision
     }
 
     /// The master's router.
     pub fn master(&self) -> &Addr<Router> {
-        &self.master
+        &self.env.master
     }
 
     /// Ancestors of `id`, nearest first, ending with the master.
     pub fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
-        let mut out = Vec::new();
-        let mut cur = id;
-        while cur != handles::MASTER_ID {
-            let p = self.nodes[&cur].parent;
-            out.push(p);
-            cur = p;
-        }
-        out
+        self.env.ancestors(id)
     }
 
     fn router_of(&self, id: ContextId) -> Addr<Router> {
-        if id == handles::MASTER_ID {
-            self.master.clone()
-        } else {
-            self.nodes[&id].router.clone()
-        }
+        self.env
+            .router_of(id)
+            .unwrap_or_else(|| panic!("no context {id} in the tree"))
     }
 
     /// Creates a Rust context named `name` under `parent`, offering
@@ -127,35 +282,39 @@ impl SimTree {
         parent: ContextId,
         functions: Functions,
     ) -> ContextId {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut ancestors = vec![parent];
-        if parent != handles::MASTER_ID {
-            ancestors.extend(self.ancestors(parent));
-        }
-        let (parent_end, child_end) = tokio::io::duplex(self.pipe_capacity);
-        let (cr, cw) = tokio::io::split(child_end);
-        let mut config = RustContextConfig::new(
-            id,
-            name,
+        self.env
+            .spawn(name, parent, functions, self.pipe_capacity)
+            .await
+            .expect("a new simulated context answers")
+    }
+
+    /// Creates a Rust context under `parent` and supervises it under
+    /// `policy`: after a cut (or a kill from outside) the supervisor of
+    /// `parent` creates it again, with `functions()` afresh, as a new
+    /// node. Calls through the handle wait at most 5 s for a restart.
+    pub async fn supervise(
+        &mut self,
+        name: &str,
+        parent: ContextId,
+        policy: RestartPolicy,
+        functions: impl Fn() -> Functions + Send + Sync + 'static,
+    ) -> Supervised {
+        let factory = Arc::new(SimFactory {
+            env: self.env.clone(),
+            name: name.to_string(),
             parent,
-            ancestors.clone(),
-            &self.key,
-            self.log.clone(),
-        );
-        config.trace = Some(self.trace.clone());
-        let router = start_rust_context(config, functions, cr, cw, BytesMut::new());
-        self.attach(id, name, parent, router, parent_end);
-        let sent = announce_route(&self.master, id, &ancestors).await;
-        self.add_routes.extend(sent);
-        // A round trip to the new context: it is up, and (frames on one
-        // link stay in order) every ancestor has applied its route.
-        let _: bool = self
-            .context(id)
-            .call("econtext", "ping", ())
+            functions: Arc::new(functions),
+            pipe_capacity: self.pipe_capacity,
+        });
+        let first = factory
+            .start()
             .await
             .expect("a new simulated context answers");
-        id
+        self.env
+            .supervision
+            .supervise(first, parent, policy, Duration::from_secs(5), factory)
+            .await
+            .expect("the parent's supervisor is there")
     }
 
     /// Attaches a context whose end of the link the test holds: a real
@@ -166,67 +325,27 @@ impl SimTree {
         name: &str,
         parent: ContextId,
     ) -> (ContextId, tokio::io::DuplexStream) {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.env.allocate();
         let (parent_end, raw_end) = tokio::io::duplex(self.pipe_capacity);
         // A raw context has no router of its own; calls "to" it go to
         // the parent's stream and wait for whatever the test writes back.
         let router = self.router_of(parent);
-        self.attach(id, name, parent, router, parent_end);
+        self.env
+            .attach(id, name, parent, router.clone(), router, parent_end);
         (id, raw_end)
     }
 
     /// A codec for the raw end of [`SimTree::attach_raw`].
     pub fn raw_codec(&self) -> econtext_wire::FrameCodec {
         econtext_wire::FrameCodec::new(
-            &self.key,
+            &self.env.key,
             econtext_wire::Direction::Up,
             econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
         )
     }
 
-    /// Starts the parent's end of a new node's link and records the node.
-    fn attach(
-        &mut self,
-        id: ContextId,
-        name: &str,
-        parent: ContextId,
-        router: Addr<Router>,
-        parent_end: tokio::io::DuplexStream,
-    ) {
-        let (pr, pw) = tokio::io::split(parent_end);
-        let log = self.log.new(slog::o!("ctx" => self.name(parent)));
-        let uplink = Stream::start(
-            StreamConfig::new(id, false, &self.key, log),
-            pr,
-            pw,
-            self.router_of(parent),
-        );
-        // Cutting or killing a node closes this end of its link.
-        self.supervision
-            .set_stopper(id, Stopper::Link(uplink.clone().recipient()));
-        self.master.do_send(ContextStarted {
-            id,
-            name: name.to_string(),
-            parent,
-        });
-        self.nodes.insert(
-            id,
-            Node {
-                name: name.to_string(),
-                parent,
-                router,
-                uplink,
-            },
-        );
-    }
-
     pub fn name(&self, id: ContextId) -> String {
-        match self.nodes.get(&id) {
-            Some(n) => n.name.clone(),
-            None if id == handles::MASTER_ID => "master".into(),
-            None => format!("context{id}"),
-        }
+        self.env.name(id)
     }
 
     /// The ID of the context called `name`.
@@ -235,6 +354,8 @@ impl SimTree {
             return handles::MASTER_ID;
         }
         *self
+            .env
+            .state()
             .nodes
             .iter()
             .find(|(_, n)| n.name == name)
@@ -260,20 +381,20 @@ impl SimTree {
     /// Cuts the link between `id` and its parent, as if the connection
     /// dropped.
     pub fn cut(&mut self, id: ContextId) {
-        self.nodes[&id].uplink.do_send(CloseStream);
+        self.env.state().nodes[&id].uplink.do_send(CloseStream);
     }
 
     /// Every frame any router in the tree routed, in order.
     pub fn trace(&self) -> Vec<(ContextId, Header)> {
-        self.trace.lock().expect("trace lock").clone()
+        self.env.trace.lock().expect("trace lock").clone()
     }
 
     pub fn clear_trace(&self) {
-        self.trace.lock().expect("trace lock").clear();
+        self.env.trace.lock().expect("trace lock").clear();
     }
 
     /// Every ADD_ROUTE the master sent: `(to, target, via)`.
-    pub fn add_routes(&self) -> &[AddRouteRecord] {
-        &self.add_routes
+    pub fn add_routes(&self) -> Vec<AddRouteRecord> {
+        self.env.state().add_routes.clone()
     }
 }

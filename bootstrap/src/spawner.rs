@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use econtext_actors::message::Message;
 use econtext_actors::router::{send_reply, Router};
+use econtext_actors::supervision::ProcessExited;
 use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
 use econtext_actors::{Stream, StreamConfig};
 use econtext_wire::messages::Spawn;
@@ -23,6 +24,9 @@ pub struct Spawner {
     me: ContextId,
     router: Addr<Router>,
     key: Vec<u8>,
+    /// Where each child's exit status goes (the master's supervision hub,
+    /// when this context runs in the master's process).
+    on_exit: Option<Recipient<ProcessExited>>,
     log: Logger,
 }
 
@@ -32,8 +36,15 @@ impl Spawner {
             me,
             router,
             key: key.to_vec(),
+            on_exit: None,
             log,
         }
+    }
+
+    /// Reports how each child's process exited to `sink`.
+    pub fn with_exit_sink(mut self, sink: Recipient<ProcessExited>) -> Self {
+        self.on_exit = Some(sink);
+        self
     }
 }
 
@@ -152,7 +163,7 @@ impl Handler<Message> for Spawner {
                     act.router.clone(),
                     Box::new(connected.process),
                     DEFAULT_GRACE,
-                    None,
+                    act.on_exit.clone(),
                     act.log.clone(),
                 );
                 act.reply(&msg, Ok(vec![pid]));

@@ -86,3 +86,26 @@ async fn an_unsubscribed_monitor_hears_nothing_more() {
     assert_eq!(sup.kill(a).await, DeadReason::Killed);
     assert!(matches!(next(&mut kept).await, ContextEvent::Died { id, .. } if id == a));
 }
+
+#[actix_rt::test]
+async fn a_supervised_sim_node_comes_back_after_a_cut_and_its_handle_calls_again() {
+    let mut tree = SimTree::new(log());
+    let sup = tree.supervision().clone();
+    let web = tree.spawn("web", 0, functions()).await;
+    let policy = RestartPolicy::new(Restart::Transient).backoff(Backoff::none());
+    let db = tree.supervise("db", web, policy, functions).await;
+    let mut events = sup.events(Scope::Subtree(web)).await;
+    let old = db.current().id();
+    tree.cut(old);
+    loop {
+        if let ContextEvent::Restarted { old: o, id, .. } = next(&mut events).await {
+            assert_eq!(o, old);
+            assert_ne!(id, old);
+            break;
+        }
+    }
+    let sum: i64 = db.call("math", "add", (2, 3)).await.unwrap();
+    assert_eq!(sum, 5);
+    let shape = sup.tree().await;
+    assert_eq!(shape.find(web).unwrap().children[0].id, db.current().id());
+}

@@ -60,6 +60,17 @@ struct Slot {
     restarts: u32,
 }
 
+/// A clean end for restart purposes: the context shut down, or its
+/// process exited with status 0. A link closed from this side without the
+/// user asking (a cut, a dead subtree) is a crash: the child did not
+/// choose to end.
+fn exit_kind(reason: &DeadReason) -> Exit {
+    match reason {
+        DeadReason::ShutDown | DeadReason::Exited { status: 0 } => Exit::Normal,
+        _ => Exit::Crash,
+    }
+}
+
 /// How long a disconnection of one of our processes waits for its exit
 /// status before it is reported as a disconnection.
 const EXIT_STATUS_WAIT: Duration = Duration::from_millis(300);
@@ -170,11 +181,7 @@ impl ContextSupervisor {
             self.recent_deaths.push_back((id, reason));
             return;
         };
-        let exit = if reason.is_orderly() {
-            Exit::Normal
-        } else {
-            Exit::Crash
-        };
+        let exit = exit_kind(&reason);
         if let Some(s) = self.slots.get(&slot) {
             let last = Context::new(id, &self.name_of(s), 0, self.tree.router.clone());
             s.shared.state.send_replace(SupervisedState::Restarting {
