@@ -134,6 +134,9 @@ pub fn main(env: Env, a: CallArgs) -> u8 {
         Ok(t) => t,
         Err(e) => return super::usage(e),
     };
+    if a.fleet.listed(&targets) {
+        return 0;
+    }
     let single = !a.fleet.is_fleet() && !a.fleet.json;
     let stats = a.stats;
     env.block_on(move |master: Master| async move {

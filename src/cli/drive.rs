@@ -27,7 +27,8 @@ where
     Fut: Future<Output = Result<HostOutput, FleetError>> + 'static,
 {
     let opts = args.fleet_options()?;
-    let mut reporter = Reporter::new(args, verbose, targets.len())
+    let names = targets.iter().map(|t| t.name.clone()).collect();
+    let mut reporter = Reporter::new(args, verbose, names)
         .map_err(|e| format!("cannot create the output directory: {e}"))?;
     let fleet = Fleet::new(master.clone(), opts);
     let mut results = fleet.run(targets, f);
@@ -40,8 +41,8 @@ where
             next = results.next() => {
                 let Some((t, r)) = next else { break };
                 if matches!(r, Err(FleetError::NotStarted)) {
+                    // Listed in --failed-to by the reporter.
                     not_started += 1;
-                    reporter.not_started(&t.name);
                     continue;
                 }
                 let elapsed = fleet.elapsed(&t.name).unwrap_or_default();

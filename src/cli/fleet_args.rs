@@ -43,6 +43,9 @@ pub struct FleetArgs {
     /// ssh host key policy for every host.
     #[arg(long, value_name = "enforce|accept|ignore", value_parser = parse_host_keys)]
     pub check_host_keys: Option<HostKeyCheck>,
+    /// Print the hosts the pattern selects, one per line, and exit.
+    #[arg(long)]
+    pub list_hosts: bool,
     /// Ask once for the ssh password (hosts whose inventory names none).
     #[arg(short = 'k', long)]
     pub ask_pass: bool,
@@ -59,6 +62,17 @@ impl FleetArgs {
     /// With an inventory: fleet mode (per-host lines, fleet exit codes).
     pub fn is_fleet(&self) -> bool {
         !self.inventory.is_empty()
+    }
+
+    /// With `--list-hosts`: prints the targets' names; true if the
+    /// subcommand should exit now (0).
+    pub fn listed(&self, targets: &[Target]) -> bool {
+        if self.list_hosts {
+            for t in targets {
+                println!("{}", super::text::printable(&t.name));
+            }
+        }
+        self.list_hosts
     }
 
     pub fn fleet_options(&self) -> Result<FleetOptions, String> {

@@ -224,12 +224,15 @@ pub struct Reporter {
     failed_to: Option<PathBuf>,
     started: Instant,
     total: usize,
+    hosts: Vec<String>,
     statuses: BTreeMap<String, Status>,
-    not_ok: Vec<String>,
 }
 
 impl Reporter {
-    pub fn new(args: &FleetArgs, verbose: bool, total: usize) -> std::io::Result<Reporter> {
+    /// `hosts`: every host of the run, in order (those never reported
+    /// end up in the failed-hosts file).
+    pub fn new(args: &FleetArgs, verbose: bool, hosts: Vec<String>) -> std::io::Result<Reporter> {
+        let total = hosts.len();
         if let Some(d) = &args.output_dir {
             std::fs::create_dir_all(d)?;
         }
@@ -252,8 +255,8 @@ impl Reporter {
             failed_to: args.failed_to.clone(),
             started: Instant::now(),
             total,
+            hosts,
             statuses: BTreeMap::new(),
-            not_ok: Vec::new(),
         })
     }
 
@@ -274,20 +277,11 @@ impl Reporter {
                 ));
             }
         }
-        if r.status != Status::Ok {
-            self.not_ok.push(r.host.clone());
-        }
         self.statuses.insert(r.host.clone(), r.status);
         if let Some(b) = &self.bar {
             b.inc(1);
             b.set_message(self.counts());
         }
-    }
-
-    /// A host that never started (interrupted first): only in the
-    /// failed-hosts file and the summary.
-    pub fn not_started(&mut self, host: &str) {
-        self.not_ok.push(host.to_string());
     }
 
     /// A message on stderr that does not tear the progress line.
@@ -345,7 +339,14 @@ impl Reporter {
             );
         }
         if let Some(f) = &self.failed_to {
-            let mut text = self.not_ok.join("\n");
+            // Every host that did not succeed, reported or never started.
+            let not_ok: Vec<&str> = self
+                .hosts
+                .iter()
+                .filter(|h| self.statuses.get(*h) != Some(&Status::Ok))
+                .map(String::as_str)
+                .collect();
+            let mut text = not_ok.join("\n");
             if !text.is_empty() {
                 text.push('\n');
             }

@@ -88,6 +88,9 @@ pub fn main(env: Env, args: RunArgs) -> u8 {
         Ok(t) => t,
         Err(e) => return super::usage(e),
     };
+    if args.fleet.listed(&targets) {
+        return 0;
+    }
     let single = !args.fleet.is_fleet() && !args.fleet.json;
     let command = std::rc::Rc::new(args.command);
     env.block_on(move |master: Master| async move {

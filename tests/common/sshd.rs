@@ -135,8 +135,21 @@ pub struct Sshd {
     pub dir: TempDir,
 }
 
+/// sshd takes at most this many `ListenAddress` lines.
+pub const MAX_LISTEN_ADDRESSES: usize = 16;
+
 impl Sshd {
     pub fn start(password_auth: bool) -> Sshd {
+        Sshd::start_on(&["127.0.0.1"], free_port(), password_auth)
+    }
+
+    /// One sshd listening on `port` of each of `addresses` (at most
+    /// [`MAX_LISTEN_ADDRESSES`]): that many distinct loopback "hosts".
+    pub fn start_on(addresses: &[&str], port: u16, password_auth: bool) -> Sshd {
+        assert!(
+            !addresses.is_empty() && addresses.len() <= MAX_LISTEN_ADDRESSES,
+            "sshd listens on 1 to {MAX_LISTEN_ADDRESSES} addresses"
+        );
         let dir = TempDir::new("sshd");
         let host_key = dir.path("host_key");
         let key = dir.path("id_ed25519");
@@ -147,12 +160,15 @@ impl Sshd {
         // sshd's privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
         let log = dir.path("sshd.log");
-        let port = free_port();
         let config = dir.path("sshd_config");
+        let listen: String = addresses
+            .iter()
+            .map(|a| format!("ListenAddress {a}\n"))
+            .collect();
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nUsePAM no\n\
+                "Port {port}\n{listen}HostKey {hk}\nUsePAM no\n\
                  StrictModes no\nPermitRootLogin yes\nPubkeyAuthentication yes\n\
                  AuthorizedKeysFile {dir}/authorized_keys\n\
                  PasswordAuthentication {pw}\nKbdInteractiveAuthentication no\n\
@@ -181,7 +197,8 @@ impl Sshd {
         };
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let last = addresses[addresses.len() - 1];
+            if std::net::TcpStream::connect((last, port)).is_ok() {
                 return sshd;
             }
             if let Ok(Some(st)) = sshd.child.try_wait() {

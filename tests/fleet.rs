@@ -1,0 +1,626 @@
+//! The fleet CLI (`econtext run` / `econtext call -i`) on a fleet of 20
+//! distinct loopback hosts started here: two sshd (sshd takes at most 16
+//! listen addresses), 10 addresses each, INI and YAML inventories. Every
+//! test asserts on the `--json` lines and the exit code.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sshd::{self, free_port, skip_unless, Sshd, TempDir, TestUser};
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_econtext");
+
+/// 20 hosts: 127.0.0.B .. 127.0.0.(B+19) on one port, two sshd.
+struct Fleet {
+    sshd: Vec<Sshd>,
+    port: u16,
+    base: u8,
+    key: PathBuf,
+    dir: TempDir,
+}
+
+impl Fleet {
+    fn start(base: u8) -> Fleet {
+        let port = free_port();
+        let addrs: Vec<String> = (0..20).map(|i| format!("127.0.0.{}", base + i)).collect();
+        let a: Vec<&str> = addrs[..10].iter().map(String::as_str).collect();
+        let b: Vec<&str> = addrs[10..].iter().map(String::as_str).collect();
+        let first = Sshd::start_on(&a, port, false);
+        let second = Sshd::start_on(&b, port, false);
+        // One client key for the whole fleet.
+        std::fs::copy(
+            first.dir.path("authorized_keys"),
+            second.dir.path("authorized_keys"),
+        )
+        .unwrap();
+        let key = first.key.clone();
+        Fleet {
+            sshd: vec![first, second],
+            port,
+            base,
+            key,
+            dir: TempDir::new("fleet"),
+        }
+    }
+
+    fn addr(&self, i: u8) -> String {
+        format!("127.0.0.{}", self.base + i)
+    }
+
+    /// web: hosts 0-9, db: 10-19 (named by address, through a host
+    /// range), odd: the odd ones; `extra` lines go under `[extra]`.
+    fn ini(&self, extra: &str) -> PathBuf {
+        let b = self.base;
+        let odd: String = (0..20)
+            .filter(|i| i % 2 == 1)
+            .map(|i| format!("{}\n", self.addr(i)))
+            .collect();
+        let text = format!(
+            "[web]\n127.0.0.[{b}:{}]\n\n[db]\n127.0.0.[{}:{}]\n\n[odd]\n{odd}\n\
+             [fleet:children]\nweb\ndb\n\n[extra]\n{extra}\n\n\
+             [all:vars]\nansible_port={}\nansible_user=root\nansible_ssh_private_key_file={}\n",
+            b + 9,
+            b + 10,
+            b + 19,
+            self.port,
+            self.key.display()
+        );
+        let p = self.dir.path(&format!("inv{}.ini", seq()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// How many ssh connections the sshd of `addr` accepted on it.
+    fn connections_to(&self, addr: &str) -> usize {
+        let needle = format!(" on {addr} port {}", self.port);
+        self.sshd
+            .iter()
+            .map(|s| {
+                s.log_text()
+                    .lines()
+                    .filter(|l| l.contains("Connection from") && l.contains(&needle))
+                    .count()
+            })
+            .sum()
+    }
+}
+
+fn seq() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn econtext(args: &[&str]) -> Output {
+    Command::new(EXE)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run econtext")
+}
+
+/// The `--json` lines by host.
+fn lines(out: &Output) -> BTreeMap<String, Value> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}"));
+            (v["host"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const NEEDS: &[&str] = &["/usr/sbin/sshd", "ssh", "ssh-keygen", "sudo", "useradd"];
+
+/// The remote side prints the address it was reached on: proof that each
+/// line comes from a distinct host.
+const WHERE: &str = "set -- $SSH_CONNECTION; echo $3";
+
+#[test]
+fn ini_fleet_of_20_runs_and_calls_on_every_host() {
+    if skip_unless(NEEDS, "ini_fleet_of_20_runs_and_calls_on_every_host") {
+        return;
+    }
+    let f = Fleet::start(110);
+    let inv = f.ini("");
+    let inv = inv.to_str().unwrap();
+    let outdir = f.dir.path("out");
+    let failed = f.dir.path("failed.txt");
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "-f",
+        "8",
+        "--output-dir",
+        outdir.to_str().unwrap(),
+        "--failed-to",
+        failed.to_str().unwrap(),
+        "fleet",
+        "--",
+        WHERE,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 20, "{l:?}");
+    for i in 0..20 {
+        let h = f.addr(i);
+        let v = &l[&h];
+        assert_eq!(v["status"], "ok", "{v}");
+        assert_eq!(v["rc"], 0);
+        assert_eq!(v["stdout"], format!("{h}\n"), "{v}");
+        assert_eq!(v["stderr"], "");
+        // No interpreter named: discovery chose one, reported once here.
+        assert!(
+            v["python"].as_str().is_some_and(|p| p.contains("python")),
+            "{v}"
+        );
+        assert!(v["elapsed_ms"].as_u64().is_some());
+        let file = std::fs::read_to_string(outdir.join(format!("{h}.stdout"))).unwrap();
+        assert_eq!(file, format!("{h}\n"));
+        assert!(outdir.join(format!("{h}.json")).exists());
+    }
+    assert_eq!(std::fs::read_to_string(&failed).unwrap(), "");
+
+    // The same fleet, a Python call on every host.
+    let out = econtext(&[
+        "call",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "all",
+        "platform.python_version",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 20);
+    for v in l.values() {
+        assert_eq!(v["status"], "ok", "{v}");
+        assert!(
+            v["result"]
+                .as_str()
+                .is_some_and(|s| s.starts_with('3') || s.starts_with('2')),
+            "{v}"
+        );
+        assert!(v["python"].is_string(), "{v}");
+    }
+
+    // Without --json: one text line per host, no escape codes off a terminal.
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "web",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 10, "{text}");
+    assert!(
+        text.lines().all(|l| l.ends_with(" | ok | rc=0 | hi")),
+        "{text}"
+    );
+    assert!(!out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b));
+}
+
+#[test]
+fn yaml_inventory_and_host_patterns() {
+    if skip_unless(NEEDS, "yaml_inventory_and_host_patterns") {
+        return;
+    }
+    let f = Fleet::start(130);
+    let hosts: String = (0..20)
+        .map(|i| format!("        n{i:02}:\n          ansible_host: {}\n", f.addr(i)))
+        .collect();
+    let odd: String = (0..20)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("        n{i:02}:\n"))
+        .collect();
+    let yaml = format!(
+        "all:\n  vars:\n    ansible_port: {}\n    ansible_user: root\n    \
+         ansible_ssh_private_key_file: {}\n    ansible_python_interpreter: /usr/bin/python3\n  \
+         children:\n    nodes:\n      hosts:\n{hosts}    odd:\n      hosts:\n{odd}",
+        f.port,
+        f.key.display()
+    );
+    let inv = f.dir.path("inventory.yml");
+    std::fs::write(&inv, yaml).unwrap();
+    let inv = inv.to_str().unwrap();
+    let list = |pattern: &str| -> Vec<String> {
+        let out = econtext(&["run", "-i", inv, "--list-hosts", pattern, "--", "true"]);
+        assert_eq!(out.status.code(), Some(0), "{pattern}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(list("all").len(), 20);
+    assert_eq!(list("n0*:&odd"), ["n01", "n03", "n05", "n07", "n09"]);
+    assert_eq!(list("nodes:!odd").len(), 10);
+    // Exclusions apply after every union, wherever they stand.
+    assert_eq!(
+        list("n1?:!odd:n02:n03"),
+        ["n02", "n10", "n12", "n14", "n16", "n18"]
+    );
+    assert_eq!(list("n02,n05"), ["n02", "n05"]);
+    let file = f.dir.path("some.txt");
+    std::fs::write(&file, "n07\nn11\n").unwrap();
+    assert_eq!(list(&format!("@{}", file.display())), ["n07", "n11"]);
+    // A name that matches nothing is bad usage, before anything connects.
+    let out = econtext(&["run", "-i", inv, "nosuchhost", "--", "true"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "n1*:&odd",
+        "--",
+        WHERE,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let l = lines(&out);
+    let names: Vec<&String> = l.keys().collect();
+    assert_eq!(names, ["n11", "n13", "n15", "n17", "n19"]);
+    assert_eq!(l["n13"]["stdout"], format!("{}\n", f.addr(13)));
+    // The inventory named the interpreter: nothing to report.
+    assert!(l["n13"].get("python").is_none(), "{}", l["n13"]);
+}
+
+#[test]
+fn failing_command_on_three_hosts_exits_1_and_reruns_only_the_failed() {
+    if skip_unless(
+        NEEDS,
+        "failing_command_on_three_hosts_exits_1_and_reruns_only_the_failed",
+    ) {
+        return;
+    }
+    let f = Fleet::start(150);
+    let inv = f.ini("");
+    let inv = inv.to_str().unwrap();
+    let bad = [f.addr(2), f.addr(9), f.addr(17)];
+    let cmd = format!(
+        "set -- $SSH_CONNECTION; case \" {} \" in *\" $3 \"*) echo broken >&2; exit 3;; esac; echo fine",
+        bad.join(" ")
+    );
+    let failed = f.dir.path("failed.txt");
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "--failed-to",
+        failed.to_str().unwrap(),
+        "all",
+        "--",
+        &cmd,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 20);
+    for (h, v) in &l {
+        if bad.contains(h) {
+            assert_eq!(
+                (v["status"].as_str(), v["rc"].as_i64()),
+                (Some("failed"), Some(3)),
+                "{v}"
+            );
+            assert_eq!(v["stderr"], "broken\n");
+        } else {
+            assert_eq!(v["status"], "ok", "{v}");
+        }
+    }
+    let mut listed: Vec<String> = std::fs::read_to_string(&failed)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    let mut want = bad.to_vec();
+    want.sort();
+    assert_eq!(listed, want);
+
+    // Rerun only those: -l @FILE.
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "-l",
+        &format!("@{}", failed.display()),
+        "all",
+        "--",
+        "exit 0",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out).keys().cloned().collect::<Vec<_>>(), {
+        let mut b = bad.to_vec();
+        b.sort();
+        b
+    });
+
+    // A call deadline: timeout, exit 3; the others still answer.
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv,
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "--timeout",
+        "2",
+        &format!("{},{}", f.addr(0), f.addr(1)),
+        "--",
+        &format!(
+            "set -- $SSH_CONNECTION; [ $3 = {} ] && sleep 60; echo quick",
+            f.addr(0)
+        ),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l[&f.addr(0)]["status"], "timeout", "{}", l[&f.addr(0)]);
+    assert_eq!(l[&f.addr(1)]["status"], "ok");
+}
+
+/// Accepts TCP connections and never says a word.
+fn silent_listener(addr: &str) -> TcpListener {
+    let l = TcpListener::bind((addr, 0)).unwrap();
+    let c = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in c.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    l
+}
+
+#[test]
+fn host_down_and_host_that_hangs_are_unreachable_within_the_connect_timeout() {
+    if skip_unless(
+        NEEDS,
+        "host_down_and_host_that_hangs_are_unreachable_within_the_connect_timeout",
+    ) {
+        return;
+    }
+    let f = Fleet::start(170);
+    let hang = silent_listener("127.0.0.191");
+    let hang_port = hang.local_addr().unwrap().port();
+    // Nothing listens on 127.0.0.190 at the fleet's port.
+    let inv = f.ini(&format!(
+        "down ansible_host=127.0.0.190\nhang ansible_host=127.0.0.191 ansible_port={hang_port}"
+    ));
+    let start = Instant::now();
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv.to_str().unwrap(),
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "--connect-timeout",
+        "15",
+        "-f",
+        "32",
+        "all",
+        "--",
+        "true",
+    ]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 22, "{l:?}");
+    let not_ok: Vec<&Value> = l.values().filter(|v| v["status"] != "ok").collect();
+    assert_eq!(not_ok.len(), 2, "{not_ok:?}");
+    for h in ["down", "hang"] {
+        assert_eq!(l[h]["status"], "unreachable", "{}", l[h]);
+        assert!(l[h]["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(l[h]["rc"], Value::Null);
+    }
+    // The hung host is given up at the connect timeout, not later (margin
+    // for a loaded machine).
+    let hung_ms = l["hang"]["elapsed_ms"].as_u64().unwrap();
+    assert!((14_500..45_000).contains(&hung_ms), "{hung_ms} ms");
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    drop(hang);
+}
+
+#[test]
+fn become_and_a_bastion_chain_through_econtext_via() {
+    if skip_unless(NEEDS, "become_and_a_bastion_chain_through_econtext_via") {
+        return;
+    }
+    let f = Fleet::start(200);
+    let user = TestUser::create("flt");
+    let b = f.addr(0);
+    // bastion -> dc -> racks (the seed's tree); r2 and r4 become the user.
+    let inv = f.ini(&format!(
+        "bastion ansible_host={b}\n\
+         dc ansible_host={} econtext_via=bastion\n\
+         r1 ansible_host={} econtext_via=dc\n\
+         r2 ansible_host={} econtext_via=dc ansible_become=yes ansible_become_user={u}\n\
+         r3 ansible_host={} econtext_via=dc\n\
+         r4 ansible_host={} econtext_via=bastion ansible_become=true ansible_become_user={u} ansible_become_method=sudo\n\
+         [racks]\nr1\nr2\nr3\nr4",
+        f.addr(1),
+        f.addr(2),
+        f.addr(3),
+        f.addr(4),
+        f.addr(5),
+        u = user.name
+    ));
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv.to_str().unwrap(),
+        "--check-host-keys",
+        "ignore",
+        "--json",
+        "racks",
+        "--",
+        "set -- $SSH_CONNECTION; echo ${3:-sudo} $(id -un)",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 4, "{l:?}");
+    assert_eq!(l["r1"]["stdout"], format!("{} root\n", f.addr(2)));
+    // sudo resets the environment (no SSH_CONNECTION): the user says it.
+    assert_eq!(l["r2"]["stdout"], format!("sudo {}\n", user.name));
+    assert_eq!(l["r3"]["stdout"], format!("{} root\n", f.addr(4)));
+    assert_eq!(l["r4"]["stdout"], format!("sudo {}\n", user.name));
+    // The bastion and dc were connected once for the whole fleet.
+    assert_eq!(f.connections_to(&b), 1, "bastion connections");
+    assert_eq!(f.connections_to(&f.addr(1)), 1, "dc connections");
+}
+
+#[test]
+fn interrupt_stops_starting_hosts_then_aborts_the_running() {
+    if skip_unless(
+        NEEDS,
+        "interrupt_stops_starting_hosts_then_aborts_the_running",
+    ) {
+        return;
+    }
+    let f = Fleet::start(230);
+    let inv = f.ini("");
+    let failed = f.dir.path("failed.txt");
+    let start = |cmd: &str| {
+        Command::new(EXE)
+            .args([
+                "run",
+                "-i",
+                inv.to_str().unwrap(),
+                "--check-host-keys",
+                "ignore",
+                "--json",
+                "-f",
+                "2",
+                "--failed-to",
+                failed.to_str().unwrap(),
+                "all",
+                "--",
+                cmd,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let sigint = |c: &std::process::Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    };
+    let wait = |mut c: std::process::Child| -> Output {
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if let Some(status) = c.try_wait().unwrap() {
+                let (mut so, mut se) = (Vec::new(), Vec::new());
+                c.stdout.take().unwrap().read_to_end(&mut so).unwrap();
+                c.stderr.take().unwrap().read_to_end(&mut se).unwrap();
+                return Output {
+                    status,
+                    stdout: so,
+                    stderr: se,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        panic!("econtext did not exit within 60 s of the interrupt");
+    };
+
+    // One Ctrl+C: the two running hosts finish, no other host starts.
+    let c = start("sleep 4; echo done");
+    std::thread::sleep(Duration::from_secs(2));
+    sigint(&c);
+    let out = wait(c);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("still running (2)"),
+        "{}",
+        stderr(&out)
+    );
+    let l = lines(&out);
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(
+        l.values()
+            .all(|v| v["status"] == "ok" && v["stdout"] == "done\n"),
+        "{l:?}"
+    );
+    let not_done = std::fs::read_to_string(&failed).unwrap();
+    assert_eq!(not_done.lines().count(), 18, "{not_done}");
+
+    // Two: the running hosts are aborted at once and reported as died.
+    let c = start("sleep 60");
+    std::thread::sleep(Duration::from_secs(2));
+    sigint(&c);
+    std::thread::sleep(Duration::from_millis(300));
+    sigint(&c);
+    let t = Instant::now();
+    let out = wait(c);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(l.values().all(|v| v["status"] == "died"), "{l:?}");
+    assert_eq!(
+        std::fs::read_to_string(&failed).unwrap().lines().count(),
+        20
+    );
+}
+
+#[test]
+fn single_target_run_prints_text_and_exits_with_the_remote_rc() {
+    if sshd::skip_unless_installed(
+        &["uname"],
+        "single_target_run_prints_text_and_exits_with_the_remote_rc",
+    ) {
+        return;
+    }
+    let out = econtext(&["run", "local", "--", "uname", "-r"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want = Command::new("uname").arg("-r").output().unwrap().stdout;
+    assert_eq!(out.stdout, want);
+    let out = econtext(&["run", "local", "--", "echo oops >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(stderr(&out), "oops\n");
+    // Bad usage: 64.
+    assert_eq!(econtext(&["run", "local"]).status.code(), Some(64));
+    assert_eq!(
+        econtext(&["run", "-f", "0", "local", "--", "true"])
+            .status
+            .code(),
+        Some(64)
+    );
+}
