@@ -19,6 +19,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_econtext");
 
 /// 20 hosts: 127.0.0.B .. 127.0.0.(B+19) on one port, two sshd.
 struct Fleet {
+    _one: std::sync::MutexGuard<'static, ()>,
     sshd: Vec<Sshd>,
     port: u16,
     base: u8,
@@ -26,8 +27,14 @@ struct Fleet {
     dir: TempDir,
 }
 
+/// One fleet at a time: 20 hosts' sshd and interpreters starting at once
+/// already load a 2-core machine; several fleets at once would make the
+/// connect timeouts these tests assert on a matter of luck.
+static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Fleet {
     fn start(base: u8) -> Fleet {
+        let guard = ONE_FLEET.lock().unwrap_or_else(|p| p.into_inner());
         let port = free_port();
         let addrs: Vec<String> = (0..20).map(|i| format!("127.0.0.{}", base + i)).collect();
         let a: Vec<&str> = addrs[..10].iter().map(String::as_str).collect();
@@ -42,6 +49,7 @@ impl Fleet {
         .unwrap();
         let key = first.key.clone();
         Fleet {
+            _one: guard,
             sshd: vec![first, second],
             port,
             base,
