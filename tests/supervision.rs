@@ -526,3 +526,33 @@ fn no_supervisor_watcher_or_handle_is_left_behind_after_1000_create_kill_cycles(
         assert!(m.ancestors(1000).is_empty(), "the master forgot the dead");
     });
 }
+
+#[test]
+fn stop_and_wait_shuts_a_context_down_cleanly_and_returns_once_its_process_is_gone() {
+    run(async {
+        let cap = Capture::default();
+        let m = master(&cap);
+        let x = py(&m, "x", None).await;
+        let pid = pid_of(&x).await;
+        tree_with(&m, 1).await;
+        let reason = tokio::time::timeout(Duration::from_secs(10), m.stop_and_wait(&x))
+            .await
+            .expect("stop_and_wait is bounded by the grace period");
+        assert_eq!(reason, DeadReason::Exited { status: 0 });
+        assert!(!running(pid));
+        // A supervised child stopped through its handle stays stopped.
+        let w = m
+            .supervise(ChildSpec::connect(opts("w")).backoff(Backoff::none()))
+            .await
+            .unwrap();
+        let wpid: i32 = w.call("os", "getpid", ()).await.unwrap();
+        w.stop().await;
+        assert!(!running(wpid));
+        assert!(matches!(w.state(), SupervisedState::Stopped { .. }));
+        assert!(w
+            .call::<i32>("os", "getpid", ())
+            .await
+            .unwrap_err()
+            .is_dead());
+    });
+}

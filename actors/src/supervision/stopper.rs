@@ -112,3 +112,37 @@ impl Stopper {
         self.wait_gone(within).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_process_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; sleep 30"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pid = child.id().expect("pid");
+        // Wait until the trap is set.
+        let mut out = child.stdout.take().unwrap();
+        let mut b = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut out, &mut b)
+            .await
+            .unwrap();
+        // Reap it when it dies, as a ProcessWatch would.
+        let reaper = tokio::spawn(async move { child.wait().await });
+        let grace = Duration::from_millis(300);
+        let t = std::time::Instant::now();
+        assert!(Stopper::LocalProcess { pid }.terminate(grace).await);
+        assert!(
+            t.elapsed() >= grace,
+            "SIGTERM was ignored: {:?}",
+            t.elapsed()
+        );
+        use std::os::unix::process::ExitStatusExt;
+        let status = reaper.await.unwrap().unwrap();
+        assert_eq!(status.signal(), Some(9));
+    }
+}
