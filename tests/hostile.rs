@@ -311,3 +311,237 @@ fn a_reply_of_millions_of_small_values_is_refused_with_bounded_memory() {
         usage.max_rss()
     );
 }
+
+// ---- item 1, 2 and 7 on the Rust side: a raw child against the router ----
+
+mod router_side {
+    use std::time::{Duration, Instant};
+
+    use bytes::BytesMut;
+    use econtext::actors::router::GetStats;
+    use econtext::testing::SimTree;
+    use econtext::wire::{handles, payload, ContextId, Frame, Handle, Header};
+    use econtext::{DeadReason, Error, Functions};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+
+    use super::common::{run, Capture};
+
+    fn functions() -> Functions {
+        let mut f = Functions::default();
+        f.register("math.add", |(a, b): (i64, i64)| a + b);
+        f.register_async("slow.answer", |(): ()| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            42i64
+        });
+        f
+    }
+
+    /// The raw (hostile) child's end: frames sealed with the tree's key,
+    /// on one MAC chain.
+    struct Evil {
+        codec: econtext::wire::FrameCodec,
+        end: tokio::io::DuplexStream,
+    }
+
+    impl Evil {
+        fn new(t: &SimTree, end: tokio::io::DuplexStream) -> Evil {
+            Evil {
+                codec: t.raw_codec(),
+                end,
+            }
+        }
+
+        async fn write(&mut self, frames: Vec<Frame>) {
+            let mut buf = BytesMut::new();
+            for f in frames {
+                self.codec.encode(f, &mut buf).unwrap();
+            }
+            self.end.write_all(&buf).await.unwrap();
+        }
+    }
+
+    /// The reply handle of the latest call the master sent to `dst`, as if
+    /// the attacker had learned it (it cannot guess it: see below).
+    fn leaked_reply_handle(t: &SimTree, dst: ContextId) -> Handle {
+        t.trace()
+            .iter()
+            .rev()
+            .find(|(at, h)| *at == 0 && h.dst == dst && h.handle == handles::CALL_FUNCTION)
+            .map(|(_, h)| h.reply_to)
+            .expect("the call was routed")
+    }
+
+    #[test]
+    fn a_child_cannot_answer_a_call_made_to_a_sibling() {
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let sibling = t.spawn("sibling", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", 0);
+            let mut raw = Evil::new(&t, end);
+            let pending = t
+                .context(sibling)
+                .call_with("slow", "answer")
+                .start::<i64>()
+                .await
+                .unwrap();
+            let h = leaked_reply_handle(&t, sibling);
+            let value = payload::encode(&666i64).unwrap();
+            let dead = payload::encode(&econtext::wire::Dead::new("forged")).unwrap();
+            let forged = vec![
+                Frame::new(Header::new(0, evil, h, 0), value),
+                Frame::new(Header::new(0, evil, h, 0), dead),
+            ];
+            raw.write(forged).await;
+            assert_eq!(pending.result().await.unwrap(), 42, "the real answer");
+            assert!(
+                cap.wait_for(&["refused frame", "accepts only"], 2.0).await,
+                "{}",
+                cap.text()
+            );
+        });
+    }
+
+    #[test]
+    fn reply_handles_cannot_be_guessed() {
+        run(async {
+            let mut t = SimTree::new(Capture::default().logger());
+            let a = t.spawn("a", 0, functions()).await;
+            t.clear_trace();
+            for i in 0..50 {
+                let _: i64 = t.context(a).call("math", "add", (i, 1)).await.unwrap();
+            }
+            let hs: Vec<Handle> = t
+                .trace()
+                .iter()
+                .filter(|(at, h)| *at == 0 && h.handle == handles::CALL_FUNCTION)
+                .map(|(_, h)| h.reply_to)
+                .collect();
+            assert_eq!(hs.len(), 50);
+            assert!(hs.iter().all(|&h| h >= handles::FIRST_DYNAMIC));
+            let close = hs
+                .windows(2)
+                .filter(|w| w[0].abs_diff(w[1]) < 1 << 16)
+                .count();
+            assert!(close <= 1, "handles look sequential: {hs:?}");
+        });
+    }
+
+    #[test]
+    fn a_sibling_cannot_make_a_child_declare_contexts_dead() {
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let a = t.spawn("a", 0, functions()).await;
+            let c = t.spawn("c", a, functions()).await;
+            let b = t.spawn("b", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", 0);
+            let mut raw = Evil::new(&t, end);
+            let del = |dst: ContextId, target: ContextId| {
+                Frame::new(
+                    Header::new(dst, evil, handles::DEL_ROUTE, 0),
+                    payload::encode(&target).unwrap(),
+                )
+            };
+            // To a (through the master) about a's child and a's parent;
+            // to the master about a sibling.
+            raw.write(vec![del(a, c), del(a, 0), del(0, b), del(0, a)])
+                .await;
+            assert!(
+                cap.wait_for(&["refused frame", "DEL_ROUTE"], 2.0).await,
+                "{}",
+                cap.text()
+            );
+            for id in [a, b, c] {
+                let r: i64 = t.context(id).call("math", "add", (1, 1)).await.unwrap();
+                assert_eq!(r, 2, "context {id} is still alive and routed");
+            }
+            let s = t.router(a).send(GetStats).await.unwrap();
+            assert!(s.core.refused >= 2, "{:?}", s.core);
+        });
+    }
+
+    #[test]
+    fn a_flood_of_forged_frames_logs_one_warning_and_stays_bounded() {
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let good = t.spawn("good", 0, functions()).await;
+            let (_evil, end) = t.attach_raw("evil", 0);
+            let mut raw = Evil::new(&t, end);
+            // 20,000 frames claiming to come from `good` (spoofed).
+            for _ in 0..20 {
+                let frames = (0..1000)
+                    .map(|_| {
+                        Frame::new(
+                            Header::new(good, good, handles::CALL_FUNCTION, 7),
+                            payload::encode(&()).unwrap(),
+                        )
+                    })
+                    .collect();
+                raw.write(frames).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let s = t.master().send(GetStats).await.unwrap();
+                if s.core.refused >= 20_000 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{:?}", s.core);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let warnings = cap
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("refused frame"))
+                .count();
+            assert_eq!(warnings, 1, "{}", cap.text());
+            let r: i64 = t.context(good).call("math", "add", (2, 2)).await.unwrap();
+            assert_eq!(r, 4);
+        });
+    }
+
+    #[test]
+    fn replies_piled_up_for_a_child_that_does_not_read_are_capped() {
+        run(async {
+            let mut t = SimTree::new(Capture::default().logger());
+            let good = t.spawn("good", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", 0);
+            let mut raw = Evil::new(&t, end);
+            // 50,000 requests whose answers (Dead: no such handle) go back
+            // to a child that never reads them.
+            for round in 0..50u32 {
+                let frames = (0..1000u32)
+                    .map(|i| {
+                        Frame::new(
+                            Header::new(0, evil, 4242, 1000 + round * 1000 + i),
+                            payload::encode(&()).unwrap(),
+                        )
+                    })
+                    .collect();
+                raw.write(frames).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let s = t.master().send(GetStats).await.unwrap();
+            let queued = s.queued_bytes.get(&evil).copied().unwrap_or(0);
+            assert!(queued < 1 << 20, "{queued} bytes queued for evil");
+            assert!(s.dropped_full > 0, "the excess was refused: {s:?}");
+            let r: i64 = t.context(good).call("math", "add", (2, 2)).await.unwrap();
+            assert_eq!(r, 4);
+            let r = t
+                .context(evil)
+                .call_with("math", "add")
+                .timeout(Duration::from_millis(200))
+                .returning::<i64>()
+                .await;
+            assert!(
+                matches!(r, Err(Error::Timeout { .. }) | Err(Error::Dead { .. })),
+                "{r:?}"
+            );
+            let _ = DeadReason::Stalled;
+        });
+    }
+}

@@ -3,13 +3,16 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::{run, Capture};
-use econtext::actors::router::Subscribe;
+use econtext::actors::router::{AllocateId, DeclareDead, GetStats, Subscribe};
 use econtext::testing::SimTree;
-use econtext::{ContextEvent, DeadReason, Functions};
+use econtext::wire::ContextId;
+use econtext::{
+    ConnectError, ContextEvent, DeadReason, Error, Functions, LocalOptions, Master, MasterOptions,
+};
 
 struct Events(tokio::sync::mpsc::UnboundedSender<ContextEvent>);
 
@@ -70,5 +73,167 @@ fn subscribers_see_starts_then_deaths_children_first_with_typed_reasons() {
             );
         }
         assert_eq!(t.context(b).dead().await, DeadReason::Closed);
+    });
+}
+
+// ---- a child that stops reading ----
+
+/// A tree with a well-behaved Rust child "good" and a raw child that
+/// never reads; the master's link to the raw child is filled past its
+/// mark by `fill` one-megabyte frames sent in the background.
+async fn tree_with_a_stalled_child(
+    stall_after: Duration,
+) -> (SimTree, ContextId, tokio::io::DuplexStream) {
+    let mut t = SimTree::with_stall_after(Capture::default().logger(), stall_after);
+    let mut f = Functions::default();
+    f.register("math.add", |(a, b): (i64, i64)| a + b);
+    t.spawn("good", 0, f).await;
+    let (raw, end) = t.attach_raw("stalled", 0);
+    // Let the attach land before traffic.
+    let _ = t.master().send(GetStats).await;
+    for _ in 0..12 {
+        let ctx = t.context(raw);
+        actix::spawn(async move {
+            // 1 MiB on the link with msgpack's 5 bytes and the header.
+            let data = serde_bytes::ByteBuf::from(vec![0u8; (1 << 20) - 41]);
+            let _ = ctx.send(4242, &data).await;
+        });
+    }
+    // Until eight are queued: the mark is 8 MiB, so the rest (and any
+    // other frame) wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = t.master().send(GetStats).await.unwrap();
+        if s.queued_bytes.get(&raw).copied().unwrap_or(0) >= 8 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the link never filled: {s:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (t, raw, end)
+}
+
+#[test]
+fn a_child_that_stops_reading_cannot_delay_its_siblings() {
+    run(async {
+        let (t, _raw, _end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
+        let good = t.context(t.id("good"));
+        let mut worst = Duration::ZERO;
+        for i in 0..200 {
+            let t0 = Instant::now();
+            assert_eq!(
+                good.call::<i64>("math", "add", (i, 1)).await.unwrap(),
+                i + 1
+            );
+            worst = worst.max(t0.elapsed());
+        }
+        // Generous for a loaded 2-core machine: the point is that no call
+        // waits behind the stalled link (that would be forever).
+        assert!(
+            worst < Duration::from_millis(250),
+            "worst call took {worst:?}"
+        );
+    });
+}
+
+#[test]
+fn a_timeout_to_a_stalled_child_covers_the_wait_for_link_room() {
+    run(async {
+        let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
+        let t0 = Instant::now();
+        let r = t
+            .context(raw)
+            .call_with("math", "add")
+            .args((1, 2))
+            .unwrap()
+            .timeout(Duration::from_secs(1))
+            .returning::<i64>()
+            .await;
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t0.elapsed()
+        );
+        // The timed-out call left no handle behind, and its frame, which
+        // never got room, was abandoned rather than queued late.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = t.master().send(GetStats).await.unwrap();
+        assert_eq!(s.handles, 0, "{s:?}");
+        assert_eq!(s.queued_bytes[&raw], 8 << 20, "{s:?}");
+    });
+}
+
+#[test]
+fn shutdown_of_a_stalled_child_returns_at_once_and_it_is_declared_dead() {
+    run(async {
+        let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(3)).await;
+        let ctx = t.context(raw);
+        let t0 = Instant::now();
+        tokio::time::timeout(Duration::from_secs(3), ctx.shutdown())
+            .await
+            .expect("shutdown() is bounded")
+            .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        let why = tokio::time::timeout(Duration::from_secs(10), ctx.dead())
+            .await
+            .expect("the stalled peer is closed as dead");
+        assert_eq!(why, DeadReason::Stalled);
+        // The senders that were waiting for room heard about it too.
+        let s = t.master().send(GetStats).await.unwrap();
+        assert!(!s.streams.contains(&raw), "{s:?}");
+    });
+}
+
+// ---- IDs ----
+
+#[test]
+fn failed_connects_never_hand_out_zero_or_a_live_id_and_the_tree_keeps_working() {
+    run(async {
+        let master = Master::new(MasterOptions {
+            log: Capture::default().logger(),
+            ..Default::default()
+        });
+        let mut f = Functions::default();
+        f.register("math.add", |(a, b): (i64, i64)| a + b);
+        let keeper = master.rust_context("keeper", None, f).await.unwrap();
+        // Real failed connects (a program that does not exist) ...
+        for _ in 0..20 {
+            let o = LocalOptions {
+                python: "/nonexistent/python".into(),
+            };
+            let e = master.local(o).await.unwrap_err();
+            assert!(matches!(e, ConnectError::Spawn { .. }), "{e:?}");
+        }
+        // ... then the rest of the 16-bit space the same way a failed
+        // connect uses it: allocate, fail, declare dead.
+        let mut seen = 0usize;
+        let outcome = loop {
+            match master.router().send(AllocateId).await.unwrap() {
+                Ok(id) => {
+                    assert_ne!(id, 0, "the master's ID");
+                    assert_ne!(id, keeper.id(), "a live ID");
+                    seen += 1;
+                    master.router().do_send(DeclareDead {
+                        id,
+                        reason: DeadReason::ConnectFailed,
+                    });
+                }
+                Err(e) => break e,
+            }
+            assert!(seen < 70_000, "the allocator never ran out");
+        };
+        assert!(seen >= 65_000, "{seen}");
+        assert_eq!(outcome.live, 1, "only the keeper is alive");
+        // Full: a connect says so clearly, and runs nothing.
+        let e = master.local(LocalOptions::default()).await.unwrap_err();
+        assert!(
+            matches!(&e, ConnectError::IdsExhausted(m) if m.contains("16-bit ID space is full")),
+            "{e}"
+        );
+        // The tree still works.
+        assert_eq!(keeper.call::<i64>("math", "add", (2, 3)).await.unwrap(), 5);
+        let s = master.router().send(GetStats).await.unwrap();
+        assert!(s.core.dead_remembered <= 4096, "{:?}", s.core);
     });
 }

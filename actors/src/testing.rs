@@ -221,6 +221,13 @@ pub struct SimTree {
 impl SimTree {
     /// A tree holding just the master. Call inside an actix system.
     pub fn new(log: Logger) -> SimTree {
+        let defaults = RouterConfig::new(0, None, Vec::new(), log.clone());
+        SimTree::with_stall_after(log, defaults.stall_after)
+    }
+
+    /// A tree whose master declares a peer dead once its link has made no
+    /// progress for `stall_after`.
+    pub fn with_stall_after(log: Logger, stall_after: Duration) -> SimTree {
         let trace: Trace = Arc::new(Mutex::new(Vec::new()));
         let mut rc = RouterConfig::new(
             handles::MASTER_ID,
@@ -229,6 +236,7 @@ impl SimTree {
             log.new(slog::o!("ctx" => "master")),
         );
         rc.trace = Some(trace.clone());
+        rc.stall_after = stall_after;
         let master = Router::new(rc).start();
         let supervision = Supervision::start(
             master.clone(),
