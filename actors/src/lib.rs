@@ -37,6 +37,7 @@ pub mod iologger;
 pub mod link;
 pub mod logforwarder;
 pub mod message;
+pub mod module_forwarder;
 pub mod refusals;
 pub mod router;
 pub mod routing;

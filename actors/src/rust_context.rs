@@ -74,6 +74,16 @@ where
     for h in [handles::CALL_FUNCTION, handles::SHUTDOWN] {
         register_service(&router, h, dispatcher.clone().recipient());
     }
+    // Its Python children import through it, with a per-hop cache.
+    let modules = crate::module_forwarder::ModuleForwarder::new(
+        config.id,
+        config.parent,
+        router.clone(),
+        log.clone(),
+    )
+    .start();
+    router.do_send(crate::router::Subscribe(modules.clone().recipient()));
+    register_service(&router, handles::GET_MODULE, modules.recipient());
     let mut sc = StreamConfig::new(config.parent, true, &config.key, log);
     sc.max_message_size = config.max_message_size;
     sc.initial = initial;
