@@ -43,10 +43,12 @@ pub use econtext_bootstrap::{ConnectError, LocalOptions, Method};
 pub use econtext_files::{FileError, FileErrorKind, FilesExt, TransferOptions, TransferReport};
 pub use econtext_wire::{CallError, Value};
 
+pub mod embed;
 mod fleet_connector;
 pub mod json;
 mod master;
 pub mod supervise;
 pub mod target;
 
+pub use embed::{MasterGone, MasterHandle};
 pub use master::{ConnectOptions, Master, MasterOptions};

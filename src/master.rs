@@ -11,7 +11,8 @@ use econtext_actors::dispatch::Functions;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
 use econtext_actors::router::{
-    register_service, AllocateId, ContextStarted, DeclareDead, Subscribe,
+    register_service, AllocateId, ContextStarted, DeclareDead, ShutdownContext, Subscribe,
+    WhenStopped,
 };
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
@@ -347,6 +348,20 @@ impl Master {
             parent,
         });
         Ok(ctx)
+    }
+
+    /// Ends every context and returns when they are gone: SHUTDOWN to
+    /// each child, the master's streams close once the children have
+    /// gone (or after the grace period), and its router stops. Bounded
+    /// by the grace period (plus a second); the master is unusable after.
+    pub async fn shutdown(&self) {
+        let router = &self.inner.router;
+        let Ok(stopped) = router.send(WhenStopped).await else {
+            return; // already stopped
+        };
+        router.do_send(ShutdownContext);
+        let bound = self.inner.opts.grace + Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, stopped).await;
     }
 
     /// A fresh context ID: never 0, never a live one; freed IDs come back

@@ -237,3 +237,56 @@ fn failed_connects_never_hand_out_zero_or_a_live_id_and_the_tree_keeps_working()
         assert!(s.core.dead_remembered <= 4096, "{:?}", s.core);
     });
 }
+
+// ---- embedding ----
+
+#[test]
+fn a_master_handle_serves_calls_from_a_multi_threaded_tokio_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let master = econtext::MasterHandle::start(MasterOptions {
+            log: Capture::default().logger(),
+            ..Default::default()
+        });
+        let py = master
+            .local(LocalOptions {
+                python: common::python3(),
+            })
+            .await
+            .unwrap();
+        let rust = master
+            .run(|m| async move {
+                let mut f = Functions::default();
+                f.register("math.add", |(a, b): (i64, i64)| a + b);
+                m.rust_context("adder", None, f).await
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8i64 {
+            let (py, rust) = (py.clone(), rust.clone());
+            tasks.push(tokio::spawn(async move {
+                let pid: u32 = py.call("os", "getpid", ()).await.unwrap();
+                let sum: i64 = rust.call("math", "add", (i, 1)).await.unwrap();
+                (pid, sum)
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (pid, sum) = t.await.unwrap();
+            assert!(pid > 0);
+            assert_eq!(sum, i as i64 + 1);
+        }
+        let t0 = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), master.shutdown())
+            .await
+            .expect("shutdown() returns when every context is gone");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let r = py.call::<u32>("os", "getpid", ()).await;
+        assert!(r.is_err(), "{r:?}");
+    });
+}
