@@ -677,3 +677,49 @@ fn cli_copy_and_fetch_with_json_per_host_directories_and_exit_codes() {
     assert_eq!(std::fs::read(back.join("one.bin")).unwrap(), data);
     assert!(temporaries(&dir.0).is_empty());
 }
+
+/// A module that replaces the child's `econtext.files.send_begin` with a
+/// hostile one (a child's code is the attacker's in our threat model).
+const HOSTILE_FILES: &str = r#"
+import threading
+import econtext.core as core
+import econtext.files as files
+
+
+def escaping_manifest():
+    def send_begin(src, tree, data, opts):
+        root = [b'', 1, 0, 0o755, 0, None, 0, 0, None]
+        out = [b'../escaped', 0, 3, 0o644, 0, None, 0, 0, u'k1']
+        return {u'ack': 1234, u'entries': [root, out]}
+    files.send_begin = send_begin
+    return True
+
+"#;
+
+#[test]
+fn pulled_manifest_escaping_the_destination_is_refused() {
+    let dir = TempDir::new("files-escape");
+    std::fs::write(dir.path("hostile_files.py"), HOSTILE_FILES).unwrap();
+    run(async {
+        let master = econtext::Master::new(econtext::MasterOptions {
+            module_path: vec![dir.0.clone()],
+            ..Default::default()
+        });
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let _: bool = ctx
+            .call("hostile_files", "escaping_manifest", ())
+            .await
+            .unwrap();
+        let dest = dir.path("inbox/tree");
+        std::fs::create_dir_all(dir.path("inbox")).unwrap();
+        let e = ctx.pull_tree("/anything", &dest).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::Protocol, "{e}");
+        assert_eq!(e.host, ctx.name());
+        assert!(!dir.path("inbox/escaped").exists());
+        assert!(
+            !dest.exists(),
+            "nothing is written before the manifest is checked"
+        );
+        ctx.shutdown().await.unwrap();
+    });
+}

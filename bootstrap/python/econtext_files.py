@@ -38,7 +38,7 @@ D_CHUNK, D_FAIL, D_END = 0, 2, 3
 # Ack messages (receiver -> sender's ack handle).
 A_CREDIT, A_ERROR, A_DONE, A_START = 0, 1, 2, 5
 CHUNK = 262144
-WINDOW = 4 << 20
+WINDOW = 2 << 20
 FINISHERS = 8
 PY3 = core.PY3
 _stats = {u'bytes_in': 0, u'bytes_out': 0, u'files_in': 0, u'files_out': 0, u'relayed': 0}

@@ -28,7 +28,7 @@ pub struct TransferOptions {
 impl Default for TransferOptions {
     fn default() -> Self {
         TransferOptions {
-            window: 4 << 20,
+            window: 2 << 20,
             chunk: 256 << 10,
             fsync: true,
             stall_timeout: Duration::from_secs(60),
