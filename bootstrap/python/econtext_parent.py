@@ -281,7 +281,7 @@ class ChildStream(core.Stream):
             self._flush()
             left = self.qbytes
         if left:
-            if threading.current_thread() is broker.thread:
+            if broker.thread.is_current():
                 self._arm()
                 if left > HIGH:
                     _pause(self)

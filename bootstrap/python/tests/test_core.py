@@ -248,6 +248,35 @@ class MinimizeTest(unittest.TestCase):
         self.assertNotIn('# ', src)
 
 
+class SplitCompileTest(unittest.TestCase):
+    # The first stage's stub compiles the core in pieces of about 2 KB,
+    # cut before a top-level 'class ' or 'def ' line (the parser's peak
+    # memory is per piece, and stays in the child's RSS), padded with
+    # newlines so line numbers stay true. Mirror of that loop:
+    def pieces(self, s):
+        i = n = 0
+        while i < len(s):
+            j = min(s.find(b'\nclass ', i + 2048) % len(s), s.find(b'\ndef ', i + 2048) % len(s)) + 1
+            yield b'\n' * n + s[i:j]
+            n += s.count(b'\n', i, j)
+            i = j
+
+    def test_pieces_define_what_the_whole_does_on_the_same_lines(self):
+        src = harness.core_source().encode('utf-8')
+        with open(harness.FIRST_STAGE_PATH) as f:
+            self.assertIn("_i+2048", f.read())  # the stub this mirrors
+
+        def defs(code):
+            return dict((c.co_name, c.co_firstlineno) for c in code.co_consts if hasattr(c, 'co_name'))
+        whole = defs(compile(src, '<stdin>', 'exec'))
+        parts = {}
+        pieces = list(self.pieces(src))
+        self.assertTrue(len(pieces) > 5, len(pieces))
+        for p in pieces:
+            parts.update(defs(compile(p, '<stdin>', 'exec')))
+        self.assertEqual(parts, whole)
+
+
 class ChildTest(unittest.TestCase):
     # One child shared by the non-destructive tests.
     @classmethod
