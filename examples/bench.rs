@@ -2,7 +2,7 @@
 //! runs on Mitogen and execnet, printed as a table (and as JSON with
 //! `--json`). Run it in the same sitting as peer-bench and compare ratios.
 //!
-//! `cargo run --release --example bench [-- --json] [--python PATH]`
+//! `cargo run --release --example bench [-- --json] [--python PATH] [--children N]`
 //!
 //! Every child runs /usr/bin/python3 (as peer-bench's children do) unless
 //! --python says otherwise. The 20-module import workload uses peer-bench's
@@ -36,6 +36,24 @@ fn vm_rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).map(|n| n.parse().unwrap_or(0)))
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds of a process from /proc/PID/stat (`self` for this one):
+/// user + system, plus its waited-for children's when `with_children`
+/// (a child's reaped first stage). Clock ticks are 100 per second here.
+fn cpu_s(pid: &str, with_children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| {
+            r.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let n = if with_children { 4 } else { 2 };
+    rest.get(11..11 + n)
+        .map_or(0.0, |t| t.iter().sum::<f64>() / 100.0)
 }
 
 async fn connect(master: &Master, python: &str) -> Context {
@@ -208,18 +226,123 @@ async fn main() {
         let p = python.clone();
         async move {
             let c = connect(&m, &p).await;
-            let _: u32 = c.call("os", "getpid", ()).await.unwrap();
-            c
+            let pid: u32 = c.call("os", "getpid", ()).await.unwrap();
+            (c, pid)
         }
     }))
     .await;
     let fan = t0.elapsed().as_secs_f64();
-    join_all(ctxs.into_iter().map(close)).await;
+    // Each child's CPU so far, with its reaped first stage.
+    let children_cpu: f64 = ctxs
+        .iter()
+        .map(|(_, pid)| cpu_s(&pid.to_string(), true))
+        .sum();
+    join_all(ctxs.into_iter().map(|(c, _)| close(c))).await;
     rows.push((
         "50 children, connect + first call".into(),
-        format!("{fan:.2} s"),
+        format!("{fan:.2} s (the children's CPU: {children_cpu:.2} s)"),
     ));
     out.insert("fanout_50_s".into(), json!(fan));
+    out.insert("fanout_50_children_cpu_s".into(), json!(children_cpu));
+
+    // The master's CPU per call: 200 children, 100 calls in flight to each.
+    let n_children: usize = args
+        .iter()
+        .position(|a| a == "--children")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(200);
+    progress(&format!(
+        "master CPU per call: {n_children} children x 100 calls in flight"
+    ));
+    let mut kids = Vec::new();
+    for _ in 0..n_children.div_ceil(25) {
+        let batch =
+            (kids.len()..n_children.min(kids.len() + 25)).map(|_| connect(&master, &python));
+        kids.extend(join_all(batch).await);
+    }
+    for c in &kids {
+        let _: u32 = c.call("os", "getpid", ()).await.unwrap();
+    }
+    let cpu0 = cpu_s("self", false);
+    let t0 = Instant::now();
+    let mut pending = Vec::with_capacity(n_children * 100);
+    for c in &kids {
+        for i in 0..100i64 {
+            pending.push(
+                c.call_with("copy", "copy")
+                    .args((i,))
+                    .unwrap()
+                    .start::<i64>()
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let ok = join_all(pending.into_iter().map(|p| p.result()))
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(ok, n_children * 100);
+    let (cpu, wall) = (cpu_s("self", false) - cpu0, t0.elapsed().as_secs_f64());
+    let per_call = cpu / (n_children * 100) as f64 * 1e6;
+    join_all(kids.into_iter().map(close)).await;
+    rows.push((
+        format!("master CPU per call, {n_children} children x 100 calls"),
+        format!("{per_call:.1} µs ({cpu:.2} s of master CPU, {wall:.2} s wall)"),
+    ));
+    out.insert("master_cpu_us_per_call".into(), json!(per_call));
+    out.insert("master_cpu_children".into(), json!(n_children));
+
+    // 1,000 in-process Rust contexts (real framing and HMAC over in-memory
+    // pipes): the process's CPU per call and RSS per context. Everything
+    // runs in this process, so the CPU includes the contexts' own share.
+    progress("1,000 in-process Rust contexts x 100 calls in flight");
+    let rss0 = vm_rss_kib(std::process::id());
+    let mut tree = econtext::testing::SimTree::new(slog::Logger::root(slog::Discard, slog::o!()));
+    let mut nodes = Vec::new();
+    for i in 0..1000 {
+        let mut f = econtext::Functions::default();
+        f.register("m.echo", |(x,): (i64,)| x);
+        nodes.push(tree.spawn(&format!("n{i}"), 0, f).await);
+    }
+    let rss_per_ctx = (vm_rss_kib(std::process::id()) as f64 - rss0 as f64) / 1000.0;
+    let cpu0 = cpu_s("self", false);
+    let mut pending = Vec::with_capacity(100_000);
+    for &n in &nodes {
+        let c = tree.context(n);
+        for i in 0..100i64 {
+            pending.push(
+                c.call_with("m", "echo")
+                    .args((i,))
+                    .unwrap()
+                    .start::<i64>()
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let ok = join_all(pending.into_iter().map(|p| p.result()))
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(ok, 100_000);
+    let cpu = cpu_s("self", false) - cpu0;
+    drop(tree);
+    rows.push((
+        "1,000 in-process Rust contexts x 100 calls".into(),
+        format!(
+            "{:.1} µs of process CPU per call ({cpu:.2} s), {rss_per_ctx:.0} KiB RSS per context",
+            cpu / 100_000.0 * 1e6
+        ),
+    ));
+    out.insert(
+        "rust_1000_cpu_us_per_call".into(),
+        json!(cpu / 100_000.0 * 1e6),
+    );
+    out.insert("rust_1000_process_cpu_s".into(), json!(cpu));
+    out.insert("rust_1000_rss_kib_per_context".into(), json!(rss_per_ctx));
 
     // 20-module package that only the master has.
     if pkg_dir.join("mbpkg").is_dir() {
