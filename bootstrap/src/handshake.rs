@@ -42,6 +42,10 @@ const MAX_NOISE: usize = 64 * 1024;
 pub struct Handshake {
     stage: Stage,
     buf: BytesMut,
+    /// How much of `buf` is known not to hold the marker's start: each
+    /// feed searches only the new bytes (and the 3 before them), so a child
+    /// dribbling noise a byte at a time costs linear, not quadratic, work.
+    scanned: usize,
     /// Text seen before a marker (a banner, a shell's noise): kept for
     /// error messages.
     pub noise: String,
@@ -52,6 +56,7 @@ impl Default for Handshake {
         Handshake {
             stage: Stage::AwaitEc0,
             buf: BytesMut::new(),
+            scanned: 0,
             noise: String::new(),
         }
     }
@@ -70,8 +75,12 @@ impl Handshake {
             Stage::AwaitEc1 => b"EC1\n",
             Stage::Done => return Ok(Step::Done(std::mem::take(&mut self.buf))),
         };
-        match find(&self.buf, marker) {
+        let from = self.scanned.saturating_sub(marker.len() - 1);
+        let found = find(&self.buf[from..], marker).map(|i| from + i);
+        self.scanned = self.buf.len();
+        match found {
             Some(at) => {
+                self.scanned = 0;
                 let before = self.buf.split_to(at);
                 self.note_noise(&before);
                 let _ = self.buf.split_to(marker.len());
