@@ -122,9 +122,18 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
-    let mut out = vec![Vec::new(), b"EC0\n".to_vec(), b"banner\nEC0\nEC1\n\x00".to_vec()];
-    for p in files.iter().filter(|p| p.extension().is_some_and(|e| e == "bin")) {
-        let Ok(bytes) = std::fs::read(p) else { continue };
+    let mut out = vec![
+        Vec::new(),
+        b"EC0\n".to_vec(),
+        b"banner\nEC0\nEC1\n\x00".to_vec(),
+    ];
+    for p in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+    {
+        let Ok(bytes) = std::fs::read(p) else {
+            continue;
+        };
         for dir in [Direction::Up, Direction::Down] {
             let mut codec = FrameCodec::new(VECTOR_KEY, dir, DEFAULT_MAX_MESSAGE_SIZE);
             let mut buf = BytesMut::from(&bytes[..]);
@@ -255,7 +264,9 @@ fn run_python(opts: &Options, seeds: &[Vec<u8>], m: &mut Mutator) -> TargetRepor
 
 fn save(opts: &Options, t: Target, n: usize, input: &[u8], why: &str) -> String {
     let _ = std::fs::create_dir_all(&opts.findings);
-    let path = opts.findings.join(format!("{}-{}-{n}.bin", t.name(), opts.seed));
+    let path = opts
+        .findings
+        .join(format!("{}-{}-{n}.bin", t.name(), opts.seed));
     let _ = std::fs::write(&path, input);
     format!("{}: {why}", path.display())
 }

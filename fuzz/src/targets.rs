@@ -85,7 +85,11 @@ fn outcome<T: Hash>(t: T) -> u64 {
 
 /// The error's text up to its first digit: the variant, not the numbers.
 fn error_class(e: &impl std::fmt::Display) -> String {
-    e.to_string().chars().take_while(|c| !c.is_ascii_digit()).take(40).collect()
+    e.to_string()
+        .chars()
+        .take_while(|c| !c.is_ascii_digit())
+        .take(40)
+        .collect()
 }
 
 fn frames(input: &[u8]) -> u64 {
@@ -127,7 +131,8 @@ fn sealed(input: &[u8]) -> u64 {
     let mut tx = FrameCodec::new(VECTOR_KEY, Direction::Down, DEFAULT_MAX_MESSAGE_SIZE);
     let mut rx = FrameCodec::new(VECTOR_KEY, Direction::Up, DEFAULT_MAX_MESSAGE_SIZE);
     let mut buf = BytesMut::new();
-    tx.encode(frame.clone(), &mut buf).expect("a small frame encodes");
+    tx.encode(frame.clone(), &mut buf)
+        .expect("a small frame encodes");
     let got = rx
         .decode(&mut buf)
         .expect("a sealed frame decodes")
@@ -171,11 +176,7 @@ fn payload(data: &[u8]) -> u64 {
         Reply::<Vec<u64>>::decode(data).is_ok(),
     ];
     let head = data.first().copied().unwrap_or(0);
-    outcome((
-        structure.map_err(|e| error_class(&e)),
-        typed,
-        head >> 4,
-    ))
+    outcome((structure.map_err(|e| error_class(&e)), typed, head >> 4))
 }
 
 fn handshake(input: &[u8]) -> u64 {
@@ -190,7 +191,10 @@ fn handshake(input: &[u8]) -> u64 {
             Ok(Step::SendPayload) => sends += 1,
             Ok(Step::Done(rest)) => {
                 // Nothing past EC1 is lost or invented.
-                assert!(input[..fed].ends_with(&rest), "Done bytes are not the input's tail");
+                assert!(
+                    input[..fed].ends_with(&rest),
+                    "Done bytes are not the input's tail"
+                );
                 assert_eq!(sends, 1, "the payload is sent exactly once");
                 return outcome(("done", rest.is_empty()));
             }
@@ -209,7 +213,9 @@ fn sanitized(input: &[u8]) -> u64 {
     );
     let text = sanitize::text_bytes(input);
     assert!(
-        !text.chars().any(|c| c.is_control() && c != '\t' && c != '\n'),
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\t' && c != '\n'),
         "a control character survived text_bytes: {text:?}"
     );
     for (i, _) in text.match_indices('\n') {

@@ -8,10 +8,13 @@ use econtext_fuzz::targets::Target;
 use econtext_fuzz::{run, Options};
 
 fn python() -> Option<String> {
-    ["/usr/bin/python3", "/root/.pyenv/versions/2.7.18/bin/python"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| p.to_string())
+    [
+        "/usr/bin/python3",
+        "/root/.pyenv/versions/2.7.18/bin/python",
+    ]
+    .iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .map(|p| p.to_string())
 }
 
 #[test]
@@ -32,13 +35,27 @@ fn hostile_bytes_into_every_decoder_never_panic_hang_or_grow() {
     let report = run(&opts);
     eprintln!("{report}");
     for t in &report.targets {
-        assert!(t.findings.is_empty(), "{}: {:?}", t.target.name(), t.findings);
+        assert!(
+            t.findings.is_empty(),
+            "{}: {:?}",
+            t.target.name(),
+            t.findings
+        );
         assert!(t.inputs > 0, "{} ran nothing", t.target.name());
         // A hang shows as one slow input; the margin is for a loaded
         // machine running a debug build.
-        assert!(t.slowest < Duration::from_secs(5), "{}: {:?}", t.target.name(), t.slowest);
+        assert!(
+            t.slowest < Duration::from_secs(5),
+            "{}: {:?}",
+            t.target.name(),
+            t.slowest
+        );
     }
-    assert!(report.max_rss_kib < 512 * 1024, "peak RSS {} KiB", report.max_rss_kib);
+    assert!(
+        report.max_rss_kib < 512 * 1024,
+        "peak RSS {} KiB",
+        report.max_rss_kib
+    );
 }
 
 #[test]
@@ -56,5 +73,9 @@ fn the_python_codec_also_holds_on_python_2() {
         ..Default::default()
     });
     let t = &report.targets[0];
-    assert!(t.findings.is_empty() && t.inputs == 3_000, "{:?}", t.findings);
+    assert!(
+        t.findings.is_empty() && t.inputs == 3_000,
+        "{:?}",
+        t.findings
+    );
 }
