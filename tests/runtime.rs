@@ -290,3 +290,114 @@ fn a_master_handle_serves_calls_from_a_multi_threaded_tokio_runtime() {
         assert!(r.is_err(), "{r:?}");
     });
 }
+
+// ---- a fleet's burst: 100 local children at once ----
+
+async fn hundred_children(master: &Master) -> Vec<econtext::Context> {
+    let python = common::python3();
+    let connects = (0..100).map(|_| {
+        let (m, python) = (master.clone(), python.clone());
+        async move { m.local(LocalOptions { python }).await.unwrap() }
+    });
+    futures::future::join_all(connects).await
+}
+
+#[test]
+fn a_hundred_children_import_a_master_only_package_at_once_and_log_every_record() {
+    let root = common::package_root("runtime-burst");
+    std::fs::write(
+        root.join("ecburst.py"),
+        "import logging\n\ndef burst(n):\n    log = logging.getLogger('burst')\n    \
+         for i in range(n):\n        log.warning('record %d', i)\n    return n\n",
+    )
+    .unwrap();
+    let cap = Capture::default();
+    run(async move {
+        let master = Master::new(MasterOptions {
+            module_path: vec![root.clone()],
+            log: cap.logger(),
+            connect_timeout: Duration::from_secs(60),
+            ..Default::default()
+        });
+        let children = hundred_children(&master).await;
+        let t0 = Instant::now();
+        let calls = children
+            .iter()
+            .map(|c| c.call::<i64>("ecpkg.entry", "run", ()));
+        for r in futures::future::join_all(calls).await {
+            assert_eq!(r.unwrap(), 18);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        let calls = children
+            .iter()
+            .map(|c| c.call::<i64>("ecburst", "burst", (100,)));
+        for r in futures::future::join_all(calls).await {
+            assert_eq!(r.unwrap(), 100);
+        }
+        let count = || {
+            cap.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("logger=burst"))
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count() < 10_000 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count(), 10_000, "every record of every child arrived");
+        master.shutdown().await;
+    });
+}
+
+#[test]
+fn connect_shutdown_cycles_leave_the_masters_maps_and_fds_flat() {
+    run(async {
+        let master = Master::new(MasterOptions {
+            log: Capture::default().logger(),
+            ..Default::default()
+        });
+        let cycle = || async {
+            let mut f = Functions::default();
+            f.register("math.add", |(a, b): (i64, i64)| a + b);
+            let ctx = master.rust_context("cycle", None, f).await.unwrap();
+            let _: i64 = ctx.call("math", "add", (1, 2)).await.unwrap();
+            ctx.shutdown().await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), ctx.dead())
+                .await
+                .expect("gone within 5 s");
+        };
+        for _ in 0..50 {
+            cycle().await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = master.router().send(GetStats).await.unwrap().core;
+        let fds_before = common::open_fds();
+        for _ in 0..200 {
+            cycle().await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = master.router().send(GetStats).await.unwrap().core;
+        assert_eq!(
+            (
+                after.handles,
+                after.peers,
+                after.routes_known,
+                after.watchers,
+                after.live_ids
+            ),
+            (
+                before.handles,
+                before.peers,
+                before.routes_known,
+                before.watchers,
+                before.live_ids
+            ),
+            "{before:?} -> {after:?}"
+        );
+        assert!(after.dead_remembered <= 4096);
+        assert!(common::open_fds() <= fds_before + 2, "fds grew");
+        master.shutdown().await;
+    });
+}
