@@ -66,6 +66,7 @@ router, broker = core.router, core.broker
 STAGES = ('the first stage to start (EC0)', 'the payload to be received (EC1)')
 MAX_NOISE = 65536
 HIGH, LOW = 8 << 20, 1 << 20  # bytes queued for one child: stop / resume reading our parent
+HARD = 4 * HIGH  # bytes queued for one child past which it is closed (it does not read)
 _SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout',
                  'method', 'new_session', 'tty', 'prompt', 'prompt_words', 'exit_rules',
                  'password')
@@ -275,11 +276,31 @@ class ChildStream(core.Stream):
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
-            chunks.insert(0, self.tx(chunks, n))
-            self.q.extend(chunks)
-            self.qbytes += n + 36
-            self._flush()
+            if self.qbytes + n + 36 > HARD:
+                # Replies and bounces for a child that stopped reading
+                # must not grow without bound: the child is closed (its
+                # reader sees EOF and declares it dead) and this frame's
+                # sender hears Dead. Checked before the MAC is advanced.
+                self.closed = True
+                self.q.clear()
+                self.qbytes = 0
+                over = True
+            else:
+                over = False
+                chunks.insert(0, self.tx(chunks, n))
+            if not over:
+                self.q.extend(chunks)
+                self.qbytes += n + 36
+                self._flush()
             left = self.qbytes
+        if over:
+            LOG.warning('closing child %d: over %d bytes queued for it and it does not read',
+                        self.remote_id, HARD)
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except EnvironmentError:
+                pass
+            raise EOFError('stream to %d closed: it stopped reading' % self.remote_id)
         if left:
             if broker.thread.is_current():
                 self._arm()
