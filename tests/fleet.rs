@@ -632,3 +632,194 @@ fn single_target_run_prints_text_and_exits_with_the_remote_rc() {
         Some(64)
     );
 }
+
+// ---- the Rust fan-out API, on local Python contexts ----
+
+mod api {
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use econtext::bootstrap::ConnectError;
+    use econtext::fleet::{Connector, Fleet, FleetError, FleetOptions, Hop, Target};
+    use econtext::{Context, LocalOptions, Master, Method};
+    use futures::future::LocalBoxFuture;
+    use futures::StreamExt;
+
+    use super::common;
+
+    /// The master, counting the contexts it is asked to create per hop
+    /// name (the real connect happens; only the count is ours).
+    #[derive(Clone)]
+    struct Counting {
+        master: Master,
+        connects: Rc<RefCell<BTreeMap<String, usize>>>,
+    }
+
+    impl Connector for Counting {
+        fn connect(
+            &self,
+            hop: &Hop,
+            via: Option<&Context>,
+            timeout: Duration,
+        ) -> LocalBoxFuture<'static, Result<Context, ConnectError>> {
+            let name = hop.name.clone().unwrap_or_default();
+            *self.connects.borrow_mut().entry(name).or_default() += 1;
+            Connector::connect(&self.master, hop, via, timeout)
+        }
+    }
+
+    fn local(name: &str, python: &str) -> Hop {
+        Hop::named(
+            Method::Local(LocalOptions {
+                python: python.into(),
+            }),
+            name,
+        )
+    }
+
+    #[test]
+    fn fan_out_yields_in_completion_order_within_the_forks_limit() {
+        let py = common::python3();
+        common::run(async move {
+            let master = Master::new(Default::default());
+            let fleet = Fleet::new(master, FleetOptions::default().forks(2));
+            // t0 sleeps 6 s, the others not at all: with two at once, t1,
+            // t2 and t3 go through the second slot one after the other
+            // (connecting each takes well under 2 s) while t0 holds the first.
+            let targets: Vec<Target> = (0..4)
+                .map(|i| Target::new(format!("t{i}"), vec![local(&format!("t{i}"), &py)]))
+                .collect();
+            let sleeps = Rc::new(vec![6.0f64, 0.0, 0.0, 0.0]);
+            let peak = Rc::new(Cell::new(0usize));
+            let (f2, p2) = (fleet.clone(), peak.clone());
+            let mut s = fleet.run(targets, move |ctx: Context, t: Target| {
+                let i: usize = t.name[1..].parse().unwrap();
+                let secs = sleeps[i];
+                p2.set(p2.get().max(f2.running().len()));
+                async move {
+                    ctx.call::<()>("time", "sleep", (secs,)).await?;
+                    Ok(t.name.clone())
+                }
+            });
+            let mut order = Vec::new();
+            while let Some((t, r)) = s.next().await {
+                assert_eq!(r.unwrap(), t.name);
+                order.push(t.name);
+            }
+            assert_eq!(order, ["t1", "t2", "t3", "t0"]);
+            assert!(peak.get() <= 2, "{} in flight with forks=2", peak.get());
+        });
+    }
+
+    #[test]
+    fn one_bad_target_never_stops_the_others_and_each_error_is_typed() {
+        let py = common::python3();
+        common::run(async move {
+            let master = Master::new(Default::default());
+            let opts = FleetOptions::default()
+                .call_timeout(Some(Duration::from_secs(1)))
+                .connect_timeout(Duration::from_secs(20));
+            let fleet = Fleet::new(master, opts);
+            let targets = vec![
+                Target::new("ok", vec![local("ok", &py)]),
+                Target::new("nopython", vec![local("nopython", "/nonexistent/python")]),
+                Target::new("raises", vec![local("raises", &py)]),
+                Target::new("slow", vec![local("slow", &py)]),
+                Target::new("dies", vec![local("dies", &py)]),
+            ];
+            let mut s = fleet.run(targets, |ctx: Context, t: Target| async move {
+                match t.name.as_str() {
+                    "raises" => ctx.call::<()>("json", "loads", ("{",)).await?,
+                    "slow" => ctx.call::<()>("time", "sleep", (30,)).await?,
+                    "dies" => ctx.call::<()>("os", "_exit", (3,)).await?,
+                    _ => {}
+                }
+                Ok(())
+            });
+            let mut got = BTreeMap::new();
+            while let Some((t, r)) = s.next().await {
+                got.insert(t.name, r);
+            }
+            assert!(got["ok"].is_ok());
+            assert!(
+                matches!(
+                    &got["nopython"],
+                    Err(FleetError::Unreachable(ConnectError::Spawn { .. }))
+                ),
+                "{:?}",
+                got["nopython"]
+            );
+            assert!(
+                matches!(&got["raises"], Err(FleetError::Failed(e)) if e.type_name.contains("JSONDecodeError")),
+                "{:?}",
+                got["raises"]
+            );
+            assert!(
+                matches!(&got["slow"], Err(FleetError::Timeout(_))),
+                "{:?}",
+                got["slow"]
+            );
+            assert!(
+                matches!(&got["dies"], Err(FleetError::Died(_))),
+                "{:?}",
+                got["dies"]
+            );
+        });
+    }
+
+    #[test]
+    fn a_shared_bastion_is_connected_once_and_retries_are_off_by_default() {
+        let py = common::python3();
+        common::run(async move {
+            let c = Counting {
+                master: Master::new(Default::default()),
+                connects: Default::default(),
+            };
+            let fleet = Fleet::new(c.clone(), FleetOptions::default().forks(8));
+            let targets: Vec<Target> = (0..4)
+                .map(|i| {
+                    Target::new(
+                        format!("leaf{i}"),
+                        vec![local("bastion", &py), local(&format!("leaf{i}"), &py)],
+                    )
+                })
+                .collect();
+            let results: Vec<_> = fleet
+                .run(targets, |ctx: Context, _t| async move {
+                    Ok(ctx.call::<u32>("os", "getppid", ()).await?)
+                })
+                .collect()
+                .await;
+            // Every leaf's parent is the one bastion process.
+            let parents: std::collections::BTreeSet<u32> =
+                results.iter().map(|(_, r)| *r.as_ref().unwrap()).collect();
+            assert_eq!(parents.len(), 1, "{parents:?}");
+            assert_eq!(c.connects.borrow()["bastion"], 1);
+            fleet.release_shared().await;
+
+            // A failing connect is tried once by default, 1 + N with retries.
+            let bad = || {
+                vec![Target::new(
+                    "bad",
+                    vec![local("bad", "/nonexistent/python")],
+                )]
+            };
+            let _: Vec<_> = fleet.run(bad(), |_c, _t| async { Ok(()) }).collect().await;
+            assert_eq!(c.connects.borrow()["bad"], 1);
+            let retrying = Fleet::new(
+                c.clone(),
+                FleetOptions::default()
+                    .retries(2)
+                    .retry_delay(Duration::from_millis(10)),
+            );
+            let r: Vec<_> = retrying
+                .run(bad(), |_c, _t| async { Ok(()) })
+                .collect()
+                .await;
+            assert!(matches!(r[0].1, Err(FleetError::Unreachable(_))));
+            assert_eq!(c.connects.borrow()["bad"], 4);
+        });
+    }
+}

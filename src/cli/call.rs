@@ -28,9 +28,6 @@ pub struct CallArgs {
     /// A keyword argument, NAME=JSON (repeatable).
     #[arg(long = "kwarg", value_name = "NAME=JSON")]
     pub kwargs: Vec<String>,
-    /// Print one JSON line of counters on stderr at exit.
-    #[arg(long)]
-    pub stats: bool,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }
@@ -138,7 +135,6 @@ pub fn main(env: Env, a: CallArgs) -> u8 {
         return 0;
     }
     let single = !a.fleet.is_fleet() && !a.fleet.json;
-    let stats = a.stats;
     env.block_on(move |master: Master| async move {
         let f = move |ctx, t| call_in(ctx, t, call.clone());
         let code = if single {
@@ -153,14 +149,8 @@ pub fn main(env: Env, a: CallArgs) -> u8 {
                 Err(e) => super::usage(e),
             }
         };
-        if stats {
-            let counters: serde_json::Map<String, serde_json::Value> = master
-                .importer_stats()
-                .snapshot()
-                .iter()
-                .map(|(k, v)| (k.to_string(), (*v).into()))
-                .collect();
-            eprintln!("{}", serde_json::Value::Object(counters));
+        if a.fleet.stats {
+            super::print_stats(&master);
         }
         code
     })

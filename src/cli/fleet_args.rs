@@ -43,6 +43,10 @@ pub struct FleetArgs {
     /// ssh host key policy for every host.
     #[arg(long, value_name = "enforce|accept|ignore", value_parser = parse_host_keys)]
     pub check_host_keys: Option<HostKeyCheck>,
+    /// Print one JSON line of counters on stderr at exit: the importer's,
+    /// and this process's own CPU seconds and peak RSS.
+    #[arg(long)]
+    pub stats: bool,
     /// Print the hosts the pattern selects, one per line, and exit.
     #[arg(long)]
     pub list_hosts: bool,

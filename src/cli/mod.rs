@@ -168,3 +168,25 @@ where
     let elapsed = fleet.elapsed(&t.name).unwrap_or_default();
     Ok(HostReport::new(&name, r, elapsed))
 }
+
+/// `--stats`: the importer's counters, and the master's own CPU seconds
+/// and peak RSS (children not included), as one JSON line on stderr.
+pub fn print_stats(master: &Master) {
+    let mut counters: serde_json::Map<String, serde_json::Value> = master
+        .importer_stats()
+        .snapshot()
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    use nix::sys::resource::{getrusage, UsageWho};
+    if let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        let cpu = secs(u.user_time()) + secs(u.system_time());
+        counters.insert(
+            "master_cpu_s".into(),
+            ((cpu * 1000.0).round() / 1000.0).into(),
+        );
+        counters.insert("master_max_rss_kb".into(), u.max_rss().into());
+    }
+    eprintln!("{}", serde_json::Value::Object(counters));
+}

@@ -98,15 +98,22 @@ pub fn main(env: Env, args: RunArgs) -> u8 {
         if single {
             let t = targets.into_iter().next().expect("one target");
             let r = super::single(&master, t, &args.fleet, f).await;
+            if args.fleet.stats {
+                super::print_stats(&master);
+            }
             return match r {
                 Ok(r) => print_single(&r),
                 Err(e) => super::usage(e),
             };
         }
-        match drive(&master, targets, &args.fleet, env.verbose > 0, f).await {
+        let code = match drive(&master, targets, &args.fleet, env.verbose > 0, f).await {
             Ok(code) => code,
             Err(e) => super::usage(e),
+        };
+        if args.fleet.stats {
+            super::print_stats(&master);
         }
+        code
     })
 }
 
