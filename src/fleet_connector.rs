@@ -20,6 +20,9 @@ impl Connector for Master {
     ) -> LocalBoxFuture<'static, Result<Context, ConnectError>> {
         let mut o = ConnectOptions::new(hop.method.clone()).connect_timeout(timeout);
         o.name = hop.name.clone();
+        if hop.rust_agent {
+            o.agent = Some(econtext_agent::AgentOptions::default());
+        }
         if let Some(v) = via {
             o = o.via(v);
         }

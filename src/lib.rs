@@ -16,6 +16,9 @@
 //!   is its [`fleet::Connector`].
 //! - [`files`] (econtext-files): push and pull files and trees
 //!   ([`FilesExt`] on every [`Context`]).
+//! - [`agent`] (econtext-agent): this program as a context elsewhere
+//!   ([`agent::run_if_child`], [`agent::Services`], `ConnectOptions::agent`),
+//!   shipped from memory to targets with or without Python.
 //!
 //! [`supervise`] adds child specs with restart policies ([`Master::supervise`])
 //! and the supervisor tree's events, monitors and `kill` to the master.
@@ -29,6 +32,7 @@
 //! ```
 
 pub use econtext_actors as actors;
+pub use econtext_agent as agent;
 pub use econtext_bootstrap as bootstrap;
 pub use econtext_files as files;
 pub use econtext_fleet as fleet;

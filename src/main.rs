@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Started by a master as `?agent=rust`: this binary is the context.
+    econtext::agent::run_if_child(econtext::agent::Services::default);
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -76,6 +76,9 @@ pub struct ConnectOptions {
     pub via: Option<Context>,
     /// Overrides the master's log level (Python's numbers) for this context.
     pub log_level: Option<u8>,
+    /// Start the context as a Rust agent (a binary that calls
+    /// `econtext::agent::run_if_child`) instead of Python: see econtext-agent.
+    pub agent: Option<econtext_agent::AgentOptions>,
 }
 
 impl ConnectOptions {
@@ -86,7 +89,14 @@ impl ConnectOptions {
             connect_timeout: None,
             via: None,
             log_level: None,
+            agent: None,
         }
+    }
+
+    /// Starts the context as a Rust agent shipped from memory (`?agent=rust`).
+    pub fn agent(mut self, agent: econtext_agent::AgentOptions) -> Self {
+        self.agent = Some(agent);
+        self
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -256,6 +266,10 @@ impl Master {
             .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
         let parent = opts.via.as_ref().map_or(handles::MASTER_ID, Context::id);
         let ctx = match opts.via.clone() {
+            Some(via) if opts.agent.is_some() => Err(ConnectError::Via {
+                via: via.id(),
+                reason: "a Rust agent through an intermediate is not supported yet".into(),
+            }),
             None => self.connect_direct(id, name, opts).await,
             Some(via) => self.connect_via(id, name, &via, opts).await,
         }
@@ -516,8 +530,23 @@ impl Master {
         let log = inner.opts.log.new(o!("ctx" => name.clone()));
         let config = self.config(id, &name, vec![handles::MASTER_ID], &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
-        let spec = opts.method.spawn_spec(&name, timeout)?;
-        let connected = connect(&spec, &framed_payload(&config), timeout, &log).await?;
+        let connected = match &opts.agent {
+            Some(agent) => {
+                econtext_agent::master_side::connect_agent(
+                    &opts.method,
+                    agent,
+                    &config,
+                    timeout,
+                    &log,
+                )
+                .await?
+                .0
+            }
+            None => {
+                let spec = opts.method.spawn_spec(&name, timeout)?;
+                connect(&spec, &framed_payload(&config), timeout, &log).await?
+            }
+        };
         debug!(log, "connected"; "id" => id, "pid" => connected.process.pid());
         inner
             .parents

@@ -230,7 +230,22 @@ impl Hop {
         method.validate().map_err(|e| err(e.to_string()))?;
         let mut c = ConnectOptions::new(method);
         c.name = name;
+        c.agent = self.agent().map_err(err)?;
         Ok(c)
+    }
+
+    /// `agent=rust` starts this hop as a Rust agent (this very program,
+    /// shipped from memory); `agent=python`, the default, as Python.
+    fn agent(&self) -> Result<Option<econtext_agent::AgentOptions>, String> {
+        let mut out = None;
+        for (_, v) in self.params.iter().filter(|(k, _)| k == "agent") {
+            out = match v.as_str() {
+                "rust" => Some(econtext_agent::AgentOptions::default()),
+                "python" => None,
+                other => return Err(format!("agent: {other:?} is not rust or python")),
+            };
+        }
+        Ok(out)
     }
 
     /// The environment variables this hop reads its password from. The CLI
@@ -257,6 +272,8 @@ impl Hop {
         for (k, v) in &self.params {
             if k == "name" {
                 *name = Some(v.clone());
+            } else if k == "agent" {
+                // Common to every method: read by `options`.
             } else if known.contains(&k.as_str()) {
                 f(k, v).map_err(|e| err(format!("{k}: {e}")))?;
             } else {

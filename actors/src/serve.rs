@@ -74,6 +74,31 @@ where
         .map_err(|_| Error::RouterGone)
 }
 
+/// Like [`serve`] on a fixed handle, registered before this returns (the
+/// Register message is queued at once), so that a frame read after it
+/// finds the handle. For contexts that set up their served actors before
+/// their parent may call them (econtext-agent).
+pub fn serve_on<T, R, A>(router: &Addr<Router>, me: ContextId, handle: Handle, actor: Addr<A>)
+where
+    T: DeserializeOwned + std::marker::Send + 'static,
+    R: Serialize + std::marker::Send + 'static,
+    A: Actor + Handler<Request<T, R>>,
+    A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
+{
+    let adapter = Adapter::<T, R> {
+        me,
+        router: router.clone(),
+        target: actor.recipient(),
+    }
+    .start();
+    router.do_send(Register {
+        handle: Some(handle),
+        sink: Sink::Recipient(adapter.recipient()),
+        persistent: true,
+        waiting_on: None,
+    });
+}
+
 struct Adapter<T: std::marker::Send + 'static, R: std::marker::Send + 'static> {
     me: ContextId,
     router: Addr<Router>,

@@ -64,6 +64,16 @@ pub enum ConnectError {
     /// many of each).
     #[error("{0}")]
     IdsExhausted(String),
+
+    /// The Rust agent was built for another platform than the target's
+    /// (`uname -m`, or the ELF interpreter, i.e. the libc, is missing).
+    /// Detected before anything was shipped.
+    #[error("agent built for {expected}, target has {found}")]
+    PlatformMismatch { expected: String, found: String },
+
+    /// The target lacks programs the agent's `sh` first stage needs.
+    #[error("target lacks {tools:?}, needed to start the Rust agent without Python")]
+    ToolsMissing { tools: Vec<String> },
 }
 
 impl ConnectError {
@@ -84,6 +94,8 @@ impl ConnectError {
             ConnectError::Io(_) => "Io",
             ConnectError::InvalidOption(_) => "InvalidOption",
             ConnectError::IdsExhausted(_) => "IdsExhausted",
+            ConnectError::PlatformMismatch { .. } => "PlatformMismatch",
+            ConnectError::ToolsMissing { .. } => "ToolsMissing",
         }
     }
 

@@ -306,6 +306,18 @@ impl Method {
     /// connect timeout (ssh gets it as its own `ConnectTimeout`). Fails,
     /// building nothing, when a field does not pass [`Method::validate`].
     pub fn spawn_spec(&self, name: &str, timeout: Duration) -> Result<SpawnSpec, InvalidOption> {
+        self.spawn_spec_with(name, timeout, &python_argv)
+    }
+
+    /// Like [`Method::spawn_spec`], with `first(python, name)` as the
+    /// program the method starts on the target instead of the Python first
+    /// stage (the Rust agent's `sh` first stage, econtext-agent).
+    pub fn spawn_spec_with(
+        &self,
+        name: &str,
+        timeout: Duration,
+        first: &dyn Fn(&str, &str) -> Vec<String>,
+    ) -> Result<SpawnSpec, InvalidOption> {
         self.validate()?;
         let password = self.password().cloned();
         let mut spec = SpawnSpec {
@@ -319,23 +331,23 @@ impl Method {
             password,
         };
         spec.argv = match self {
-            Method::Local(o) => python_argv(&o.python, name),
+            Method::Local(o) => first(&o.python, name),
             Method::Ssh(o) => {
                 if o.password.is_some() {
                     // Never an askpass program: the prompt must reach our pty.
                     spec.env
                         .push(("SSH_ASKPASS_REQUIRE".into(), "never".into()));
                 }
-                ssh_argv(o, name, timeout)
+                ssh_argv(o, name, timeout, first)
             }
             Method::Sudo(o) => {
                 let prompt = sudo_prompt(&prompt_token());
-                let argv = sudo_argv(o, name, &prompt);
+                let argv = sudo_argv(o, name, &prompt, first);
                 spec.prompts = PromptRules::exact(prompt);
                 argv
             }
             Method::Su(o) => {
-                let cmd = format!("exec {}", shell_join(&python_argv(&o.python, name)));
+                let cmd = format!("exec {}", shell_join(&first(&o.python, name)));
                 vec![
                     o.su_path.clone(),
                     "-c".into(),
@@ -351,7 +363,7 @@ impl Method {
                 }
                 a.push("--".into());
                 a.push(o.container.clone());
-                a.extend(python_argv(&o.python, name));
+                a.extend(first(&o.python, name));
                 a
             }
             Method::Kubectl(o) => {
@@ -368,7 +380,7 @@ impl Method {
                 }
                 a.push(o.pod.clone());
                 a.push("--".into());
-                a.extend(python_argv(&o.python, name));
+                a.extend(first(&o.python, name));
                 a
             }
         };
@@ -376,7 +388,12 @@ impl Method {
     }
 }
 
-fn ssh_argv(o: &SshOptions, name: &str, timeout: Duration) -> Vec<String> {
+fn ssh_argv(
+    o: &SshOptions,
+    name: &str,
+    timeout: Duration,
+    first: &dyn Fn(&str, &str) -> Vec<String>,
+) -> Vec<String> {
     let mut a = vec![o.ssh_path.clone()];
     let mut opt = |s: String| {
         a.push("-o".into());
@@ -431,14 +448,16 @@ fn ssh_argv(o: &SshOptions, name: &str, timeout: Duration) -> Vec<String> {
     a.push("--".into());
     a.push(o.host.clone());
     // ssh hands the command line to the remote user's shell.
-    a.push(format!(
-        "exec {}",
-        shell_join(&python_argv(&o.python, name))
-    ));
+    a.push(format!("exec {}", shell_join(&first(&o.python, name))));
     a
 }
 
-fn sudo_argv(o: &SudoOptions, name: &str, prompt: &str) -> Vec<String> {
+fn sudo_argv(
+    o: &SudoOptions,
+    name: &str,
+    prompt: &str,
+    first: &dyn Fn(&str, &str) -> Vec<String>,
+) -> Vec<String> {
     let mut a = vec![o.sudo_path.clone()];
     if o.password.is_some() {
         a.extend(["-p".into(), prompt.into()]);
@@ -456,7 +475,7 @@ fn sudo_argv(o: &SudoOptions, name: &str, prompt: &str) -> Vec<String> {
     a.extend(o.extra_args.iter().cloned());
     a.push("--".into());
     // sudo executes argv directly (and escapes it itself under -i).
-    a.extend(python_argv(&o.python, name));
+    a.extend(first(&o.python, name));
     a
 }
 

@@ -9,17 +9,24 @@ pub struct Hop {
     pub method: Method,
     /// The context's name (shown in `ps` and logs).
     pub name: Option<String>,
+    /// Start this hop as the Rust agent (`?agent=rust`) instead of Python.
+    pub rust_agent: bool,
 }
 
 impl Hop {
     pub fn new(method: Method) -> Hop {
-        Hop { method, name: None }
+        Hop {
+            method,
+            name: None,
+            rust_agent: false,
+        }
     }
 
     pub fn named(method: Method, name: impl Into<String>) -> Hop {
         Hop {
             method,
             name: Some(name.into()),
+            rust_agent: false,
         }
     }
 }

@@ -152,6 +152,7 @@ fn single_target(text: &str, keys: Option<HostKeyCheck>) -> Result<Target, Strin
         out.push(Hop {
             method,
             name: o.name,
+            rust_agent: o.agent.is_some(),
         });
     }
     // The passwords are read: no child may inherit them.
