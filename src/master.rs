@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use econtext_actors::announce::announce_route;
-use econtext_actors::dispatch::Functions;
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
 use econtext_actors::router::{
@@ -293,13 +292,14 @@ impl Master {
 
     /// Starts a Rust context in this process, under the master or under
     /// another in-process Rust context (`via`), joined to its parent by an
-    /// in-memory pipe with real framing and HMAC. It serves `functions`
+    /// in-memory pipe with real framing and HMAC. It serves `services`
+    /// (`Functions`, or the `econtext::agent::Services` an agent takes)
     /// and can itself create Python contexts (`ConnectOptions::via`).
     pub async fn rust_context(
         &self,
         name: &str,
         via: Option<&Context>,
-        functions: Functions,
+        services: impl Into<econtext_agent::Services>,
     ) -> Result<Context, ConnectError> {
         let inner = &self.inner;
         let parent = via.map_or(handles::MASTER_ID, Context::id);
@@ -330,7 +330,16 @@ impl Master {
         let mut config =
             RustContextConfig::new(id, name, parent, ancestors, &inner.key, log.clone());
         config.max_message_size = inner.opts.max_message_size;
-        let router = start_rust_context(config, functions, cr, cw, Default::default());
+        let services = services.into();
+        let router = start_rust_context(
+            config,
+            services.functions.clone(),
+            cr,
+            cw,
+            Default::default(),
+        );
+        // The same served actors an out-of-process agent would start.
+        services.start_actors(&router, id);
         let spawner = Spawner::new(id, router.clone(), &inner.key, log.clone())
             .with_exit_sink(inner.supervision.exit_sink())
             .start();

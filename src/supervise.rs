@@ -41,7 +41,7 @@ use crate::{ConnectOptions, Master};
 #[derive(Clone)]
 enum Start {
     /// `Master::connect` with these options (method, via, name, ...).
-    Connect(ConnectOptions),
+    Connect(Box<ConnectOptions>),
     /// `Master::rust_context`, with functions built afresh for each start.
     Rust {
         name: String,
@@ -72,7 +72,7 @@ impl ChildSpec {
 
     /// A context made by [`Master::connect`] (directly or `via` another).
     pub fn connect(opts: ConnectOptions) -> Self {
-        ChildSpec::new(Start::Connect(opts))
+        ChildSpec::new(Start::Connect(Box::new(opts)))
     }
 
     /// An in-process Rust context made by [`Master::rust_context`];
@@ -131,7 +131,7 @@ struct SpecFactory {
 impl SpecFactory {
     async fn create(master: Master, start: Start) -> Result<Context, ConnectError> {
         match start {
-            Start::Connect(opts) => master.connect(opts).await,
+            Start::Connect(opts) => master.connect(*opts).await,
             Start::Rust {
                 name,
                 via,

@@ -109,6 +109,24 @@ fn rust_agent_local_calls_functions_and_served_actor() {
     });
 }
 
+fn same_services_in_process_serve_the_actor_too() {
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let ctx = master
+            .rust_context("inproc", None, services())
+            .await
+            .unwrap();
+        let sum: i64 = ctx.call("demo", "add", (3, 4)).await.unwrap();
+        assert_eq!(sum, 7);
+        let a: u64 = ctx.request(COUNTER, &2u64, None).await.unwrap();
+        let b: u64 = ctx.request(COUNTER, &2u64, None).await.unwrap();
+        assert_eq!((a, b), (2, 4));
+        let pid: u32 = ctx.call("demo", "pid", ()).await.unwrap();
+        assert_eq!(pid, std::process::id(), "in this process");
+    });
+}
+
 fn rust_agent_is_an_intermediate_for_python() {
     run(async {
         let cap = Capture::default();
@@ -326,6 +344,10 @@ const TESTS: &[(&str, fn())] = &[
     (
         "rust_agent_local_calls_functions_and_served_actor",
         rust_agent_local_calls_functions_and_served_actor,
+    ),
+    (
+        "same_services_in_process_serve_the_actor_too",
+        same_services_in_process_serve_the_actor_too,
     ),
     (
         "rust_agent_is_an_intermediate_for_python",

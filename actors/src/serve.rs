@@ -96,6 +96,7 @@ where
         sink: Sink::Recipient(adapter.recipient()),
         persistent: true,
         waiting_on: None,
+        accept: crate::handles::Accept::Any,
     });
 }
 

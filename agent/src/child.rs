@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use actix::prelude::*;
-use econtext_actors::router::{Register, Sink};
+use econtext_actors::router::register_service;
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_bootstrap::spawner::Spawner;
 use econtext_bootstrap::ChildConfig;
@@ -41,6 +41,7 @@ pub const TMP_ENV: &str = "ECONTEXT_AGENT_TMP";
 ///     // elsewhere with `ConnectOptions::agent`.
 /// }
 /// ```
+#[allow(clippy::needless_doctest_main)]
 pub fn run_if_child<F: FnOnce() -> Services>(services: F) {
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("probe") => std::process::exit(0),
@@ -176,12 +177,7 @@ fn run<F: FnOnce() -> Services>(services: F) -> Result<(), String> {
         services.start_actors(&router, cfg.context_id);
         // An agent is an intermediate too: it spawns Python children.
         let spawner = Spawner::new(cfg.context_id, router.clone(), &cfg.key, log.clone()).start();
-        router.do_send(Register {
-            handle: Some(handles::SPAWN),
-            sink: Sink::Recipient(spawner.recipient()),
-            persistent: true,
-            waiting_on: None,
-        });
+        register_service(&router, handles::SPAWN, spawner.recipient());
         *router_slot.lock().expect("router slot") = Some(router.clone());
         let me = cfg.context_id;
         actix::spawn(forward_lines(out_pipe, me, "stdout", 20, router.clone()));

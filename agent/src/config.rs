@@ -73,6 +73,7 @@ mod tests {
             max_message_size: 1 << 20,
             ancestors: vec![0],
             module_path: String::new(),
+            import_timeout_ms: 30_000,
         };
         let bytes = encode(&c);
         let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
