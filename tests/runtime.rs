@@ -291,66 +291,6 @@ fn a_master_handle_serves_calls_from_a_multi_threaded_tokio_runtime() {
     });
 }
 
-// ---- a fleet's burst: 100 local children at once ----
-
-async fn hundred_children(master: &Master) -> Vec<econtext::Context> {
-    let python = common::python3();
-    let connects = (0..100).map(|_| {
-        let (m, python) = (master.clone(), python.clone());
-        async move { m.local(LocalOptions { python }).await.unwrap() }
-    });
-    futures::future::join_all(connects).await
-}
-
-#[test]
-fn a_hundred_children_import_a_master_only_package_at_once_and_log_every_record() {
-    let root = common::package_root("runtime-burst");
-    std::fs::write(
-        root.join("ecburst.py"),
-        "import logging\n\ndef burst(n):\n    log = logging.getLogger('burst')\n    \
-         for i in range(n):\n        log.warning('record %d', i)\n    return n\n",
-    )
-    .unwrap();
-    let cap = Capture::default();
-    run(async move {
-        let master = Master::new(MasterOptions {
-            module_path: vec![root.clone()],
-            log: cap.logger(),
-            connect_timeout: Duration::from_secs(60),
-            ..Default::default()
-        });
-        let children = hundred_children(&master).await;
-        let t0 = Instant::now();
-        let calls = children
-            .iter()
-            .map(|c| c.call::<i64>("ecpkg.entry", "run", ()));
-        for r in futures::future::join_all(calls).await {
-            assert_eq!(r.unwrap(), 18);
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-        let calls = children
-            .iter()
-            .map(|c| c.call::<i64>("ecburst", "burst", (100,)));
-        for r in futures::future::join_all(calls).await {
-            assert_eq!(r.unwrap(), 100);
-        }
-        let count = || {
-            cap.lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains("logger=burst"))
-                .count()
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count() < 10_000 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(count(), 10_000, "every record of every child arrived");
-        master.shutdown().await;
-    });
-}
-
 #[test]
 fn connect_shutdown_cycles_leave_the_masters_maps_and_fds_flat() {
     run(async {
