@@ -723,3 +723,45 @@ fn pulled_manifest_escaping_the_destination_is_refused() {
         ctx.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn abandoned_transfers_stop_the_far_side_threads() {
+    let dir = TempDir::new("files-abandon");
+    let src = dir.path("src");
+    random_file(&src, 64 << 20);
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let threads = || async {
+            ctx.call::<u32>("threading", "active_count", ())
+                .await
+                .unwrap()
+        };
+        let before = threads().await;
+        let slow = TransferOptions::default().window(256 << 10);
+        // Dropped mid-push (the deadline), then mid-pull.
+        let push = ctx.push_with(&src, dir.path("dest"), &slow);
+        assert!(tokio::time::timeout(Duration::from_millis(150), push)
+            .await
+            .is_err());
+        let big = dir.path("src");
+        let pull = ctx.pull_with(&big, dir.path("pulled"), &slow);
+        assert!(tokio::time::timeout(Duration::from_millis(150), pull)
+            .await
+            .is_err());
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut now = threads().await;
+        while now != before && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            now = threads().await;
+        }
+        assert_eq!(
+            now, before,
+            "the receiver's and the sender's threads stopped"
+        );
+        // The abandoned push resumes later.
+        let r = ctx.push(&src, dir.path("dest")).await.unwrap();
+        assert_eq!(r.bytes, 64 << 20);
+        ctx.shutdown().await.unwrap();
+    });
+}

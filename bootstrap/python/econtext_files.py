@@ -152,7 +152,8 @@ class _Recv(object):
                 if r:
                     resume.append(r)
         self.handle = router.add_handler(self._on_data)
-        for _ in range(FINISHERS if len(entries) > 1 else 1):
+        self.nfin = FINISHERS if len(entries) > 1 else 1
+        for _ in range(self.nfin):
             t = threading.Thread(target=self._finisher)
             t.daemon = True
             t.start()
@@ -194,9 +195,12 @@ class _Recv(object):
         while True:
             m = self.q.get()
             if isinstance(m, Dead) or type(m) is not list or not m:
-                # The sender is gone: keep the temporary files for a resume.
+                # The sender is gone (or gave up): keep the temporary files
+                # for a resume, and stop the finishers.
                 for i in list(self.open):
                     os.close(self.open.pop(i)[0])
+                for _ in range(self.nfin):
+                    self.fin.put(None)
                 break
             t = m[0]
             try:
@@ -331,7 +335,7 @@ class _Recv(object):
         with self.lock:
             while self.fin_pending:
                 self.fin_idle.wait(1.0)
-        for _ in range(FINISHERS):
+        for _ in range(self.nfin):
             self.fin.put(None)
         for i, e in enumerate(self.entries):
             if e[1] == F_LINK:
@@ -511,6 +515,7 @@ class _Send(object):
     def _on_ack(self, src, rt, m):
         # IO thread.
         if isinstance(m, Dead) or type(m) is not list or not m:
+            router.del_handler(self.handle)
             with self.cv:
                 self.dead = True
                 self.cv.notify_all()

@@ -22,6 +22,7 @@
 //! each so disk and hashing never run on the actor thread.
 
 pub mod error;
+mod guard;
 pub mod manifest;
 pub mod options;
 pub mod progress;

@@ -86,6 +86,8 @@ pub(crate) async fn pull(
         .and_then(|h| h.as_u64())
         .and_then(|h| u32::try_from(h).ok())
         .ok_or_else(|| proto_err("no ack handle".into()))?;
+    // From here the child's sender waits on us: tell it if we give up.
+    let mut guard = crate::guard::AbandonGuard::new(ctx, ack_handle);
     let entries: Vec<Entry> = get(&reply, "entries")
         .cloned()
         .ok_or_else(|| proto_err("no manifest".into()))
@@ -233,6 +235,7 @@ pub(crate) async fn pull(
         }
     };
     errors.extend(finished);
+    guard.disarm();
     if let (Some(f), Some(p)) = (
         &opts.progress,
         meter.update(Instant::now(), written + resumed, files, true),

@@ -146,6 +146,7 @@ pub(crate) async fn push(
         }
     }
     let data = Sender::new(ctx.router().clone(), ctx.me(), ctx.id(), handle);
+    let mut guard = crate::guard::AbandonGuard::new(ctx, handle);
     let (tx, mut rx) = mpsc::channel::<ReadItem>(4);
     let files_total = plan.entries.len() as u64;
     let bytes_total: u64 = plan
@@ -242,6 +243,7 @@ pub(crate) async fn push(
     ) {
         f(&p);
     }
+    guard.disarm();
     let elapsed = started.elapsed();
     let mut out = Vec::new();
     let mut ids: Vec<_> = names.keys().copied().collect();
