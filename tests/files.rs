@@ -733,22 +733,38 @@ fn abandoned_transfers_stop_the_far_side_threads() {
         let master = master(&Capture::default());
         let ctx = master.local(local(&python3())).await.unwrap();
         let threads = || async {
-            ctx.call::<u32>("threading", "active_count", ())
+            // Threads the threading module started (the IO thread shows up
+            // as a _DummyThread once it touches a Condition: not ours).
+            ctx.call::<u32>(
+                "builtins",
+                "eval",
+                ("len([t for t in __import__('threading').enumerate() if not t.name.startswith('Dummy')])",),
+            )
                 .await
                 .unwrap()
         };
         let before = threads().await;
-        let slow = TransferOptions::default().window(256 << 10);
-        // Dropped mid-push (the deadline), then mid-pull.
-        let push = ctx.push_with(&src, dir.path("dest"), &slow);
-        assert!(tokio::time::timeout(Duration::from_millis(150), push)
-            .await
-            .is_err());
-        let big = dir.path("src");
-        let pull = ctx.pull_with(&big, dir.path("pulled"), &slow);
-        assert!(tokio::time::timeout(Duration::from_millis(150), pull)
-            .await
-            .is_err());
+        // Dropped mid-push, then mid-pull: once data flows (the first
+        // progress event), so the far side's handle is known.
+        let flowing = Arc::new(AtomicBool::new(false));
+        let f = flowing.clone();
+        let slow = TransferOptions::default()
+            .window(256 << 10)
+            .progress(move |_| f.store(true, Ordering::SeqCst));
+        let flows = || async {
+            while !flowing.swap(false, Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        tokio::select! {
+            r = ctx.push_with(&src, dir.path("dest"), &slow) => panic!("push ended first: {r:?}"),
+            _ = flows() => {}
+        }
+        tokio::select! {
+            r = ctx.pull_with(&src, dir.path("pulled"), &slow) => panic!("pull ended first: {r:?}"),
+            _ = flows() => {}
+        }
         let end = Instant::now() + Duration::from_secs(5);
         let mut now = threads().await;
         while now != before && Instant::now() < end {
@@ -756,8 +772,15 @@ fn abandoned_transfers_stop_the_far_side_threads() {
             now = threads().await;
         }
         assert_eq!(
-            now, before,
-            "the receiver's and the sender's threads stopped"
+            now,
+            before,
+            "the receiver's and the sender's threads stopped: {:?}",
+            ctx.call::<Vec<String>>(
+                "builtins",
+                "eval",
+                ("[t.name for t in __import__('threading').enumerate()]",)
+            )
+            .await
         );
         // The abandoned push resumes later.
         let r = ctx.push(&src, dir.path("dest")).await.unwrap();
