@@ -296,6 +296,35 @@ fn rust_agent_over_ssh_to_user_without_python_leaves_nothing_on_disk() {
     assert_eq!(leftovers(&user), Vec::<String>::new(), "after the end");
 }
 
+/// The issue's own command: the CLI ships itself to a user with no Python.
+fn cli_call_agent_rust_over_ssh_to_user_without_python() {
+    const NEED: &[&str] = &["/usr/sbin/sshd", "ssh", "ssh-keygen", "useradd", "usermod"];
+    if skip_unless(NEED, "cli_call_agent_rust_over_ssh_to_user_without_python") {
+        return;
+    }
+    let sshd = Sshd::start(false);
+    let dir = TempDir::new("agent-cli");
+    let user = no_python_user(&dir);
+    let target = format!(
+        "ssh:{}@127.0.0.1:{}?agent=rust&identity={}&check_host_keys=ignore&name=clirust",
+        user.name,
+        sshd.port,
+        sshd.key.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", "--connect-timeout", "120", &target, "econtext.ping"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "true", "{stderr}");
+    assert!(stderr.contains("shipped_bytes"), "{stderr}");
+    assert_eq!(leftovers(&user), Vec::<String>::new());
+}
+
 fn rust_agent_dies_when_master_killed() {
     let mut master = Command::new("/proc/self/exe")
         .env("AGENT_TEST_ROLE", "master")
@@ -360,6 +389,10 @@ const TESTS: &[(&str, fn())] = &[
     (
         "rust_agent_over_ssh_to_user_without_python_leaves_nothing_on_disk",
         rust_agent_over_ssh_to_user_without_python_leaves_nothing_on_disk,
+    ),
+    (
+        "cli_call_agent_rust_over_ssh_to_user_without_python",
+        cli_call_agent_rust_over_ssh_to_user_without_python,
     ),
     (
         "rust_agent_dies_when_master_killed",
