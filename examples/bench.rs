@@ -70,6 +70,48 @@ async fn close(ctx: Context) {
     let _ = tokio::time::timeout(Duration::from_secs(5), ctx.dead()).await;
 }
 
+/// `/tmp/mitobench/realpkg/<version>`: the wheels `python` supports of
+/// requests, rich and pygments, downloaded with its pip and unpacked,
+/// plus tests/common/ecprobe.py. None (with a SKIP line) without the
+/// registry.
+fn real_packages(python: &str) -> Option<PathBuf> {
+    let version = std::process::Command::new(python)
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+    let dir = PathBuf::from(format!("/tmp/mitobench/realpkg/{version}"));
+    if !dir.join("ecprobe.py").exists() {
+        let wheels = PathBuf::from(format!("/tmp/mitobench/realpkg/wheels-{version}"));
+        let ok = std::process::Command::new(python)
+            .args(["-m", "pip", "download", "-q", "--disable-pip-version-check"])
+            .args(["--only-binary=:all:", "-d"])
+            .arg(&wheels)
+            .args(["requests", "rich", "pygments"])
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new(python)
+                .args([
+                    "-c",
+                    "import sys, os, zipfile\n[zipfile.ZipFile(os.path.join(sys.argv[1], w)).extractall(sys.argv[2]) for w in os.listdir(sys.argv[1])]",
+                ])
+                .arg(&wheels)
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: real-package workloads: cannot download wheels with {python} -m pip");
+            return None;
+        }
+        std::fs::write(
+            dir.join("ecprobe.py"),
+            include_str!("../tests/common/ecprobe.py"),
+        )
+        .ok()?;
+    }
+    Some(dir)
+}
+
 #[actix::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -80,8 +122,13 @@ async fn main() {
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "/usr/bin/python3".into());
     let pkg_dir = PathBuf::from("/tmp/mitobench/pkg");
+    // Real PyPI packages for the child's Python (the same tree
+    // ../shared/peer-bench/mitogen_realpkg.py serves), made on first use.
+    let real_dir = real_packages(&python);
     let master = Master::new(MasterOptions {
-        module_path: vec![pkg_dir.clone()],
+        module_path: std::iter::once(pkg_dir.clone())
+            .chain(real_dir.clone())
+            .collect(),
         ..Default::default()
     });
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -369,6 +416,57 @@ async fn main() {
         out.insert("import_requests".into(), json!(reqs[reqs.len() / 2]));
     } else {
         eprintln!("SKIP: 20-module package workload: /tmp/mitobench/pkg/mbpkg missing (run ../shared/peer-bench/setup.sh)");
+    }
+
+    // Real packages: the first call into requests and into rich.
+    if real_dir.is_some() {
+        for (label, key, module, function, arg) in [
+            (
+                "requests.utils.requote_uri, first call",
+                "requests",
+                "requests.utils",
+                "requote_uri",
+                Some("http://example.com/a b"),
+            ),
+            (
+                "rich Console render, first call",
+                "rich",
+                "ecprobe",
+                "rich_render",
+                None,
+            ),
+        ] {
+            progress(&format!("{label} (5 runs)"));
+            let (mut ms, mut reqs, mut kb) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..5 {
+                let ctx = connect(&master, &python).await;
+                let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+                if key == "rich" {
+                    let _: Vec<u32> = ctx.call("ecprobe", "whoami", ()).await.unwrap();
+                }
+                let s0 = master.importer_stats().snapshot();
+                let t0 = Instant::now();
+                let r: serde_json::Value = match arg {
+                    Some(a) => ctx.call(module, function, (a,)).await,
+                    None => ctx.call(module, function, ()).await,
+                }
+                .unwrap();
+                ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                assert!(r.is_string(), "{r}");
+                let s1 = master.importer_stats().snapshot();
+                reqs.push((s1[0].1 - s0[0].1) as f64);
+                kb.push((s1[2].1 - s0[2].1) as f64 / 1024.0);
+                close(ctx).await;
+            }
+            let (m, r, k) = (median(&mut ms), median(&mut reqs), median(&mut kb));
+            rows.push((
+                label.into(),
+                format!("{m:.0} ms, {r} GET_MODULE round trip(s), {k:.0} KB"),
+            ));
+            out.insert(format!("{key}_first_call_ms"), json!(m));
+            out.insert(format!("{key}_requests"), json!(r));
+            out.insert(format!("{key}_kb"), json!(k));
+        }
     }
 
     // ssh to peer-bench's private sshd (127.0.0.1:2222, key from setup.sh).

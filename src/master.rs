@@ -45,7 +45,7 @@ pub struct MasterOptions {
     /// locally (like PYTHONPATH). Defaults to `ECONTEXT_PATH`.
     pub module_path: Vec<PathBuf>,
     /// When set, only these top-level names are served from the module
-    /// path (docs/SECURITY.md, "What a child can fetch").
+    /// path (docs/ARCHITECTURE.md, "What a child can fetch").
     pub module_allow: Option<Vec<String>>,
 }
 

@@ -473,6 +473,12 @@ except ImportError:
             return r == 0
 
 
+if PY3:
+    import _imp as _IMPORT_LOCK  # builtin, loaded by importlib's bootstrap
+else:
+    _IMPORT_LOCK = imp
+
+
 def _openssl_sha1(io_thread):
     # OpenSSL's SHA-1 constructor, None for "not now", False if this Python
     # has none. Never called with a stream's write lock held. _hashlib
@@ -482,13 +488,16 @@ def _openssl_sha1(io_thread):
     # import waiting for GET_MODULE, whose reply the IO thread delivers)
     # importing on the IO thread would deadlock; not now, then.
     if '_hashlib' not in sys.modules:
+        # Python 3 calls meta path finders under its global import lock
+        # too: while our importer waits for a GET_MODULE reply (often a big
+        # frame) an import here would deadlock until the import timeout.
+        if io_thread and _IMPORT_LOCK.lock_held():
+            return None
         if PY3:
             from importlib.machinery import PathFinder
             if '_hashlib' not in sys.builtin_module_names and not PathFinder.find_spec('_hashlib'):
                 return False
         else:
-            if io_thread and imp.lock_held():
-                return None
             try:
                 f = imp.find_module('_hashlib')[0]
             except ImportError:

@@ -43,6 +43,10 @@ pub struct Cli {
     /// import them locally (repeatable; ECONTEXT_PATH is searched too).
     #[arg(long = "module-path", value_name = "DIR", global = true)]
     pub module_path: Vec<std::path::PathBuf>,
+    /// Serve only modules under this top-level name from the module path
+    /// (repeatable; default: everything on it).
+    #[arg(long = "module-allow", value_name = "NAME", global = true)]
+    pub module_allow: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +71,7 @@ pub enum Command {
 pub struct Env {
     pub verbose: u8,
     pub module_path: Vec<std::path::PathBuf>,
+    pub module_allow: Option<Vec<String>>,
     pub connect_timeout: Duration,
 }
 
@@ -77,6 +82,7 @@ impl Env {
         Env {
             verbose: cli.verbose,
             module_path,
+            module_allow: (!cli.module_allow.is_empty()).then(|| cli.module_allow.clone()),
             connect_timeout: Duration::from_secs(30),
         }
     }
@@ -90,6 +96,7 @@ impl Env {
         let log = logger(self.verbose);
         let opts = MasterOptions {
             module_path: self.module_path.clone(),
+            module_allow: self.module_allow.clone(),
             log,
             log_level: if self.verbose > 0 { 10 } else { 20 },
             connect_timeout: self.connect_timeout,

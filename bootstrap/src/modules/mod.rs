@@ -12,7 +12,8 @@
 //! bytes or a directory's listing, for the child's resource loader, and
 //! names compiled-only modules instead of pretending they do not exist.
 //! docs/PROTOCOL.md ("Modules") is the wire contract; what a child can
-//! fetch at all is the serving policy in docs/SECURITY.md.
+//! fetch at all is the serving policy in docs/ARCHITECTURE.md ("What a
+//! child can fetch").
 
 pub mod names;
 pub mod scan;
