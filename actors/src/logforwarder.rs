@@ -9,11 +9,14 @@ use econtext_wire::ContextId;
 use slog::{debug, error, info, o, warn, Logger};
 
 use crate::message::Message;
+use crate::refusals::RefusalLog;
 
 /// Logs each record under `ctx.<name>`, at the record's level.
 pub struct LogForwarder {
     log: Logger,
     names: HashMap<ContextId, String>,
+    /// Malformed records: one warning per source per interval.
+    malformed: RefusalLog,
 }
 
 impl LogForwarder {
@@ -21,6 +24,7 @@ impl LogForwarder {
         LogForwarder {
             log,
             names: HashMap::new(),
+            malformed: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
         }
     }
 }
@@ -65,7 +69,9 @@ impl Handler<Message> for LogForwarder {
     fn handle(&mut self, msg: Message, _: &mut Self::Context) {
         let Ok(rec) = msg.decode::<ForwardLog>() else {
             if !msg.is_dead() {
-                warn!(self.log, "malformed FORWARD_LOG"; "src" => msg.src);
+                if let Some(n) = self.malformed.note(msg.src, std::time::Instant::now()) {
+                    warn!(self.log, "malformed FORWARD_LOG"; "src" => msg.src, "suppressed" => n);
+                }
             }
             return;
         };
