@@ -201,7 +201,7 @@ fn connect_and_shutdown_cycles_leave_no_process_zombie_or_fd() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    run(async move {
+    run_alone(async move {
         let master = master(&Capture::default());
         // One warm-up so lazily opened runtime fds are counted in the base.
         let ctx = master.local(local(&python3())).await.unwrap();

@@ -276,7 +276,10 @@ class ChildStream(core.Stream):
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
-            if self.qbytes + n + 36 > HARD:
+            # One frame counts at most HIGH against the cap, so a single
+            # value up to max_message_size still passes a reading child;
+            # memory stays within HARD plus one frame.
+            if self.qbytes + 36 + min(n, HIGH) > HARD:
                 # Replies and bounces for a child that stopped reading
                 # must not grow without bound: the child is closed (its
                 # reader sees EOF and declares it dead) and this frame's

@@ -125,7 +125,21 @@ impl Drain for CaptureDrain {
 }
 
 /// Runs an async test body inside a fresh actix system.
+/// The tests of one binary share a process. A test that counts the
+/// process's children or open fds runs alone ([`run_alone`] takes this for
+/// writing); every other test takes it for reading ([`run`]), so they still
+/// run in parallel with each other.
+static EXCLUSIVE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 pub fn run<F: Future<Output = ()>>(f: F) {
+    let _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
+    actix_rt::System::new().block_on(f)
+}
+
+/// [`run`], with no other test of this binary running at the same time.
+#[allow(dead_code)]
+pub fn run_alone<F: Future<Output = ()>>(f: F) {
+    let _alone = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
     actix_rt::System::new().block_on(f)
 }
 
