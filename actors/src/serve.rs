@@ -56,22 +56,39 @@ where
     A: Actor + Handler<Request<T, R>>,
     A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
 {
+    router
+        .send(registration::<T, R, A>(router, me, handle, actor))
+        .await
+        .map_err(|_| Error::RouterGone)
+}
+
+/// The Register message that puts `actor`, behind its typed adapter, on a
+/// persistent handle (`serve` awaits it, `serve_on` queues it).
+fn registration<T, R, A>(
+    router: &Addr<Router>,
+    me: ContextId,
+    handle: Option<Handle>,
+    actor: Addr<A>,
+) -> Register
+where
+    T: DeserializeOwned + std::marker::Send + 'static,
+    R: Serialize + std::marker::Send + 'static,
+    A: Actor + Handler<Request<T, R>>,
+    A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
+{
     let adapter = Adapter::<T, R> {
         me,
         router: router.clone(),
         target: actor.recipient(),
     }
     .start();
-    router
-        .send(Register {
-            handle,
-            sink: Sink::Recipient(adapter.recipient()),
-            persistent: true,
-            waiting_on: None,
-            accept: crate::handles::Accept::Any,
-        })
-        .await
-        .map_err(|_| Error::RouterGone)
+    Register {
+        handle,
+        sink: Sink::Recipient(adapter.recipient()),
+        persistent: true,
+        waiting_on: None,
+        accept: crate::handles::Accept::Any,
+    }
 }
 
 /// Like [`serve`] on a fixed handle, registered before this returns (the
@@ -85,19 +102,7 @@ where
     A: Actor + Handler<Request<T, R>>,
     A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
 {
-    let adapter = Adapter::<T, R> {
-        me,
-        router: router.clone(),
-        target: actor.recipient(),
-    }
-    .start();
-    router.do_send(Register {
-        handle: Some(handle),
-        sink: Sink::Recipient(adapter.recipient()),
-        persistent: true,
-        waiting_on: None,
-        accept: crate::handles::Accept::Any,
-    });
+    router.do_send(registration::<T, R, A>(router, me, Some(handle), actor));
 }
 
 struct Adapter<T: std::marker::Send + 'static, R: std::marker::Send + 'static> {
