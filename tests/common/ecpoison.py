@@ -56,7 +56,12 @@ def import_in_background(name):
 
 
 def who(name):
+    # The module enters sys.modules before its body runs: wait until the
+    # background import has finished executing it, not merely started.
     end = time.time() + 10
-    while name not in sys.modules and time.time() < end:
+    while time.time() < end:
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, 'who'):
+            break
         time.sleep(0.01)
     return sys.modules[name].who()
