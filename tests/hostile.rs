@@ -359,6 +359,24 @@ mod router_side {
             }
             self.end.write_all(&buf).await.unwrap();
         }
+
+        /// The next frame the parent sent, waiting at most `secs`.
+        async fn read(&mut self, buf: &mut BytesMut, secs: u64) -> Frame {
+            use tokio::io::AsyncReadExt;
+            use tokio_util::codec::Decoder;
+            let end = Instant::now() + Duration::from_secs(secs);
+            loop {
+                if let Some(f) = self.codec.decode(buf).unwrap() {
+                    return f;
+                }
+                let left = end.saturating_duration_since(Instant::now());
+                let n = tokio::time::timeout(left, self.end.read_buf(buf))
+                    .await
+                    .expect("a frame within the bound")
+                    .unwrap();
+                assert!(n > 0, "the parent closed the stream");
+            }
+        }
     }
 
     /// The reply handle of the latest call the master sent to `dst`, as if
@@ -542,6 +560,130 @@ mod router_side {
                 "{r:?}"
             );
             let _ = DeadReason::Stalled;
+        });
+    }
+
+    /// A module of `kib` KiB that zlib cannot shrink much: each reply
+    /// carrying it is about that big.
+    fn big_module(dir: &std::path::Path, name: &str, kib: usize) -> usize {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::thread_rng();
+        let noise: String = (0..kib * 1024)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect();
+        let text = format!("DATA = '{noise}'\n");
+        std::fs::write(dir.join(format!("{name}.py")), &text).unwrap();
+        text.len()
+    }
+
+    #[test]
+    fn a_child_flooding_module_requests_cannot_grow_the_masters_memory() {
+        use actix::Actor;
+        use econtext::actors::importer::{Importer, ImporterStats, MAX_OUTSTANDING_REPLIES};
+        use econtext::wire::messages::ModuleReply;
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let dir = super::scratch_dir("module-flood");
+            let size = big_module(&dir, "bigmod", 256);
+            let stats = Arc::new(ImporterStats::default());
+            let finder = econtext::bootstrap::modules::ModuleFinder::new(vec![dir]);
+            let importer = Importer::new(
+                0,
+                t.master().clone(),
+                Box::new(finder),
+                stats.clone(),
+                cap.logger(),
+            )
+            .start();
+            econtext::actors::router::register_service(
+                t.master(),
+                handles::GET_MODULE,
+                importer.recipient(),
+            );
+            let ask = |src: ContextId, reply_to: Handle| {
+                Frame::new(
+                    Header::new(0, src, handles::GET_MODULE, reply_to),
+                    payload::encode(&"bigmod").unwrap(),
+                )
+            };
+            // 2,000 requests for a 256 KiB module (500 MB of replies) from
+            // a child that reads none of them.
+            let (evil, end) = t.attach_raw("evil", 0);
+            let mut raw = Evil::new(&t, end);
+            const N: u64 = 2000;
+            for round in 0..(N as u32 / 100) {
+                raw.write(
+                    (0..100)
+                        .map(|i| ask(evil, 5000 + round * 100 + i))
+                        .collect(),
+                )
+                .await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stats.get_module_requests.load(Ordering::Relaxed) < N {
+                assert!(Instant::now() < deadline, "{:?}", stats);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let s = t.master().send(GetStats).await.unwrap();
+            let queued = s.queued_bytes.get(&evil).copied().unwrap_or(0);
+            let bound = (MAX_OUTSTANDING_REPLIES + 1) * (size + 4096);
+            assert!(
+                queued <= bound,
+                "{queued} bytes queued for evil (bound {bound})"
+            );
+            // Served: what is queued plus what the pipe took; the rest was
+            // refused without being resolved or encoded.
+            let sent = stats.modules_sent.load(Ordering::Relaxed);
+            let refused = stats.refused_outstanding.load(Ordering::Relaxed);
+            assert!(sent <= MAX_OUTSTANDING_REPLIES as u64 + 4, "{stats:?}");
+            assert_eq!(sent + refused, N, "{stats:?}");
+            let warnings = cap
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("module requests refused"))
+                .count();
+            assert_eq!(warnings, 1, "one warning per interval: {}", cap.text());
+
+            // A sibling is served in full meanwhile.
+            let (good, end) = t.attach_raw("good", 0);
+            let mut sibling = Evil::new(&t, end);
+            sibling.write(vec![ask(good, 77)]).await;
+            let mut buf = BytesMut::new();
+            let f = sibling.read(&mut buf, 30).await;
+            assert_eq!(f.header.handle, 77);
+            let reply: ModuleReply = payload::decode(&f.data).unwrap();
+            let rec = &reply.expect("served")[0];
+            assert!(
+                rec.fullname == "bigmod" && !rec.filename.is_empty(),
+                "{rec:?}"
+            );
+
+            // The flooder, reading at last, finds its answers: the module
+            // for the first requests, then a typed refusal (an ImportError
+            // record: no file, the reason as its text), never silence.
+            let mut buf = BytesMut::new();
+            let mut full = 0;
+            loop {
+                let f = raw.read(&mut buf, 30).await;
+                let reply: ModuleReply = payload::decode(&f.data).unwrap();
+                let rec = &reply.expect("a record")[0];
+                assert_eq!(rec.fullname, "bigmod");
+                if rec.filename.is_empty() {
+                    assert!(!rec.source.is_empty(), "the refusal says why");
+                    break;
+                }
+                full += 1;
+            }
+            assert!(
+                full >= 1 && full as u64 <= sent,
+                "{full} full replies first"
+            );
         });
     }
 }

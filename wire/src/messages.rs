@@ -79,7 +79,7 @@ pub type DelRoute = ContextId;
 pub type GetModule = String;
 
 /// One module in a GET_MODULE reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModuleSource {
     pub fullname: String,
     /// The file name to give `compile()`, so tracebacks name it.
