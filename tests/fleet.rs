@@ -579,13 +579,18 @@ fn interrupt_stops_starting_hosts_then_aborts_the_running() {
         "{}",
         stderr(&out)
     );
+    // Every host has its line: the two that ran, 18 never started.
     let l = lines(&out);
-    assert_eq!(l.len(), 2, "{l:?}");
+    assert_eq!(l.len(), 20, "{l:?}");
+    let (ran, skipped): (Vec<&Value>, Vec<&Value>) =
+        l.values().partition(|v| v["status"] != "skipped");
+    assert_eq!(ran.len(), 2, "{l:?}");
     assert!(
-        l.values()
+        ran.iter()
             .all(|v| v["status"] == "ok" && v["stdout"] == "done\n"),
         "{l:?}"
     );
+    assert_skipped(&skipped, 18);
     let not_done = std::fs::read_to_string(&failed).unwrap();
     assert_eq!(not_done.lines().count(), 18, "{not_done}");
 
@@ -600,12 +605,117 @@ fn interrupt_stops_starting_hosts_then_aborts_the_running() {
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let l = lines(&out);
-    assert_eq!(l.len(), 2, "{l:?}");
-    assert!(l.values().all(|v| v["status"] == "died"), "{l:?}");
+    assert_eq!(l.len(), 20, "{l:?}");
+    let (died, skipped): (Vec<&Value>, Vec<&Value>) =
+        l.values().partition(|v| v["status"] != "skipped");
+    assert_eq!(died.len(), 2, "{l:?}");
+    assert!(died.iter().all(|v| v["status"] == "died"), "{l:?}");
+    assert_skipped(&skipped, 18);
     assert_eq!(
         std::fs::read_to_string(&failed).unwrap().lines().count(),
         20
     );
+}
+
+/// ssh_config is the user's: a Host alias whose HostName, Port, User,
+/// IdentityFile, StrictHostKeyChecking and UserKnownHostsFile come only
+/// from ~/.ssh/config (the inventory names nothing but the alias) is
+/// reached as that config says; what the inventory or the command line
+/// asks for (`ansible_user`, `--check-host-keys`) wins over it.
+#[test]
+fn users_ssh_config_is_honoured_unless_the_inventory_asks() {
+    if skip_unless(
+        &["/usr/sbin/sshd", "ssh", "ssh-keygen", "useradd", "setpriv"],
+        "users_ssh_config_is_honoured_unless_the_inventory_asks",
+    ) {
+        return;
+    }
+    let f = Fleet::start(40);
+    let user = TestUser::create("cfg");
+    let home = PathBuf::from(format!("/home/{}", user.name));
+    let dot_ssh = home.join(".ssh");
+    std::fs::create_dir_all(&dot_ssh).unwrap();
+    std::fs::copy(&f.key, dot_ssh.join("id_fleet")).unwrap();
+    // The specific block first: ssh keeps the first value it reads.
+    std::fs::write(
+        dot_ssh.join("config"),
+        format!(
+            "Host cfg-b\n  HostName {b}\n\n\
+             Host cfg-*\n  HostName {a}\n  Port {port}\n  User {u}\n\
+             \x20 IdentityFile ~/.ssh/id_fleet\n  StrictHostKeyChecking no\n\
+             \x20 UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+            a = f.addr(0),
+            b = f.addr(1),
+            port = f.port,
+            u = user.name
+        ),
+    )
+    .unwrap();
+    let own = |p: &std::path::Path, mode: u32| {
+        nix::unistd::chown(
+            p,
+            Some(nix::unistd::Uid::from_raw(user.uid)),
+            Some(nix::unistd::Gid::from_raw(user.gid)),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    own(&dot_ssh, 0o700);
+    own(&dot_ssh.join("config"), 0o600);
+    own(&dot_ssh.join("id_fleet"), 0o600);
+    let inv = f.dir.path("cfg.ini");
+    std::fs::write(&inv, "[cfg]\ncfg-a\ncfg-b ansible_user=root\n").unwrap();
+    // The binary where the user can run it (a CI checkout may be private).
+    let exe = f.dir.path("econtext");
+    std::fs::copy(EXE, &exe).unwrap();
+    let run_as_user = |extra: &[&str]| {
+        let mut c = user.command(&exe);
+        c.args(["run", "-i", inv.to_str().unwrap(), "--json"])
+            .args(extra)
+            .args(["cfg", "--", "set -- $SSH_CONNECTION; echo $3 $(id -un)"])
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    let out = run_as_user(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(
+        l["cfg-a"]["stdout"],
+        format!("{} {}\n", f.addr(0), user.name)
+    );
+    // The inventory's ansible_user beats the config's User.
+    assert_eq!(l["cfg-b"]["stdout"], format!("{} root\n", f.addr(1)));
+    // No warning for a host key the config says not to check.
+    assert_eq!(l["cfg-a"]["stderr"], "", "{}", l["cfg-a"]);
+
+    // Asked for on the command line, host key checking wins over the
+    // config's `StrictHostKeyChecking no`: unknown keys are refused.
+    let out = run_as_user(&["--check-host-keys", "enforce"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let l = lines(&out);
+    for h in ["cfg-a", "cfg-b"] {
+        assert_eq!(l[h]["status"], "unreachable", "{}", l[h]);
+        let e = l[h]["error"].as_str().unwrap_or_default().to_lowercase();
+        assert!(e.contains("host key"), "{e}");
+    }
+}
+
+/// `n` lines of hosts never started after an interrupt: `"status":
+/// "skipped"`, no rc, no output, the reason in `error`.
+fn assert_skipped(lines: &[&Value], n: usize) {
+    assert_eq!(lines.len(), n, "{lines:?}");
+    for v in lines {
+        assert_eq!(v["status"], "skipped", "{v}");
+        assert_eq!(v["rc"], Value::Null, "{v}");
+        assert_eq!(v["stdout"], Value::Null, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not started")),
+            "{v}"
+        );
+    }
 }
 
 #[test]

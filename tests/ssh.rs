@@ -204,6 +204,18 @@ fn unknown_host_key_under_enforce_is_refused() {
     let known_line = sshd.known_hosts_line();
     run(async move {
         let master = master(&Capture::default());
+        // No policy asked for (ssh_config decides) and none configured:
+        // ssh's own `ask` has no terminal to ask on, so it refuses too.
+        let mut default = o.clone();
+        default.check_host_keys = HostKeyCheck::default();
+        let err = master
+            .connect(ConnectOptions::new(Method::Ssh(default)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConnectError::HostKeyRefused { .. }),
+            "{err:?}"
+        );
         let err = master
             .connect(ConnectOptions::new(Method::Ssh(o.clone())))
             .await

@@ -33,8 +33,14 @@ impl Default for LocalOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostKeyCheck {
-    /// Only hosts already in known_hosts (`StrictHostKeyChecking=yes`).
+    /// Whatever ssh_config says (no option passed). With nothing there,
+    /// ssh's own default `ask` cannot ask (no terminal) and refuses
+    /// unknown and changed keys, as `Enforce` does. With a password
+    /// (answered on a pty) `Enforce` is passed unless the caller's own
+    /// options set `StrictHostKeyChecking`.
     #[default]
+    SshConfig,
+    /// Only hosts already in known_hosts (`StrictHostKeyChecking=yes`).
     Enforce,
     /// Add unknown hosts, refuse changed keys (`accept-new`).
     Accept,
@@ -85,7 +91,7 @@ impl SshOptions {
             host: host.into(),
             port: None,
             identity_file: None,
-            check_host_keys: HostKeyCheck::Enforce,
+            check_host_keys: HostKeyCheck::SshConfig,
             ssh_options: Vec::new(),
             compression: false,
             keepalive_interval: 0,
@@ -303,7 +309,8 @@ impl Method {
     }
 
     /// Everything needed to start context `name`; `timeout` is the
-    /// connect timeout (ssh gets it as its own `ConnectTimeout`). Fails,
+    /// connect timeout (enforced by the spawner over the whole handshake;
+    /// ssh's own `ConnectTimeout` is left to ssh_config). Fails,
     /// building nothing, when a field does not pass [`Method::validate`].
     pub fn spawn_spec(&self, name: &str, timeout: Duration) -> Result<SpawnSpec, InvalidOption> {
         self.spawn_spec_with(name, timeout, &python_argv)
@@ -315,7 +322,8 @@ impl Method {
     pub fn spawn_spec_with(
         &self,
         name: &str,
-        timeout: Duration,
+        // The spawner enforces it; no method's argv carries it.
+        _timeout: Duration,
         first: &dyn Fn(&str, &str) -> Vec<String>,
     ) -> Result<SpawnSpec, InvalidOption> {
         self.validate()?;
@@ -333,12 +341,11 @@ impl Method {
         spec.argv = match self {
             Method::Local(o) => first(&o.python, name),
             Method::Ssh(o) => {
-                if o.password.is_some() {
-                    // Never an askpass program: the prompt must reach our pty.
-                    spec.env
-                        .push(("SSH_ASKPASS_REQUIRE".into(), "never".into()));
-                }
-                ssh_argv(o, name, timeout, first)
+                // Never an askpass program: with a password the prompt
+                // must reach our pty; without one nobody can answer.
+                spec.env
+                    .push(("SSH_ASKPASS_REQUIRE".into(), "never".into()));
+                ssh_argv(o, name, first)
             }
             Method::Sudo(o) => {
                 let prompt = sudo_prompt(&prompt_token());
@@ -388,43 +395,55 @@ impl Method {
     }
 }
 
-fn ssh_argv(
-    o: &SshOptions,
-    name: &str,
-    timeout: Duration,
-    first: &dyn Fn(&str, &str) -> Vec<String>,
-) -> Vec<String> {
+fn ssh_argv(o: &SshOptions, name: &str, first: &dyn Fn(&str, &str) -> Vec<String>) -> Vec<String> {
     let mut a = vec![o.ssh_path.clone()];
     let mut opt = |s: String| {
         a.push("-o".into());
         a.push(s);
     };
     // The caller's own options first: ssh keeps the first value it gets
-    // for an option, so an inventory's `StrictHostKeyChecking=no` or
-    // `BatchMode` wins over our defaults below.
+    // for an option, so an inventory's `StrictHostKeyChecking=no` wins
+    // over anything below.
     for s in &o.ssh_options {
         opt(s.clone());
     }
-    // Batch mode unless we can answer a password: ssh then fails at once
-    // instead of prompting.
-    opt(format!(
-        "BatchMode={}",
-        if o.password.is_some() { "no" } else { "yes" }
-    ));
-    // Errors only: host key and auth failures are errors, and the
-    // "Permanently added" notice stays out of the log.
-    opt("LogLevel=ERROR".into());
-    opt(format!(
-        "ConnectTimeout={}",
-        timeout.as_secs_f64().ceil().max(1.0) as u64
-    ));
-    match o.check_host_keys {
-        HostKeyCheck::Enforce => opt("StrictHostKeyChecking=yes".into()),
-        HostKeyCheck::Accept => opt("StrictHostKeyChecking=accept-new".into()),
-        HostKeyCheck::Ignore => {
+    // Nothing else unless asked: a `-o` on the command line beats
+    // ssh_config, and what ~/.ssh/config or /etc/ssh/ssh_config set for
+    // the host (Port, User, IdentityFile, StrictHostKeyChecking,
+    // UserKnownHostsFile, ConnectTimeout, LogLevel, BatchMode...) must
+    // stand. No BatchMode either: without a password ssh runs with no
+    // terminal (its own session) and no askpass (SSH_ASKPASS_REQUIRE), so
+    // any question it would ask (a password, a passphrase, an unknown
+    // host key under the default `ask`) gets "no" at once. The connect
+    // deadline is ours (the whole handshake, not just the TCP connect).
+    if o.password.is_some() {
+        // We were given a password: ssh must ask for it (on our pty).
+        opt("BatchMode=no".into());
+    }
+    let policy = match o.check_host_keys {
+        HostKeyCheck::SshConfig if o.password.is_some() && !sets(o, "stricthostkeychecking") => {
+            // On our pty, `ask` would wait for a yes/no nobody gives:
+            // refuse unknown keys at once instead (what `ask` does
+            // without a terminal).
+            Some(HostKeyCheck::Enforce)
+        }
+        HostKeyCheck::SshConfig => None,
+        p => Some(p),
+    };
+    match policy {
+        None | Some(HostKeyCheck::SshConfig) => {}
+        Some(HostKeyCheck::Enforce) => opt("StrictHostKeyChecking=yes".into()),
+        Some(HostKeyCheck::Accept) => {
+            opt("StrictHostKeyChecking=accept-new".into());
+            // Without it every new host logs "Permanently added".
+            opt("LogLevel=ERROR".into());
+        }
+        Some(HostKeyCheck::Ignore) => {
             opt("StrictHostKeyChecking=no".into());
             opt("UserKnownHostsFile=/dev/null".into());
             opt("GlobalKnownHostsFile=/dev/null".into());
+            // Else every connection logs "Permanently added".
+            opt("LogLevel=ERROR".into());
         }
     }
     if o.compression {
@@ -477,6 +496,15 @@ fn sudo_argv(
     // sudo executes argv directly (and escapes it itself under -i).
     a.extend(first(&o.python, name));
     a
+}
+
+/// Whether the caller's own `-o` options set `key` (lowercase).
+fn sets(o: &SshOptions, key: &str) -> bool {
+    o.ssh_options.iter().any(|s| {
+        s.split(['=', ' ', '\t'])
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case(key))
+    })
 }
 
 /// Quotes `s` for a POSIX shell: unchanged when it is made only of safe
@@ -538,8 +566,22 @@ mod tests {
     }
 
     #[test]
-    fn ssh_argv_batch_mode_and_host_key_policy() {
+    fn ssh_argv_passes_only_what_was_asked_for() {
         let mut o = SshOptions::new("example.org");
+        let spec = Method::Ssh(o.clone())
+            .spawn_spec("ssh.1", Duration::from_millis(2500))
+            .unwrap();
+        // Nothing asked: no -o at all, ssh_config decides everything.
+        assert!(!spec.argv.iter().any(|a| a == "-o"), "{:?}", spec.argv);
+        assert!(spec
+            .argv
+            .join(" ")
+            .starts_with("ssh -T -- example.org exec "));
+        assert!(spec
+            .env
+            .contains(&("SSH_ASKPASS_REQUIRE".into(), "never".into())));
+        assert!(!spec.tty && spec.new_session && spec.password.is_none());
+
         o.user = Some("bob".into());
         o.port = Some(2222);
         o.identity_file = Some("/k".into());
@@ -548,17 +590,22 @@ mod tests {
             .spawn_spec("ssh.1", Duration::from_millis(2500))
             .unwrap();
         let a = spec.argv.join(" ");
-        assert!(a.starts_with("ssh -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=3 "));
-        assert!(a.contains("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"));
+        assert!(a.starts_with(
+            "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR "
+        ));
+        assert!(
+            !a.contains("BatchMode") && !a.contains("ConnectTimeout"),
+            "{a}"
+        );
         assert!(
             a.contains("-i /k -l bob -p 2222 -T -- example.org exec /usr/bin/python3")
                 || a.contains("-i /k -l bob -p 2222 -T -- example.org exec python3 -S -c ")
         );
-        assert!(!spec.tty && spec.new_session && spec.password.is_none());
 
         o.password = Some(Secret::new("hunter2"));
         o.check_host_keys = HostKeyCheck::Accept;
-        let spec = Method::Ssh(o)
+        let spec = Method::Ssh(o.clone())
             .spawn_spec("ssh.1", Duration::from_secs(30))
             .unwrap();
         assert!(spec.tty);
@@ -568,6 +615,24 @@ mod tests {
             .contains(&"StrictHostKeyChecking=accept-new".to_string()));
         assert!(!spec.argv.iter().any(|a| a.contains("hunter2")));
         assert!(!format!("{spec:?}").contains("hunter2"));
+
+        // A password and no policy: `ask` on our pty would wait for an
+        // answer, so unknown keys are refused, unless the caller's own
+        // options say otherwise.
+        o.check_host_keys = HostKeyCheck::SshConfig;
+        let argv = |o: &SshOptions| {
+            Method::Ssh(o.clone())
+                .spawn_spec("ssh.1", Duration::from_secs(30))
+                .unwrap()
+                .argv
+        };
+        assert!(argv(&o).contains(&"StrictHostKeyChecking=yes".to_string()));
+        o.ssh_options = vec!["stricthostkeychecking accept-new".into()];
+        let a = argv(&o);
+        assert!(
+            !a.contains(&"StrictHostKeyChecking=yes".to_string()),
+            "{a:?}"
+        );
     }
 
     #[test]

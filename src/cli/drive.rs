@@ -14,7 +14,8 @@ use super::report::{HostOutput, HostReport, Reporter};
 
 /// Runs `f` on every target, printing each host as it finishes; returns
 /// the exit code. The first SIGINT stops starting hosts and names those
-/// still running; the second aborts them (reported as died).
+/// still running; the second aborts them (reported as died). Hosts never
+/// started are reported as skipped.
 pub async fn drive<F, Fut>(
     master: &Master,
     targets: Vec<Target>,
@@ -35,16 +36,12 @@ where
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let mut interrupted = false;
-    let mut not_started = 0usize;
     loop {
         tokio::select! {
             next = results.next() => {
                 let Some((t, r)) = next else { break };
-                if matches!(r, Err(FleetError::NotStarted)) {
-                    // Listed in --failed-to by the reporter.
-                    not_started += 1;
-                    continue;
-                }
+                // A host never started (after Ctrl+C) is reported too:
+                // `skipped`.
                 let elapsed = fleet.elapsed(&t.name).unwrap_or_default();
                 reporter.host(&HostReport::new(&t.name, r, elapsed));
             }
@@ -70,10 +67,8 @@ where
             }
         }
     }
-    // Unstarted hosts the stream did not get to yield (aborted).
+    // Hosts the stream did not get to yield (a second Ctrl+C) get their
+    // `skipped` line from finish().
     drop(results);
-    if not_started > 0 {
-        reporter.note(&format!("{not_started} hosts were not started"));
-    }
     Ok(reporter.finish(interrupted))
 }

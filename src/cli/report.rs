@@ -23,9 +23,21 @@ pub enum Status {
     Unreachable,
     Died,
     Timeout,
+    /// Never started: the run was interrupted first (exit 130).
+    Skipped,
 }
 
 impl Status {
+    /// Every status, in the summary table's order.
+    pub const ALL: [Status; 6] = [
+        Status::Ok,
+        Status::Failed,
+        Status::Unreachable,
+        Status::Died,
+        Status::Timeout,
+        Status::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -33,6 +45,7 @@ impl Status {
             Status::Unreachable => "unreachable",
             Status::Died => "died",
             Status::Timeout => "timeout",
+            Status::Skipped => "skipped",
         }
     }
 }
@@ -83,6 +96,7 @@ impl HostReport {
                     FleetError::Unreachable(_) => Status::Unreachable,
                     FleetError::Failed(_) => Status::Failed,
                     FleetError::Timeout(_) => Status::Timeout,
+                    FleetError::NotStarted => Status::Skipped,
                     _ => Status::Died,
                 };
                 let error = match &e {
@@ -188,7 +202,8 @@ fn printable_block(s: &str) -> String {
 }
 
 /// The documented exit code: 0 all ok; 2 any unreachable; else 3 any
-/// died or timed out; else 1 any failed; 130 after an interrupt.
+/// died or timed out (or was skipped, which only an interrupt causes);
+/// else 1 any failed; 130 after an interrupt.
 pub fn exit_code<'a>(statuses: impl IntoIterator<Item = &'a Status>, interrupted: bool) -> u8 {
     if interrupted {
         return 130;
@@ -198,7 +213,7 @@ pub fn exit_code<'a>(statuses: impl IntoIterator<Item = &'a Status>, interrupted
         let c = match s {
             Status::Ok => 0,
             Status::Unreachable => 2,
-            Status::Died | Status::Timeout => 3,
+            Status::Died | Status::Timeout | Status::Skipped => 3,
             Status::Failed => 1,
         };
         let rank = |c: u8| match c {
@@ -243,6 +258,7 @@ impl Reporter {
                 ProgressStyle::with_template("[{elapsed_precise}] {pos}/{len} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            b.set_message("ok=0 failed=0 unreachable=0 died=0 timeout=0");
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
@@ -309,34 +325,76 @@ impl Reporter {
     }
 
     fn counts(&self) -> String {
-        format!(
+        let mut s = format!(
             "ok={} failed={} unreachable={} died={} timeout={}",
             self.count(Status::Ok),
             self.count(Status::Failed),
             self.count(Status::Unreachable),
             self.count(Status::Died),
             self.count(Status::Timeout)
-        )
+        );
+        let skipped = self.count(Status::Skipped);
+        if skipped > 0 {
+            s.push_str(&format!(" skipped={skipped}"));
+        }
+        s
+    }
+
+    /// A `skipped` line for every host that has none yet (never started,
+    /// or not yet yielded when a second interrupt ended the run): every
+    /// host of the run gets exactly one line.
+    pub fn skip_unreported(&mut self) {
+        let missing: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| !self.statuses.contains_key(*h))
+            .cloned()
+            .collect();
+        for h in missing {
+            self.host(&HostReport::new(
+                &h,
+                Err(FleetError::NotStarted),
+                Duration::ZERO,
+            ));
+        }
+    }
+
+    /// The summary table on a terminal: one row per status that occurred,
+    /// its count, and (except for ok) the first hosts that had it.
+    fn summary(&self) {
+        eprintln!(
+            "{} hosts in {:.1} s",
+            self.total,
+            self.started.elapsed().as_secs_f64()
+        );
+        eprintln!("  {:<12} {:>6}  HOSTS", "STATUS", "COUNT");
+        for s in Status::ALL {
+            let hosts: Vec<&str> = self
+                .hosts
+                .iter()
+                .filter(|h| self.statuses.get(*h) == Some(&s))
+                .map(String::as_str)
+                .collect();
+            if hosts.is_empty() {
+                continue;
+            }
+            let names = if s == Status::Ok {
+                String::new()
+            } else {
+                summary_names(&hosts)
+            };
+            eprintln!("  {:<12} {:>6}  {names}", s.as_str(), hosts.len());
+        }
     }
 
     /// The summary (on a terminal), the failed-hosts file, the exit code.
-    pub fn finish(self, interrupted: bool) -> u8 {
+    pub fn finish(mut self, interrupted: bool) -> u8 {
+        self.skip_unreported();
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
         if self.tty {
-            let not_started = self.total.saturating_sub(self.statuses.len());
-            eprintln!(
-                "{} hosts in {:.1} s: {}{}",
-                self.total,
-                self.started.elapsed().as_secs_f64(),
-                self.counts(),
-                if not_started > 0 {
-                    format!(" not-started={not_started}")
-                } else {
-                    String::new()
-                }
-            );
+            self.summary();
         }
         if let Some(f) = &self.failed_to {
             // Every host that did not succeed, reported or never started.
@@ -356,6 +414,16 @@ impl Reporter {
         }
         exit_code(self.statuses.values(), interrupted)
     }
+}
+
+/// At most 8 host names (escaped), then how many more.
+fn summary_names(hosts: &[&str]) -> String {
+    const SHOWN: usize = 8;
+    let mut s: Vec<String> = hosts.iter().take(SHOWN).map(|h| printable(h)).collect();
+    if hosts.len() > SHOWN {
+        s.push(format!("(+{} more)", hosts.len() - SHOWN));
+    }
+    s.join(" ")
 }
 
 /// `DIR/HOST.json` (the JSON line), plus `HOST.stdout`/`HOST.stderr` as
