@@ -933,3 +933,344 @@ mod api {
         });
     }
 }
+
+// ---- on a real terminal: the binary on a pty of its own ----
+
+mod on_a_terminal {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::common::sshd::{skip_unless, Sshd, Sudoers, TestUser};
+    use super::{lines, stderr, Fleet, EXE, NEEDS};
+
+    /// econtext with a pty as its controlling terminal and its stdin,
+    /// stdout and stderr: the session's foreground process group, so
+    /// Ctrl+C (0x03 written to the pty) is the line discipline's SIGINT,
+    /// and /dev/tty is where -k/-K prompt.
+    struct OnPty {
+        master: std::fs::File,
+        child: Child,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl OnPty {
+        fn spawn(args: &[&str]) -> OnPty {
+            let ws = nix::pty::Winsize {
+                ws_row: 50,
+                ws_col: 160,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+            let slave: OwnedFd = pty.slave;
+            let mut c = Command::new(EXE);
+            c.args(args)
+                .env("TERM", "xterm-256color")
+                .stdin(Stdio::from(slave.try_clone().unwrap()))
+                .stdout(Stdio::from(slave.try_clone().unwrap()))
+                .stderr(Stdio::from(slave.try_clone().unwrap()));
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                    if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = c.spawn().expect("start econtext on a pty");
+            drop(c);
+            drop(slave);
+            let master = std::fs::File::from(pty.master);
+            let out = Arc::new(Mutex::new(Vec::new()));
+            let (mut r, o) = (master.try_clone().unwrap(), out.clone());
+            // Reads until the last slave fd closes (EIO).
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    o.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+            OnPty { master, child, out }
+        }
+
+        fn raw(&self) -> Vec<u8> {
+            self.out.lock().unwrap().clone()
+        }
+
+        /// What a person would read: escape sequences and CRs removed.
+        fn text(&self) -> String {
+            plain(&String::from_utf8_lossy(&self.raw()))
+        }
+
+        fn send(&mut self, bytes: &[u8]) {
+            self.master.write_all(bytes).unwrap();
+            self.master.flush().unwrap();
+        }
+
+        /// Waits (at most `secs`) until the screen shows `needle`.
+        fn wait_for(&mut self, needle: &str, secs: u64) {
+            let end = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < end {
+                if self.text().contains(needle) {
+                    return;
+                }
+                if let Ok(Some(st)) = self.child.try_wait() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if self.text().contains(needle) {
+                        return;
+                    }
+                    panic!("exited ({st}) without showing {needle:?}:\n{}", self.text());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            panic!("{needle:?} not shown within {secs} s:\n{}", self.text());
+        }
+
+        /// The exit status (within `secs`), then what was shown.
+        fn finish(mut self, secs: u64) -> (ExitStatus, OnPty) {
+            let end = Instant::now() + Duration::from_secs(secs);
+            loop {
+                if let Some(st) = self.child.try_wait().unwrap() {
+                    // The reader drains what is left.
+                    std::thread::sleep(Duration::from_millis(300));
+                    return (st, self);
+                }
+                if Instant::now() > end {
+                    let _ = self.child.kill();
+                    panic!("did not exit within {secs} s:\n{}", self.text());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    impl Drop for OnPty {
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+
+    /// Removes CSI/OSC escape sequences and carriage returns.
+    fn plain(s: &str) -> String {
+        let mut out = String::new();
+        let mut it = s.chars().peekable();
+        while let Some(c) = it.next() {
+            match c {
+                '\u{1b}' => match it.next() {
+                    Some('[') => {
+                        for c in it.by_ref() {
+                            if ('@'..='~').contains(&c) {
+                                break;
+                            }
+                        }
+                    }
+                    Some(']') => {
+                        for c in it.by_ref() {
+                            if c == '\u{7}' {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                '\r' => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// The per-host text lines (`host | status | ...`) shown (on a
+    /// terminal, after what is left of the progress line they replaced).
+    fn host_lines(text: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.find("127.0.0.").map(|i| &l[i..]))
+            .filter(|l| l.contains(" | "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn progress_lines_summary_and_two_stage_ctrl_c_on_a_tty() {
+        if skip_unless(
+            NEEDS,
+            "progress_lines_summary_and_two_stage_ctrl_c_on_a_tty",
+        ) {
+            return;
+        }
+        let f = Fleet::start(60);
+        let inv = f.ini("");
+        let inv = inv.to_str().unwrap();
+        let common = ["run", "-i", inv, "--check-host-keys", "ignore"];
+
+        // Every host finishes: a line each, a progress line, the table.
+        let mut args = common.to_vec();
+        args.extend([
+            "-f",
+            "8",
+            "fleet",
+            "--",
+            "echo hi from $(hostname) >&2; exit 0",
+        ]);
+        let mut p = OnPty::spawn(&args);
+        p.wait_for("STATUS", 120);
+        let (st, p) = p.finish(30);
+        assert_eq!(st.code(), Some(0), "{}", p.text());
+        let text = p.text();
+        let hosts = host_lines(&text);
+        assert_eq!(hosts.len(), 20, "{text}");
+        assert!(
+            hosts.iter().all(|l| l.contains(" | ok | rc=0 | hi from ")),
+            "{hosts:?}"
+        );
+        // indicatif's line: elapsed, done/total and the counts.
+        assert!(text.contains("/20 ok="), "{text}");
+        assert!(text.contains("unreachable=0"), "{text}");
+        let raw = String::from_utf8_lossy(&p.raw()).into_owned();
+        assert!(raw.contains("\u{1b}["), "no progress drawing on a tty");
+        assert!(text.contains("20 hosts in "), "{text}");
+        let ok_row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("ok "))
+            .unwrap_or_default();
+        assert!(ok_row.split_whitespace().nth(1) == Some("20"), "{text}");
+        drop(p);
+
+        // Ctrl+C once: hosts still running are named, no new one starts;
+        // twice: they are aborted (died), the others skipped, exit 130.
+        let mut args = common.to_vec();
+        args.extend(["-f", "2", "all", "--", "sleep 60"]);
+        let all_connections = || (0..20).map(|i| f.connections_to(&f.addr(i))).sum::<usize>();
+        let before = all_connections();
+        let connections = || all_connections() - before;
+        let mut p = OnPty::spawn(&args);
+        p.wait_for("/20 ok=", 60);
+        // Both slots busy: two ssh connections made.
+        let end = Instant::now() + Duration::from_secs(60);
+        while connections() < 2 {
+            assert!(Instant::now() < end, "two hosts never connected");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p.send(b"\x03");
+        p.wait_for("still running (2)", 30);
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(connections(), 2, "a host started after the first Ctrl+C");
+        let t = Instant::now();
+        p.send(b"\x03");
+        let (st, p) = p.finish(30);
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert_eq!(st.code(), Some(130), "{}", p.text());
+        let text = p.text();
+        let hosts = host_lines(&text);
+        assert_eq!(hosts.len(), 20, "{text}");
+        let died = hosts.iter().filter(|l| l.contains(" | died | ")).count();
+        let skipped = hosts.iter().filter(|l| l.contains(" | skipped | ")).count();
+        assert_eq!((died, skipped), (2, 18), "{hosts:?}");
+        let row = |s: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(&format!("{s} ")))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        };
+        assert_eq!(row("died").as_deref(), Some("2"), "{text}");
+        assert_eq!(row("skipped").as_deref(), Some("18"), "{text}");
+
+        // Not a terminal: the same lines, no progress, no table, and not
+        // one escape code on stdout or stderr.
+        let out = Command::new(EXE)
+            .args(common)
+            .args(["-f", "8", "fleet", "--", "echo hi"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let so = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(host_lines(&so).len(), 20, "{so}");
+        assert!(so.lines().all(|l| l.ends_with(" | ok | rc=0 | hi")), "{so}");
+        for b in [&out.stdout, &out.stderr] {
+            assert!(!b.contains(&0x1b), "{:?}", String::from_utf8_lossy(b));
+        }
+        assert!(!stderr(&out).contains("STATUS"), "{}", stderr(&out));
+    }
+
+    /// -k asks for the ssh password and -K for the become password, on
+    /// the terminal, with echo off; both are used (an ssh login by
+    /// password, a sudo that needs one).
+    #[test]
+    fn ask_pass_and_ask_become_pass_prompt_on_the_tty_and_never_echo() {
+        if skip_unless(
+            NEEDS,
+            "ask_pass_and_ask_become_pass_prompt_on_the_tty_and_never_echo",
+        ) {
+            return;
+        }
+        let f = Fleet::start(90);
+        let user = TestUser::create("askp");
+        // sudo asks `user` for its own password.
+        let _sudoers = Sudoers::add("askp", &format!("{} ALL=(ALL:ALL) ALL\n", user.name));
+        // A host that takes passwords only (no key named for it).
+        let pw_sshd = Sshd::start(true);
+        let inv = f.dir.path("ask.ini");
+        std::fs::write(
+            &inv,
+            format!(
+                "bypw ansible_host=127.0.0.1 ansible_port={} ansible_user={u}\n\
+                 become ansible_host={} ansible_port={} ansible_user={u} \
+                 ansible_ssh_private_key_file={} ansible_become=yes ansible_become_user=root\n",
+                pw_sshd.port,
+                f.addr(0),
+                f.port,
+                f.key.display(),
+                u = user.name
+            ),
+        )
+        .unwrap();
+        let mut p = OnPty::spawn(&[
+            "run",
+            "-i",
+            inv.to_str().unwrap(),
+            "--check-host-keys",
+            "ignore",
+            "--json",
+            "-k",
+            "-K",
+            "all",
+            "--",
+            "id -un",
+        ]);
+        p.wait_for("SSH password:", 30);
+        p.send(format!("{}\r", user.password).as_bytes());
+        p.wait_for("BECOME password:", 30);
+        p.send(format!("{}\r", user.password).as_bytes());
+        let (st, p) = p.finish(120);
+        let text = p.text();
+        assert_eq!(st.code(), Some(0), "{text}");
+        let json: String = text
+            .lines()
+            .filter_map(|l| l.find("{\"host\"").map(|i| format!("{}\n", &l[i..])))
+            .collect();
+        let l = lines(&std::process::Output {
+            status: st,
+            stdout: json.into_bytes(),
+            stderr: Vec::new(),
+        });
+        assert_eq!(l["bypw"]["stdout"], format!("{}\n", user.name), "{text}");
+        assert_eq!(l["become"]["stdout"], "root\n", "{text}");
+        assert!(
+            !String::from_utf8_lossy(&p.raw()).contains(&user.password),
+            "the password was echoed:\n{text}"
+        );
+    }
+}
