@@ -17,6 +17,7 @@ use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
 use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
 use econtext_actors::{Context, DeadReason, Router, RouterConfig, Stream, StreamConfig};
+use econtext_agent::master_side::{agent_spec, agent_start};
 use econtext_bootstrap::connect::connect;
 use econtext_bootstrap::modules::ModuleFinder;
 use econtext_bootstrap::payload::framed_payload;
@@ -265,10 +266,6 @@ impl Master {
             .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
         let parent = opts.via.as_ref().map_or(handles::MASTER_ID, Context::id);
         let ctx = match opts.via.clone() {
-            Some(via) if opts.agent.is_some() => Err(ConnectError::Via {
-                via: via.id(),
-                reason: "a Rust agent through an intermediate is not supported yet".into(),
-            }),
             None => self.connect_direct(id, name, opts).await,
             Some(via) => self.connect_via(id, name, &via, opts).await,
         }
@@ -460,7 +457,13 @@ impl Master {
         let config = self.config(id, &name, ancestors.clone(), &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
         announce_route(&inner.router, id, &ancestors).await;
-        let spec = opts.method.spawn_spec(&name, timeout)?;
+        let (spec, agent) = match &opts.agent {
+            None => (opts.method.spawn_spec(&name, timeout)?, None),
+            Some(agent) => {
+                let (spec, ship) = agent_spec(&opts.method, agent, &name, timeout)?;
+                (spec, Some(agent_start(&ship, &config)))
+            }
+        };
         let spawn = Spawn {
             id,
             name: name.clone(),
@@ -475,6 +478,7 @@ impl Master {
             prompt_words: spec.prompts.words.clone(),
             exit_rules: spec.exit_rules.clone(),
             password: spec.password.map(|p| p.expose().to_string()),
+            agent,
         };
         let data = spawn
             .encode()
@@ -525,6 +529,10 @@ impl Master {
                     via: via.id(),
                     reason: other.to_string(),
                 },
+            })
+            .map_err(|e| match opts.agent {
+                Some(_) => econtext_agent::master_side::classify(e),
+                None => e,
             }),
         }
     }

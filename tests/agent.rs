@@ -151,6 +151,79 @@ fn rust_agent_is_an_intermediate_for_python() {
     });
 }
 
+/// Rust -> Python -> Rust: the Python intermediate starts the agent with
+/// the binary and config the master put in the SPAWN.
+fn rust_agent_under_a_python_intermediate() {
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let py = master
+            .connect(ConnectOptions::new(Method::Local(local(&python3()))).name("pymid"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        let agent = master
+            .connect(agent_opts("agentunderpy", Method::Local(Default::default())).via(&py))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        exercise(&agent, &cap).await;
+        let exe: String = agent.call("demo", "exe", ()).await.unwrap();
+        assert!(exe.starts_with("/memfd:econtext:agentunderpy"), "{exe}");
+        let py_pid: u32 = py.call("os", "getpid", ()).await.unwrap();
+        let agent_pid: u32 = agent.call("demo", "pid", ()).await.unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).unwrap();
+        let ppid: u32 = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, py_pid, "the agent is the Python context's child");
+        agent.shutdown().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), agent.dead())
+            .await
+            .expect("the agent ends on SHUTDOWN");
+        let still: u32 = py.call("os", "getpid", ()).await.unwrap();
+        assert_eq!(still, py_pid, "the intermediate lives on");
+    });
+}
+
+/// Rust -> Rust -> Rust: an agent starts another agent for the master.
+fn rust_agent_under_a_rust_agent() {
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let upper = master
+            .connect(agent_opts("agentupper", Method::Local(Default::default())))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        let lower = master
+            .connect(agent_opts("agentlower", Method::Local(Default::default())).via(&upper))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        let sum: i64 = lower.call("demo", "add", (20, 22)).await.unwrap();
+        assert_eq!(sum, 42);
+        let upper_pid: u32 = upper.call("demo", "pid", ()).await.unwrap();
+        let lower_pid: u32 = lower.call("demo", "pid", ()).await.unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{lower_pid}/stat")).unwrap();
+        let ppid: u32 = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            ppid, upper_pid,
+            "the lower agent is the upper agent's child"
+        );
+    });
+}
+
 fn memfd_refused_falls_back_to_private_dir_and_deletes_it() {
     run(async {
         let cap = Capture::default();
@@ -174,6 +247,71 @@ fn memfd_refused_falls_back_to_private_dir_and_deletes_it() {
             .parent()
             .unwrap();
         assert!(!dir.exists(), "{} left behind", dir.display());
+    });
+}
+
+/// The real refusal, not the forced flag: `vm.memfd_noexec=2` set in a
+/// new pid namespace (the sysctl is per namespace and inherited, so only
+/// this test's master and its agent see it). The agent's first stage must
+/// find the memfd exec refused and fall back to the private temp dir.
+fn memfd_noexec_sysctl_falls_back_to_private_dir() {
+    let test = "memfd_noexec_sysctl_falls_back_to_private_dir";
+    if skip_unless(&["unshare"], test) {
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "/bin/sh", "-c"])
+        .arg("echo 2 > /proc/sys/vm/memfd_noexec && exec \"$0\"")
+        .arg(&me)
+        .env("AGENT_TEST_ROLE", "noexec-master")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("memfd_noexec: No such file") || stderr.contains("unshare failed") {
+        eprintln!("SKIP: {test}: this kernel cannot set vm.memfd_noexec per namespace: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("NOEXEC 2"),
+        "the sysctl was not set:\n{stdout}"
+    );
+    let exe = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("EXE "))
+        .unwrap_or_else(|| panic!("no EXE line:\n{stdout}\n{stderr}"));
+    assert!(exe.ends_with(" (deleted)"), "not the fallback: {exe}");
+    assert!(
+        stdout.contains("REFUSED memfd exec refused"),
+        "the fallback is not logged:\n{stdout}"
+    );
+}
+
+/// `AGENT_TEST_ROLE=noexec-master`: starts an agent under the namespace's
+/// `vm.memfd_noexec`, prints what the test checks, and exits.
+fn noexec_master_role() {
+    run(async {
+        let noexec = std::fs::read_to_string("/proc/sys/vm/memfd_noexec").unwrap_or_default();
+        println!("NOEXEC {}", noexec.trim());
+        let cap = Capture::default();
+        let master = master(&cap);
+        let ctx = master
+            .connect(agent_opts("agentnoexec", Method::Local(Default::default())))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        let exe: String = ctx.call("demo", "exe", ()).await.unwrap();
+        println!("EXE {exe}");
+        let sum: i64 = ctx.call("demo", "add", (1, 2)).await.unwrap();
+        assert_eq!(sum, 3);
+        for line in cap.text().lines() {
+            if let Some(i) = line.find("memfd exec refused") {
+                println!("REFUSED {}", &line[i..]);
+            }
+        }
+        ctx.shutdown().await.unwrap();
     });
 }
 
@@ -383,8 +521,20 @@ const TESTS: &[(&str, fn())] = &[
         rust_agent_is_an_intermediate_for_python,
     ),
     (
+        "rust_agent_under_a_python_intermediate",
+        rust_agent_under_a_python_intermediate,
+    ),
+    (
+        "rust_agent_under_a_rust_agent",
+        rust_agent_under_a_rust_agent,
+    ),
+    (
         "memfd_refused_falls_back_to_private_dir_and_deletes_it",
         memfd_refused_falls_back_to_private_dir_and_deletes_it,
+    ),
+    (
+        "memfd_noexec_sysctl_falls_back_to_private_dir",
+        memfd_noexec_sysctl_falls_back_to_private_dir,
     ),
     (
         "rust_agent_over_ssh_to_user_without_python_leaves_nothing_on_disk",
@@ -402,8 +552,10 @@ const TESTS: &[(&str, fn())] = &[
 
 fn main() {
     econtext::agent::run_if_child(services);
-    if std::env::var("AGENT_TEST_ROLE").as_deref() == Ok("master") {
-        return master_role();
+    match std::env::var("AGENT_TEST_ROLE").as_deref() {
+        Ok("master") => return master_role(),
+        Ok("noexec-master") => return noexec_master_role(),
+        _ => {}
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {

@@ -6,12 +6,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use econtext_bootstrap::connect::{connect, Connected};
-use econtext_bootstrap::{ChildConfig, ConnectError, Method};
+use econtext_bootstrap::{ChildConfig, ConnectError, Method, SpawnSpec};
+use econtext_wire::messages::AgentStart;
 use slog::{info, Logger};
 use tokio::io::AsyncWriteExt;
 
 use crate::first_stage::{self, AgentOptions};
 use crate::ship::{shipped, Shipped};
+
+/// How `method` starts context `name` as a Rust agent: its spawn spec
+/// (the method's argv ending in the agent's `sh` first stage) and the
+/// compressed binary. Shared by direct connects and SPAWNs through
+/// intermediates, so both run the same first stage.
+pub fn agent_spec(
+    method: &Method,
+    opts: &AgentOptions,
+    name: &str,
+    timeout: Duration,
+) -> Result<(SpawnSpec, Arc<Shipped>), ConnectError> {
+    let ship = shipped(&opts.binary).map_err(|reason| ConnectError::Spawn {
+        program: opts.binary.display().to_string(),
+        reason,
+    })?;
+    let platform = ship.platform.clone();
+    let spec = method.spawn_spec_with(name, timeout, &|_python, name| {
+        first_stage::argv(name, &platform, opts)
+    })?;
+    Ok((spec, ship))
+}
+
+/// What a SPAWN carries so that an intermediate starts the agent: the
+/// binary in place of the core, and the config for after `EC1`.
+pub fn agent_start(ship: &Shipped, config: &ChildConfig) -> AgentStart {
+    AgentStart {
+        payload: ship.framed.clone(),
+        config: crate::config::encode(config),
+    }
+}
 
 /// Starts context `config.name` as a Rust agent with `method`: the `sh`
 /// first stage, the compressed binary after `EC0`, the config after the
@@ -23,14 +54,7 @@ pub async fn connect_agent(
     timeout: Duration,
     log: &Logger,
 ) -> Result<(Connected, Arc<Shipped>), ConnectError> {
-    let ship = shipped(&opts.binary).map_err(|reason| ConnectError::Spawn {
-        program: opts.binary.display().to_string(),
-        reason,
-    })?;
-    let platform = ship.platform.clone();
-    let spec = method.spawn_spec_with(&config.name, timeout, &|_python, name| {
-        first_stage::argv(name, &platform, opts)
-    })?;
+    let (spec, ship) = agent_spec(method, opts, &config.name, timeout)?;
     let mut connected = connect(&spec, &ship.framed, timeout, log)
         .await
         .map_err(classify)?;
@@ -53,10 +77,14 @@ pub async fn connect_agent(
 
 /// The first stage's own refusals, as typed errors.
 pub fn classify(e: ConnectError) -> ConnectError {
-    let ConnectError::ExitedEarly { stderr, .. } = &e else {
-        return e;
+    // Direct: the first stage's last lines. Through an intermediate: its
+    // message, which ends with those lines joined by " | ".
+    let lines: Vec<&str> = match &e {
+        ConnectError::ExitedEarly { stderr, .. } => stderr.iter().map(String::as_str).collect(),
+        ConnectError::Via { reason, .. } => reason.split(['\n', '|']).collect(),
+        _ => return e,
     };
-    for line in stderr {
+    for line in lines {
         if let Some(rest) = line
             .split("econtext-agent: platform mismatch: expected ")
             .nth(1)
@@ -100,6 +128,16 @@ mod tests {
             classify(exited("econtext-agent: tools missing: head gzip")),
             ConnectError::ToolsMissing {
                 tools: vec!["head".into(), "gzip".into()]
+            }
+        );
+        let via = ConnectError::Via {
+            via: 3,
+            reason: "exited early; last output: x | econtext-agent: tools missing: gzip".into(),
+        };
+        assert_eq!(
+            classify(via),
+            ConnectError::ToolsMissing {
+                tools: vec!["gzip".into()]
             }
         );
         let other = exited("something else");

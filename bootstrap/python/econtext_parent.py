@@ -69,7 +69,7 @@ HIGH, LOW = 8 << 20, 1 << 20  # bytes queued for one child: stop / resume readin
 HARD = 4 * HIGH  # bytes queued for one child past which it is closed (it does not read)
 _SPAWN_FIELDS = ('id', 'name', 'argv', 'env', 'config', 'timeout',
                  'method', 'new_session', 'tty', 'prompt', 'prompt_words', 'exit_rules',
-                 'password')
+                 'password', 'agent')
 
 MAX_PROMPT_LINE = 300  # bytes: a longer last line is output, not a question
 REDACTED = u'********'
@@ -602,11 +602,22 @@ def _preexec(tty_name):
     return child
 
 
-def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, tty=False,
-             prompt=None, password=None, words=(), rules=()):
-    key = binascii.unhexlify(cfg['key'])
+def _payload(cfg, agent):
+    # What follows EC0, and what follows EC1. A Rust agent (SPAWN `agent`):
+    # the master's framed binary, then the agent's config; else our core.
+    if agent:
+        if type(agent) is dict:
+            agent = agent['payload'], agent['config']
+        return bytes(agent[0]), bytes(agent[1])
     script = core.CORE_SOURCE + ('\nmain(%s)\n' % _literal(cfg)).encode('ascii')
     z = zlib.compress(script, 9)
+    return ('%d\n' % len(z)).encode('ascii') + z, b''
+
+
+def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, tty=False,
+             prompt=None, password=None, words=(), rules=(), agent=None):
+    key = binascii.unhexlify(cfg['key'])
+    payload, after_ec1 = _payload(cfg, agent)
     e = dict(os.environ)
     for k, v in env.items():
         e[_native(k)] = _native(v)
@@ -642,7 +653,14 @@ def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, 
     auth = _Auth(method, prompt, words, rules, password, keep and keep[0])
     sides = (err, side)
     try:
-        initial = _handshake(a, proc, sides, auth, ('%d\n' % len(z)).encode('ascii') + z, timeout)
+        initial = _handshake(a, proc, sides, auth, payload, timeout)
+        if after_ec1:
+            a.settimeout(timeout)
+            try:
+                a.sendall(after_ec1)
+            except socket.timeout:
+                raise _Fail('Timeout', 'timed out after %.1fs sending the agent its config' % timeout)
+            a.settimeout(None)
     except BaseException as x:
         _kill(proc)
         a.close()
@@ -696,7 +714,8 @@ def spawn(src, reply_to, data):
                           _text(req.get('method') or u''), bool(req.get('new_session')),
                           bool(req.get('tty')), req.get('prompt') and _text(req['prompt']),
                           None if password is None else _text(password),
-                          req.get('prompt_words') or (), req.get('exit_rules') or ())]
+                          req.get('prompt_words') or (), req.get('exit_rules') or (),
+                          req.get('agent'))]
         LOG.debug('spawned %s (context %d) pid %d', name, cid, reply[0])
     except _Fail as e:
         reply = CallError(u'econtext.ConnectError.' + _text(e.kind), _text(e.msg), u'')

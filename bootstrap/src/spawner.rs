@@ -1,5 +1,6 @@
-//! SPAWN in a Rust context: start a Python child on the master's behalf
-//! with the same connect code the master uses, then route for it.
+//! SPAWN in a Rust context: start a Python child (or a Rust agent) on the
+//! master's behalf with the same connect code the master uses, then route
+//! for it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +15,10 @@ use econtext_wire::messages::Spawn;
 use econtext_wire::{CallError, ContextId, Value};
 use slog::{info, Logger};
 
+use tokio::io::AsyncWriteExt;
+
 use crate::connect::connect;
+use crate::error::ConnectError;
 use crate::method::SpawnSpec;
 use crate::payload::{framed_payload, ChildConfig};
 use crate::prompt::{PromptRules, Secret};
@@ -147,8 +151,30 @@ impl Handler<Message> for Spawner {
         };
         let log = self.log.new(slog::o!("ctx" => req.name.clone()));
         let timeout = Duration::from_secs_f64(req.timeout.clamp(0.1, 3600.0));
-        let payload = framed_payload(&config);
-        let fut = async move { connect(&spec, &payload, timeout, &log).await };
+        // A Rust agent: its binary in place of our core, its config after
+        // its own EC1 (the master built both).
+        let (payload, after_ec1) = match req.agent.as_ref() {
+            Some(a) => (a.payload.clone(), Some(a.config.clone())),
+            None => (framed_payload(&config), None),
+        };
+        let fut = async move {
+            let mut connected = connect(&spec, &payload, timeout, &log).await?;
+            if let Some(mut cfg) = after_ec1 {
+                let sent = tokio::time::timeout(timeout, connected.data.write_all(&cfg)).await;
+                zeroize::Zeroize::zeroize(&mut cfg);
+                match sent {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(ConnectError::Timeout {
+                            stage: "the agent to read its config",
+                            after: timeout,
+                            stderr: connected.stderr_tail.lines(),
+                        })
+                    }
+                }
+            }
+            Ok(connected)
+        };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
             Ok(connected) => {
                 let pid = connected.process.pid();

@@ -149,6 +149,33 @@ pub struct Spawn {
     /// authenticated stream, as the key did.
     #[serde(default)]
     pub password: Option<String>,
+    /// Start a Rust agent instead of the Python core: `argv` is then the
+    /// agent's `sh` first stage, and the intermediate sends these bytes
+    /// where it would send its own core.
+    #[serde(default)]
+    pub agent: Option<AgentStart>,
+}
+
+/// What an intermediate sends a Rust agent it starts for the master: the
+/// framed, compressed binary after `EC0` (in place of the core payload),
+/// and the agent's config after the agent's own `EC1`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStart {
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// `"<len>\n"` and the MessagePack config map (it holds the key).
+    #[serde(with = "serde_bytes")]
+    pub config: Vec<u8>,
+}
+
+/// Sizes only: the config holds the tree's key.
+impl std::fmt::Debug for AgentStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentStart")
+            .field("payload_bytes", &self.payload.len())
+            .field("config_bytes", &self.config.len())
+            .finish()
+    }
 }
 
 /// One rule of exit classification: when a line of what a child printed
@@ -189,6 +216,7 @@ impl std::fmt::Debug for Spawn {
             .field("prompt_words", &self.prompt_words)
             .field("exit_rules", &self.exit_rules)
             .field("password", &self.password.as_ref().map(|_| "********"))
+            .field("agent", &self.agent)
             .finish()
     }
 }
@@ -197,6 +225,9 @@ impl std::fmt::Debug for Spawn {
 impl Drop for Spawn {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.password);
+        if let Some(a) = &mut self.agent {
+            zeroize::Zeroize::zeroize(&mut a.config);
+        }
     }
 }
 
@@ -269,10 +300,19 @@ mod tests {
             prompt_words: Vec::new(),
             exit_rules: Vec::new(),
             password: Some("hunter2".into()),
+            agent: Some(AgentStart {
+                payload: vec![1; 10],
+                config: b"cafebabe".to_vec(),
+            }),
         };
         let debug = format!("{spawn:?}");
         assert!(
             !debug.contains("hunter2") && !debug.contains("deadbeef"),
+            "{debug}"
+        );
+        // The agent's config (it holds the key) shows as a size only.
+        assert!(
+            debug.contains("config_bytes: 8") && !debug.contains("[99, 97"),
             "{debug}"
         );
     }
