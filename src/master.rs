@@ -6,17 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use econtext_actors::announce::announce_route;
+use econtext_actors::attach::{
+    ancestors_of, attach_process, start_in_process, ChildLink, ChildProcess, JoinError, Joining,
+};
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
-use econtext_actors::router::{
-    register_service, AllocateId, ContextStarted, DeclareDead, ShutdownContext, Subscribe,
-    WhenStopped,
-};
-use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
+use econtext_actors::router::{register_service, ShutdownContext, Subscribe, WhenStopped};
+use econtext_actors::rust_context::RustContextConfig;
 use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
-use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
-use econtext_actors::{Context, DeadReason, Router, RouterConfig, Stream, StreamConfig};
+use econtext_actors::supervisor::DEFAULT_GRACE;
+use econtext_actors::{Context, Router, RouterConfig};
 use econtext_agent::master_side::{agent_spec, agent_start};
 use econtext_bootstrap::connect::connect;
 use econtext_bootstrap::modules::ModuleFinder;
@@ -27,6 +26,9 @@ use econtext_wire::messages::Spawn;
 use econtext_wire::{handles, ContextId, DEFAULT_MAX_MESSAGE_SIZE};
 use rand::RngCore;
 use slog::{debug, o, Logger};
+
+/// Bytes an in-process Rust context's pipe buffers before its writer waits.
+const IN_PROCESS_PIPE: usize = 256 * 1024;
 
 /// How the master and the contexts it creates behave.
 #[derive(Clone)]
@@ -128,8 +130,6 @@ struct Inner {
     log_forwarder: Addr<LogForwarder>,
     key: Vec<u8>,
     importer_stats: Arc<ImporterStats>,
-    /// Which context created each context (the master's view of the tree).
-    parents: Mutex<HashMap<ContextId, ContextId>>,
     /// Routers of the Rust contexts running in this process.
     in_process: Mutex<HashMap<ContextId, Addr<Router>>>,
     /// The supervisor tree, one supervisor per context (src/supervise.rs).
@@ -140,8 +140,8 @@ struct Inner {
 impl Inner {
     /// A context's supervisor is done with it: forget it here too, so
     /// nothing grows with every context created and lost.
+    /// (The tree's parentage is the router core's, pruned there.)
     fn forget(&self, id: ContextId) {
-        self.parents.lock().expect("tree lock").remove(&id);
         self.in_process.lock().expect("in-process lock").remove(&id);
     }
 }
@@ -214,7 +214,6 @@ impl Master {
                 log_forwarder,
                 key,
                 importer_stats,
-                parents: Mutex::new(HashMap::new()),
                 in_process: Mutex::new(HashMap::new()),
                 opts,
             }
@@ -259,28 +258,20 @@ impl Master {
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Context, ConnectError> {
         // Before anything is allocated, announced or started.
         opts.method.validate()?;
-        let id = self.allocate_id().await?;
+        let parent = opts.via.as_ref().map_or(handles::MASTER_ID, Context::id);
+        // Dropped unfinished (an error, or this future cancelled), it
+        // declares the context dead: its ID returns, its routes go.
+        let joining = self.join(parent).await?;
+        let id = joining.id;
         let name = opts
             .name
             .clone()
             .unwrap_or_else(|| format!("{}.{}", opts.method.kind(), id));
-        let parent = opts.via.as_ref().map_or(handles::MASTER_ID, Context::id);
         let ctx = match opts.via.clone() {
             None => self.connect_direct(id, name, opts).await,
-            Some(via) => self.connect_via(id, name, &via, opts).await,
-        }
-        .inspect_err(|_| {
-            // Its ID goes back (after quarantine), its routes away.
-            self.inner.router.do_send(DeclareDead {
-                id,
-                reason: DeadReason::ConnectFailed,
-            });
-        })?;
-        self.inner.router.do_send(ContextStarted {
-            id,
-            name: ctx.name().to_string(),
-            parent,
-        });
+            Some(via) => self.connect_via(&joining, name, &via, opts).await,
+        }?;
+        joining.started(ctx.name());
         self.inner
             .log_forwarder
             .do_send(NameContext(id, ctx.name().to_string()));
@@ -314,46 +305,41 @@ impl Master {
                     reason: "not an in-process Rust context".into(),
                 })?
         };
-        let id = self.allocate_id().await?;
-        let mut ancestors = vec![parent];
-        ancestors.extend(self.ancestors(parent));
+        let joining = self.join(parent).await?;
+        let id = joining.id;
         let log = inner.opts.log.new(o!("ctx" => name.to_string()));
-        if parent != handles::MASTER_ID {
-            announce_route(&inner.router, id, &ancestors).await;
-        }
-        let (parent_end, child_end) = tokio::io::duplex(256 * 1024);
-        let (pr, pw) = tokio::io::split(parent_end);
-        let (cr, cw) = tokio::io::split(child_end);
-        let mut config =
-            RustContextConfig::new(id, name, parent, ancestors, &inner.key, log.clone());
+        let mut config = RustContextConfig::new(
+            id,
+            name,
+            parent,
+            joining.ancestors.clone(),
+            &inner.key,
+            log.clone(),
+        );
         config.max_message_size = inner.opts.max_message_size;
         let services = services.into();
-        let router = start_rust_context(
+        let child = start_in_process(
+            &parent_router,
             config,
             services.functions.clone(),
-            cr,
-            cw,
-            Default::default(),
+            IN_PROCESS_PIPE,
         );
+        let router = child.router;
         // The same served actors an out-of-process agent would start.
         services.start_actors(&router, id);
-        let spawner = Spawner::new(id, router.clone(), &inner.key, log.clone())
+        let spawner = Spawner::new(id, router.clone(), &inner.key, log)
             .with_exit_sink(inner.supervision.exit_sink())
             .start();
         register_service(&router, handles::SPAWN, spawner.recipient());
-        let mut sc = StreamConfig::new(id, false, &inner.key, log);
-        sc.max_message_size = inner.opts.max_message_size;
-        let uplink = Stream::start(sc, pr, pw, parent_router);
         // Closing the parent's end of its link ends an in-process context.
         inner
             .supervision
-            .set_stopper(id, Stopper::Link(uplink.recipient()));
+            .set_stopper(id, Stopper::Link(child.uplink.recipient()));
         inner
             .in_process
             .lock()
             .expect("in-process lock")
             .insert(id, router);
-        inner.parents.lock().expect("tree lock").insert(id, parent);
         inner
             .log_forwarder
             .do_send(NameContext(id, name.to_string()));
@@ -362,11 +348,7 @@ impl Master {
         ctx.call::<bool>("econtext", "ping", ())
             .await
             .map_err(|e| ConnectError::Io(format!("in-process context {name}: {e}")))?;
-        inner.router.do_send(ContextStarted {
-            id,
-            name: name.to_string(),
-            parent,
-        });
+        joining.started(name);
         Ok(ctx)
     }
 
@@ -384,32 +366,30 @@ impl Master {
         let _ = tokio::time::timeout(bound, stopped).await;
     }
 
-    /// A fresh context ID: never 0, never a live one; freed IDs come back
-    /// after a quarantine.
-    async fn allocate_id(&self) -> Result<ContextId, ConnectError> {
-        self.inner
-            .router
-            .send(AllocateId)
+    /// Begins a child under `parent` through the one shared path
+    /// (`econtext_actors::attach`): a fresh ID (never 0, never a live
+    /// one; freed IDs come back after a quarantine), its ancestors, its
+    /// routes announced.
+    async fn join(&self, parent: ContextId) -> Result<Joining, ConnectError> {
+        Joining::begin(&self.inner.router, parent)
             .await
-            .map_err(|_| ConnectError::Io("the master's router has stopped".into()))?
-            .map_err(|e| ConnectError::IdsExhausted(e.to_string()))
+            .map_err(|e| match e {
+                JoinError::IdsExhausted(e) => ConnectError::IdsExhausted(e.to_string()),
+                JoinError::UnknownParent(p) => ConnectError::Via {
+                    via: p,
+                    reason: "not a live context of this tree".into(),
+                },
+                other => ConnectError::Io(other.to_string()),
+            })
     }
 
-    /// The ancestors of `id`, its parent first, ending with the master.
-    pub fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
-        let tree = self.inner.parents.lock().expect("tree lock");
-        let mut out = Vec::new();
-        let mut cur = id;
-        while cur != handles::MASTER_ID {
-            match tree.get(&cur) {
-                Some(&p) => {
-                    out.push(p);
-                    cur = p;
-                }
-                None => break,
-            }
-        }
-        out
+    /// The ancestors of `id`, its parent first, ending with the master
+    /// (empty for a context the master does not know: it keeps no record
+    /// of the dead). The master's router core is the one record of this.
+    pub async fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
+        ancestors_of(&self.inner.router, id)
+            .await
+            .unwrap_or_default()
     }
 
     fn config(
@@ -446,17 +426,15 @@ impl Master {
     /// new context sends is taken for a spoof), then SPAWN.
     async fn connect_via(
         &self,
-        id: ContextId,
+        joining: &Joining,
         name: String,
         via: &Context,
         opts: ConnectOptions,
     ) -> Result<Context, ConnectError> {
         let inner = &self.inner;
-        let mut ancestors = vec![via.id()];
-        ancestors.extend(self.ancestors(via.id()));
-        let config = self.config(id, &name, ancestors.clone(), &opts);
+        let id = joining.id;
+        let config = self.config(id, &name, joining.ancestors.clone(), &opts);
         let timeout = opts.connect_timeout.unwrap_or(inner.opts.connect_timeout);
-        announce_route(&inner.router, id, &ancestors).await;
         let (spec, agent) = match &opts.agent {
             None => (opts.method.spawn_spec(&name, timeout)?, None),
             Some(agent) => {
@@ -505,11 +483,6 @@ impl Master {
                     };
                     inner.supervision.set_stopper(id, stopper);
                 }
-                inner
-                    .parents
-                    .lock()
-                    .expect("tree lock")
-                    .insert(id, via.id());
                 Ok(Context::new(
                     id,
                     &name,
@@ -564,31 +537,27 @@ impl Master {
                 connect(&spec, &framed_payload(&config), timeout, &log).await?
             }
         };
-        debug!(log, "connected"; "id" => id, "pid" => connected.process.pid());
-        inner
-            .parents
-            .lock()
-            .expect("tree lock")
-            .insert(id, handles::MASTER_ID);
+        let pid = connected.process.pid();
+        debug!(log, "connected"; "id" => id, "pid" => pid);
         let (reader, writer) = connected.data.into_split();
-        let mut sc = StreamConfig::new(id, false, &inner.key, log.clone());
-        sc.max_message_size = inner.opts.max_message_size;
-        sc.initial = connected.initial;
-        Stream::start(sc, reader, writer, inner.router.clone());
-        inner.supervision.set_stopper(
+        let link = ChildLink {
             id,
-            Stopper::LocalProcess {
-                pid: connected.process.pid(),
-            },
-        );
-        ProcessWatch::start(
-            id,
-            inner.router.clone(),
-            Box::new(connected.process),
-            inner.opts.grace,
-            Some(inner.supervision.exit_sink()),
+            key: &inner.key,
+            max_message_size: inner.opts.max_message_size,
+            initial: connected.initial,
             log,
-        );
+        };
+        let child = ChildProcess {
+            reader,
+            writer,
+            carrier: Box::new(connected.process),
+            grace: inner.opts.grace,
+            on_exit: Some(inner.supervision.exit_sink()),
+        };
+        attach_process(&inner.router, link, child);
+        inner
+            .supervision
+            .set_stopper(id, Stopper::LocalProcess { pid });
         Ok(Context::new(
             id,
             &name,

@@ -32,7 +32,7 @@ async fn tree_with_raw_child() -> (
     let cap = Capture::default();
     let mut t = SimTree::new(cap.logger());
     t.spawn("good", 0, functions()).await;
-    let (raw, end) = t.attach_raw("raw", 0);
+    let (raw, end) = t.attach_raw("raw", 0).await;
     let pending = t
         .context(raw)
         .call_with("math", "add")

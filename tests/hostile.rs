@@ -396,7 +396,7 @@ mod router_side {
             let cap = Capture::default();
             let mut t = SimTree::new(cap.logger());
             let sibling = t.spawn("sibling", 0, functions()).await;
-            let (evil, end) = t.attach_raw("evil", 0);
+            let (evil, end) = t.attach_raw("evil", 0).await;
             let mut raw = Evil::new(&t, end);
             let pending = t
                 .context(sibling)
@@ -454,7 +454,7 @@ mod router_side {
             let a = t.spawn("a", 0, functions()).await;
             let c = t.spawn("c", a, functions()).await;
             let b = t.spawn("b", 0, functions()).await;
-            let (evil, end) = t.attach_raw("evil", 0);
+            let (evil, end) = t.attach_raw("evil", 0).await;
             let mut raw = Evil::new(&t, end);
             let del = |dst: ContextId, target: ContextId| {
                 Frame::new(
@@ -486,7 +486,7 @@ mod router_side {
             let cap = Capture::default();
             let mut t = SimTree::new(cap.logger());
             let good = t.spawn("good", 0, functions()).await;
-            let (_evil, end) = t.attach_raw("evil", 0);
+            let (_evil, end) = t.attach_raw("evil", 0).await;
             let mut raw = Evil::new(&t, end);
             // 20,000 frames claiming to come from `good` (spoofed).
             for _ in 0..20 {
@@ -527,7 +527,7 @@ mod router_side {
         run(async {
             let mut t = SimTree::new(Capture::default().logger());
             let good = t.spawn("good", 0, functions()).await;
-            let (evil, end) = t.attach_raw("evil", 0);
+            let (evil, end) = t.attach_raw("evil", 0).await;
             let mut raw = Evil::new(&t, end);
             // 50,000 requests whose answers (Dead: no such handle) go back
             // to a child that never reads them.
@@ -612,7 +612,7 @@ mod router_side {
             };
             // 2,000 requests for a 256 KiB module (500 MB of replies) from
             // a child that reads none of them.
-            let (evil, end) = t.attach_raw("evil", 0);
+            let (evil, end) = t.attach_raw("evil", 0).await;
             let mut raw = Evil::new(&t, end);
             const N: u64 = 2000;
             for round in 0..(N as u32 / 100) {
@@ -651,7 +651,7 @@ mod router_side {
             assert_eq!(warnings, 1, "one warning per interval: {}", cap.text());
 
             // A sibling is served in full meanwhile.
-            let (good, end) = t.attach_raw("good", 0);
+            let (good, end) = t.attach_raw("good", 0).await;
             let mut sibling = Evil::new(&t, end);
             sibling.write(vec![ask(good, 77)]).await;
             let mut buf = BytesMut::new();

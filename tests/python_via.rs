@@ -108,7 +108,7 @@ fn chain_of_three_local_contexts_getppid_is_the_middle() {
         let a = spawn(&master, &py, "a", None).await;
         let b = spawn(&master, &py, "b", Some(&a)).await;
         let c = spawn(&master, &py, "c", Some(&b)).await;
-        assert_eq!(master.ancestors(c.id()), vec![b.id(), a.id(), 0]);
+        assert_eq!(master.ancestors(c.id()).await, vec![b.id(), a.id(), 0]);
         let (ia, ib, ic) = (ids(&a).await, ids(&b).await, ids(&c).await);
         assert_eq!(ic[3], ib[2], "c's parent process is b");
         assert_eq!(ib[3], ia[2], "b's parent process is a");
@@ -216,7 +216,7 @@ fn tree_like_the_seeds_example_routes_leaf_to_leaf_across_branches() {
         let node12b = spawn(&master, &pick(5), "node12b", Some(&rack12)).await;
         let node22a = spawn(&master, &pick(6), "node22a", Some(&rack22)).await;
         assert_eq!(
-            master.ancestors(node22a.id()),
+            master.ancestors(node22a.id()).await,
             vec![rack22.id(), dc2.id(), bastion.id(), 0]
         );
         let hops = [&bastion, &dc1, &dc2, &rack12, &rack22];

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::{run, Capture};
-use econtext::actors::router::{AllocateId, DeclareDead, GetStats, Subscribe};
+use econtext::actors::router::{AllocateId, DeclareDead, GetStats, ShutdownGrace, Subscribe};
 use econtext::testing::SimTree;
 use econtext::wire::ContextId;
 use econtext::{
@@ -88,7 +88,7 @@ async fn tree_with_a_stalled_child(
     let mut f = Functions::default();
     f.register("math.add", |(a, b): (i64, i64)| a + b);
     t.spawn("good", 0, f).await;
-    let (raw, end) = t.attach_raw("stalled", 0);
+    let (raw, end) = t.attach_raw("stalled", 0).await;
     // Let the attach land before traffic.
     let _ = t.master().send(GetStats).await;
     for _ in 0..12 {
@@ -165,23 +165,75 @@ fn a_timeout_to_a_stalled_child_covers_the_wait_for_link_room() {
 }
 
 #[test]
-fn shutdown_of_a_stalled_child_returns_at_once_and_it_is_declared_dead() {
+fn shutdown_of_a_stalled_child_returns_within_the_grace_period_and_it_is_declared_dead() {
     run(async {
-        let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(3)).await;
+        // Stalls are detected after 1 s, inside the 3 s grace period.
+        let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(1)).await;
         let ctx = t.context(raw);
         let t0 = Instant::now();
-        tokio::time::timeout(Duration::from_secs(3), ctx.shutdown())
+        tokio::time::timeout(Duration::from_secs(10), ctx.shutdown())
             .await
             .expect("shutdown() is bounded")
             .unwrap();
-        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
-        let why = tokio::time::timeout(Duration::from_secs(10), ctx.dead())
+        let grace = t.master().send(ShutdownGrace).await.unwrap();
+        assert!(
+            t0.elapsed() < grace + Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+        // shutdown() waited for the death: it is already known.
+        let why = tokio::time::timeout(Duration::from_millis(100), ctx.dead())
             .await
-            .expect("the stalled peer is closed as dead");
+            .expect("dead when shutdown() returned");
         assert_eq!(why, DeadReason::Stalled);
         // The senders that were waiting for room heard about it too.
         let s = t.master().send(GetStats).await.unwrap();
         assert!(!s.streams.contains(&raw), "{s:?}");
+    });
+}
+
+#[test]
+fn shutdown_waits_for_the_context_to_be_gone() {
+    run(async {
+        let mut t = SimTree::new(Capture::default().logger());
+        let id = t.spawn("leaf", 0, Functions::default()).await;
+        let ctx = t.context(id);
+        tokio::time::timeout(Duration::from_secs(10), ctx.shutdown())
+            .await
+            .expect("shutdown() is bounded")
+            .unwrap();
+        let why = tokio::time::timeout(Duration::from_millis(100), ctx.dead())
+            .await
+            .expect("dead when shutdown() returned");
+        assert!(
+            matches!(why, DeadReason::Disconnected | DeadReason::ShutDown),
+            "{why:?}"
+        );
+        let s = t.master().send(GetStats).await.unwrap();
+        assert!(s.streams.is_empty(), "{s:?}");
+    });
+}
+
+#[test]
+fn shutdown_of_a_context_that_ignores_it_cuts_it_off_at_the_grace_period() {
+    run(async {
+        let mut t = SimTree::new(Capture::default().logger());
+        // A raw child reads nothing and answers nothing, but its link has
+        // room: only the grace period ends it.
+        let (raw, _end) = t.attach_raw("deaf", 0).await;
+        let _ = t.master().send(GetStats).await;
+        let ctx = t.context(raw);
+        let grace = t.master().send(ShutdownGrace).await.unwrap();
+        let t0 = Instant::now();
+        tokio::time::timeout(grace * 3, ctx.shutdown())
+            .await
+            .expect("shutdown() is bounded")
+            .unwrap();
+        assert!(t0.elapsed() >= grace, "{:?}", t0.elapsed());
+        let why = tokio::time::timeout(Duration::from_secs(1), ctx.dead())
+            .await
+            .expect("cut off when shutdown() returned");
+        assert_eq!(why, DeadReason::Killed);
     });
 }
 

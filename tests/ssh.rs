@@ -546,7 +546,7 @@ fn sudo_through_a_rust_intermediate_runs_as_that_user() {
             .await
             .unwrap();
         assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
-        assert_eq!(master.ancestors(ctx.id()), vec![mid.id(), 0]);
+        assert_eq!(master.ancestors(ctx.id()).await, vec![mid.id(), 0]);
         ctx.shutdown().await.unwrap();
     });
 }
@@ -645,7 +645,7 @@ fn four_hop_chain_ssh_sudo_ssh_sudo() {
         .await;
         assert_eq!(leaf.call::<u32>("os", "getuid", ()).await.unwrap(), uid);
         assert_eq!(
-            master.ancestors(leaf.id()),
+            master.ancestors(leaf.id()).await,
             vec![ssh2.id(), sudo1.id(), ssh1.id(), 0]
         );
         ssh1.shutdown().await.unwrap();
@@ -734,7 +734,7 @@ fn sudo_password_answered_by_a_python_intermediate() {
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
         assert_eq!(leaf.call::<u32>("os", "getuid", ()).await.unwrap(), 0);
-        assert_eq!(master.ancestors(leaf.id()), vec![mid.id(), 0]);
+        assert_eq!(master.ancestors(leaf.id()).await, vec![mid.id(), 0]);
         // No password, and sudo wants one (sudo -n): said at once.
         let started = Instant::now();
         let none = master

@@ -149,7 +149,7 @@ fn supervisor_tree_has_the_shape_of_the_context_tree_through_python_and_rust_int
         // Every supervisor sits under the supervisor of the context the
         // master created it through.
         for c in [&py1, &py2, &rs1, &py3, &rs2] {
-            let parent = m.ancestors(c.id())[0];
+            let parent = m.ancestors(c.id()).await[0];
             let under = tree.find(parent).expect("parent supervisor");
             assert!(under.children.iter().any(|k| k.id == c.id()), "{c:?}");
         }
@@ -523,7 +523,10 @@ fn no_supervisor_watcher_or_handle_is_left_behind_after_1000_create_kill_cycles(
             .filter(|p| live.contains(p) || zombies.contains(p))
             .collect();
         assert!(left.is_empty(), "processes left: {left:?}");
-        assert!(m.ancestors(1000).is_empty(), "the master forgot the dead");
+        assert!(
+            m.ancestors(1000).await.is_empty(),
+            "the master forgot the dead"
+        );
     });
 }
 

@@ -25,7 +25,7 @@ fn python_context_through_a_rust_intermediate() {
             )
             .await
             .unwrap();
-        assert_eq!(master.ancestors(leaf.id()), vec![mid.id(), 0]);
+        assert_eq!(master.ancestors(leaf.id()).await, vec![mid.id(), 0]);
         let pid: i32 = leaf.call("os", "getpid", ()).await.unwrap();
         let ppid: u32 = leaf.call("os", "getppid", ()).await.unwrap();
         assert_eq!(
@@ -63,7 +63,7 @@ fn rust_contexts_nest_and_route() {
             .rust_context("c", Some(&b), functions())
             .await
             .unwrap();
-        assert_eq!(master.ancestors(c.id()), vec![b.id(), a.id(), 0]);
+        assert_eq!(master.ancestors(c.id()).await, vec![b.id(), a.id(), 0]);
         assert_eq!(c.call::<i64>("math", "add", (20, 22)).await.unwrap(), 42);
         // A Python leaf three hops down.
         let leaf = master

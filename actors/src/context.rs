@@ -13,7 +13,9 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::event::DeadReason;
 use crate::message::Message;
-use crate::router::{Dispatch, Request, Router, Unregister, WatchContext};
+use crate::router::{
+    DeclareDead, Dispatch, Request, Router, ShutdownGrace, Unregister, WatchContext,
+};
 
 /// A handle on one context of the tree, local or remote. Cheap to clone.
 ///
@@ -189,17 +191,38 @@ impl Context {
         }
     }
 
-    /// Asks the context to shut down gracefully (SHUTDOWN). The frame
-    /// goes on the control lane, so this returns at once even when the
-    /// context has stopped reading; its supervisor kills it after the
-    /// grace period if it does not go.
+    /// Shuts the context down gracefully (SHUTDOWN) and returns once it
+    /// is dead, within the grace period of the router this handle sends
+    /// through (`MasterOptions::grace`). The frame goes on the control
+    /// lane, so it never waits for link room, even when the context has
+    /// stopped reading. A context still there when the grace period ends
+    /// is cut off (`DeadReason::Killed`): its link closes, its waiters hear
+    /// Dead, and the watch that owns its process kills it.
     pub async fn shutdown(&self) -> Result<()> {
+        let died = self
+            .router
+            .send(WatchContext(self.id))
+            .await
+            .map_err(|_| Error::RouterGone)?;
+        let grace = self
+            .router
+            .send(ShutdownGrace)
+            .await
+            .map_err(|_| Error::RouterGone)?;
+        let deadline = tokio::time::Instant::now() + grace;
         dispatch(
             &self.router,
             crate::router::shutdown_frame(self.id, self.me),
             true,
         )
-        .await
+        .await?;
+        if tokio::time::timeout_at(deadline, died).await.is_err() {
+            self.router.do_send(DeclareDead {
+                id: self.id,
+                reason: DeadReason::Killed,
+            });
+        }
+        Ok(())
     }
 
     /// Resolves with the reason once this context is dead.

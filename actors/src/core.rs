@@ -254,6 +254,26 @@ impl<S> RouterCore<S> {
         self.shutdown_deadline.is_some()
     }
 
+    /// The ancestors of `id` as this context knows them (who created it,
+    /// who created that one, ...), nearest first, ending with this
+    /// context; empty for a context it does not know. In the master this
+    /// is the whole tree's parentage: nobody else keeps a copy.
+    pub fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
+        let me = self.me();
+        let mut out = Vec::new();
+        let mut cur = id;
+        while cur != me && out.len() < usize::from(u16::MAX) {
+            match self.table.creator(cur) {
+                Some(p) if p != cur => {
+                    out.push(p);
+                    cur = p;
+                }
+                _ => return Vec::new(),
+            }
+        }
+        out
+    }
+
     /// Direct peers whose links exist.
     pub fn peers(&self) -> Vec<ContextId> {
         let mut v: Vec<_> = self.peers.keys().copied().collect();

@@ -24,6 +24,7 @@
 //! all decisions live in [`routing`] and [`handles`].
 
 pub mod announce;
+pub mod attach;
 pub mod channel;
 pub mod context;
 pub mod core;

@@ -671,6 +671,21 @@ impl Handler<AllocateId> for Router {
     }
 }
 
+/// The ancestors of a context as this router's core knows them, nearest
+/// first, ending with this context (empty when unknown). The master's core
+/// is the one record of the tree's parentage.
+#[derive(Message)]
+#[rtype(result = "Vec<ContextId>")]
+pub struct Ancestors(pub ContextId);
+
+impl Handler<Ancestors> for Router {
+    type Result = MessageResult<Ancestors>;
+
+    fn handle(&mut self, msg: Ancestors, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.ancestors(msg.0))
+    }
+}
+
 /// Subscribes to every death this router sees.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -745,6 +760,20 @@ impl Handler<ShutdownContext> for Router {
         self.with_core(ctx, |c, now| c.begin_shutdown(now));
         // Enforce the deadline exactly, not at the next tick.
         ctx.run_later(self.core.shutdown_grace(), |act, ctx| act.tick(ctx));
+    }
+}
+
+/// How long this router gives a context to go after SHUTDOWN (its own
+/// shutdown's grace period; `Context::shutdown` waits this long).
+#[derive(Message)]
+#[rtype(result = "Duration")]
+pub struct ShutdownGrace;
+
+impl Handler<ShutdownGrace> for Router {
+    type Result = MessageResult<ShutdownGrace>;
+
+    fn handle(&mut self, _: ShutdownGrace, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.shutdown_grace())
     }
 }
 

@@ -27,19 +27,18 @@ use econtext_wire::{handles, ContextId, Header};
 use futures::future::{FutureExt, LocalBoxFuture};
 use slog::Logger;
 
-use crate::announce::announce_route;
+use crate::attach::{ancestors_of, attach_stream, start_in_process, ChildLink, InProcess, Joining};
 use crate::context::Context;
 use crate::dispatch::Functions;
-use crate::router::{CloseStream, ContextStarted, Router, RouterConfig, Trace};
-use crate::rust_context::{start_rust_context, RustContextConfig};
-use crate::stream::{Stream, StreamConfig};
+use crate::router::{CloseStream, Router, RouterConfig, Trace};
+use crate::rust_context::RustContextConfig;
+use crate::stream::Stream;
 use crate::supervision::{
     ChildFactory, RestartPolicy, Stopper, Supervised, Supervision, SupervisionOptions,
 };
 
 struct Node {
     name: String,
-    parent: ContextId,
     router: Addr<Router>,
     /// The parent's end of the link to this node.
     uplink: Addr<Stream>,
@@ -48,11 +47,11 @@ struct Node {
 pub use crate::announce::AddRouteRecord;
 
 /// What changes as the tree grows; shared with supervised children's
-/// factories, which add nodes when they restart one.
+/// factories, which add nodes when they restart one. IDs and parentage
+/// are the master's core's, as for real contexts ([`crate::attach`]).
 #[derive(Default)]
 struct Nodes {
     nodes: HashMap<ContextId, Node>,
-    next_id: ContextId,
     add_routes: Vec<AddRouteRecord>,
 }
 
@@ -72,25 +71,6 @@ impl Env {
         self.state.lock().expect("sim tree lock")
     }
 
-    fn allocate(&self) -> ContextId {
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        id
-    }
-
-    fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
-        let st = self.state();
-        let mut out = Vec::new();
-        let mut cur = id;
-        while cur != handles::MASTER_ID {
-            let Some(n) = st.nodes.get(&cur) else { break };
-            out.push(n.parent);
-            cur = n.parent;
-        }
-        out
-    }
-
     fn router_of(&self, id: ContextId) -> Option<Addr<Router>> {
         if id == handles::MASTER_ID {
             Some(self.master.clone())
@@ -107,8 +87,23 @@ impl Env {
         }
     }
 
-    /// Creates a Rust context under `parent`, announces its routes and
-    /// waits for a round trip to it.
+    /// Begins a node under `parent` the way the master begins any child:
+    /// an ID from the master's allocator, its routes announced.
+    async fn join(&self, parent: ContextId) -> Result<(Joining, Addr<Router>), String> {
+        let parent_router = self
+            .router_of(parent)
+            .ok_or_else(|| format!("no context {parent} in the tree"))?;
+        let joining = Joining::begin(&self.master, parent)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.state()
+            .add_routes
+            .extend(joining.routes.iter().copied());
+        Ok((joining, parent_router))
+    }
+
+    /// Creates a Rust context under `parent` and waits for a round trip
+    /// to it.
     async fn spawn(
         &self,
         name: &str,
@@ -116,69 +111,40 @@ impl Env {
         functions: Functions,
         pipe_capacity: usize,
     ) -> Result<ContextId, String> {
-        let parent_router = self
-            .router_of(parent)
-            .ok_or_else(|| format!("no context {parent} in the tree"))?;
-        let id = self.allocate();
-        let mut ancestors = vec![parent];
-        ancestors.extend(self.ancestors(parent));
-        let (parent_end, child_end) = tokio::io::duplex(pipe_capacity);
-        let (cr, cw) = tokio::io::split(child_end);
+        let (joining, parent_router) = self.join(parent).await?;
+        let id = joining.id;
         let mut config = RustContextConfig::new(
             id,
             name,
             parent,
-            ancestors.clone(),
+            joining.ancestors.clone(),
             &self.key,
             self.log.clone(),
         );
         config.trace = Some(self.trace.clone());
-        let router = start_rust_context(config, functions, cr, cw, BytesMut::new());
-        self.attach(id, name, parent, router, parent_router, parent_end);
-        let sent = announce_route(&self.master, id, &ancestors).await;
-        self.state().add_routes.extend(sent);
+        let child = start_in_process(&parent_router, config, functions, pipe_capacity);
+        self.record(id, name, child);
         // A round trip to the new context: it is up, and (frames on one
         // link stay in order) every ancestor has applied its route.
         let ctx = Context::new(id, name, handles::MASTER_ID, self.master.clone());
         ctx.call::<bool>("econtext", "ping", ())
             .await
             .map_err(|e| format!("simulated context {name}: {e}"))?;
+        joining.started(name);
         Ok(id)
     }
 
-    /// Starts the parent's end of a new node's link and records the node.
-    fn attach(
-        &self,
-        id: ContextId,
-        name: &str,
-        parent: ContextId,
-        router: Addr<Router>,
-        parent_router: Addr<Router>,
-        parent_end: tokio::io::DuplexStream,
-    ) {
-        let (pr, pw) = tokio::io::split(parent_end);
-        let log = self.log.new(slog::o!("ctx" => self.name(parent)));
-        let uplink = Stream::start(
-            StreamConfig::new(id, false, &self.key, log),
-            pr,
-            pw,
-            parent_router,
-        );
-        // Cutting or killing a node closes this end of its link.
+    /// Records a node; cutting or killing it closes the parent's end of
+    /// its link.
+    fn record(&self, id: ContextId, name: &str, child: InProcess) {
         self.supervision
-            .set_stopper(id, Stopper::Link(uplink.clone().recipient()));
-        self.master.do_send(ContextStarted {
-            id,
-            name: name.to_string(),
-            parent,
-        });
+            .set_stopper(id, Stopper::Link(child.uplink.clone().recipient()));
         self.state().nodes.insert(
             id,
             Node {
                 name: name.to_string(),
-                parent,
-                router,
-                uplink,
+                router: child.router,
+                uplink: child.uplink,
             },
         );
     }
@@ -249,10 +215,7 @@ impl SimTree {
                 master,
                 trace,
                 supervision,
-                state: Arc::new(Mutex::new(Nodes {
-                    next_id: 1,
-                    ..Nodes::default()
-                })),
+                state: Arc::new(Mutex::new(Nodes::default())),
             },
             pipe_capacity: 256 * 1024,
         }
@@ -269,9 +232,10 @@ impl SimTree {
         &self.env.master
     }
 
-    /// Ancestors of `id`, nearest first, ending with the master.
-    pub fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
-        self.env.ancestors(id)
+    /// Ancestors of `id`, nearest first, ending with the master (the
+    /// master's core's record; empty for a context it does not know).
+    pub async fn ancestors(&self, id: ContextId) -> Vec<ContextId> {
+        ancestors_of(&self.env.master, id).await.unwrap_or_default()
     }
 
     fn router_of(&self, id: ContextId) -> Addr<Router> {
@@ -328,18 +292,35 @@ impl SimTree {
     /// Attaches a context whose end of the link the test holds: a real
     /// Stream on the parent side, raw bytes on the returned end. Speak to
     /// it with [`SimTree::raw_codec`], or feed it garbage.
-    pub fn attach_raw(
+    pub async fn attach_raw(
         &mut self,
         name: &str,
         parent: ContextId,
     ) -> (ContextId, tokio::io::DuplexStream) {
-        let id = self.env.allocate();
+        let (joining, parent_router) = self
+            .env
+            .join(parent)
+            .await
+            .expect("the tree can take a raw context");
+        let id = joining.id;
         let (parent_end, raw_end) = tokio::io::duplex(self.pipe_capacity);
+        let (pr, pw) = tokio::io::split(parent_end);
+        let link = ChildLink {
+            id,
+            key: &self.env.key,
+            max_message_size: econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
+            initial: BytesMut::new(),
+            log: self.env.log.new(slog::o!("ctx" => self.env.name(parent))),
+        };
+        let uplink = attach_stream(&parent_router, link, pr, pw);
         // A raw context has no router of its own; calls "to" it go to
         // the parent's stream and wait for whatever the test writes back.
-        let router = self.router_of(parent);
-        self.env
-            .attach(id, name, parent, router.clone(), router, parent_end);
+        let child = InProcess {
+            router: parent_router,
+            uplink,
+        };
+        self.env.record(id, name, child);
+        joining.started(name);
         (id, raw_end)
     }
 

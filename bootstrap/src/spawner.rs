@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use econtext_actors::attach::{attach_process, ChildLink, ChildProcess};
 use econtext_actors::message::Message;
 use econtext_actors::router::{send_reply, Router};
 use econtext_actors::supervision::ProcessExited;
-use econtext_actors::supervisor::{ProcessWatch, DEFAULT_GRACE};
-use econtext_actors::{Stream, StreamConfig};
+use econtext_actors::supervisor::DEFAULT_GRACE;
 use econtext_wire::messages::Spawn;
 use econtext_wire::{CallError, ContextId, Value};
 use slog::{info, Logger};
@@ -179,19 +179,25 @@ impl Handler<Message> for Spawner {
             Ok(connected) => {
                 let pid = connected.process.pid();
                 info!(act.log, "spawned a child on the master's behalf"; "id" => req.id, "pid" => pid);
+                // The master allocated its ID and announced its routes
+                // (attach::Joining); the link is attached here the same
+                // way the master attaches its own children.
                 let (reader, writer) = connected.data.into_split();
-                let mut sc = StreamConfig::new(req.id, false, &act.key, act.log.clone());
-                sc.max_message_size = config.max_message_size;
-                sc.initial = connected.initial;
-                Stream::start(sc, reader, writer, act.router.clone());
-                ProcessWatch::start(
-                    req.id,
-                    act.router.clone(),
-                    Box::new(connected.process),
-                    DEFAULT_GRACE,
-                    act.on_exit.clone(),
-                    act.log.clone(),
-                );
+                let link = ChildLink {
+                    id: req.id,
+                    key: &act.key,
+                    max_message_size: config.max_message_size,
+                    initial: connected.initial,
+                    log: act.log.clone(),
+                };
+                let child = ChildProcess {
+                    reader,
+                    writer,
+                    carrier: Box::new(connected.process),
+                    grace: DEFAULT_GRACE,
+                    on_exit: act.on_exit.clone(),
+                };
+                attach_process(&act.router, link, child);
                 act.reply(&msg, Ok(vec![pid]));
             }
             Err(e) => act.reply(

@@ -510,3 +510,17 @@ fn a_dropped_call_frees_its_handle() {
     assert_eq!(m.unregister(h), Some("x"));
     assert_eq!(m.stats().handles, before);
 }
+
+#[test]
+fn the_master_core_is_the_one_record_of_parentage() {
+    let now = t0();
+    let mut m = core(0, None, &[], now);
+    m.attach(1, false);
+    assert!(m.add_local_route(2, 1, 1));
+    assert!(m.add_local_route(3, 1, 2));
+    assert_eq!(m.ancestors(1), vec![0]);
+    assert_eq!(m.ancestors(3), vec![2, 1, 0]);
+    assert!(m.ancestors(99).is_empty(), "unknown");
+    m.stream_closed(1, DeadReason::Disconnected, now);
+    assert!(m.ancestors(3).is_empty(), "forgotten with its subtree");
+}
