@@ -287,6 +287,53 @@ printf '%s' "$prompt" > /dev/tty; read -t 5 l < /dev/tty; echo "got:$l" >> $MARK
     }
 }
 
+// ---- item 1 in the Python core: a Receiver takes its peer's messages ----
+
+#[test]
+fn a_sibling_cannot_write_into_a_receiver_made_for_its_caller() {
+    let root = scratch_dir("receiver");
+    std::fs::write(
+        root.join("ecreceiver.py"),
+        include_str!("common/ecreceiver.py"),
+    )
+    .unwrap();
+    common::run(async move {
+        let master = econtext::Master::new(econtext::MasterOptions {
+            module_path: vec![root.clone()],
+            log: common::Capture::default().logger(),
+            ..Default::default()
+        });
+        let py = common::python3();
+        let victim = master.local(common::local(&py)).await.unwrap();
+        let evil = master.local(common::local(&py)).await.unwrap();
+        // The master calls a function that makes a Receiver (its peer: the
+        // caller, the master) and learns its handle.
+        let h: u32 = victim
+            .call("ecreceiver", "open_receiver", ())
+            .await
+            .unwrap();
+        // Hostile code in a sibling that learned the handle writes into it.
+        let _: bool = evil
+            .call("ecreceiver", "send_into", (victim.id(), h, "forged"))
+            .await
+            .unwrap();
+        let sender =
+            econtext::actors::channel::Sender::new(master.router().clone(), 0, victim.id(), h);
+        sender.send("real").await.unwrap();
+        let got: Vec<String> = victim
+            .call("ecreceiver", "received", (h, 2.0))
+            .await
+            .unwrap();
+        assert_eq!(got, ["real"], "only the caller's message");
+        let refused: u64 = victim
+            .call("ecreceiver", "refused", (evil.id(),))
+            .await
+            .unwrap();
+        assert_eq!(refused, 1, "the sibling's message was refused and counted");
+    });
+    let _ = std::fs::remove_dir_all(scratch_dir("receiver"));
+}
+
 // ---- item 7: the master's memory ----
 
 #[test]

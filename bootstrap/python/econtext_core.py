@@ -816,16 +816,30 @@ class _Queue(object):
         return self.q.popleft()
 
 
+ANY = 'any'  # Receiver(accept=ANY): messages from every source
+
+
 class Receiver(object):
-    # User-facing: a handle whose messages can be waited for.
-    # .sender can be passed to any context in the tree.
-    def __init__(self, handle=None):
+    # User-facing: a handle whose messages can be waited for; .sender can
+    # be passed to any context in the tree. Like the Rust side's Channel it
+    # takes messages only from its peer: `accept` (a context ID or a list of
+    # them), by default the context whose call made it (else our parent),
+    # and always this context itself. Others are refused, counted and
+    # logged once per source per interval. accept=ANY takes any source.
+    def __init__(self, handle=None, accept=None):
+        if accept is None:
+            accept = router.caller if router.caller is not None else parent_id
+        if accept != ANY:
+            accept = set(accept if isinstance(accept, (list, tuple, set)) else [accept])
+            accept.add(context_id)
         self.q = _Queue()
-        self.handle = router.add_handler(lambda src, reply_to, obj: self.q.put(obj), handle)
+        self.handle = router.add_handler(lambda src, reply_to, obj: self.q.put(obj), handle,
+                                         accept=None if accept == ANY else accept)
         self.sender = Sender(context_id, self.handle)
 
-    def get(self):
-        return self.q.get()
+    def get(self, timeout=None):
+        # With a timeout: None when nothing came in time.
+        return self.q.get(timeout)
 
     def close(self):
         router.del_handler(self.handle)
@@ -846,6 +860,7 @@ class Router(object):
         self.lock = _Lock()
         self.calls = _Queue()
         self.lost = False
+        self.caller = None  # the context whose call the main thread runs
         h = self.handlers
         h[CALL_FUNCTION] = lambda src, rt, data: self.calls.put((src, rt, data))
         h[SHUTDOWN] = lambda src, rt, data: self.calls.put(None, True)
@@ -870,16 +885,17 @@ class Router(object):
         # reply is awaited from; frames from anyone else are refused
         # (Dead only from ourselves, an ancestor or a context on the path
         # to it), counted and logged, and a one-shot handle stays armed
-        # for the real reply. None: any source (a Receiver's Sender may be
-        # handed to anyone).
+        # for the real reply. A set: any of those sources. None: any source.
         with self.lock:
             if handle is None:
                 handle = self._new_handle()
             self.handlers[handle] = None  # reserved
+        awaited = accept if isinstance(accept, (set, frozenset)) else (accept,)
 
         def cb(src, reply_to, data):
             obj = data if isinstance(data, Dead) else unpack(data)
-            if accept is not None and src != accept and not self._may_bounce(accept, src, obj):
+            if accept is not None and src not in awaited and \
+                    not [a for a in awaited if self._may_bounce(a, src, obj)]:
                 return self._refuse(src, handle)
             if not persist:
                 self.handlers.pop(handle, None)
@@ -1478,8 +1494,10 @@ def _dispatch():
             msg = None
         if isinstance(msg, Dead):
             break
+        router.caller = src  # a Receiver made by the call accepts its caller
         out = _call(msg) if msg is not None else packl(CallError(
             u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
+        router.caller = None
         _HOLD.on = bool(q.q)
         if reply_to:
             try:

@@ -634,7 +634,13 @@ class HostileTest(unittest.TestCase):
     def call(self, fn, *a):
         return self.c.call('echostile', fn, *a)
 
+    def refused_since(self, before):
+        # Refusals per source since `before` (the child is shared by tests).
+        now = dict((k, v) for k, v in self.call('refused'))
+        return dict((k, v - before.get(k, 0)) for k, v in now.items() if v != before.get(k, 0))
+
     def test_a_sibling_cannot_answer_a_call_made_to_another_context(self):
+        before = self.refused_since({})
         h = self.call('arm_reply', 5)
         for forged in (u('forged value'), core.CallError(u('x.Y'), u('forged')),
                        core.Dead(u('forged death'))):
@@ -645,11 +651,12 @@ class HostileTest(unittest.TestCase):
         while not self.call('replies', h) and time.time() < end:
             time.sleep(0.01)
         self.assertEqual(self.call('replies', h), [[5, u('real')]])
-        self.assertEqual(self.call('refused'), [[7, 3]])
+        self.assertEqual(self.refused_since(before), {7: 3})
         self.assertFalse(self.call('armed', h))
         # Refusals are logged once per source and interval, not per frame.
         self.assertTrue(self.c.wait_log(lambda r: 'refused a reply' in r[2]), self.c.logs)
-        self.assertEqual(len([r for r in self.c.logs if 'refused a reply' in r[2]]), 1)
+        self.assertEqual(len([r for r in self.c.logs if 'refused a reply' in r[2]
+                              and 'from context 7' in r[2]]), 1)
 
     def test_an_ancestor_may_report_the_awaited_context_dead(self):
         h = self.call('arm_reply', 5)
@@ -666,6 +673,29 @@ class HostileTest(unittest.TestCase):
         steps = set(b - a for a, b in zip(hs, hs[1:]))
         self.assertGreater(len(steps), 150, 'handles look sequential: %r' % hs[:10])
         self.assertGreater(max(hs), 2 ** 31 // 2)
+
+    def test_a_sibling_cannot_write_into_a_receiver_made_for_its_caller(self):
+        before = self.refused_since({})
+        h = self.call('open_receiver')
+        self.c.send(h, u('forged'), src=7)  # a sibling, through the parent
+        self.c.send(h, u('real'), src=0)  # the caller
+        self.assertEqual(self.call('received', h, 1.0), [u('real')])
+        self.assertEqual(self.refused_since(before), {7: 1})
+
+    def test_a_receiver_takes_the_sources_it_names(self):
+        anyone = self.call('open_receiver', core.ANY)
+        named = self.call('open_receiver', [7])
+        for src in (7, 0):
+            self.c.send(anyone, src, src=src)
+            self.c.send(named, src, src=src)
+        self.assertEqual(self.call('received', anyone, 1.0), [7, 0])
+        self.assertEqual(self.call('received', named, 1.0), [7])
+
+    def test_a_receiver_made_outside_a_call_accepts_the_parent(self):
+        h = self.call('open_receiver', None, True)
+        self.c.send(h, u('sibling'), src=7)
+        self.c.send(h, u('parent'), src=0)
+        self.assertEqual(self.call('received', h, 1.0), [u('parent')])
 
     def test_a_sibling_cannot_drop_a_contexts_routes_with_del_route(self):
         self.c.send(core.ADD_ROUTE, [9, 3])

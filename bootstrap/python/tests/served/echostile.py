@@ -35,3 +35,39 @@ def handle_samples(n):
 
 def routes():
     return sorted([k, v] for k, v in c.router.routes.items())
+
+
+_rx = {}
+
+
+def open_receiver(accept=None, in_thread=False):
+    # A Receiver as user code makes one: by default it accepts its peer
+    # (our caller). in_thread: made outside any call (its peer: our parent).
+    box = []
+
+    def make():
+        r = c.Receiver() if accept is None else c.Receiver(accept=accept)
+        _rx[r.handle] = r
+        box.append(r.handle)
+    if in_thread:
+        import threading
+        c.router.caller, saved = None, c.router.caller
+        try:
+            t = threading.Thread(target=make)
+            t.start()
+            t.join()
+        finally:
+            c.router.caller = saved
+    else:
+        make()
+    return box[0]
+
+
+def received(h, timeout):
+    # What reached the Receiver, in order, until nothing came for `timeout`.
+    out = []
+    while True:
+        x = _rx[h].get(timeout)
+        if x is None:
+            return out
+        out.append(x)
