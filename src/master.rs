@@ -50,6 +50,9 @@ pub struct MasterOptions {
     /// When set, only these top-level names are served from the module
     /// path (docs/ARCHITECTURE.md, "What a child can fetch").
     pub module_allow: Option<Vec<String>>,
+    /// A dead context's ID is handed out again no sooner than this, so
+    /// late frames for it are never delivered to a successor.
+    pub id_quarantine: Duration,
 }
 
 impl Default for MasterOptions {
@@ -62,6 +65,7 @@ impl Default for MasterOptions {
             grace: DEFAULT_GRACE,
             module_path: ModuleFinder::path_from_env(),
             module_allow: None,
+            id_quarantine: econtext_actors::ids::DEFAULT_QUARANTINE,
         }
     }
 }
@@ -177,6 +181,7 @@ impl Master {
         );
         rc.stall_after = opts.connect_timeout;
         rc.shutdown_grace = opts.grace;
+        rc.id_quarantine = opts.id_quarantine;
         let router = Router::new(rc).start();
         let log_forwarder = LogForwarder::new(opts.log.clone()).start();
         register_service(
@@ -327,10 +332,9 @@ impl Master {
         let router = child.router;
         // The same served actors an out-of-process agent would start.
         services.start_actors(&router, id);
-        let spawner = Spawner::new(id, router.clone(), &inner.key, log)
+        Spawner::new(id, router.clone(), &inner.key, log)
             .with_exit_sink(inner.supervision.exit_sink())
-            .start();
-        register_service(&router, handles::SPAWN, spawner.recipient());
+            .serve();
         // Closing the parent's end of its link ends an in-process context.
         inner
             .supervision

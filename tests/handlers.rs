@@ -142,3 +142,61 @@ fn watchers_hear_of_deaths_children_first() {
         assert_eq!(order, vec![c, b, a], "children before parents");
     });
 }
+
+/// Holds every request it gets until the test ends.
+struct Sink;
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Request<u64, u64>> for Sink {
+    type Result = ResponseFuture<Result<u64, CallError>>;
+
+    fn handle(&mut self, _: Request<u64, u64>, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[test]
+fn a_handler_that_never_answers_holds_a_bounded_number_of_requests() {
+    use econtext::actors::serve::{MAX_IN_FLIGHT, OVERLOADED};
+    run(async {
+        let mut t = SimTree::new(Capture::default().logger());
+        let node = t.spawn("node", 0, Functions::default()).await;
+        let handle = serve::<u64, u64, _>(&t.router(node), node, None, Sink.start())
+            .await
+            .unwrap();
+        let ctx = t.context(node);
+        let timeout = Some(Duration::from_secs(30));
+        // Fill the handle: these never return.
+        let mut held = Vec::new();
+        for i in 0..MAX_IN_FLIGHT as u64 {
+            let ctx = ctx.clone();
+            held.push(actix::spawn(async move {
+                let _ = ctx.request::<u64>(handle, &i, timeout).await;
+            }));
+        }
+        // Past the bound, every request is refused at once, typed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let (mut refused, mut held_probes) = (0, 0);
+        while refused < 10 {
+            // A probe that went in before the held ones filled the handle
+            // is held too (and times out here).
+            let probe = Some(Duration::from_millis(500));
+            match ctx.request::<u64>(handle, &1u64, probe).await {
+                Err(Error::Remote(c)) if c.type_name == OVERLOADED => refused += 1,
+                Err(Error::Timeout { .. }) => {
+                    assert_eq!(refused, 0, "held after a refusal");
+                    held_probes += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "never refused");
+        }
+        // Exactly MAX_IN_FLIGHT are held: a held probe cost one of the
+        // others its place (it was refused), nothing more.
+        let done = held.iter().filter(|h| h.is_finished()).count();
+        assert!(done <= held_probes, "{done} of the held ones ended");
+    });
+}

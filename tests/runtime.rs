@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::{run, Capture};
-use econtext::actors::router::{AllocateId, DeclareDead, GetStats, ShutdownGrace, Subscribe};
+use econtext::actors::router::{GetStats, ShutdownGrace, Subscribe};
+use econtext::agent::AgentOptions;
 use econtext::testing::SimTree;
 use econtext::wire::ContextId;
 use econtext::{
-    ConnectError, ContextEvent, DeadReason, Error, Functions, LocalOptions, Master, MasterOptions,
+    ConnectError, ConnectOptions, ContextEvent, DeadReason, Error, Functions, LocalOptions, Master,
+    MasterOptions, Method,
 };
 
 struct Events(tokio::sync::mpsc::UnboundedSender<ContextEvent>);
@@ -240,16 +242,24 @@ fn shutdown_of_a_context_that_ignores_it_cuts_it_off_at_the_grace_period() {
 // ---- IDs ----
 
 #[test]
-fn failed_connects_never_hand_out_zero_or_a_live_id_and_the_tree_keeps_working() {
+fn failed_connects_exhaust_the_id_space_without_handing_out_zero_or_a_live_id() {
     run(async {
         let master = Master::new(MasterOptions {
             log: Capture::default().logger(),
+            // Longer than any run of this test: no ID comes back early.
+            id_quarantine: Duration::from_secs(3600),
             ..Default::default()
         });
+        let (tx, mut died) = tokio::sync::mpsc::unbounded_channel();
+        master
+            .router()
+            .send(Subscribe(Events(tx).start().recipient()))
+            .await
+            .unwrap();
         let mut f = Functions::default();
         f.register("math.add", |(a, b): (i64, i64)| a + b);
         let keeper = master.rust_context("keeper", None, f).await.unwrap();
-        // Real failed connects (a program that does not exist) ...
+        // A few real failed connects (a program that does not exist) ...
         for _ in 0..20 {
             let o = LocalOptions {
                 python: "/nonexistent/python".into(),
@@ -257,35 +267,52 @@ fn failed_connects_never_hand_out_zero_or_a_live_id_and_the_tree_keeps_working()
             let e = master.local(o).await.unwrap_err();
             assert!(matches!(e, ConnectError::Spawn { .. }), "{e:?}");
         }
-        // ... then the rest of the 16-bit space the same way a failed
-        // connect uses it: allocate, fail, declare dead.
-        let mut seen = 0usize;
-        let outcome = loop {
-            match master.router().send(AllocateId).await.unwrap() {
-                Ok(id) => {
-                    assert_ne!(id, 0, "the master's ID");
-                    assert_ne!(id, keeper.id(), "a live ID");
-                    seen += 1;
-                    master.router().do_send(DeclareDead {
-                        id,
-                        reason: DeadReason::ConnectFailed,
-                    });
-                }
-                Err(e) => break e,
-            }
-            assert!(seen < 70_000, "the allocator never ran out");
+        // ... then the rest of the 16-bit space through the same public
+        // connect path, with a connect that fails before any process runs
+        // (an agent binary that does not exist): each one takes an ID from
+        // the master's allocator and gives it back to the quarantine.
+        let failing = || {
+            ConnectOptions::new(Method::Local(LocalOptions::default()))
+                .agent(AgentOptions::default().binary("/nonexistent/econtext-agent"))
         };
-        assert!(seen >= 65_000, "{seen}");
-        assert_eq!(outcome.live, 1, "only the keeper is alive");
-        // Full: a connect says so clearly, and runs nothing.
+        let mut failed = 20usize;
+        let exhausted = loop {
+            match master.connect(failing()).await.unwrap_err() {
+                ConnectError::Spawn { .. } => failed += 1,
+                ConnectError::IdsExhausted(m) => break m,
+                e => panic!("{e:?}"),
+            }
+            if failed % 8192 == 0 {
+                // The tree keeps working while its ID space fills.
+                assert_eq!(keeper.call::<i64>("math", "add", (2, 3)).await.unwrap(), 5);
+            }
+            assert!(failed < 70_000, "the allocator never ran out");
+        };
+        assert!(exhausted.contains("16-bit ID space is full"), "{exhausted}");
+        // Every failed connect had an ID of its own: never 0, never the
+        // keeper's, never one handed out twice (all are in quarantine).
+        let mut ids = std::collections::HashSet::new();
+        while let Ok(e) = died.try_recv() {
+            if let ContextEvent::Died { id, reason } = e {
+                assert_eq!(reason, DeadReason::ConnectFailed);
+                assert_ne!(id, 0, "the master's ID");
+                assert_ne!(id, keeper.id(), "a live ID");
+                assert!(ids.insert(id), "{id} handed out twice");
+            }
+        }
+        assert_eq!(ids.len(), failed, "one death per failed connect");
+        assert_eq!(failed, usize::from(u16::MAX) - 1, "all but the keeper's");
+        // Full: any connect says so clearly, and runs nothing.
         let e = master.local(LocalOptions::default()).await.unwrap_err();
-        assert!(
-            matches!(&e, ConnectError::IdsExhausted(m) if m.contains("16-bit ID space is full")),
-            "{e}"
-        );
-        // The tree still works.
+        assert!(matches!(&e, ConnectError::IdsExhausted(_)), "{e}");
+        let e = master
+            .rust_context("late", None, Functions::default())
+            .await;
+        assert!(matches!(e, Err(ConnectError::IdsExhausted(_))), "{e:?}");
+        // The tree still works, and remembers a bounded number of the dead.
         assert_eq!(keeper.call::<i64>("math", "add", (2, 3)).await.unwrap(), 5);
         let s = master.router().send(GetStats).await.unwrap();
+        assert_eq!(s.core.live_ids, 1, "only the keeper is alive: {:?}", s.core);
         assert!(s.core.dead_remembered <= 4096, "{:?}", s.core);
     });
 }

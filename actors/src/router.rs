@@ -98,6 +98,8 @@ pub struct RouterConfig {
     pub stall_after: Duration,
     /// How long a shutdown waits for children before closing anyway.
     pub shutdown_grace: Duration,
+    /// Freed context IDs are reused no sooner than this (the master).
+    pub id_quarantine: Duration,
 }
 
 impl RouterConfig {
@@ -116,6 +118,7 @@ impl RouterConfig {
             trace: None,
             stall_after: defaults.stall_after,
             shutdown_grace: defaults.shutdown_grace,
+            id_quarantine: defaults.id_quarantine,
         }
     }
 }
@@ -160,6 +163,7 @@ impl Router {
         cc.trace = config.trace;
         cc.stall_after = config.stall_after;
         cc.shutdown_grace = config.shutdown_grace;
+        cc.id_quarantine = config.id_quarantine;
         Router {
             core: RouterCore::new(cc, Instant::now()),
             peers: HashMap::new(),

@@ -1,6 +1,11 @@
 //! Users' own actors on handles: typed requests in, typed replies out, and
 //! a handler that panics (or stops) becomes an error for its caller, never
 //! a silently closed mailbox and a caller waiting forever.
+//!
+//! Requests in flight (handed to the actor, not yet answered) are bounded
+//! per served handle by [`MAX_IN_FLIGHT`]: past it a request is answered
+//! at once with a CallError of type [`OVERLOADED`], never queued without
+//! bound and never dropped in silence.
 
 use std::marker::PhantomData;
 
@@ -80,6 +85,9 @@ where
         me,
         router: router.clone(),
         target: actor.recipient(),
+        in_flight: 0,
+        max_in_flight: MAX_IN_FLIGHT,
+        refused: 0,
     }
     .start();
     Register {
@@ -109,6 +117,11 @@ struct Adapter<T: std::marker::Send + 'static, R: std::marker::Send + 'static> {
     me: ContextId,
     router: Addr<Router>,
     target: Recipient<Request<T, R>>,
+    /// Handed to the actor and not answered yet.
+    in_flight: usize,
+    max_in_flight: usize,
+    /// Refused for want of room (no-reply ones included).
+    refused: u64,
 }
 
 impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Actor for Adapter<T, R> {
@@ -120,6 +133,13 @@ impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Actor for A
         ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
     }
 }
+
+/// Requests one served handle holds in flight at most.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// The CallError type of a request refused because its handle already
+/// holds [`MAX_IN_FLIGHT`] requests.
+pub const OVERLOADED: &str = "econtext.Overloaded";
 
 fn failure(type_name: &str, message: String) -> CallError {
     CallError {
@@ -140,6 +160,14 @@ where
         if msg.is_dead() {
             return;
         }
+        if self.in_flight >= self.max_in_flight {
+            self.refused += 1;
+            let why = format!(
+                "handle {} has {} requests in flight (refused so far: {})",
+                msg.handle, self.in_flight, self.refused
+            );
+            return send_reply::<R>(&self.router, self.me, &msg, Err(failure(OVERLOADED, why)));
+        }
         let value = match msg.decode::<T>() {
             Ok(v) => v,
             Err(e) => {
@@ -157,7 +185,9 @@ where
             _r: PhantomData,
         };
         let sent = self.target.send(req);
+        self.in_flight += 1;
         ctx.spawn(sent.into_actor(self).map(move |res, act, _| {
+            act.in_flight -= 1;
             let answer = match res {
                 Ok(r) => r,
                 // The handler panicked or its actor stopped while holding

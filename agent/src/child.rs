@@ -5,12 +5,9 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use actix::prelude::*;
-use econtext_actors::router::register_service;
 use econtext_actors::rust_context::{start_rust_context, RustContextConfig};
 use econtext_bootstrap::spawner::Spawner;
 use econtext_bootstrap::ChildConfig;
-use econtext_wire::handles;
 use nix::sys::stat::{fstat, SFlag};
 use slog::{info, o, Drain, Logger};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -176,8 +173,7 @@ fn run<F: FnOnce() -> Services>(services: F) -> Result<(), String> {
         );
         services.start_actors(&router, cfg.context_id);
         // An agent is an intermediate too: it spawns Python children.
-        let spawner = Spawner::new(cfg.context_id, router.clone(), &cfg.key, log.clone()).start();
-        register_service(&router, handles::SPAWN, spawner.recipient());
+        Spawner::new(cfg.context_id, router.clone(), &cfg.key, log.clone()).serve();
         *router_slot.lock().expect("router slot") = Some(router.clone());
         let me = cfg.context_id;
         actix::spawn(forward_lines(out_pipe, me, "stdout", 20, router.clone()));

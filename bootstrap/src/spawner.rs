@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use econtext_actors::attach::{attach_process, ChildLink, ChildProcess};
-use econtext_actors::message::Message;
-use econtext_actors::router::{send_reply, Router};
+use econtext_actors::router::Router;
+use econtext_actors::serve::{serve_on, Request};
 use econtext_actors::supervision::ProcessExited;
 use econtext_actors::supervisor::DEFAULT_GRACE;
 use econtext_wire::messages::Spawn;
-use econtext_wire::{CallError, ContextId, Value};
+use econtext_wire::{handles, CallError, ContextId, Value};
 use slog::{info, Logger};
 
 use tokio::io::AsyncWriteExt;
@@ -43,6 +43,14 @@ impl Spawner {
             on_exit: None,
             log,
         }
+    }
+
+    /// Starts the Spawner and serves SPAWN with it on `router`, through the
+    /// typed adapter users' actors get (`serve::serve_on`): requests decode
+    /// as [`Spawn`], at most `serve::MAX_IN_FLIGHT` connects run at once.
+    pub fn serve(self) {
+        let (router, me) = (self.router.clone(), self.me);
+        serve_on::<Spawn, Vec<u32>, Spawner>(&router, me, handles::SPAWN, self.start());
     }
 
     /// Reports how each child's process exited to `sink`.
@@ -115,26 +123,18 @@ impl ChildConfig {
     }
 }
 
-impl Handler<Message> for Spawner {
-    type Result = ();
+type SpawnReply = Result<Vec<u32>, CallError>;
 
-    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
-        if msg.is_dead() {
-            return;
-        }
-        let req = match msg.decode::<Spawn>() {
-            Ok(r) => r,
-            Err(e) => return self.reply(&msg, Err(connect_error(format!("malformed SPAWN: {e}")))),
-        };
+impl Handler<Request<Spawn, Vec<u32>>> for Spawner {
+    type Result = ResponseActFuture<Self, SpawnReply>;
+
+    fn handle(&mut self, msg: Request<Spawn, Vec<u32>>, _: &mut Self::Context) -> Self::Result {
+        let refuse = |e: CallError| Box::pin(fut::ready(Err(e))) as Self::Result;
+        let req = msg.value;
         let config = match ChildConfig::from_msgpack_map(&req.config) {
             Ok(c) if c.context_id == req.id && c.parent_id == self.me => c,
-            Ok(_) => {
-                return self.reply(
-                    &msg,
-                    Err(connect_error("SPAWN config does not match".into())),
-                )
-            }
-            Err(e) => return self.reply(&msg, Err(connect_error(e))),
+            Ok(_) => return refuse(connect_error("SPAWN config does not match".into())),
+            Err(e) => return refuse(connect_error(e)),
         };
         let spec = SpawnSpec {
             method: req.method.clone(),
@@ -175,7 +175,7 @@ impl Handler<Message> for Spawner {
             }
             Ok(connected)
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+        Box::pin(fut.into_actor(self).map(move |res, act, _| match res {
             Ok(connected) => {
                 let pid = connected.process.pid();
                 info!(act.log, "spawned a child on the master's behalf"; "id" => req.id, "pid" => pid);
@@ -198,23 +198,14 @@ impl Handler<Message> for Spawner {
                     on_exit: act.on_exit.clone(),
                 };
                 attach_process(&act.router, link, child);
-                act.reply(&msg, Ok(vec![pid]));
+                Ok(vec![pid])
             }
-            Err(e) => act.reply(
-                &msg,
-                Err(CallError {
-                    type_name: format!("econtext.ConnectError.{}", e.kind()),
-                    message: e.to_string(),
-                    traceback: String::new(),
-                }),
-            ),
-        }));
-    }
-}
-
-impl Spawner {
-    fn reply(&self, msg: &Message, result: Result<Vec<u32>, CallError>) {
-        send_reply(&self.router, self.me, msg, result);
+            Err(e) => Err(CallError {
+                type_name: format!("econtext.ConnectError.{}", e.kind()),
+                message: e.to_string(),
+                traceback: String::new(),
+            }),
+        }))
     }
 }
 
