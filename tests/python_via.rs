@@ -658,3 +658,51 @@ fn large_values_and_log_floods_cross_a_python_intermediate() {
     });
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_child_that_stops_reading_is_closed_by_its_python_intermediate_past_the_cap() {
+    let root = module_root("cap");
+    run(async {
+        let cap = Capture::default();
+        let master = master_with(&cap, &root);
+        let py = python3();
+        let mid = spawn(&master, &py, "mid", None).await;
+        let deaf = spawn(&master, &py, "deaf", Some(&mid)).await;
+        let loud = spawn(&master, &py, "loud", Some(&mid)).await;
+        let deaf_pid = ids(&deaf).await[2];
+        let handle: i64 = deaf.call("ecvia", "listen", ()).await.unwrap();
+        // `deaf` stops reading altogether (SIGSTOP)...
+        deaf.call_with("ecvia", "stop").no_reply().await.unwrap();
+        // ... and its sibling sends it 48 MiB, past the intermediate's
+        // 32 MiB hard cap for one child's queue (econtext_parent.HARD).
+        let sent: Json = loud
+            .call_with("ecvia", "flood")
+            .args((deaf.id(), handle, 48, 1 << 20))
+            .unwrap()
+            .timeout(Duration::from_secs(120))
+            .returning()
+            .await
+            .unwrap();
+        assert!(sent[0].as_i64().is_some(), "{sent}");
+        // The intermediate closed `deaf`, and the master heard it die.
+        let why = tokio::time::timeout(Duration::from_secs(30), deaf.dead()).await;
+        assert!(why.is_ok(), "deaf is declared dead");
+        // Its siblings and the intermediate itself are unaffected.
+        for _ in 0..5 {
+            assert_eq!(ids(&loud).await[0], i64::from(loud.id()));
+            assert_eq!(ids(&mid).await[0], i64::from(mid.id()));
+        }
+        // Closed for the cap, not for anything else.
+        let why = format!("closing child {}: over 33554432 bytes queued", deaf.id());
+        let warned = Instant::now() + Duration::from_secs(10);
+        while !cap.text().contains(&why) && Instant::now() < warned {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(cap.text().contains(&why), "{}", cap.text());
+        let _ = Command::new("kill")
+            .args(["-KILL", &deaf_pid.to_string()])
+            .status();
+        mid.shutdown().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}

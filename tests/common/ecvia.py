@@ -75,3 +75,20 @@ def call_child(cid, module, function, *args):
         return ['value', p.call(cid, module, function, *args)]
     except EOFError as e:
         return ['dead', str(e)]
+
+
+def stop():
+    # This whole process stops (SIGSTOP): it reads nothing until SIGCONT.
+    import signal
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def flood(dst, handle, n, size):
+    # n frames of `size` bytes to (dst, handle), as fast as they go.
+    blob = b'x' * size
+    for i in range(n):
+        try:
+            c.router.send(dst, handle, blob)
+        except Exception as e:
+            return [i, repr(e)]
+    return [n, None]
