@@ -4,8 +4,10 @@
 //!    binary's ELF interpreter (its libc) must exist. Otherwise it says
 //!    `econtext-agent: platform mismatch` and exits 125, before anything is
 //!    shipped ([`ConnectError::PlatformMismatch`]).
-//! 2. Looks for Python (`python3`, `python`). Without it, checks for the
-//!    tools it needs instead ([`SH_TOOLS`]); a missing one is
+//! 2. Looks for Python (the ranked [`PYTHON_CANDIDATES`] that Python
+//!    contexts use: `python3`, `python3.13` ... `python3.6`,
+//!    `/usr/libexec/platform-python`, `python2.7`, `python`). Without it,
+//!    checks for the tools it needs instead ([`SH_TOOLS`]); a missing one is
 //!    `econtext-agent: tools missing` and exit 124
 //!    ([`ConnectError::ToolsMissing`]).
 //! 3. Says `EC0`, reads the size line (sh's `read` takes one byte at a
@@ -28,6 +30,8 @@
 //! [`ConnectError::ToolsMissing`]: econtext_bootstrap::ConnectError::ToolsMissing
 
 use std::path::PathBuf;
+
+use econtext_bootstrap::first_stage::PYTHON_CANDIDATES;
 
 use crate::platform::Platform;
 
@@ -106,7 +110,7 @@ if [ "$x" != "$M" ] || { [ -n "$I" ] && [ ! -e "$I" ]; }; then
  i=; [ -n "$I" ] && [ ! -e "$I" ] && i=" without $I"
  echo "econtext-agent: platform mismatch: expected $M${I:+ with $I}, found ${x:-unknown}$i" >&2; exit 125
 fi
-p=; for c in python3 python; do command -v $c >/dev/null 2>&1 && { p=$c; break; }; done
+p=; for c in @PYTHONS@; do command -v $c >/dev/null 2>&1 && { p=$c; break; }; done
 if [ -z "$p" ]; then
  m=; for t in @TOOLS@; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
  [ -z "$m" ] || { echo "econtext-agent: tools missing:$m" >&2; exit 124; }
@@ -167,6 +171,7 @@ pub fn script(name: &str, platform: &Platform, opts: &AgentOptions) -> String {
         .replace("@INTERP@", &quoted_safe_path(&platform.interpreter))
         .replace("@FORCE@", if opts.force_fallback { "1" } else { "0" })
         .replace("@TOOLS@", &SH_TOOLS.join(" "))
+        .replace("@PYTHONS@", &PYTHON_CANDIDATES.join(" "))
         .replace("@PY@", PY_STAGE)
 }
 
