@@ -236,6 +236,8 @@ impl Hop {
 
     /// `agent=rust` starts this hop as a Rust agent (this very program,
     /// shipped from memory); `agent=python`, the default, as Python.
+    /// `agent_cache=yes` keeps the agent in the target user's cache so the
+    /// next connect ships nothing (`AgentOptions::cache`).
     fn agent(&self) -> Result<Option<econtext_agent::AgentOptions>, String> {
         let mut out = None;
         for (_, v) in self.params.iter().filter(|(k, _)| k == "agent") {
@@ -243,6 +245,17 @@ impl Hop {
                 "rust" => Some(econtext_agent::AgentOptions::default()),
                 "python" => None,
                 other => return Err(format!("agent: {other:?} is not rust or python")),
+            };
+        }
+        for (_, v) in self.params.iter().filter(|(k, _)| k == "agent_cache") {
+            let yes = match v.as_str() {
+                "1" | "yes" | "true" => true,
+                "0" | "no" | "false" => false,
+                other => return Err(format!("agent_cache: {other:?} is not yes or no")),
+            };
+            out = match out {
+                Some(a) => Some(a.cache(yes)),
+                None => return Err("agent_cache needs agent=rust".into()),
             };
         }
         Ok(out)
@@ -272,7 +285,7 @@ impl Hop {
         for (k, v) in &self.params {
             if k == "name" {
                 *name = Some(v.clone());
-            } else if k == "agent" {
+            } else if k == "agent" || k == "agent_cache" {
                 // Common to every method: read by `options`.
             } else if known.contains(&k.as_str()) {
                 f(k, v).map_err(|e| err(format!("{k}: {e}")))?;
@@ -340,6 +353,16 @@ mod tests {
         assert_eq!(h[1].spec.as_deref(), Some("root@h:22"));
         assert!(parse("").is_err());
         assert!(parse("local?python").is_err());
+    }
+
+    #[test]
+    fn agent_and_its_cache() {
+        let opts = |t: &str| parse(t).unwrap()[0].options().map(|o| o.agent);
+        assert_eq!(opts("local").unwrap(), None);
+        assert!(!opts("local?agent=rust").unwrap().unwrap().cache);
+        assert!(opts("local?agent=rust&agent_cache=yes").unwrap().unwrap().cache);
+        assert!(opts("local?agent_cache=yes").is_err(), "needs agent=rust");
+        assert!(opts("local?agent=rust&agent_cache=maybe").is_err());
     }
 
     fn method(t: &str) -> Result<Method, TargetError> {

@@ -250,6 +250,95 @@ fn memfd_refused_falls_back_to_private_dir_and_deletes_it() {
     });
 }
 
+/// Opt-in cache: the first connect ships the binary and stores it under
+/// `$XDG_CACHE_HOME/econtext`; the second ships nothing (the stage checks
+/// the SHA-256 and runs it; the agent says EC1 with no EC0); a tampered
+/// copy fails the check and is shipped again.
+fn agent_cache_second_connect_ships_nothing() {
+    let dir = TempDir::new("agent-cache");
+    // Read by the first stage of local children: this runner is serial.
+    std::env::set_var("XDG_CACHE_HOME", dir.path(""));
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let cached = |name: &str| {
+            let mut o = agent_opts(name, Method::Local(Default::default()));
+            o.agent = Some(AgentOptions::default().cache(true));
+            o
+        };
+        let first = master
+            .connect(cached("agentcache1"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        assert_eq!(first.call::<i64>("demo", "add", (1, 1)).await.unwrap(), 2);
+        let files: Vec<_> = std::fs::read_dir(dir.path("econtext"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "one cached binary, no temp file: {files:?}");
+        let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("agent-") && name.len() == 6 + 64, "{name}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(!cap.text().contains("shipped_bytes=0"), "{}", cap.text());
+
+        let second = master
+            .connect(cached("agentcache2"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        exercise(&second, &cap).await;
+        assert!(cap.text().contains("shipped_bytes=0"), "{}", cap.text());
+        assert!(
+            cap.text().contains("running the cached binary"),
+            "{}",
+            cap.text()
+        );
+        let pid: u32 = second.call("demo", "pid", ()).await.unwrap();
+        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&args), "econtext:agentcache2\0");
+
+        // A copy that no longer matches its name is not run: shipped again.
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        // A new file renamed over it: the running agent holds the old one.
+        let tmp = files[0].with_extension("tamper");
+        std::fs::write(&tmp, &bytes).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::rename(&tmp, &files[0]).unwrap();
+        let before = cap.text().matches("shipped_bytes=0").count();
+        let third = master
+            .connect(cached("agentcache3"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        assert_eq!(third.call::<i64>("demo", "add", (2, 2)).await.unwrap(), 4);
+        assert_eq!(
+            cap.text().matches("shipped_bytes=0").count(),
+            before,
+            "tampered copy ran"
+        );
+
+        // Through a Python intermediate, the copy the third connect stored
+        // again runs as well (the intermediate takes EC1 with no EC0).
+        let hits = cap.text().matches("running the cached binary").count();
+        let py = master.local(local(&python3())).await.unwrap();
+        let fourth = master
+            .connect(cached("agentcache4").via(&py))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        assert_eq!(fourth.call::<i64>("demo", "add", (3, 3)).await.unwrap(), 6);
+        assert!(
+            cap.wait_for(&["running the cached binary", "agentcache4"], 10.0)
+                .await,
+            "not run from the cache through the intermediate:\n{}",
+            cap.text()
+        );
+        assert!(cap.text().matches("running the cached binary").count() > hits);
+    });
+    std::env::remove_var("XDG_CACHE_HOME");
+}
+
 /// The real refusal, not the forced flag: `vm.memfd_noexec=2` set in a
 /// new pid namespace (the sysctl is per namespace and inherited, so only
 /// this test's master and its agent see it). The agent's first stage must
@@ -531,6 +620,10 @@ const TESTS: &[(&str, fn())] = &[
     (
         "memfd_refused_falls_back_to_private_dir_and_deletes_it",
         memfd_refused_falls_back_to_private_dir_and_deletes_it,
+    ),
+    (
+        "agent_cache_second_connect_ships_nothing",
+        agent_cache_second_connect_ships_nothing,
     ),
     (
         "memfd_noexec_sysctl_falls_back_to_private_dir",

@@ -50,6 +50,11 @@ pub struct AgentOptions {
     /// Skip memfd and run from the private temp dir (tests, and targets
     /// where memfd exec is known to be refused).
     pub force_fallback: bool,
+    /// Opt-in: keep the binary in the target user's cache directory
+    /// (`${XDG_CACHE_HOME:-$HOME/.cache}/econtext/agent-SHA256`, mode 0700)
+    /// and run it from there when its SHA-256 matches, so a second connect
+    /// ships nothing. It leaves that file on the target's disk.
+    pub cache: bool,
 }
 
 impl Default for AgentOptions {
@@ -57,6 +62,7 @@ impl Default for AgentOptions {
         AgentOptions {
             binary: PathBuf::from("/proc/self/exe"),
             force_fallback: false,
+            cache: false,
         }
     }
 }
@@ -71,12 +77,19 @@ impl AgentOptions {
         self.force_fallback = yes;
         self
     }
+
+    /// See [`AgentOptions::cache`].
+    pub fn cache(mut self, yes: bool) -> Self {
+        self.cache = yes;
+        self
+    }
 }
 
-/// Python's half (2.7 and 3.x): argv is `SIZE NAME FORCE`. No single
-/// quote anywhere: it sits inside sh single quotes.
+/// Python's half (2.7 and 3.x): argv is `SIZE NAME FORCE CACHEFILE`
+/// (`CACHEFILE` empty without a cache). No single quote anywhere: it sits
+/// inside sh single quotes.
 const PY_STAGE: &str = r#"import os,sys,zlib
-a=sys.argv;n=int(a[1]);N="econtext:"+a[2];F=a[3]=="1"
+a=sys.argv;n=int(a[1]);N="econtext:"+a[2];F=a[3]=="1";K=a[4]
 b=b""
 while len(b)<n:
  c=os.read(0,n-len(b))
@@ -87,6 +100,14 @@ e=dict(os.environ);e["ECONTEXT_AGENT"]="1"
 def w(fd):
  i=0
  while i<len(b):i+=os.write(fd,b[i:i+1048576])
+if K:
+ try:
+  d=os.path.dirname(K)
+  if not os.path.isdir(d):os.makedirs(d,448)
+  t="%s.%d"%(K,os.getpid());fd=os.open(t,os.O_WRONLY|os.O_CREAT|os.O_EXCL,448);w(fd);os.close(fd);os.rename(t,K)
+  sys.stderr.write("econtext-agent: cached the binary at %s\n"%K)
+ except OSError as x:
+  sys.stderr.write("econtext-agent: cannot cache the binary at %s: %s\n"%(K,x))
 try:
  if F:raise OSError("the master forced the fallback")
  if hasattr(os,"memfd_create"):fd=os.memfd_create(N,1)
@@ -104,7 +125,12 @@ except OSError as x:
 "#;
 
 /// The shell's half; `@NAME@`, `@MACHINE@`, `@INTERP@`, `@FORCE@`,
-/// `@TOOLS@` and `@PY@` are substituted (all made of safe characters).
+/// `@HASH@`, `@TOOLS@`, `@PYTHONS@` and `@PY@` are substituted (all made
+/// of safe characters). With a cache (`@HASH@` not empty), a binary in
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/econtext/agent-HASH` whose SHA-256 is
+/// HASH runs at once: the stage says nothing and the agent itself says
+/// `EC1`, so the master sends nothing (`SpawnSpec::payload_skippable`).
+/// Otherwise the received binary is stored there for next time.
 const SH_STAGE: &str = r#"n=@NAME@; M=@MACHINE@; I=@INTERP@; x=$(uname -m 2>/dev/null)
 if [ "$x" != "$M" ] || { [ -n "$I" ] && [ ! -e "$I" ]; }; then
  i=; [ -n "$I" ] && [ ! -e "$I" ] && i=" without $I"
@@ -115,10 +141,25 @@ if [ -z "$p" ]; then
  m=; for t in @TOOLS@; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
  [ -z "$m" ] || { echo "econtext-agent: tools missing:$m" >&2; exit 124; }
 fi
+H=@HASH@; cf=
+if [ -n "$H" ]; then
+ c=${XDG_CACHE_HOME:-}; [ -n "$c" ] || { [ -n "${HOME:-}" ] && c="$HOME/.cache"; }
+ [ -n "$c" ] && cf="$c/econtext/agent-$H"
+ if [ -n "$cf" ] && [ -f "$cf" ] && [ -x "$cf" ]; then
+  h=
+  if command -v sha256sum >/dev/null 2>&1; then h=$(sha256sum "$cf" 2>/dev/null); h=${h%% *}
+  elif [ -n "$p" ]; then h=$("$p" -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$cf" 2>/dev/null); fi
+  if [ "$h" = "$H" ]; then
+   echo "econtext-agent: running the cached binary $cf (nothing shipped)" >&2
+   [ -n "$p" ] && exec "$p" -c 'import os,sys;e=dict(os.environ);e["ECONTEXT_AGENT"]="1";os.execve(sys.argv[1],[sys.argv[2]],e)' "$cf" "econtext:$n"
+   ECONTEXT_AGENT=1 exec "$cf"
+  fi
+ fi
+fi
 echo EC0
 read s || exit 1
 case $s in ''|*[!0-9]*) echo "econtext-agent: bad size line" >&2; exit 1;; esac
-[ -n "$p" ] && exec "$p" -c '@PY@' "$s" "$n" @FORCE@
+[ -n "$p" ] && exec "$p" -c '@PY@' "$s" "$n" @FORCE@ "$cf"
 umask 077; f=
 for d in "${XDG_RUNTIME_DIR:-}" /dev/shm "${TMPDIR:-/tmp}" /tmp "${HOME:-}"; do
  [ -n "$d" ] && [ -d "$d" ] && [ -w "$d" ] || continue
@@ -128,6 +169,9 @@ for d in "${XDG_RUNTIME_DIR:-}" /dev/shm "${TMPDIR:-/tmp}" /tmp "${HOME:-}"; do
  f="$t/a"; chmod 700 "$f"
  if ECONTEXT_AGENT=probe "$f" </dev/null >/dev/null 2>&1; then
   echo "econtext-agent: no Python on the target: running from a private temp dir ($t), deleted once started" >&2
+  if [ -n "$cf" ] && mkdir -p -m 700 "${cf%/*}" 2>/dev/null && cat "$f" > "$cf.$$" 2>/dev/null && chmod 700 "$cf.$$" && mv "$cf.$$" "$cf" 2>/dev/null; then
+   echo "econtext-agent: cached the binary at $cf" >&2
+  else rm -f "$cf.$$" 2>/dev/null; fi
   mv "$f" "$t/econtext:$n" 2>/dev/null && f="$t/econtext:$n"
   cd "$t" && ECONTEXT_AGENT=1 ECONTEXT_AGENT_TMP="$t" exec "./${f##*/}"
  fi
@@ -163,9 +207,15 @@ fn quoted_safe_path(p: &Option<String>) -> String {
     }
 }
 
-/// The script for context `name`.
-pub fn script(name: &str, platform: &Platform, opts: &AgentOptions) -> String {
+/// The script for context `name`; `sha256` is the binary's, used when
+/// `opts.cache` is on.
+pub fn script(name: &str, platform: &Platform, sha256: &str, opts: &AgentOptions) -> String {
+    let hash = match opts.cache && sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        true => sha256,
+        false => "",
+    };
     SH_STAGE
+        .replace("@HASH@", &format!("'{hash}'"))
         .replace("@NAME@", &format!("'{}'", safe_name(name)))
         .replace("@MACHINE@", &format!("'{}'", safe_name(&platform.machine)))
         .replace("@INTERP@", &quoted_safe_path(&platform.interpreter))
@@ -176,8 +226,12 @@ pub fn script(name: &str, platform: &Platform, opts: &AgentOptions) -> String {
 }
 
 /// The argv a method starts on the target (in place of `python -c ...`).
-pub fn argv(name: &str, platform: &Platform, opts: &AgentOptions) -> Vec<String> {
-    vec!["/bin/sh".into(), "-c".into(), script(name, platform, opts)]
+pub fn argv(name: &str, platform: &Platform, sha256: &str, opts: &AgentOptions) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        script(name, platform, sha256, opts),
+    ]
 }
 
 #[cfg(test)]
@@ -190,7 +244,12 @@ mod tests {
 
     #[test]
     fn hostile_names_cannot_leave_their_quotes() {
-        let s = script("a'; rm -rf / #$(x)`y`", &here(), &AgentOptions::default());
+        let s = script(
+            "a'; rm -rf / #$(x)`y`",
+            &here(),
+            "",
+            &AgentOptions::default(),
+        );
         assert!(s.starts_with("n='a___rm_-rf______x__y_';"), "{s}");
         assert!(!PY_STAGE.contains('\''));
     }
@@ -200,7 +259,7 @@ mod tests {
         let mut p = here();
         p.machine = "sparc64".into();
         let out = std::process::Command::new("/bin/sh")
-            .args(["-c", &script("t", &p, &AgentOptions::default())])
+            .args(["-c", &script("t", &p, "", &AgentOptions::default())])
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -218,7 +277,7 @@ mod tests {
         let mut p = here();
         p.interpreter = Some("/lib/ld-musl-x86_64.so.404".into());
         let out = std::process::Command::new("/bin/sh")
-            .args(["-c", &script("t", &p, &AgentOptions::default())])
+            .args(["-c", &script("t", &p, "", &AgentOptions::default())])
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();

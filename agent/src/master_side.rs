@@ -28,10 +28,12 @@ pub fn agent_spec(
         program: opts.binary.display().to_string(),
         reason,
     })?;
-    let platform = ship.platform.clone();
-    let spec = method.spawn_spec_with(name, timeout, &|_python, name| {
-        first_stage::argv(name, &platform, opts)
+    let (platform, sha256) = (ship.platform.clone(), ship.sha256.clone());
+    let mut spec = method.spawn_spec_with(name, timeout, &|_python, name| {
+        first_stage::argv(name, &platform, &sha256, opts)
     })?;
+    // From its cache the agent says EC1 with no EC0: nothing is sent.
+    spec.payload_skippable = opts.cache;
     Ok((spec, ship))
 }
 
@@ -69,8 +71,12 @@ pub async fn connect_agent(
             })
         }
     }
+    let shipped_bytes = match connected.payload_sent {
+        true => ship.compressed_len(),
+        false => 0,
+    };
     info!(log, "Rust agent started";
-        "shipped_bytes" => ship.compressed_len(), "binary_bytes" => ship.binary_len,
+        "shipped_bytes" => shipped_bytes, "binary_bytes" => ship.binary_len,
         "pid" => connected.process.pid());
     Ok((connected, ship))
 }

@@ -18,6 +18,11 @@ pub struct Shipped {
     pub framed: Vec<u8>,
     /// The uncompressed binary's size.
     pub binary_len: usize,
+    /// SHA-256 of the uncompressed binary, hex: the name and the check of
+    /// its copy in a target's cache ([`AgentOptions::cache`]).
+    ///
+    /// [`AgentOptions::cache`]: crate::AgentOptions::cache
+    pub sha256: String,
     pub platform: Platform,
 }
 
@@ -37,6 +42,7 @@ impl Shipped {
         Ok(Shipped {
             framed,
             binary_len: binary.len(),
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(binary)),
             platform,
         })
     }

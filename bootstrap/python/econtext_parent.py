@@ -524,9 +524,11 @@ class _Auth(object):
         return None
 
 
-def _handshake(a, proc, sides, auth, payload, timeout):
+def _handshake(a, proc, sides, auth, payload, timeout, skippable=False):
     # Returns whatever was read past EC1 (the start of the frame stream).
-    # sides: the child's stderr, and its pty (or None).
+    # sides: the child's stderr, and its pty (or None). skippable: a Rust
+    # agent's first stage may say EC1 with no EC0 (it ran the binary from
+    # its cache), and then no payload is sent.
     deadline = time.time() + timeout
     afd = a.fileno()
     buf, stage = b'', 0
@@ -556,6 +558,10 @@ def _handshake(a, proc, sides, auth, payload, timeout):
         buf += s
         marker = stage and b'EC1\n' or b'EC0\n'
         i = buf.find(marker)
+        if skippable and not stage:
+            j = buf.find(b'EC1\n')
+            if j >= 0 and (i < 0 or j < i):
+                return buf[j + 4:]
         if i < 0:
             if len(buf) > MAX_NOISE:
                 raise _Fail('Protocol', 'handshake failed: no %s marker in %d bytes of output' % (
@@ -653,7 +659,7 @@ def _connect(cid, name, argv, env, cfg, timeout, method=u'', new_session=False, 
     auth = _Auth(method, prompt, words, rules, password, keep and keep[0])
     sides = (err, side)
     try:
-        initial = _handshake(a, proc, sides, auth, payload, timeout)
+        initial = _handshake(a, proc, sides, auth, payload, timeout, bool(after_ec1))
         if after_ec1:
             a.settimeout(timeout)
             try:

@@ -26,6 +26,9 @@ pub struct Connected {
     pub initial: BytesMut,
     pub process: ChildProcess,
     pub stderr_tail: Tail,
+    /// Whether the payload went out: not when the first stage already had
+    /// it ([`SpawnSpec::payload_skippable`]).
+    pub payload_sent: bool,
 }
 
 /// One output of the child other than its data: stderr or its pty. Split
@@ -158,7 +161,8 @@ pub async fn connect(
         stderr: cx.lines(),
     };
 
-    let mut hs = Handshake::default();
+    let mut hs = Handshake::payload_skippable(spec.payload_skippable);
+    let mut payload_sent = false;
     let mut buf = vec![0u8; 4096];
     let mut ebuf = vec![0u8; 4096];
     let mut tbuf = vec![0u8; 1024];
@@ -177,6 +181,7 @@ pub async fn connect(
                 match hs.feed(&buf[..n]).map_err(ConnectError::Protocol)? {
                     Step::Read => {}
                     Step::SendPayload => {
+                        payload_sent = true;
                         match tokio::time::timeout_at(deadline, data.write_all(payload)).await {
                             Err(_) => return Err(timed_out(Stage::AwaitEc1, &cx)),
                             Ok(r) => r?,
@@ -199,6 +204,7 @@ pub async fn connect(
                             initial,
                             process,
                             stderr_tail: tail,
+                            payload_sent,
                         });
                     }
                 }

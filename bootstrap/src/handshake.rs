@@ -49,6 +49,9 @@ pub struct Handshake {
     /// Text seen before a marker (a banner, a shell's noise): kept for
     /// error messages.
     pub noise: String,
+    /// `EC1` may come without `EC0`: the first stage already had the
+    /// payload (a Rust agent's content-hash cache), so none is sent.
+    payload_skippable: bool,
 }
 
 impl Default for Handshake {
@@ -58,11 +61,23 @@ impl Default for Handshake {
             buf: BytesMut::new(),
             scanned: 0,
             noise: String::new(),
+            payload_skippable: false,
         }
     }
 }
 
 impl Handshake {
+    /// A handshake whose first stage may say `EC1` straight away, having
+    /// the payload already ([`SpawnSpec::payload_skippable`]).
+    ///
+    /// [`SpawnSpec::payload_skippable`]: crate::SpawnSpec::payload_skippable
+    pub fn payload_skippable(skippable: bool) -> Self {
+        Handshake {
+            payload_skippable: skippable,
+            ..Handshake::default()
+        }
+    }
+
     pub fn stage(&self) -> Stage {
         self.stage
     }
@@ -77,7 +92,20 @@ impl Handshake {
         };
         let from = self.scanned.saturating_sub(marker.len() - 1);
         let found = find(&self.buf[from..], marker).map(|i| from + i);
+        let early_ec1 = match self.stage {
+            Stage::AwaitEc0 if self.payload_skippable => {
+                find(&self.buf[from..], b"EC1\n").map(|i| from + i)
+            }
+            _ => None,
+        };
         self.scanned = self.buf.len();
+        if let Some(at) = early_ec1.filter(|&e| found.map_or(true, |f| e < f)) {
+            let before = self.buf.split_to(at);
+            self.note_noise(&before);
+            let _ = self.buf.split_to(4);
+            self.stage = Stage::Done;
+            return Ok(Step::Done(std::mem::take(&mut self.buf)));
+        }
         match found {
             Some(at) => {
                 self.scanned = 0;
@@ -139,6 +167,23 @@ mod tests {
         let mut h = Handshake::default();
         assert_eq!(h.feed(b"Welcome!\nEC0\n").unwrap(), Step::SendPayload);
         assert_eq!(h.noise, "Welcome!\n");
+    }
+
+    #[test]
+    fn ec1_without_ec0_only_when_the_payload_is_skippable() {
+        let mut h = Handshake::default();
+        assert_eq!(h.feed(b"EC1\n").unwrap(), Step::Read);
+        let mut h = Handshake::payload_skippable(true);
+        assert_eq!(h.feed(b"cached\nEC").unwrap(), Step::Read);
+        assert_eq!(
+            h.feed(b"1\nFRAME").unwrap(),
+            Step::Done(BytesMut::from(&b"FRAME"[..]))
+        );
+        assert_eq!(h.noise, "cached\n");
+        // EC0 first: the ordinary path.
+        let mut h = Handshake::payload_skippable(true);
+        assert_eq!(h.feed(b"EC0\n").unwrap(), Step::SendPayload);
+        assert_eq!(h.feed(b"EC1\n").unwrap(), Step::Done(BytesMut::new()));
     }
 
     #[test]

@@ -231,6 +231,11 @@ pub struct SpawnSpec {
     /// How the child's last words classify a failure ([`exit_rules`]).
     pub exit_rules: Vec<ExitRule>,
     pub password: Option<Secret>,
+    /// The first stage may say `EC1` without `EC0` when it already has the
+    /// payload (a Rust agent run from its content-hash cache): then
+    /// nothing is sent. Never for Python's first stage.
+    #[serde(default)]
+    pub payload_skippable: bool,
 }
 
 /// How the prompt we give sudo with `-p` starts. The whole prompt is
@@ -337,6 +342,7 @@ impl Method {
             prompts: PromptRules::default(),
             exit_rules: exit_rules(self.kind()),
             password,
+            payload_skippable: false,
         };
         spec.argv = match self {
             Method::Local(o) => first(&o.python, name),

@@ -148,6 +148,8 @@ impl Handler<Request<Spawn, Vec<u32>>> for Spawner {
             },
             exit_rules: req.exit_rules.clone(),
             password: req.password.clone().map(Secret::new),
+            // Only an agent's first stage may have the payload cached.
+            payload_skippable: req.agent.is_some(),
         };
         let log = self.log.new(slog::o!("ctx" => req.name.clone()));
         let timeout = Duration::from_secs_f64(req.timeout.clamp(0.1, 3600.0));
