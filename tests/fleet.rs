@@ -743,6 +743,40 @@ fn single_target_run_prints_text_and_exits_with_the_remote_rc() {
     );
 }
 
+/// `econtext.fleet.run` on every interpreter (posix_spawn on 3.8+,
+/// subprocess before): rc, both outputs apart, a command killed by a
+/// signal as 128+N, SIGPIPE at its default for the command (Python
+/// ignores it), no fd of the context leaked to the command.
+#[test]
+fn run_on_every_interpreter_keeps_rc_outputs_signals_and_fds_apart() {
+    for (py, version) in common::interpreters() {
+        let target = format!("local?python={}", py.display());
+        let out = econtext(&[
+            "run",
+            &target,
+            "--",
+            "echo out; echo err >&2; yes | head -c 4; ls /proc/$$/fd | wc -l >&2; exit 3",
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{version}: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "out\ny\ny\n",
+            "{version}"
+        );
+        // The shell's own fds: 0, 1, 2 and nothing of the context's.
+        assert_eq!(stderr(&out), "err\n3\n", "{version}");
+        let out = econtext(&["run", &target, "--", "kill -TERM $$"]);
+        assert_eq!(out.status.code(), Some(143), "{version}: {}", stderr(&out));
+        let out = econtext(&["run", &target, "--", "/nonexistent/cmd", "arg"]);
+        assert_eq!(out.status.code(), Some(1), "{version}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("No such file"),
+            "{version}: {}",
+            stderr(&out)
+        );
+    }
+}
+
 // ---- the Rust fan-out API, on local Python contexts ----
 
 mod api {
