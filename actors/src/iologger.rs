@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use bytes::{Buf, BytesMut};
 use econtext_wire::sanitize;
-use slog::{debug, info, Logger};
+use slog::{info, Logger};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
 
@@ -182,14 +182,7 @@ impl StreamHandler<Result<RawLine, std::io::Error>> for IoLogger {
         // An I/O error (EIO on a pty whose child exited) ends the stream.
         let Ok(raw) = item else { return };
         let line = show_line(&raw);
-        // ssh's note on every host it adds to known_hosts (every time,
-        // with UserKnownHostsFile=/dev/null): news at debug level only, so
-        // a fleet does not log one per host. It stays in the tail.
-        if line.starts_with("Warning: Permanently added ") {
-            debug!(self.log, "{}", line);
-        } else {
-            info!(self.log, "{}", line);
-        }
+        info!(self.log, "{}", line);
         self.tail.push(line);
     }
 }

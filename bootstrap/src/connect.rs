@@ -96,7 +96,15 @@ impl Cx<'_> {
         // Every control character and bad byte escaped (this reaches a
         // terminal), then the password redacted.
         let text = self.redact(&sanitize::field_bytes(raw));
-        info!(self.log, "{}", text; "fd" => fd);
+        // ssh's note on every host it adds to known_hosts (each time with
+        // UserKnownHostsFile=/dev/null, which ssh_config or an inventory
+        // may set): debug level, so a fleet does not log one per host.
+        // It stays in the tail for errors.
+        if text.starts_with("Warning: Permanently added ") {
+            debug!(self.log, "{}", text; "fd" => fd);
+        } else {
+            info!(self.log, "{}", text; "fd" => fd);
+        }
         self.tail.push(text);
     }
 
