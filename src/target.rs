@@ -360,7 +360,12 @@ mod tests {
         let opts = |t: &str| parse(t).unwrap()[0].options().map(|o| o.agent);
         assert_eq!(opts("local").unwrap(), None);
         assert!(!opts("local?agent=rust").unwrap().unwrap().cache);
-        assert!(opts("local?agent=rust&agent_cache=yes").unwrap().unwrap().cache);
+        assert!(
+            opts("local?agent=rust&agent_cache=yes")
+                .unwrap()
+                .unwrap()
+                .cache
+        );
         assert!(opts("local?agent_cache=yes").is_err(), "needs agent=rust");
         assert!(opts("local?agent=rust&agent_cache=maybe").is_err());
     }

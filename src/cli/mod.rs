@@ -32,7 +32,8 @@ use report::{HostOutput, HostReport};
     about = "Run Python functions and commands on other machines with nothing installed there",
     after_help = "Exit status: 0 every host succeeded; 2 a host was unreachable; else 3 a host \
                   died or timed out; else 1 a host failed (a command's non-zero rc, a raised \
-                  exception); 64 bad usage; 130 interrupted. `econtext run TARGET` on one \
+                  exception); 64 bad usage; 130 interrupted (hosts never started are reported as \
+                  `skipped`). `econtext run TARGET` on one \
                   target without -i exits with the command's own status."
 )]
 pub struct Cli {
