@@ -125,12 +125,13 @@ async fn main() {
     // Real PyPI packages for the child's Python (the same tree
     // ../shared/peer-bench/mitogen_realpkg.py serves), made on first use.
     let real_dir = real_packages(&python);
-    let master = Master::new(MasterOptions {
-        module_path: std::iter::once(pkg_dir.clone())
-            .chain(real_dir.clone())
-            .collect(),
-        ..Default::default()
-    });
+    let master = Master::new(
+        MasterOptions::default().module_path(
+            std::iter::once(pkg_dir.clone())
+                .chain(real_dir.clone())
+                .collect(),
+        ),
+    );
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut out = serde_json::Map::new();
     let progress = |s: &str| eprintln!("bench: {s}");

@@ -15,10 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::CompactFormat::new(decorator).build().fuse();
     let log = Logger::root(Mutex::new(drain).fuse(), o!());
-    let master = Master::new(MasterOptions {
-        log,
-        ..Default::default()
-    });
+    let master = Master::new(MasterOptions::default().log(log));
 
     let python = std::env::var("ECONTEXT_PYTHON").unwrap_or_else(|_| "python3".into());
     let started = Instant::now();

@@ -30,8 +30,11 @@ use slog::{debug, o, Logger};
 /// Bytes an in-process Rust context's pipe buffers before its writer waits.
 const IN_PROCESS_PIPE: usize = 256 * 1024;
 
-/// How the master and the contexts it creates behave.
+/// How the master and the contexts it creates behave. Build it with
+/// `MasterOptions::default()` and the setters below (it is
+/// `#[non_exhaustive]`: new options do not break callers).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct MasterOptions {
     /// Where the master's own records and every forwarded child record go.
     pub log: Logger,
@@ -70,8 +73,40 @@ impl Default for MasterOptions {
     }
 }
 
-/// Options for one new context.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $($(#[$doc])* pub fn $name(mut self, v: $ty) -> Self {
+            self.$name = v;
+            self
+        })*
+    };
+}
+
+impl MasterOptions {
+    setters! {
+        /// Where the master's records and every forwarded child record go.
+        log: Logger;
+        /// Python's numeric level copied into children (10 debug, 20 info).
+        log_level: u8;
+        /// Largest frame accepted or sent, inherited by every child.
+        max_message_size: usize;
+        /// Bounds every stage of creating a context.
+        connect_timeout: Duration;
+        /// How long a dying context may take before it is killed.
+        grace: Duration;
+        /// Directories searched for modules children cannot import.
+        module_path: Vec<PathBuf>;
+        /// Only these top-level names are served from the module path.
+        module_allow: Option<Vec<String>>;
+        /// A dead context's ID is handed out again no sooner than this.
+        id_quarantine: Duration;
+    }
+}
+
+/// Options for one new context: `ConnectOptions::new(method)` and the
+/// setters below (`#[non_exhaustive]`).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     pub method: Method,
     /// The context's name (default `METHOD.ID`), shown in `ps` and logs.

@@ -29,12 +29,12 @@ fn a_hundred_children_import_a_master_only_package_at_once_and_log_every_record(
     .unwrap();
     let cap = Capture::default();
     run(async move {
-        let master = Master::new(MasterOptions {
-            module_path: vec![root.clone()],
-            log: cap.logger(),
-            connect_timeout: Duration::from_secs(60),
-            ..Default::default()
-        });
+        let master = Master::new(
+            MasterOptions::default()
+                .module_path(vec![root.clone()])
+                .log(cap.logger())
+                .connect_timeout(Duration::from_secs(60)),
+        );
         let children = hundred_children(&master).await;
         let t0 = Instant::now();
         let calls = children

@@ -701,10 +701,9 @@ fn pulled_manifest_escaping_the_destination_is_refused() {
     let dir = TempDir::new("files-escape");
     std::fs::write(dir.path("hostile_files.py"), HOSTILE_FILES).unwrap();
     run(async {
-        let master = econtext::Master::new(econtext::MasterOptions {
-            module_path: vec![dir.0.clone()],
-            ..Default::default()
-        });
+        let master = econtext::Master::new(
+            econtext::MasterOptions::default().module_path(vec![dir.0.clone()]),
+        );
         let ctx = master.local(local(&python3())).await.unwrap();
         let _: bool = ctx
             .call("hostile_files", "escaping_manifest", ())

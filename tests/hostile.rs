@@ -298,11 +298,11 @@ fn a_sibling_cannot_write_into_a_receiver_made_for_its_caller() {
     )
     .unwrap();
     common::run(async move {
-        let master = econtext::Master::new(econtext::MasterOptions {
-            module_path: vec![root.clone()],
-            log: common::Capture::default().logger(),
-            ..Default::default()
-        });
+        let master = econtext::Master::new(
+            econtext::MasterOptions::default()
+                .module_path(vec![root.clone()])
+                .log(common::Capture::default().logger()),
+        );
         let py = common::python3();
         let victim = master.local(common::local(&py)).await.unwrap();
         let evil = master.local(common::local(&py)).await.unwrap();

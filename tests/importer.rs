@@ -19,11 +19,11 @@ fn requests(master: &Master) -> u64 {
 }
 
 fn master_with_path(root: &Path) -> Master {
-    Master::new(MasterOptions {
-        module_path: vec![root.to_path_buf()],
-        log: Capture::default().logger(),
-        ..Default::default()
-    })
+    Master::new(
+        MasterOptions::default()
+            .module_path(vec![root.to_path_buf()])
+            .log(Capture::default().logger()),
+    )
 }
 
 #[test]

@@ -39,11 +39,11 @@ async fn check_interpreter(site: &Path, child: &Path, version: &str) -> Vec<Stri
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let master = Master::new(MasterOptions {
-        module_path: vec![site.to_path_buf()],
-        log: cap.logger(),
-        ..Default::default()
-    });
+    let master = Master::new(
+        MasterOptions::default()
+            .module_path(vec![site.to_path_buf()])
+            .log(cap.logger()),
+    );
     let ctx = match master.local(local(child.to_str().unwrap())).await {
         Ok(c) => c,
         Err(e) => return vec![format!("{version}: connect as nobody: {e}")],

@@ -19,11 +19,11 @@ fn module_root(tag: &str) -> PathBuf {
 }
 
 fn master_with(cap: &Capture, root: &Path) -> Master {
-    Master::new(MasterOptions {
-        module_path: vec![root.to_path_buf()],
-        log: cap.logger(),
-        ..Default::default()
-    })
+    Master::new(
+        MasterOptions::default()
+            .module_path(vec![root.to_path_buf()])
+            .log(cap.logger()),
+    )
 }
 
 async fn spawn(master: &Master, python: &str, name: &str, via: Option<&Context>) -> Context {

@@ -244,12 +244,13 @@ fn shutdown_of_a_context_that_ignores_it_cuts_it_off_at_the_grace_period() {
 #[test]
 fn failed_connects_exhaust_the_id_space_without_handing_out_zero_or_a_live_id() {
     run(async {
-        let master = Master::new(MasterOptions {
-            log: Capture::default().logger(),
-            // Longer than any run of this test: no ID comes back early.
-            id_quarantine: Duration::from_secs(3600),
-            ..Default::default()
-        });
+        // A quarantine longer than any run of this test: no ID comes back
+        // early.
+        let master = Master::new(
+            MasterOptions::default()
+                .log(Capture::default().logger())
+                .id_quarantine(Duration::from_secs(3600)),
+        );
         let (tx, mut died) = tokio::sync::mpsc::unbounded_channel();
         master
             .router()
@@ -327,10 +328,9 @@ fn a_master_handle_serves_calls_from_a_multi_threaded_tokio_runtime() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let master = econtext::MasterHandle::start(MasterOptions {
-            log: Capture::default().logger(),
-            ..Default::default()
-        });
+        let master = econtext::MasterHandle::start(
+            MasterOptions::default().log(Capture::default().logger()),
+        );
         let py = master
             .local(LocalOptions {
                 python: common::python3(),
@@ -373,10 +373,7 @@ fn a_master_handle_serves_calls_from_a_multi_threaded_tokio_runtime() {
 #[test]
 fn connect_shutdown_cycles_leave_the_masters_maps_and_fds_flat() {
     run(async {
-        let master = Master::new(MasterOptions {
-            log: Capture::default().logger(),
-            ..Default::default()
-        });
+        let master = Master::new(MasterOptions::default().log(Capture::default().logger()));
         let cycle = || async {
             let mut f = Functions::default();
             f.register("math.add", |(a, b): (i64, i64)| a + b);

@@ -566,11 +566,11 @@ fn sudo_opts(user: &str, password: Option<&str>) -> SudoOptions {
 fn master_serving(cap: &Capture) -> (econtext::Master, TempDir) {
     let dir = TempDir::new("ecvia");
     std::fs::write(dir.path("ecvia.py"), ECVIA).unwrap();
-    let m = econtext::Master::new(econtext::MasterOptions {
-        module_path: vec![dir.0.clone()],
-        log: cap.logger(),
-        ..Default::default()
-    });
+    let m = econtext::Master::new(
+        econtext::MasterOptions::default()
+            .module_path(vec![dir.0.clone()])
+            .log(cap.logger()),
+    );
     (m, dir)
 }
 

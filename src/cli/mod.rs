@@ -95,14 +95,12 @@ impl Env {
         Fut: Future<Output = u8>,
     {
         let log = logger(self.verbose);
-        let opts = MasterOptions {
-            module_path: self.module_path.clone(),
-            module_allow: self.module_allow.clone(),
-            log,
-            log_level: if self.verbose > 0 { 10 } else { 20 },
-            connect_timeout: self.connect_timeout,
-            ..Default::default()
-        };
+        let opts = MasterOptions::default()
+            .module_path(self.module_path.clone())
+            .module_allow(self.module_allow.clone())
+            .log(log)
+            .log_level(if self.verbose > 0 { 10 } else { 20 })
+            .connect_timeout(self.connect_timeout);
         let system = actix_rt::System::new();
         system.block_on(async move { f(Master::new(opts)).await })
     }

@@ -145,10 +145,7 @@ pub fn run_alone<F: Future<Output = ()>>(f: F) {
 
 /// A master logging into `cap`.
 pub fn master(cap: &Capture) -> Master {
-    Master::new(MasterOptions {
-        log: cap.logger(),
-        ..Default::default()
-    })
+    Master::new(MasterOptions::default().log(cap.logger()))
 }
 
 pub fn local(python: &str) -> LocalOptions {
