@@ -170,7 +170,13 @@ impl Context {
         mut inflight: InFlight,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<T> {
-        let reply = &mut inflight.reply;
+        // Unconstrained: a reply that has arrived is taken at once. Under
+        // tokio's cooperative budget, a join of thousands of calls whose
+        // replies are all in had each one refuse (Pending plus a deferred
+        // self-wake) once the budget ran out: the joins re-polled every
+        // call again and again, half the master's CPU at 20,000 calls in
+        // flight. A oneshot resolves once, so it cannot starve anyone.
+        let reply = tokio::task::unconstrained(&mut inflight.reply);
         let msg = match deadline {
             None => reply.await.map_err(|_| Error::RouterGone)?,
             Some((at, after)) => match tokio::time::timeout_at(at.into(), reply).await {
