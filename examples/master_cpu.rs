@@ -75,7 +75,12 @@ async fn main() {
                 python: python.clone(),
             })
         });
-        kids.extend(join_all(batch).await.into_iter().map(|c| c.expect("connect")));
+        kids.extend(
+            join_all(batch)
+                .await
+                .into_iter()
+                .map(|c| c.expect("connect")),
+        );
     }
     for c in &kids {
         let _: u32 = c.call("os", "getpid", ()).await.unwrap();

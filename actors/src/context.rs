@@ -27,7 +27,10 @@ pub struct Context {
     id: ContextId,
     name: Arc<str>,
     me: ContextId,
-    router: Addr<Router>,
+    // Behind an Arc: cloning an actix Addr allocates twice (its sender
+    // task), and every call clones its Context twice (the builder and
+    // the reply guard).
+    router: Arc<Addr<Router>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -43,7 +46,7 @@ impl Context {
             id,
             name: name.into(),
             me,
-            router,
+            router: Arc::new(router),
         }
     }
 
@@ -370,7 +373,7 @@ struct InFlight {
 }
 
 struct ReplyGuard {
-    router: Addr<Router>,
+    router: Arc<Addr<Router>>,
     handle: Handle,
     armed: bool,
 }

@@ -395,20 +395,27 @@ pub fn send_reply_encoded(
     router.do_send(SendReply(crate::message::reply_frame(me, msg, data)));
 }
 
-/// A frame read from the stream to `from`. Handled at once: the reader
-/// never waits for another peer's link.
+/// Frames read from the stream to `from`, in order: every complete frame
+/// one read brought (one mailbox message and one wake-up per read, not
+/// per frame). Handled at once: the reader never waits for another
+/// peer's link. The emptied Vec comes back for the reader's next batch.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<Frame>")]
 pub struct Inbound {
     pub from: ContextId,
-    pub frame: Frame,
+    pub frames: Vec<Frame>,
 }
 
 impl Handler<Inbound> for Router {
-    type Result = ();
+    type Result = MessageResult<Inbound>;
 
-    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
-        self.with_core(ctx, |c, now| c.inbound(msg.from, msg.frame, now));
+    fn handle(&mut self, mut msg: Inbound, ctx: &mut Self::Context) -> Self::Result {
+        let from = msg.from;
+        // Pumped after each frame, exactly as if each had come alone.
+        for frame in msg.frames.drain(..) {
+            self.with_core(ctx, |c, now| c.inbound(from, frame, now));
+        }
+        MessageResult(msg.frames)
     }
 }
 

@@ -19,6 +19,11 @@ use crate::router::{AttachStream, CloseStream, Inbound, Router, StreamClosed};
 const DIRECT_WRITE: usize = 64 * 1024;
 /// Small frames are batched into one write up to this many bytes.
 const BATCH: usize = 256 * 1024;
+/// Frames handed to the Router in one message, at most.
+const MAX_BATCH_FRAMES: usize = 1024;
+/// A writer lets the runtime turn at most this many times to gather
+/// frames into one write.
+const MAX_GATHER_TURNS: usize = 128;
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -172,13 +177,28 @@ async fn read_loop<R: AsyncRead + Unpin>(
     peer: ContextId,
     router: Addr<Router>,
 ) -> Result<(), WireError> {
+    let mut batch = Vec::new();
     loop {
-        while let Some(frame) = codec.decode(&mut buf)? {
-            // Waiting for the Router to queue the frame onward is what
-            // stops us reading faster than the next hop drains.
-            if router.send(Inbound { from: peer, frame }).await.is_err() {
-                return Ok(());
+        while batch.len() < MAX_BATCH_FRAMES {
+            match codec.decode(&mut buf)? {
+                Some(frame) => batch.push(frame),
+                None => break,
             }
+        }
+        if !batch.is_empty() {
+            // Waiting for the Router to queue the frames onward is what
+            // stops us reading faster than the next hop drains.
+            match router
+                .send(Inbound {
+                    from: peer,
+                    frames: batch,
+                })
+                .await
+            {
+                Ok(empty) => batch = empty,
+                Err(_) => return Ok(()),
+            }
+            continue;
         }
         if buf.capacity() - buf.len() < HEADER_LEN {
             buf.reserve(READ_CHUNK);
@@ -186,7 +206,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if reader.read_buf(&mut buf).await? == 0 {
             return match codec.decode_eof(&mut buf)? {
                 Some(frame) => {
-                    let _ = router.send(Inbound { from: peer, frame }).await;
+                    let frames = vec![frame];
+                    let _ = router.send(Inbound { from: peer, frames }).await;
                     Ok(())
                 }
                 None => Ok(()),
@@ -204,21 +225,38 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut written = Vec::new();
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
-        while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
-            let data = &item.frame.data;
-            let header = codec.seal(&item.frame.header, data)?;
-            buf.put_slice(&header);
-            if data.len() >= DIRECT_WRITE {
-                writer.write_all(&buf).await?;
-                buf.clear();
-                writer.write_all(data).await?;
-            } else {
-                buf.put_slice(data);
+        let (mut turns, mut idle) = (0, 0);
+        loop {
+            let before = written.len();
+            while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
+                let data = &item.frame.data;
+                let header = codec.seal(&item.frame.header, data)?;
+                buf.put_slice(&header);
+                if data.len() >= DIRECT_WRITE {
+                    writer.write_all(&buf).await?;
+                    buf.clear();
+                    writer.write_all(data).await?;
+                } else {
+                    buf.put_slice(data);
+                }
+                written.push(item);
+                if buf.len() >= BATCH {
+                    break;
+                }
             }
-            written.push(item);
-            if buf.len() >= BATCH {
+            // One write per burst, not per frame. A caller that issues
+            // calls one after another (each `start().await` a turn of the
+            // runtime) queues one frame per turn, and may run after or
+            // before our pass in that turn; so we write once two turns in
+            // a row brought nothing (or the batch is full). A turn costs
+            // far less than a write (and the peer's wake-up); a lone frame
+            // waits two turns.
+            idle = if written.len() == before { idle + 1 } else { 0 };
+            if buf.is_empty() || buf.len() >= BATCH || idle == 2 || turns == MAX_GATHER_TURNS {
                 break;
             }
+            turns += 1;
+            tokio::task::yield_now().await;
         }
         if !buf.is_empty() {
             writer.write_all(&buf).await?;
