@@ -539,15 +539,25 @@ class Mac(object):
             if sha1 is not None:
                 self.big = sha1 and _pads(sha1, self.key)
 
-    def __call__(self, chunks, n):
+    def begin(self, n):
+        # The MAC of the next frame, fed piece by piece (update the first
+        # item with the fields, then the data), finished by end().
         pads = n >= BIG_FRAME and self.big or self.small
-        i, o = pads[0].copy(), pads[1].copy()
+        i = pads[0].copy()
         i.update(_SEQ.pack(self.dir, self.seq))
         self.seq += 1
-        for c in chunks:
-            i.update(c)
-        o.update(i.digest())
+        return i, pads[1]
+
+    def end(self, st):
+        o = st[1].copy()
+        o.update(st[0].digest())
         return o.digest()
+
+    def __call__(self, chunks, n):
+        st = self.begin(n)
+        for c in chunks:
+            st[0].update(c)
+        return self.end(st)
 
 
 def _need_sha1():
@@ -585,6 +595,7 @@ class Stream(object):
         self.held = []
         self.buf = b''
         self.pend = None
+        self.pmac = None
         self.closed = False
 
     def send(self, dst, src, handle, reply_to, chunks):
@@ -680,9 +691,15 @@ class Stream(object):
                 self.plen = end - pos
                 self.buf = b''
                 if _HAVE_READV and n > 1048576:
-                    # Read the rest in place: no chunk list, no join copy.
+                    # Read the rest in place: no chunk list, no join copy;
+                    # MACed as it arrives, so SHA-1 runs while the sender
+                    # is still writing the rest.
                     self.pend = bytearray(n)
                     self.pend[:self.plen] = s[pos:]
+                    self.rx.prepare(True)
+                    self.pmac = self.rx.begin(n)
+                    self.pmac[0].update(fld)
+                    self.pmac[0].update(memoryview(self.pend)[:self.plen])
                 else:
                     self.pend = [s[pos:]]
                 return
@@ -697,12 +714,15 @@ class Stream(object):
         mv = memoryview(p)
         k = min(len(s), need - self.plen)
         mv[self.plen:self.plen + k] = s[:k]
+        h = self.pmac[0]
+        h.update(mv[self.plen:self.plen + k])
         self.plen += k
         try:
             while self.plen < need:
                 r = os.readv(self.rfd, [mv[self.plen:]])
                 if not r:
                     return self.disconnect(None)
+                h.update(mv[self.plen:self.plen + r])
                 self.plen += r
                 # Back to poll unless more is ready right away.
                 if not select.select([self.rfd], [], [], 0)[0]:
@@ -713,16 +733,19 @@ class Stream(object):
             mv.release()
         if self.plen >= need:
             self.pend = None
-            self._frame(self.phdr, self.pfld, p)
+            self._frame(self.phdr, self.pfld, p, self.rx.end(self.pmac))
+            self.pmac = None
             self._parse(s[k:])
 
-    def _frame(self, h, fld, data):
+    def _frame(self, h, fld, data, mac=None):
         if self.closed:
             return
         n = len(data)
-        if n >= BIG_FRAME:
-            self.rx.prepare(True)
-        if not _same(self.rx((fld, data), n), h[0]):
+        if mac is None:
+            if n >= BIG_FRAME:
+                self.rx.prepare(True)
+            mac = self.rx((fld, data), n)
+        if not _same(mac, h[0]):
             return self.disconnect('bad MAC on frame from %d' % h[2])
         try:
             self.on_frame(h[1], h[2], h[3], h[4], data, self)
