@@ -124,8 +124,70 @@ fn syntax_error_in_served_source_names_file_and_line() {
                 );
                 assert!(e.message.contains("line 3"), "{e:?}");
                 assert!(e.message.contains("under Python 3."), "{e:?}");
+                // A plain directory: the master's Python is the python3
+                // on its PATH.
+                let on_path = std::process::Command::new("python3")
+                    .args(["-c", "import platform; print(platform.python_version())"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .unwrap_or_default();
+                if !on_path.is_empty() {
+                    let want = format!("the master's Python is {on_path}");
+                    assert!(e.message.contains(&want), "{want}: {e:?}");
+                }
             }
             other => panic!("expected ImportError, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+/// A module with a `match` statement (Python 3.10+) in a 3.13
+/// site-packages on the master: every older child names the file, the
+/// line and both versions; every newer one imports it.
+#[test]
+fn newer_syntax_names_file_line_and_both_versions_under_every_older_interpreter() {
+    let root = std::env::temp_dir().join(format!("econtext-newer-{}", std::process::id()));
+    let site = root.join("lib/python3.13/site-packages");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("ecnewer.py"),
+        "def kind(x):\n    match x:\n        case 0:\n            return 'zero'\n        case _:\n            return 'other'\n",
+    )
+    .unwrap();
+    let pythons = interpreters();
+    run(async move {
+        let master = master_with_path(&site);
+        let mut older = 0;
+        for (python, version) in &pythons {
+            let ctx = master.local(local(python.to_str().unwrap())).await.unwrap();
+            let r = ctx.call::<String>("ecnewer", "kind", (0,)).await;
+            let v: Vec<u32> = version.split('.').map(|x| x.parse().unwrap_or(0)).collect();
+            if v[..2] >= [3, 10][..] {
+                assert_eq!(r.unwrap(), "zero", "{version}");
+                continue;
+            }
+            older += 1;
+            match r {
+                Err(Error::Remote(e)) => {
+                    assert!(e.type_name.contains("ImportError"), "{version}: {e:?}");
+                    for want in [
+                        "ecnewer.py".to_string(),
+                        "line 2".to_string(),
+                        format!("under Python {version}"),
+                        "the master's Python is 3.13".to_string(),
+                    ] {
+                        assert!(e.message.contains(&want), "{version}: {want}: {e:?}");
+                    }
+                }
+                other => panic!("{version}: expected ImportError, got {other:?}"),
+            }
+            ctx.shutdown().await.unwrap();
+        }
+        if older == 0 {
+            eprintln!(
+                "SKIP: no interpreter older than 3.10: the too-new-syntax error is not exercised"
+            );
         }
         let _ = std::fs::remove_dir_all(&root);
     });
@@ -310,4 +372,227 @@ fn a_silent_parent_is_an_import_error_within_the_connect_timeout() {
         );
         let _ = std::fs::remove_dir_all(&root);
     });
+}
+
+/// Two module-path entries holding every import form of issue 13:
+/// a PEP 420 namespace split across both, `pkgutil.extend_path` in both,
+/// a package that appends its own directory to `__path__`, relative
+/// imports three levels deep, a module importing inside a function, and
+/// a package with data files. Returns (root, [entry a, entry b]).
+fn forms_root(tag: &str) -> (PathBuf, Vec<PathBuf>) {
+    let root = std::env::temp_dir().join(format!("econtext-forms-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (a, b) = (root.join("a"), root.join("b"));
+    let ext_init = |who: &str| {
+        format!("from pkgutil import extend_path\n__path__ = extend_path(__path__, __name__)\nINIT = '{who}'\n")
+    };
+    let files: &[(&Path, &str, String)] = &[
+        (&a, "ecforms.py", include_str!("common/forms/ecforms.py").into()),
+        (&a, "ecns/one.py", "WHO = 'one'\n".into()),
+        (&a, "ecns/deep/three.py", "WHO = 'three'\n".into()),
+        (&b, "ecns/two.py", "WHO = 'two'\n".into()),
+        (&a, "ecext/__init__.py", ext_init("a")),
+        (&a, "ecext/first.py", "WHO = 'first'\n".into()),
+        (&b, "ecext/__init__.py", ext_init("b")),
+        (&b, "ecext/second.py", "WHO = 'second'\n".into()),
+        (
+            &a,
+            "ecpathx/__init__.py",
+            "import os\n__path__.append(os.path.join(os.path.dirname(__file__), 'extra'))\n".into(),
+        ),
+        (&a, "ecpathx/extra/extra_mod.py", "WHO = 'extra'\n".into()),
+        (&a, "ecrel/__init__.py", "from . import a\nWHO = 'ecrel'\n".into()),
+        (&a, "ecrel/a.py", "WHO = 'a'\n".into()),
+        (&a, "ecrel/b.py", "WHO = 'b'\n".into()),
+        (&a, "ecrel/sub/__init__.py", "from .. import a as _a\n".into()),
+        (&a, "ecrel/sub/b.py", "WHO = 'sub.b'\n".into()),
+        (&a, "ecrel/sub/sibling.py", "X = 'sibling'\n".into()),
+        (&a, "ecrel/sub/deep/__init__.py", "from ..sibling import X as SIB\n".into()),
+        (&a, "ecrel/sub/deep/here.py", "H = 'here'\n".into()),
+        (
+            &a,
+            "ecrel/sub/deep/leaf.py",
+            "from . import here\nfrom .here import H\nfrom .. import sibling\nfrom ..sibling import X\n\
+             from ... import a\nfrom ...a import WHO as A\nfrom ...sub.deep import here as here2\n\
+             from . import SIB\n\n\
+             def chain():\n    return [H, sibling.X, X, a.WHO, A, here2.H, SIB]\n"
+                .into(),
+        ),
+        (
+            &a,
+            "ecinside.py",
+            "def use():\n    import ecinside_dep\n    return ecinside_dep.WHO\n".into(),
+        ),
+        (&a, "ecinside_dep.py", "WHO = 'dep'\n".into()),
+        (&a, "ecdata/__init__.py", "".into()),
+        (&a, "ecdata/top.txt", "top".into()),
+        (&a, "ecdata/sub/hello.txt", "hello".into()),
+        (&a, "ecdata/sub/more/deeper.txt", "deeper".into()),
+    ];
+    for (entry, rel, text) in files {
+        let p = entry.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    (root, vec![a, b])
+}
+
+/// Calls `ecforms.FUNCTION(args)` under every interpreter, one context
+/// each, and returns each version's answer and GET_MODULE count.
+fn forms_under_every_interpreter(
+    tag: &str,
+    calls: &'static [(&'static str, &'static [&'static str])],
+) -> Vec<(String, Vec<(serde_json::Value, u64)>)> {
+    let (root, entries) = forms_root(tag);
+    let pythons = interpreters();
+    let mut out = Vec::new();
+    let sink = &mut out;
+    run(async move {
+        let master = Master::new(
+            MasterOptions::default()
+                .module_path(entries)
+                .log(Capture::default().logger()),
+        );
+        for (python, version) in &pythons {
+            let ctx = master.local(local(python.to_str().unwrap())).await.unwrap();
+            // ecforms itself first, so each count is the call's own.
+            let _: Option<()> = ctx
+                .call("ecforms", "import_refused", ("os",))
+                .await
+                .unwrap();
+            let mut answers = Vec::new();
+            for (function, args) in calls {
+                let before = requests(&master);
+                let got = ctx
+                    .call::<serde_json::Value>("ecforms", function, args.to_vec())
+                    .await
+                    .unwrap_or_else(|e| panic!("{version}: ecforms.{function}: {e}"));
+                answers.push((got, requests(&master) - before));
+            }
+            ctx.shutdown().await.unwrap();
+            sink.push((version.clone(), answers));
+        }
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    out
+}
+
+#[test]
+fn namespace_packages_path_extension_relative_and_runtime_imports_under_every_interpreter() {
+    use serde_json::json;
+    let calls: &[(&str, &[&str])] = &[
+        ("namespace_split", &[]),
+        ("extend_path", &[]),
+        ("path_append", &[]),
+        ("relative_every_depth", &[]),
+        ("import_module_runtime", &["b"]),
+        ("dynamic_then_inside", &[]),
+    ];
+    let mut versions = Vec::new();
+    for (version, answers) in forms_under_every_interpreter("forms", calls) {
+        let want = [
+            json!(["one", "two", "three", null]),
+            json!(["first", "second", "a"]),
+            json!(["extra"]),
+            json!([
+                "here",
+                "sibling",
+                "sibling",
+                "a",
+                "a",
+                "here",
+                "sibling",
+                "ecrel.sub.deep"
+            ]),
+            json!(["b", "sub.b"]),
+            json!([false, "dep"]),
+        ];
+        for (((function, _), (got, _)), want) in calls.iter().zip(&answers).zip(&want) {
+            assert_eq!(got, want, "{version}: ecforms.{function}");
+        }
+        // The module came alone (its function's import is for later):
+        // one request for ecinside, one for ecinside_dep when use() ran.
+        assert_eq!(answers[5].1, 2, "{version}: imports inside functions");
+        versions.push(version);
+    }
+    assert!(versions.iter().any(|v| v.starts_with("2.")), "{versions:?}");
+    assert!(versions.iter().any(|v| v.starts_with("3.")), "{versions:?}");
+}
+
+#[test]
+fn resources_as_file_is_a_real_temporary_file_or_directory_removed_afterwards() {
+    use serde_json::json;
+    let calls: &[(&str, &[&str])] = &[("as_file_on_a_file", &[]), ("as_file_on_a_directory", &[])];
+    let mut checked = 0;
+    for (version, answers) in forms_under_every_interpreter("asfile", calls) {
+        let v: Vec<u32> = version.split('.').map(|x| x.parse().unwrap_or(0)).collect();
+        let file = if v[..2] >= [3, 9][..] { "hello" } else { "top" };
+        let want_file = if v[..2] >= [3, 7][..] {
+            json!([true, file, false])
+        } else {
+            json!(null)
+        };
+        assert_eq!(answers[0].0, want_file, "{version}: as_file on a file");
+        let want_dir = if v[..2] >= [3, 12][..] {
+            checked += 1;
+            json!([["hello.txt", "more"], "hello", "deeper", false])
+        } else {
+            json!(null)
+        };
+        assert_eq!(answers[1].0, want_dir, "{version}: as_file on a directory");
+    }
+    if checked == 0 {
+        eprintln!("SKIP: no Python 3.12+: as_file on a directory is not exercised");
+    }
+}
+
+#[test]
+fn module_allow_refuses_a_name_not_listed_with_a_clear_import_error() {
+    let (root, entries) = forms_root("allow");
+    let path = entries[0].to_str().unwrap();
+    for (python, version) in interpreters() {
+        let target = format!("local?python={}", python.display());
+        let cli = |function: &str, args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_econtext"))
+                .args([
+                    "--module-path",
+                    path,
+                    "--module-allow",
+                    "ecforms",
+                    "--module-allow",
+                    "ecrel",
+                ])
+                .args(["call", &target, function])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        // Listed: served.
+        let (code, out, err) = cli("ecforms.import_module_runtime", &["\"b\""]);
+        assert_eq!(code, Some(0), "{version}: {err}");
+        assert_eq!(out.trim(), r#"["b","sub.b"]"#, "{version}");
+        // Not listed, though on the module path: a clear ImportError,
+        // from an import inside served code and from the call itself.
+        let (code, out, err) = cli("ecforms.import_refused", &["\"ecinside\""]);
+        assert_eq!(code, Some(0), "{version}: {err}");
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(got[0], "ImportError", "{version}: {got}");
+        let msg = got[1].as_str().unwrap();
+        assert!(
+            msg.contains("'ecinside' is not served") && msg.contains("--module-allow"),
+            "{version}: {msg}"
+        );
+        let (code, _, err) = cli("ecinside.use", &[]);
+        assert_eq!(code, Some(1), "{version}: {err}");
+        assert!(
+            err.contains("ImportError") && err.contains("--module-allow"),
+            "{version}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }

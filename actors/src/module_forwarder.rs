@@ -277,6 +277,7 @@ mod tests {
             source: vec![1],
             children: vec![],
             requires_python: String::new(),
+            master_python: String::new(),
         }
     }
 

@@ -1200,14 +1200,16 @@ def _install_log_handler(logging):
 
 
 class _LoggingHook(object):
-    # Sits first on sys.meta_path until `logging` is imported, then wraps
-    # its loading so the LogHandler is installed the moment it exists.
+    # Sits first on sys.meta_path until the modules of _AFTER are
+    # imported, then wraps each one's loading so its patch is applied the
+    # moment it exists: `logging` gets the LogHandler; on 3.9,
+    # importlib._common gets a files() that asks our loader.
     def find_module(self, fullname, path=None):
         if fullname == 'logging':
             return self
 
     def load_module(self, fullname):
-        sys.meta_path.remove(self)
+        self._seen(fullname)
         import imp
         f, p, d = imp.find_module(fullname)
         try:
@@ -1218,21 +1220,28 @@ class _LoggingHook(object):
         _install_log_handler(mod)
         return mod
 
+    def _seen(self, fullname):
+        then = _AFTER.pop(fullname)
+        if not _AFTER:
+            sys.meta_path.remove(self)
+        return then
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != 'logging':
+        if fullname not in _AFTER:
             return None
-        sys.meta_path.remove(self)
+        then = self._seen(fullname)
         from importlib.machinery import PathFinder
-        spec = PathFinder.find_spec(fullname)
+        spec = PathFinder.find_spec(fullname, path)
         if spec is not None:
-            spec.loader = _LoaderThen(spec.loader)
+            spec.loader = _LoaderThen(spec.loader, then)
         return spec
 
 
 class _LoaderThen(object):
-    # A loader that runs the real one, then installs the LogHandler.
-    def __init__(self, loader):
+    # A loader that runs the real one, then the patch.
+    def __init__(self, loader, then):
         self.loader = loader
+        self.then = then
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
@@ -1242,7 +1251,28 @@ class _LoaderThen(object):
 
     def exec_module(self, mod):
         self.loader.exec_module(mod)
-        _install_log_handler(mod)
+        self.then(mod)
+
+
+def _files_39(common):
+    # 3.9's importlib.resources.files() never asks the loader: it returns
+    # pathlib.Path(spec.origin).parent, a 'master:' path that exists
+    # nowhere here. For our packages, the resource reader's Traversable.
+    # Patched when importlib._common loads, so that files('pkg') works
+    # even when it is what first imports pkg.
+    real = common.from_package
+
+    def from_package(package):
+        if isinstance(getattr(package.__spec__, 'loader', None), Importer):
+            return _resources().Reader(package.__name__).files()
+        return real(package)
+    common.from_package = from_package
+
+
+# Module name -> what to do once it is imported (see _LoggingHook).
+_AFTER = {'logging': _install_log_handler}
+if sys.version_info[:2] == (3, 9):
+    _AFTER['importlib._common'] = _files_39
 
 
 # Parts of the core the master serves built in, fetched on first use.
@@ -1412,10 +1442,11 @@ class Importer(object):
             code = compile(zlib.decompress(rec[3]), filename, 'exec')
         except SyntaxError:
             e = sys.exc_info()[1]
-            raise ImportError("cannot compile module '%s' (%s, line %s: %s) under Python %s: "
-                              "a syntax error, or syntax of a newer Python%s" % (
+            raise ImportError("cannot compile module '%s' (%s, line %s: %s) under Python %s, "
+                              "%s: a syntax error, or syntax of a newer Python%s" % (
                                   mod.__name__, filename, e.lineno, e.msg,
-                                  '.'.join(map(str, sys.version_info[:3])), _requires(rec)))
+                                  '.'.join(map(str, sys.version_info[:3])), _master_python(rec),
+                                  _requires(rec)))
         exec(code, mod.__dict__)
 
     def load_module(self, fullname):
@@ -1461,6 +1492,13 @@ class Importer(object):
 def _requires(rec):
     # The distribution's Requires-Python, when the master found it.
     return len(rec) > 5 and rec[5] and ' (its distribution requires Python %s)' % rec[5] or ''
+
+
+def _master_python(rec):
+    # The version of the Python the master's module path is for, which
+    # the master sends in every record (docs/PROTOCOL.md, "Modules").
+    v = len(rec) > 6 and rec[6]
+    return v and "the master's Python is %s" % v or "the master's Python version is unknown"
 
 
 def _resources():
@@ -1624,8 +1662,6 @@ def main(cfg):
     except OSError:
         pass
     LOG.level = cfg.get('log_level', 20)
-    if 'logging' in sys.modules:
-        _install_log_handler(sys.modules['logging'])
     broker = Broker()
     router = Router(cfg)
     import binascii
@@ -1637,7 +1673,10 @@ def main(cfg):
         sys.meta_path.append(importer)
     else:
         sys.meta_path.insert(0, importer)
-    if 'logging' not in sys.modules:
+    for name in list(_AFTER):
+        if name in sys.modules:  # already imported: patch it now
+            _AFTER.pop(name)(sys.modules[name])
+    if _AFTER:
         sys.meta_path.insert(0, _LoggingHook())
     IoLogger('stdout', 1, 20)
     IoLogger('stderr', 2, 30)

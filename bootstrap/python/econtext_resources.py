@@ -202,25 +202,7 @@ def _install_open():
         io.open = open  # pathlib's Path.open calls io.open
 
 
-def _install_files_39():
-    # 3.9's importlib.resources.files() never asks the loader: it returns
-    # pathlib.Path(spec.origin).parent. For our packages, our Traversable.
-    try:
-        from importlib import _common
-    except ImportError:
-        return
-    real = _common.from_package
-
-    def from_package(package):
-        if isinstance(getattr(package.__spec__, 'loader', None), type(core.importer)):
-            return Reader(package.__name__).files()
-        return real(package)
-    _common.from_package = from_package
-
-
 _install_open()
-if sys.version_info[:2] == (3, 9):
-    _install_files_39()
 
 if sys.version_info >= (3, 9):
     # isinstance(x, importlib.resources.abc.Traversable) holds, so code

@@ -78,8 +78,9 @@ pub type DelRoute = ContextId;
 /// to the frame's `reply_to` handle.
 pub type GetModule = String;
 
-/// One module in a GET_MODULE reply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One module in a GET_MODULE reply: an array of 5 elements, 6 with
+/// `requires_python`, 7 with `master_python` (docs/PROTOCOL.md, "Modules").
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ModuleSource {
     pub fullname: String,
     /// The file name to give `compile()`, so tracebacks name it.
@@ -93,9 +94,40 @@ pub struct ModuleSource {
     pub children: Vec<String>,
     /// The distribution's `Requires-Python` when the master found one,
     /// for the child's error when the source does not compile there.
-    /// Sent only when known (the record stays 5 elements otherwise).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub requires_python: String,
+    /// The version of the Python the master's module path is for (`3.11`,
+    /// `3.11.7`), for the same error: the child names both versions.
+    #[serde(default)]
+    pub master_python: String,
+}
+
+impl Serialize for ModuleSource {
+    /// Trailing empty strings are left off (the record stays 5 elements
+    /// when neither version is known), as Python's unpacking expects.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let len = if !self.master_python.is_empty() {
+            7
+        } else if !self.requires_python.is_empty() {
+            6
+        } else {
+            5
+        };
+        let mut t = s.serialize_tuple(len)?;
+        t.serialize_element(&self.fullname)?;
+        t.serialize_element(&self.filename)?;
+        t.serialize_element(&self.is_package)?;
+        t.serialize_element(serde_bytes::Bytes::new(&self.source))?;
+        t.serialize_element(&self.children)?;
+        if len > 5 {
+            t.serialize_element(&self.requires_python)?;
+        }
+        if len > 6 {
+            t.serialize_element(&self.master_python)?;
+        }
+        t.end()
+    }
 }
 
 /// GET_MODULE reply data: the requested module first, then related modules
@@ -247,6 +279,23 @@ pub type ReplyTo = Handle;
 mod tests {
     use super::*;
     use crate::payload::{decode, encode};
+
+    #[test]
+    fn module_record_is_5_6_or_7_elements_as_versions_are_known() {
+        let mut rec = ModuleSource {
+            fullname: "m".into(),
+            filename: "/p/m.py".into(),
+            source: vec![1, 2],
+            ..Default::default()
+        };
+        for (requires, master, head) in [("", "", 0x95), (">=3.8", "", 0x96), ("", "3.12", 0x97)] {
+            rec.requires_python = requires.into();
+            rec.master_python = master.into();
+            let bytes = encode(&rec).unwrap();
+            assert_eq!(bytes[0], head, "{requires:?} {master:?}");
+            assert_eq!(decode::<ModuleSource>(&bytes).unwrap(), rec);
+        }
+    }
 
     #[test]
     fn call_function_round_trips_as_an_array() {

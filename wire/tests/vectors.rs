@@ -587,6 +587,7 @@ fn specs() -> Vec<VectorSpec> {
             source: zlib("from pkg import mod\n"),
             children: vec!["mod".into(), "util".into()],
             requires_python: String::new(),
+            master_python: String::new(),
         },
         ModuleSource {
             fullname: "pkg.mod".into(),
@@ -595,6 +596,7 @@ fn specs() -> Vec<VectorSpec> {
             source: zlib("class Greeter:\n    def hello(self):\n        return 'hi'\n"),
             children: vec![],
             requires_python: String::new(),
+            master_python: String::new(),
         },
     ]);
     out.push(valid(

@@ -114,7 +114,10 @@ def load_served(root=SERVED):
             else:
                 name = (pkg + '.' if pkg else '') + fn[:-3]
                 is_pkg, children = False, []
-            mods[name] = [name, 'master:' + path, is_pkg, zlib.compress(src, 9), children]
+            # Like the Rust master: Requires-Python (unknown here) and
+            # the version of the Python the served files are for (ours).
+            mods[name] = [name, 'master:' + path, is_pkg, zlib.compress(src, 9), children,
+                          u'', u'%d.%d.%d' % sys.version_info[:3]]
     return mods
 
 

@@ -420,6 +420,23 @@ class ChildTest(unittest.TestCase):
         else:
             self.fail()
 
+    def test_newer_syntax_names_file_line_and_both_versions(self):
+        # ecpkg/newer.py has an assignment expression (3.8+).
+        child = tuple(int(x) for x in self.c.call('platform', 'python_version').split('.')[:3])
+        if child >= (3, 8):
+            self.assertEqual(self.call('newer_syntax'), 2)
+            return
+        try:
+            self.call('newer_syntax')
+        except core.CallError as e:
+            self.assertTrue(e.type.endswith('ImportError'), e.type)
+            self.assertIn('newer.py', e.message)
+            self.assertIn('line 5', e.message)
+            self.assertIn('under Python %d.%d.%d' % child, e.message)
+            self.assertIn("the master's Python is %d.%d.%d" % sys.version_info[:3], e.message)
+        else:
+            self.fail()
+
     def test_pickle_core_classes(self):
         r = self.call('pickle_core')
         self.assertEqual(r, [True, u('a'), True, u('econtext.core'), u('econtext.core'), True])

@@ -15,8 +15,10 @@
 //! fetch at all is the serving policy in docs/ARCHITECTURE.md ("What a
 //! child can fetch").
 
+mod master_python;
 pub mod names;
 pub mod scan;
+mod stdlib;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -96,6 +98,7 @@ impl Prepared {
                 },
                 children: Vec::new(),
                 requires_python: String::new(),
+                master_python: String::new(),
             },
             imports: Vec::new(),
             dirs: Vec::new(),
@@ -130,11 +133,14 @@ pub struct ModuleFinder {
     miss_order: VecDeque<String>,
     /// Top-level name -> its distribution's Requires-Python ("" unknown).
     requires: HashMap<String, String>,
+    /// The version of the Python the module path is for.
+    master_python: master_python::MasterPython,
 }
 
 impl ModuleFinder {
     pub fn new(path: Vec<PathBuf>) -> Self {
         ModuleFinder {
+            master_python: master_python::MasterPython::for_path(&path),
             path,
             ..Default::default()
         }
@@ -158,6 +164,7 @@ impl ModuleFinder {
                 source: compress(minimize_source(source).as_bytes()),
                 children: Vec::new(),
                 requires_python: String::new(),
+                master_python: String::new(),
             },
             imports: scan_imports(source, package),
             dirs: Vec::new(),
@@ -181,9 +188,11 @@ impl ModuleFinder {
         &self.path
     }
 
+    /// The allow list's verdict (built-ins are always served).
     fn allowed(&self, fullname: &str) -> bool {
         let top = fullname.split('.').next().unwrap_or("");
         self.allow.as_ref().map_or(true, |a| a.contains(top))
+            || BUILTIN_MODULES.iter().any(|(n, _)| *n == fullname)
     }
 
     /// Python's search for `short` in `dirs`, entry by entry: a regular
@@ -255,6 +264,23 @@ impl ModuleFinder {
                     dirs: all,
                 })
             }
+            // `__path__.append(os.path.join(os.path.dirname(__file__),
+            // 'extra'))`: a directory of the package's own joins it.
+            Located::Package {
+                init: Some(init),
+                mut dirs,
+            } => {
+                let source = std::fs::read_to_string(&init).unwrap_or_default();
+                for extra in appended_dirs(&source, &dirs[0]) {
+                    if !dirs.contains(&extra) {
+                        dirs.push(extra);
+                    }
+                }
+                Some(Located::Package {
+                    init: Some(init),
+                    dirs,
+                })
+            }
             other => Some(other),
         }
     }
@@ -279,13 +305,18 @@ impl ModuleFinder {
         }
         let found = match Self::builtin(fullname) {
             Some(b) => Some(b),
-            None if !self.allowed(fullname) => None,
+            // Not cached: the child chooses the names.
+            None if !self.allowed(fullname) => return Some(Arc::new(not_allowed(fullname))),
             None => match self
                 .locate(fullname)
                 .and_then(|l| prepare_located(fullname, l))
             {
                 Some(mut p) => {
-                    p.record.requires_python = self.requires_python(fullname, &p.record.filename);
+                    if !p.is_refusal() {
+                        p.record.requires_python =
+                            self.requires_python(fullname, &p.record.filename);
+                        p.record.master_python = self.master_python.get().to_string();
+                    }
                     Some(Arc::new(p))
                 }
                 None => None,
@@ -351,6 +382,7 @@ impl ModuleFinder {
                     source: Vec::new(),
                     children: list_entries(&path),
                     requires_python: String::new(),
+                    master_python: String::new(),
                 });
             }
             if meta.len() > MAX_RESOURCE_BYTES {
@@ -364,10 +396,54 @@ impl ModuleFinder {
                 source: compress(&data),
                 children: Vec::new(),
                 requires_python: String::new(),
+                master_python: String::new(),
             });
         }
         None
     }
+}
+
+/// Directories a package's `__init__.py` adds to its own `__path__` by
+/// literal names under its directory (`__path__.append(os.path.join(
+/// os.path.dirname(__file__), 'a', 'b'))`, `insert`, `extend`, `+=`): the
+/// lines that mention both `__path__` and `dirname(__file__)`. Anything
+/// computed at run time, or outside the package, is not followed.
+fn appended_dirs(source: &str, base: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for line in source.lines() {
+        let code = line.split('#').next().unwrap_or("");
+        if !code.contains("__path__") || !code.contains("dirname(__file__)") {
+            continue;
+        }
+        let parts: Vec<&str> = code
+            .split(['\'', '"'])
+            .skip(1)
+            .step_by(2)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let safe = !parts.is_empty()
+            && parts
+                .iter()
+                .all(|p| valid_module_name(p) || p.split('/').all(valid_module_name));
+        let dir = parts.iter().fold(base.to_path_buf(), |d, p| d.join(p));
+        if safe && dir.is_dir() {
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// The refusal of a name outside `--module-allow`: an ImportError that
+/// says why, whether or not the master has it.
+fn not_allowed(fullname: &str) -> Prepared {
+    let top = fullname.split('.').next().unwrap_or(fullname);
+    Prepared::refusal(
+        fullname,
+        &format!(
+            "module '{fullname}' is not served: the master serves only the top-level \
+             names in its allow list (--module-allow), and '{top}' is not one of them"
+        ),
+    )
 }
 
 /// `x.pipe(f)` is `f(x)`: keeps the path-building chain readable.
@@ -402,6 +478,7 @@ fn prepare_located(fullname: &str, located: Located) -> Option<Prepared> {
                     source,
                     children: Vec::new(),
                     requires_python: String::new(),
+                    master_python: String::new(),
                 },
                 imports: scan_imports(&text, &package_of_module),
                 dirs: Vec::new(),
@@ -442,6 +519,7 @@ fn prepare_located(fullname: &str, located: Located) -> Option<Prepared> {
                     source,
                     children,
                     requires_python: String::new(),
+                    master_python: String::new(),
                 },
                 imports: scan_imports(&text, fullname),
                 dirs,
@@ -625,6 +703,11 @@ impl ModuleResolver for ModuleFinder {
                     let cand = parts[..i].join(".");
                     if seen.contains(&cand) || already_sent.contains(&cand) {
                         continue;
+                    }
+                    // Every child has the stdlib; a name outside the allow
+                    // list the child asks for itself (and hears why not).
+                    if i == 1 && (stdlib::everywhere(&cand) || !self.allowed(&cand)) {
+                        break;
                     }
                     seen.insert(cand.clone());
                     let Some(p) = self.prepare(&cand) else {

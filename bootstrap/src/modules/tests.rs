@@ -150,7 +150,8 @@ fn optional_imports_missing_on_the_master_are_announced_missing() {
     );
     let mut f = ModuleFinder::new(vec![dir.clone()]);
     let reply = f.resolve("om", &HashSet::new()).unwrap();
-    assert_eq!(names(&reply), ["om", "simplejson", "json"]);
+    // json is everybody's stdlib: not even announced.
+    assert_eq!(names(&reply), ["om", "simplejson"]);
     assert!(reply[1..]
         .iter()
         .all(|r| r.filename.is_empty() && r.source.is_empty()));
@@ -162,8 +163,26 @@ fn allow_list_and_bounded_negative_cache() {
     let dir = tree("allow", &[("ok.py", "import nope\n"), ("nope.py", "")]);
     let mut f = ModuleFinder::new(vec![dir.clone()]).with_allow_list(Some(vec!["ok".into()]));
     assert_eq!(names(&f.resolve("ok", &HashSet::new()).unwrap()), ["ok"]);
-    assert!(f.resolve("nope", &HashSet::new()).is_none());
+    // A name outside the list is refused with the reason, whether or not
+    // the master has it, and nothing of it is remembered.
+    for name in ["nope", "nope.sub", "absent"] {
+        let r = f.resolve(name, &HashSet::new()).unwrap();
+        assert_eq!(names(&r), [name]);
+        assert!(r[0].filename.is_empty());
+        let mut why = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::ZlibDecoder::new(&r[0].source[..]),
+            &mut why,
+        )
+        .unwrap();
+        assert!(
+            why.contains("--module-allow") && why.contains("'nope'") | why.contains("'absent'"),
+            "{why}"
+        );
+    }
+    assert!(f.cache.len() <= 1 && f.misses.is_empty());
     assert!(f.resolve("econtext.parent", &HashSet::new()).is_some());
+    let mut f = ModuleFinder::new(vec![dir.clone()]);
     for i in 0..(NEGATIVE_CACHE * 3) {
         assert!(f.resolve(&format!("missing{i}"), &HashSet::new()).is_none());
     }
@@ -171,5 +190,31 @@ fn allow_list_and_bounded_negative_cache() {
     let long = "a".repeat(10_000);
     assert!(f.resolve(&long, &HashSet::new()).is_none());
     assert!(f.misses.len() <= NEGATIVE_CACHE);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn stdlib_names_on_the_module_path_are_never_pushed_but_served_when_asked() {
+    let dir = tree(
+        "stdlib",
+        &[
+            (
+                "app.py",
+                "import json\nimport os.path\nimport typing\nimport helper\n",
+            ),
+            ("json.py", "SHADOW = 1\n"),
+            ("os.py", ""),
+            ("typing.py", "# a backport: 2.7 needs it\n"),
+            ("helper.py", ""),
+        ],
+    );
+    let mut f = ModuleFinder::new(vec![dir.clone()]);
+    let reply = f.resolve("app", &HashSet::new()).unwrap();
+    assert_eq!(names(&reply), ["app", "typing", "helper"]);
+    // A child that asks has no json of its own.
+    assert_eq!(
+        names(&f.resolve("json", &HashSet::new()).unwrap()),
+        ["json"]
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

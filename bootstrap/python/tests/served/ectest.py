@@ -100,6 +100,11 @@ def syntax_error():
     import ecpkg.bad  # noqa: F401
 
 
+def newer_syntax():
+    import ecpkg.newer
+    return ecpkg.newer.y
+
+
 def pickle_core():
     import pickle
     import econtext.core as c
