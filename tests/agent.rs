@@ -151,6 +151,45 @@ fn rust_agent_is_an_intermediate_for_python() {
     });
 }
 
+/// Supervision's kill through an agent: the master asks the agent to
+/// signal the Python child it started (`os.kill`, a built-in limited to
+/// the agent's own children), and the process really ends.
+fn killing_a_python_child_of_an_agent_ends_its_process() {
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let agent = master
+            .connect(agent_opts("agentkill", Method::Local(Default::default())))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        let py = master
+            .connect(ConnectOptions::new(Method::Local(local(&python3()))).via(&agent))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        let pid: u32 = py.call("os", "getpid", ()).await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(30), master.kill(&py))
+            .await
+            .expect("kill resolves");
+        assert_eq!(reason, econtext::DeadReason::Killed);
+        let end = Instant::now() + Duration::from_secs(10);
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        };
+        while alive() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(), "python child {pid} outlived its kill");
+        // The agent refuses to signal what is not its child.
+        let me = std::process::id();
+        let refused = agent.call::<()>("os", "kill", (me, 0)).await.unwrap_err();
+        assert!(refused.to_string().contains("not a child"), "{refused}");
+        let sum: i64 = agent.call("demo", "add", (1, 2)).await.unwrap();
+        assert_eq!(sum, 3, "the agent lives on");
+    });
+}
+
 /// Rust -> Python -> Rust: the Python intermediate starts the agent with
 /// the binary and config the master put in the SPAWN.
 fn rust_agent_under_a_python_intermediate() {
@@ -608,6 +647,10 @@ const TESTS: &[(&str, fn())] = &[
     (
         "rust_agent_is_an_intermediate_for_python",
         rust_agent_is_an_intermediate_for_python,
+    ),
+    (
+        "killing_a_python_child_of_an_agent_ends_its_process",
+        killing_a_python_child_of_an_agent_ends_its_process,
     ),
     (
         "rust_agent_under_a_python_intermediate",

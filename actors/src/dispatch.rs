@@ -84,6 +84,11 @@ pub struct Functions {
 }
 
 impl Functions {
+    /// Whether a function of that dotted name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
     /// Registers `f`, which takes its arguments as one tuple.
     pub fn register<A, R, F>(&mut self, name: &str, f: F) -> &mut Self
     where

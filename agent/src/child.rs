@@ -163,7 +163,8 @@ fn run<F: FnOnce() -> Services>(services: F) -> Result<(), String> {
             log.clone(),
         );
         rc.max_message_size = cfg.max_message_size;
-        let services = services();
+        let mut services = services();
+        crate::builtins::add_builtins(&mut services.functions);
         let router = start_rust_context(
             rc,
             services.functions.clone(),

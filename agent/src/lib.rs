@@ -21,9 +21,12 @@
 //!   process, and its size.
 //! - [`config`]: the config line the master sends after `EC1` (sans-IO).
 //! - [`platform`]: the build's architecture and ELF interpreter (libc).
+//! - [`builtins`]: what every agent offers besides the program's own
+//!   functions (`os.kill` of its own children, for supervision).
 //! - [`child`] and [`stdio`]: the child side (fds, log forwarding, exit
 //!   with the parent).
 
+pub mod builtins;
 pub mod child;
 pub mod config;
 pub mod first_stage;
