@@ -82,9 +82,7 @@ fn main() {
         let py = measure(
             &master,
             || {
-                ConnectOptions::new(Method::Local(LocalOptions {
-                    python: python.clone(),
-                }))
+                ConnectOptions::new(Method::Local(LocalOptions::new(python.clone())))
             },
             calls,
         )

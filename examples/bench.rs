@@ -58,9 +58,7 @@ fn cpu_s(pid: &str, with_children: bool) -> f64 {
 
 async fn connect(master: &Master, python: &str) -> Context {
     master
-        .local(LocalOptions {
-            python: python.to_string(),
-        })
+        .local(LocalOptions::new(python.to_string()))
         .await
         .expect("connect")
 }

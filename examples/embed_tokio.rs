@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let master = MasterHandle::start(MasterOptions::default());
 
     // A Python child, started from this runtime.
-    let py = master.local(LocalOptions { python }).await?;
+    let py = master.local(LocalOptions::new(python)).await?;
     // An in-process Rust context: its functions are built on the
     // master's thread (they need not be Send).
     let rust = master

@@ -122,7 +122,7 @@ async fn close(ctx: Context) {
 
 async fn local(master: &Master) -> Context {
     master
-        .local(LocalOptions { python: PY.into() })
+        .local(LocalOptions::new(PY))
         .await
         .expect("local context")
 }
@@ -324,7 +324,7 @@ async fn local_rows(
     for i in 0..10 {
         let c = master
             .connect(
-                ConnectOptions::new(Method::Local(LocalOptions { python: PY.into() }))
+                ConnectOptions::new(Method::Local(LocalOptions::new(PY)))
                     .name(format!("leaf{i}"))
                     .via(&via),
             )

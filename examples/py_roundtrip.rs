@@ -18,7 +18,7 @@ async fn main() {
     let python = arg("--python").unwrap_or_else(|| "/usr/bin/python3".into());
     let n: usize = arg("--n").and_then(|v| v.parse().ok()).unwrap_or(5000);
     let master = Master::new(MasterOptions::default());
-    let ctx = master.local(LocalOptions { python }).await.unwrap();
+    let ctx = master.local(LocalOptions::new(python)).await.unwrap();
     let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
     if args.iter().any(|a| a == "--pause") {
         println!("child pid {pid}");

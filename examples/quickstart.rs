@@ -19,11 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let python = std::env::var("ECONTEXT_PYTHON").unwrap_or_else(|_| "python3".into());
     let started = Instant::now();
-    let ctx = master
-        .local(LocalOptions {
-            python: python.clone(),
-        })
-        .await?;
+    let ctx = master.local(LocalOptions::new(python.clone())).await?;
     let pid: u32 = ctx.call("os", "getpid", ()).await?;
     println!(
         "connected {} ({python}), pid {pid}, in {:?}",

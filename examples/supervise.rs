@@ -52,10 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut workers: Vec<Supervised> = Vec::new();
     for i in 0..WORKERS {
-        let opts = ConnectOptions::new(Method::Local(LocalOptions {
-            python: python.clone(),
-        }))
-        .name(format!("worker{i}"));
+        let opts = ConnectOptions::new(Method::Local(LocalOptions::new(python.clone())))
+            .name(format!("worker{i}"));
         let spec = ChildSpec::connect(opts)
             .restart(Restart::Permanent)
             .limit(kills as u32 + 1, Duration::from_secs(60))

@@ -13,7 +13,7 @@ async fn hundred_children(master: &Master) -> Vec<econtext::Context> {
     let python = common::python3();
     let connects = (0..100).map(|_| {
         let (m, python) = (master.clone(), python.clone());
-        async move { m.local(LocalOptions { python }).await.unwrap() }
+        async move { m.local(LocalOptions::new(python)).await.unwrap() }
     });
     futures::future::join_all(connects).await
 }

@@ -254,11 +254,9 @@ fn unwritable_destination_as_the_sudo_user_is_permission_denied() {
     std::fs::set_permissions(&dir.0, PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&locked, PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(locked.join("f"), b"previous").unwrap();
-    let o = SudoOptions {
-        user: user.name.clone(),
-        python: python3(),
-        ..Default::default()
-    };
+    let o = SudoOptions::default()
+        .user(user.name.clone())
+        .python(python3());
     run(async move {
         let master = master(&Capture::default());
         let ctx = master
@@ -559,11 +557,11 @@ fn push_through_ssh_then_sudo_writes_files_owned_by_the_become_user() {
             .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log_text()));
         let sudo = master
             .connect(
-                ConnectOptions::new(Method::Sudo(SudoOptions {
-                    user: user.name.clone(),
-                    python: python3(),
-                    ..Default::default()
-                }))
+                ConnectOptions::new(Method::Sudo(
+                    SudoOptions::default()
+                        .user(user.name.clone())
+                        .python(python3()),
+                ))
                 .via(&ssh),
             )
             .await

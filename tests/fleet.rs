@@ -815,12 +815,7 @@ mod api {
     }
 
     fn local(name: &str, python: &str) -> Hop {
-        Hop::named(
-            Method::Local(LocalOptions {
-                python: python.into(),
-            }),
-            name,
-        )
+        Hop::named(Method::Local(LocalOptions::new(python)), name)
     }
 
     #[test]

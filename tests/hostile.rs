@@ -208,12 +208,12 @@ fn fake_sudo(dir: &std::path::Path, act: &str) -> (std::path::PathBuf, std::path
 
 fn sudo_method(prog: &std::path::Path, password: &str) -> econtext::Method {
     use econtext::bootstrap::{Secret, SudoOptions};
-    econtext::Method::Sudo(SudoOptions {
-        password: Some(Secret::new(password)),
-        sudo_path: prog.display().to_string(),
-        python: common::python3(),
-        ..Default::default()
-    })
+    econtext::Method::Sudo(
+        SudoOptions::default()
+            .password(Some(Secret::new(password)))
+            .sudo_path(prog.display().to_string())
+            .python(common::python3()),
+    )
 }
 
 /// Connects with the fake sudo directly and through a Python intermediate

@@ -262,9 +262,7 @@ fn failed_connects_exhaust_the_id_space_without_handing_out_zero_or_a_live_id() 
         let keeper = master.rust_context("keeper", None, f).await.unwrap();
         // A few real failed connects (a program that does not exist) ...
         for _ in 0..20 {
-            let o = LocalOptions {
-                python: "/nonexistent/python".into(),
-            };
+            let o = LocalOptions::new("/nonexistent/python");
             let e = master.local(o).await.unwrap_err();
             assert!(matches!(e, ConnectError::Spawn { .. }), "{e:?}");
         }
@@ -332,9 +330,7 @@ fn a_master_handle_serves_calls_from_a_multi_threaded_tokio_runtime() {
             MasterOptions::default().log(Capture::default().logger()),
         );
         let py = master
-            .local(LocalOptions {
-                python: common::python3(),
-            })
+            .local(LocalOptions::new(common::python3()))
             .await
             .unwrap();
         let rust = master

@@ -283,11 +283,9 @@ fn sudo_to_a_user_runs_as_that_user() {
         return;
     }
     let user = TestUser::create("su");
-    let o = SudoOptions {
-        user: user.name.clone(),
-        python: python3(),
-        ..Default::default()
-    };
+    let o = SudoOptions::default()
+        .user(user.name.clone())
+        .python(python3());
     let uid = user.uid;
     run(async move {
         let master = master(&Capture::default());
@@ -378,11 +376,7 @@ fn su_with_password() {
     );
 
     // Directly from the master too (as root, su asks nothing).
-    let o = SuOptions {
-        user: to.name.clone(),
-        python: python3(),
-        ..Default::default()
-    };
+    let o = SuOptions::default().user(to.name.clone()).python(python3());
     let uid = to.uid;
     run(async move {
         let master = master(&Capture::default());
@@ -529,11 +523,9 @@ fn sudo_through_a_rust_intermediate_runs_as_that_user() {
         return;
     }
     let user = TestUser::create("sv");
-    let o = SudoOptions {
-        user: user.name.clone(),
-        python: python3(),
-        ..Default::default()
-    };
+    let o = SudoOptions::default()
+        .user(user.name.clone())
+        .python(python3());
     let uid = user.uid;
     run(async move {
         let master = master(&Capture::default());
@@ -554,12 +546,10 @@ fn sudo_through_a_rust_intermediate_runs_as_that_user() {
 // ---- Python intermediates over ssh: chains, passwords, deaths, routing ----
 
 fn sudo_opts(user: &str, password: Option<&str>) -> SudoOptions {
-    SudoOptions {
-        user: user.into(),
-        password: password.map(Secret::new),
-        python: python3(),
-        ..Default::default()
-    }
+    SudoOptions::default()
+        .user(user.into())
+        .password(password.map(Secret::new))
+        .python(python3())
 }
 
 /// A master whose module path serves `ecvia` (and the dir holding it).
@@ -1022,11 +1012,11 @@ fn su_password_answered_by_a_python_intermediate() {
     let sshd = Sshd::start(false);
     let from = TestUser::create("sa");
     let to = TestUser::create("sb");
-    let su = |password: &str| SuOptions {
-        user: to.name.clone(),
-        password: Some(Secret::new(password)),
-        python: python3(),
-        ..Default::default()
+    let su = |password: &str| {
+        SuOptions::default()
+            .user(to.name.clone())
+            .password(Some(Secret::new(password)))
+            .python(python3())
     };
     let wrong = format!("{}-wrong", to.password);
     run(async {

@@ -14,12 +14,38 @@ use crate::first_stage::python_argv;
 use crate::prompt::{exit_rules, ExitRule, PromptRules, Secret};
 use crate::validate::{check_name, check_opt, InvalidOption};
 
+/// A setter per field, for option structs that are `#[non_exhaustive]`
+/// (built with `new`/`default` and these, never with a literal).
+macro_rules! setters {
+    ($t:ty { $($name:ident: $ty:ty),* $(,)? }) => {
+        impl $t {
+            $(#[doc = concat!("Sets `", stringify!($name), "`.")]
+            pub fn $name(mut self, v: $ty) -> Self {
+                self.$name = v;
+                self
+            })*
+        }
+    };
+}
+
 /// Options of the `local` method: a child process on this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LocalOptions {
     /// The interpreter to run (a path, or a name looked up on PATH).
     pub python: String,
 }
+
+impl LocalOptions {
+    /// A local child running `python` (a path, or a name on PATH).
+    pub fn new(python: impl Into<String>) -> Self {
+        LocalOptions {
+            python: python.into(),
+        }
+    }
+}
+
+setters!(LocalOptions { python: String });
 
 impl Default for LocalOptions {
     fn default() -> Self {
@@ -62,6 +88,7 @@ impl std::str::FromStr for HostKeyCheck {
 
 /// Options of the `ssh` method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SshOptions {
     pub user: Option<String>,
     pub host: String,
@@ -103,8 +130,23 @@ impl SshOptions {
     }
 }
 
+setters!(SshOptions {
+    user: Option<String>,
+    port: Option<u16>,
+    identity_file: Option<String>,
+    check_host_keys: HostKeyCheck,
+    ssh_options: Vec<String>,
+    compression: bool,
+    keepalive_interval: u32,
+    keepalive_count_max: u32,
+    password: Option<Secret>,
+    python: String,
+    ssh_path: String,
+});
+
 /// Options of the `sudo` method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SudoOptions {
     pub user: String,
     /// Answered on a pty; without it sudo runs with `-n` and fails at once
@@ -134,8 +176,29 @@ impl Default for SudoOptions {
     }
 }
 
+impl SudoOptions {
+    /// sudo to `user`, other options at their defaults.
+    pub fn new(user: impl Into<String>) -> Self {
+        SudoOptions {
+            user: user.into(),
+            ..Default::default()
+        }
+    }
+}
+
+setters!(SudoOptions {
+    user: String,
+    password: Option<Secret>,
+    preserve_env: bool,
+    login: bool,
+    extra_args: Vec<String>,
+    python: String,
+    sudo_path: String,
+});
+
 /// Options of the `su` method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SuOptions {
     pub user: String,
     pub password: Option<Secret>,
@@ -154,8 +217,26 @@ impl Default for SuOptions {
     }
 }
 
+impl SuOptions {
+    /// su to `user`, other options at their defaults.
+    pub fn new(user: impl Into<String>) -> Self {
+        SuOptions {
+            user: user.into(),
+            ..Default::default()
+        }
+    }
+}
+
+setters!(SuOptions {
+    user: String,
+    password: Option<Secret>,
+    python: String,
+    su_path: String,
+});
+
 /// Options of `docker exec` and `podman exec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ContainerOptions {
     pub container: String,
     pub user: Option<String>,
@@ -175,8 +256,14 @@ impl ContainerOptions {
     }
 }
 
+setters!(ContainerOptions {
+    user: Option<String>,
+    python: String,
+});
+
 /// Options of `kubectl exec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KubectlOptions {
     pub pod: String,
     pub container: Option<String>,
@@ -199,6 +286,14 @@ impl KubectlOptions {
         }
     }
 }
+
+setters!(KubectlOptions {
+    container: Option<String>,
+    namespace: Option<String>,
+    kube_context: Option<String>,
+    python: String,
+    kubectl_path: String,
+});
 
 /// A connection method: turns into the spec that starts the first stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

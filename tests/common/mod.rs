@@ -149,9 +149,7 @@ pub fn master(cap: &Capture) -> Master {
 }
 
 pub fn local(python: &str) -> LocalOptions {
-    LocalOptions {
-        python: python.to_string(),
-    }
+    LocalOptions::new(python.to_string())
 }
 
 /// PIDs of this process's live children and zombies.

@@ -170,9 +170,7 @@ fn own_hops(host: &str, vars: &Vars, opts: &HostOptions) -> Result<Vec<Hop>, Inv
             hops.push(Hop::named(Method::Ssh(o), host));
         }
         "local" => hops.push(Hop::named(
-            Method::Local(LocalOptions {
-                python: python.clone(),
-            }),
+            Method::Local(LocalOptions::new(python.clone())),
             host,
         )),
         other => {
@@ -190,18 +188,18 @@ fn own_hops(host: &str, vars: &Vars, opts: &HostOptions) -> Result<Vec<Hop>, Inv
         )
         .map_err(err)?;
         let method = match get("ansible_become_method").unwrap_or("sudo") {
-            "sudo" => Method::Sudo(SudoOptions {
-                user,
-                password: pw,
-                python: python.clone(),
-                ..Default::default()
-            }),
-            "su" => Method::Su(SuOptions {
-                user,
-                password: pw,
-                python: python.clone(),
-                ..Default::default()
-            }),
+            "sudo" => Method::Sudo(
+                SudoOptions::default()
+                    .user(user)
+                    .password(pw)
+                    .python(python.clone()),
+            ),
+            "su" => Method::Su(
+                SuOptions::default()
+                    .user(user)
+                    .password(pw)
+                    .python(python.clone()),
+            ),
             other => {
                 return Err(err(format!(
                     "ansible_become_method {other:?} is not supported (sudo, su)"
