@@ -70,11 +70,8 @@ async fn main() {
     eprintln!("master_cpu: connecting {n} children");
     let mut kids: Vec<Context> = Vec::new();
     while kids.len() < n {
-        let batch = (kids.len()..n.min(kids.len() + 25)).map(|_| {
-            master.local(LocalOptions {
-                python: python.clone(),
-            })
-        });
+        let batch = (kids.len()..n.min(kids.len() + 25))
+            .map(|_| master.local(LocalOptions::new(python.clone())));
         kids.extend(
             join_all(batch)
                 .await
