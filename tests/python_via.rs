@@ -706,3 +706,30 @@ fn a_child_that_stops_reading_is_closed_by_its_python_intermediate_past_the_cap(
     });
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn master_shutdown_ends_every_context_and_returns_when_they_are_gone() {
+    let root = module_root("shutdown");
+    run(async {
+        let cap = Capture::default();
+        let master = master_with(&cap, &root);
+        let py = python3();
+        let a = spawn(&master, &py, "a", None).await;
+        let b = spawn(&master, &py, "b", Some(&a)).await;
+        let c = spawn(&master, &py, "c", None).await;
+        let mut pids = Vec::new();
+        for ctx in [&a, &b, &c] {
+            pids.push(ids(ctx).await[2] as i32);
+        }
+        tokio::time::timeout(Duration::from_secs(15), master.shutdown())
+            .await
+            .expect("Master::shutdown() is bounded");
+        // Every stream closed before it returned; the processes are gone
+        // (or exiting) by then: a generous margin for a loaded machine.
+        let alive = wait_gone(&pids, 3.0).await;
+        assert!(alive.is_empty(), "still running after shutdown: {alive:?}");
+        let e = a.call::<i64>("os", "getpid", ()).await.unwrap_err();
+        assert!(matches!(e, Error::RouterGone | Error::Dead { .. }), "{e:?}");
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}
