@@ -470,7 +470,17 @@ async fn main() {
 
     // ssh to peer-bench's private sshd (127.0.0.1:2222, key from setup.sh).
     let key = PathBuf::from("/tmp/mitobench/ssh/id");
-    if key.exists() {
+    // An sshd that is not running skips the row (loudly) instead of
+    // losing every figure above to a panic.
+    let sshd_up = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], 2222)),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    if !sshd_up && key.exists() {
+        eprintln!("SKIP: ssh workload: nothing listens on 127.0.0.1:2222 (run ../shared/peer-bench/setup.sh)");
+    }
+    if key.exists() && sshd_up {
         progress("ssh: plain `ssh true` and connect + first call (10 runs each)");
         let ssh_base = [
             "-C",
