@@ -359,6 +359,66 @@ fn a_reply_of_millions_of_small_values_is_refused_with_bounded_memory() {
     );
 }
 
+/// The CLI's peak RSS (VmHWM, KiB) from /proc while it prints a call's
+/// result of `len` bytes: once it has begun (it has the whole reply by
+/// then) and again with 100 KB still to come (more than a pipe holds, so
+/// it cannot have exited). Not its `--stats` figure: getrusage's maximum
+/// survives execve, so it would include the RSS of the test process it
+/// was forked from.
+fn cli_peak_rss_printing(expr: &str, len: usize) -> u64 {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", &py_target(), "builtins.eval", expr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run econtext");
+    let pid = child.id();
+    let hwm = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    };
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    out.read_exact(&mut first).expect("the result begins");
+    let at_start = hwm();
+    let most = (len - 1).saturating_sub(100_000) as u64;
+    let read = std::io::copy(&mut (&mut out).take(most), &mut std::io::sink()).unwrap();
+    assert_eq!(read, most, "{expr}: the result is shorter than {len}");
+    let near_end = hwm();
+    let rest = std::io::copy(&mut out, &mut std::io::sink()).unwrap();
+    assert_eq!(
+        1 + read + rest,
+        len as u64,
+        "{expr}: the whole result is printed"
+    );
+    assert!(child.wait().unwrap().success(), "{expr}");
+    at_start.max(near_end)
+}
+
+#[test]
+fn a_ten_megabyte_reply_does_not_inflate_the_clis_memory() {
+    // The reporter printed a tree of values and a tree of JSON: 1 M short
+    // strings (10 MB on the wire) took the CLI from 13 to 150 MB, 2 M nils
+    // (2 MB) to 155 MB. It now prints JSON straight from the reply's bytes.
+    // The baseline: a reply just bigger than a pipe holds.
+    let base = cli_peak_rss_printing(r#""'x' * 200000""#, 200_003);
+    for (expr, len) in [
+        (r#""['abcdefghi'] * 1000000""#, 12_000_002),
+        (r#""[None] * 2000000""#, 10_000_002),
+    ] {
+        let peak = cli_peak_rss_printing(expr, len);
+        let bound = 30 * 1024; // KiB: three times the largest reply
+        assert!(
+            peak.saturating_sub(base) < bound,
+            "{expr}: peak RSS {peak} KiB while printing, {base} KiB for a small reply"
+        );
+    }
+}
+
 // ---- item 1, 2 and 7 on the Rust side: a raw child against the router ----
 
 mod router_side {

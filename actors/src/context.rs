@@ -170,9 +170,37 @@ impl Context {
 
     async fn finish<T: DeserializeOwned>(
         &self,
-        mut inflight: InFlight,
+        inflight: InFlight,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<T> {
+        let msg = self.wait_reply(inflight, deadline).await?;
+        match msg.reply::<T>()? {
+            Reply::Value(v) => Ok(v),
+            Reply::Error(e) => Err(Error::Remote(e)),
+            Reply::Dead(d) => Err(Error::dead(self.id, d)),
+        }
+    }
+
+    /// [`Context::finish`] keeping a value as its checked bytes, decoded
+    /// into nothing.
+    async fn finish_encoded(
+        &self,
+        inflight: InFlight,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Bytes> {
+        let msg = self.wait_reply(inflight, deadline).await?;
+        match msg.reply::<serde::de::IgnoredAny>()? {
+            Reply::Value(_) => Ok(msg.data),
+            Reply::Error(e) => Err(Error::Remote(e)),
+            Reply::Dead(d) => Err(Error::dead(self.id, d)),
+        }
+    }
+
+    async fn wait_reply(
+        &self,
+        mut inflight: InFlight,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Message> {
         // Unconstrained: a reply that has arrived is taken at once. Under
         // tokio's cooperative budget, a join of thousands of calls whose
         // replies are all in had each one refuse (Pending plus a deferred
@@ -193,11 +221,7 @@ impl Context {
             },
         };
         inflight.guard.armed = false;
-        match msg.reply::<T>()? {
-            Reply::Value(v) => Ok(v),
-            Reply::Error(e) => Err(Error::Remote(e)),
-            Reply::Dead(d) => Err(Error::dead(self.id, d)),
-        }
+        Ok(msg)
     }
 
     /// Shuts the context down gracefully (SHUTDOWN) and returns once it
@@ -320,6 +344,14 @@ impl CallBuilder {
     /// Sends the call and waits for its result.
     pub async fn returning<T: DeserializeOwned>(self) -> Result<T> {
         self.start().await?.result().await
+    }
+
+    /// Sends the call and returns its result as the one MessagePack value
+    /// it came as (structure and value count checked like every decode):
+    /// for printing a big result without building a tree of it.
+    pub async fn returning_encoded(self) -> Result<Bytes> {
+        let p = self.start::<serde::de::IgnoredAny>().await?;
+        p.ctx.finish_encoded(p.inflight, p.deadline).await
     }
 
     /// Sends the call and returns at once; await the result later (many

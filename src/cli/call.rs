@@ -10,7 +10,7 @@ use econtext::{json, Context, Master, Value};
 
 use super::drive::drive;
 use super::fleet_args::FleetArgs;
-use super::report::{HostOutput, HostReport, Status};
+use super::report::{HostOutput, HostReport, HostResult, Status};
 use super::Env;
 
 #[derive(Args, Debug)]
@@ -83,7 +83,9 @@ impl Call {
         })
     }
 
-    async fn invoke(&self, ctx: &Context) -> Result<Value, FleetError> {
+    /// The result as it came (checked, not decoded): it is printed
+    /// straight from its bytes.
+    async fn invoke(&self, ctx: &Context) -> Result<bytes::Bytes, FleetError> {
         let mut b = ctx.call_with(&self.module, &self.func);
         if let Some(c) = &self.class {
             b = b.class(c);
@@ -92,7 +94,7 @@ impl Call {
         for (name, v) in &self.kwargs {
             b = b.kwarg(name, v)?;
         }
-        Ok(b.returning::<Value>().await?)
+        Ok(b.returning_encoded().await?)
     }
 }
 
@@ -116,7 +118,7 @@ async fn call_in(ctx: Context, t: Target, call: Rc<Call>) -> Result<HostOutput, 
     let v = result?;
     Ok(HostOutput {
         ok: true,
-        result: Some(json::to_json(&v)),
+        result: Some(HostResult::Encoded(v)),
         python,
         ..Default::default()
     })
@@ -161,7 +163,16 @@ pub fn main(env: Env, a: CallArgs) -> u8 {
 fn print_single(r: &HostReport) -> u8 {
     let o = &r.output;
     if let Some(v) = &o.result {
-        println!("{v}");
+        // Written as it is made: no copy of the whole text either.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = v.write_to(&mut out).and_then(|()| {
+            use std::io::Write;
+            out.write_all(b"\n")?;
+            out.flush()
+        });
+        if let Err(e) = written {
+            eprintln!("econtext: cannot write the result: {e}");
+        }
     }
     if let Some(e) = &o.error {
         // The child wrote the text: escaped, its newlines marked as

@@ -58,10 +58,52 @@ pub struct HostOutput {
     pub rc: Option<i32>,
     pub stdout: Option<Vec<u8>>,
     pub stderr: Option<Vec<u8>>,
-    pub result: Option<Value>,
+    pub result: Option<HostResult>,
     pub error: Option<String>,
     /// The interpreter discovery chose (reported once per host).
     pub python: Option<String>,
+}
+
+/// A host's `result`: JSON the CLI made (a transfer's summary), or a
+/// reply as it came, printed straight from its bytes
+/// ([`econtext::json::EncodedView`]): a 10 MB reply costs its 10 MB, not
+/// a tree of values and another of JSON.
+#[derive(Debug, Clone)]
+pub enum HostResult {
+    Json(Value),
+    /// One MessagePack value, structure checked.
+    Encoded(bytes::Bytes),
+}
+
+impl From<Value> for HostResult {
+    fn from(v: Value) -> Self {
+        HostResult::Json(v)
+    }
+}
+
+impl serde::Serialize for HostResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HostResult::Json(v) => v.serialize(s),
+            HostResult::Encoded(b) => econtext::json::EncodedView::new(b)
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
+        }
+    }
+}
+
+impl HostResult {
+    /// Writes the JSON text, as it is made, to `out`.
+    pub fn write_to(&self, out: impl Write) -> std::io::Result<()> {
+        serde_json::to_writer(out, self).map_err(std::io::Error::other)
+    }
+}
+
+impl std::fmt::Display for HostResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -71,7 +113,7 @@ struct JsonLine<'a> {
     rc: Option<i32>,
     stdout: Option<String>,
     stderr: Option<String>,
-    result: Option<&'a Value>,
+    result: Option<&'a HostResult>,
     error: Option<&'a str>,
     elapsed_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -45,14 +45,17 @@ impl Totals {
         };
         HostOutput {
             ok: true,
-            result: Some(json!({
-                "dest": dest,
-                "files": self.files,
-                "bytes": self.bytes,
-                "bytes_sent": self.bytes_sent,
-                "bytes_resumed": self.bytes_resumed,
-                "rate": rate.round(),
-            })),
+            result: Some(
+                json!({
+                    "dest": dest,
+                    "files": self.files,
+                    "bytes": self.bytes,
+                    "bytes_sent": self.bytes_sent,
+                    "bytes_resumed": self.bytes_resumed,
+                    "rate": rate.round(),
+                })
+                .into(),
+            ),
             ..Default::default()
         }
     }
@@ -68,12 +71,15 @@ pub fn failed(e: FileError) -> Result<HostOutput, FleetError> {
     }
     Ok(HostOutput {
         ok: false,
-        result: Some(json!({
-            "kind": e.kind.as_str(),
-            "host": e.host,
-            "path": e.path,
-            "detail": e.detail,
-        })),
+        result: Some(
+            json!({
+                "kind": e.kind.as_str(),
+                "host": e.host,
+                "path": e.path,
+                "detail": e.detail,
+            })
+            .into(),
+        ),
         error: Some(e.to_string()),
         ..Default::default()
     })
