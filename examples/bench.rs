@@ -2,13 +2,16 @@
 //! runs on Mitogen and execnet, printed as a table (and as JSON with
 //! `--json`). Run it in the same sitting as peer-bench and compare ratios.
 //!
-//! `cargo run --release --example bench [-- --json] [--python PATH] [--children N]`
+//! `cargo run --release --example bench [-- --json] [--python PATH] [--children N] [--imports]`
+//!
+//! `--imports` runs the import rows only (20-module package, first call
+//! into requests and into rich), beside `benches/mitogen_realpkg.py`.
 //!
 //! Every child runs /usr/bin/python3 (as peer-bench's children do) unless
 //! --python says otherwise. The 20-module import workload uses peer-bench's
 //! package at /tmp/mitobench/pkg when `setup.sh` has made it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use econtext::bootstrap::first_stage::python_c_arg;
@@ -121,7 +124,7 @@ async fn main() {
         .unwrap_or_else(|| "/usr/bin/python3".into());
     let pkg_dir = PathBuf::from("/tmp/mitobench/pkg");
     // Real PyPI packages for the child's Python (the same tree
-    // ../shared/peer-bench/mitogen_realpkg.py serves), made on first use.
+    // benches/mitogen_realpkg.py serves to Mitogen), made on first use.
     let real_dir = real_packages(&python);
     let master = Master::new(
         MasterOptions::default().module_path(
@@ -133,6 +136,21 @@ async fn main() {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut out = serde_json::Map::new();
     let progress = |s: &str| eprintln!("bench: {s}");
+
+    // `--imports`: only the import workloads (the 20-module package and
+    // the first calls into requests and rich), a sitting of their own.
+    if args.iter().any(|a| a == "--imports") {
+        import_rows(
+            &master,
+            &python,
+            &pkg_dir,
+            real_dir.is_some(),
+            &mut rows,
+            &mut out,
+        )
+        .await;
+        return print_rows(as_json, &python, rows, out);
+    }
 
     // Bootstrap: connect + first call, child RSS, bytes sent.
     progress("connect + first call (1 cold + 20 runs)");
@@ -390,83 +408,15 @@ async fn main() {
     out.insert("rust_1000_process_cpu_s".into(), json!(cpu));
     out.insert("rust_1000_rss_kib_per_context".into(), json!(rss_per_ctx));
 
-    // 20-module package that only the master has.
-    if pkg_dir.join("mbpkg").is_dir() {
-        progress("20-module package, first call (10 runs)");
-        let mut first = Vec::new();
-        let mut reqs = Vec::new();
-        for _ in 0..10 {
-            let ctx = connect(&master, &python).await;
-            let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
-            let before = master.importer_stats().snapshot()[0].1;
-            let t0 = Instant::now();
-            let r: i64 = ctx.call("mbpkg.entry", "run", ()).await.unwrap();
-            first.push(t0.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(r, 18);
-            reqs.push(master.importer_stats().snapshot()[0].1 - before);
-            close(ctx).await;
-        }
-        let f = median(&mut first);
-        rows.push((
-            "20-module package, first call".into(),
-            format!("{f:.1} ms, {} request(s)", reqs[reqs.len() / 2]),
-        ));
-        out.insert("import_first_call_ms".into(), json!(f));
-        out.insert("import_requests".into(), json!(reqs[reqs.len() / 2]));
-    } else {
-        eprintln!("SKIP: 20-module package workload: /tmp/mitobench/pkg/mbpkg missing (run ../shared/peer-bench/setup.sh)");
-    }
-
-    // Real packages: the first call into requests and into rich.
-    if real_dir.is_some() {
-        for (label, key, module, function, arg) in [
-            (
-                "requests.utils.requote_uri, first call",
-                "requests",
-                "requests.utils",
-                "requote_uri",
-                Some("http://example.com/a b"),
-            ),
-            (
-                "rich Console render, first call",
-                "rich",
-                "ecprobe",
-                "rich_render",
-                None,
-            ),
-        ] {
-            progress(&format!("{label} (5 runs)"));
-            let (mut ms, mut reqs, mut kb) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..5 {
-                let ctx = connect(&master, &python).await;
-                let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
-                if key == "rich" {
-                    let _: Vec<u32> = ctx.call("ecprobe", "whoami", ()).await.unwrap();
-                }
-                let s0 = master.importer_stats().snapshot();
-                let t0 = Instant::now();
-                let r: serde_json::Value = match arg {
-                    Some(a) => ctx.call(module, function, (a,)).await,
-                    None => ctx.call(module, function, ()).await,
-                }
-                .unwrap();
-                ms.push(t0.elapsed().as_secs_f64() * 1e3);
-                assert!(r.is_string(), "{r}");
-                let s1 = master.importer_stats().snapshot();
-                reqs.push((s1[0].1 - s0[0].1) as f64);
-                kb.push((s1[2].1 - s0[2].1) as f64 / 1024.0);
-                close(ctx).await;
-            }
-            let (m, r, k) = (median(&mut ms), median(&mut reqs), median(&mut kb));
-            rows.push((
-                label.into(),
-                format!("{m:.0} ms, {r} GET_MODULE round trip(s), {k:.0} KB"),
-            ));
-            out.insert(format!("{key}_first_call_ms"), json!(m));
-            out.insert(format!("{key}_requests"), json!(r));
-            out.insert(format!("{key}_kb"), json!(k));
-        }
-    }
+    import_rows(
+        &master,
+        &python,
+        &pkg_dir,
+        real_dir.is_some(),
+        &mut rows,
+        &mut out,
+    )
+    .await;
 
     // ssh to peer-bench's private sshd (127.0.0.1:2222, key from setup.sh).
     let key = PathBuf::from("/tmp/mitobench/ssh/id");
@@ -541,6 +491,105 @@ async fn main() {
         );
     }
 
+    print_rows(as_json, &python, rows, out);
+}
+
+/// The import workloads: the 20-module package only the master has, and
+/// the first call into requests and into rich (real PyPI packages).
+async fn import_rows(
+    master: &Master,
+    python: &str,
+    pkg_dir: &Path,
+    has_real: bool,
+    rows: &mut Vec<(String, String)>,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let progress = |s: &str| eprintln!("bench: {s}");
+    // 20-module package that only the master has.
+    if pkg_dir.join("mbpkg").is_dir() {
+        progress("20-module package, first call (10 runs)");
+        let mut first = Vec::new();
+        let mut reqs = Vec::new();
+        for _ in 0..10 {
+            let ctx = connect(master, python).await;
+            let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+            let before = master.importer_stats().snapshot()[0].1;
+            let t0 = Instant::now();
+            let r: i64 = ctx.call("mbpkg.entry", "run", ()).await.unwrap();
+            first.push(t0.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(r, 18);
+            reqs.push(master.importer_stats().snapshot()[0].1 - before);
+            close(ctx).await;
+        }
+        let f = median(&mut first);
+        rows.push((
+            "20-module package, first call".into(),
+            format!("{f:.1} ms, {} request(s)", reqs[reqs.len() / 2]),
+        ));
+        out.insert("import_first_call_ms".into(), json!(f));
+        out.insert("import_requests".into(), json!(reqs[reqs.len() / 2]));
+    } else {
+        eprintln!("SKIP: 20-module package workload: /tmp/mitobench/pkg/mbpkg missing (run ../shared/peer-bench/setup.sh)");
+    }
+
+    // Real packages: the first call into requests and into rich.
+    if has_real {
+        for (label, key, module, function, arg) in [
+            (
+                "requests.utils.requote_uri, first call",
+                "requests",
+                "requests.utils",
+                "requote_uri",
+                Some("http://example.com/a b"),
+            ),
+            (
+                "rich Console render, first call",
+                "rich",
+                "ecprobe",
+                "rich_render",
+                None,
+            ),
+        ] {
+            progress(&format!("{label} (5 runs)"));
+            let (mut ms, mut reqs, mut kb) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..5 {
+                let ctx = connect(master, python).await;
+                let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+                if key == "rich" {
+                    let _: Vec<u32> = ctx.call("ecprobe", "whoami", ()).await.unwrap();
+                }
+                let s0 = master.importer_stats().snapshot();
+                let t0 = Instant::now();
+                let r: serde_json::Value = match arg {
+                    Some(a) => ctx.call(module, function, (a,)).await,
+                    None => ctx.call(module, function, ()).await,
+                }
+                .unwrap();
+                ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                assert!(r.is_string(), "{r}");
+                let s1 = master.importer_stats().snapshot();
+                reqs.push((s1[0].1 - s0[0].1) as f64);
+                kb.push((s1[2].1 - s0[2].1) as f64 / 1024.0);
+                close(ctx).await;
+            }
+            let (m, r, k) = (median(&mut ms), median(&mut reqs), median(&mut kb));
+            rows.push((
+                label.into(),
+                format!("{m:.0} ms, {r} GET_MODULE round trip(s), {k:.0} KB"),
+            ));
+            out.insert(format!("{key}_first_call_ms"), json!(m));
+            out.insert(format!("{key}_requests"), json!(r));
+            out.insert(format!("{key}_kb"), json!(k));
+        }
+    }
+}
+
+fn print_rows(
+    as_json: bool,
+    python: &str,
+    rows: Vec<(String, String)>,
+    out: serde_json::Map<String, serde_json::Value>,
+) {
     if as_json {
         println!("{}", serde_json::Value::Object(out));
     } else {

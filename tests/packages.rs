@@ -123,6 +123,28 @@ async fn check_interpreter(site: &Path, child: &Path, version: &str) -> Vec<Stri
         }
     }
 
+    // No code went down that the child has itself (its stdlib: its own
+    // site-packages are empty). Records saying a name is not on the master
+    // may name another version's stdlib (urlparse for 3.x): not counted.
+    let sent: Vec<String> = cap
+        .text()
+        .lines()
+        .filter_map(|l| l.split(" served=").nth(1))
+        .flat_map(|r| r.split(' ').next().unwrap_or("").split(','))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(str::to_string)
+        .collect();
+    match ctx
+        .call::<Vec<String>>("ecprobe", "local_of", (&sent,))
+        .await
+    {
+        Ok(local) if local.is_empty() && sent.len() > 10 => {}
+        other => fails.push(format!(
+            "{version}: modules sent that the child has locally: {other:?} (of {} sent)",
+            sent.len()
+        )),
+    }
+
     if !py2 {
         let fresh = master.local(local(child.to_str().unwrap())).await.unwrap();
         let seen = asked(&cap).len();

@@ -219,7 +219,17 @@ impl Handler<Message> for Importer {
                         .bytes_sent
                         .fetch_add(m.source.len() as u64, Ordering::Relaxed);
                 }
-                debug!(self.log, "serving module"; "name" => &fullname, "with_related" => mods.len() - 1, "to" => msg.src);
+                // The names of the records with code or data (built only
+                // when debug is on; not the "not here" announcements), so
+                // a test can check what went down, e.g. never the stdlib.
+                let served = slog::FnValue(|_: &slog::Record| {
+                    mods.iter()
+                        .filter(|m| !m.filename.is_empty())
+                        .map(|m| m.fullname.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                debug!(self.log, "serving module"; "name" => &fullname, "with_related" => mods.len() - 1, "to" => msg.src, "served" => served);
             }
             None => {
                 self.stats.not_found.fetch_add(1, Ordering::Relaxed);

@@ -120,3 +120,27 @@ def resources_api():
             out['as_file'] = open(str(p), 'rb').read()[:4].decode()
         out['as_file_removed'] = not os.path.exists(str(p))
     return out
+
+
+def local_of(names):
+    # The top-level names among these that this interpreter imports by
+    # itself (builtin or on its own sys.path: here, only its stdlib).
+    import sys
+    out = []
+    for n in sorted(set(x.split('.')[0] for x in names)):
+        found = n in sys.builtin_module_names
+        try:
+            if not found and sys.version_info[0] >= 3:
+                from importlib.machinery import PathFinder
+                found = PathFinder.find_spec(n) is not None
+            elif not found:
+                import imp
+                f = imp.find_module(n)[0]
+                if f:
+                    f.close()
+                found = True
+        except ImportError:
+            pass
+        if found:
+            out.append(n)
+    return out
