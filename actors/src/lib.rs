@@ -9,7 +9,8 @@
 //! - [`Stream`]: one per connection to a parent or child. It owns the
 //!   transport, frames and MACs traffic through `econtext-wire`, and keeps
 //!   its write queue bounded ([`link::StreamLink`]) so a peer that stops
-//!   reading makes senders wait instead of growing memory.
+//!   reading makes senders wait instead of growing memory; its writer
+//!   takes small frames before bulk ones ([`lanes::Lanes`]).
 //! - [`Context`], [`Channel`] and [`Sender`]: what users hold. A `Context`
 //!   makes calls; a `Channel` is a handle whose messages arrive as a
 //!   `futures` Stream; a `Sender` is a (context, handle) pair that can be
@@ -35,6 +36,7 @@ pub mod handles;
 pub mod ids;
 pub mod importer;
 pub mod iologger;
+pub mod lanes;
 pub mod link;
 pub mod logforwarder;
 pub mod message;

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 use crate::event::DeadReason;
-use crate::link::{LinkReceiver, StreamLink, DEFAULT_HIGH_WATER_MARK};
+use crate::lanes::Lanes;
+use crate::link::{LinkReceiver, Queued, StreamLink, DEFAULT_HIGH_WATER_MARK};
 use crate::router::{AttachStream, CloseStream, Inbound, Router, StreamClosed};
 
 /// Frames at least this large are written straight from their buffer
@@ -223,16 +224,33 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> Result<(), WireError> {
     let mut buf = BytesMut::with_capacity(BATCH);
     let mut written = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
+    // Frames taken off the link's queue, in the order they are to be
+    // written: small ones before bulk (see lanes.rs). Their bytes still
+    // count against the link's budget until written.
+    let mut lanes = Lanes::new();
+    loop {
+        if lanes.is_empty() {
+            match queue.recv().await {
+                Some(item) => take(&mut lanes, item),
+                None => break,
+            }
+        }
         let (mut turns, mut idle) = (0, 0);
         loop {
             let before = written.len();
-            while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
+            let mut direct = false;
+            loop {
+                // Everything queued since the last frame joins the lanes
+                // first, so a call queued during a bulk write goes next.
+                while let Ok(item) = queue.try_recv() {
+                    take(&mut lanes, item);
+                }
+                let Some(item) = lanes.pop() else { break };
                 let data = &item.frame.data;
                 let header = codec.seal(&item.frame.header, data)?;
                 buf.put_slice(&header);
-                if data.len() >= DIRECT_WRITE {
+                direct = data.len() >= DIRECT_WRITE;
+                if direct {
                     writer.write_all(&buf).await?;
                     buf.clear();
                     writer.write_all(data).await?;
@@ -240,7 +258,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     buf.put_slice(data);
                 }
                 written.push(item);
-                if buf.len() >= BATCH {
+                if direct || buf.len() >= BATCH {
                     break;
                 }
             }
@@ -250,9 +268,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             // before our pass in that turn; so we write once two turns in
             // a row brought nothing (or the batch is full). A turn costs
             // far less than a write (and the peer's wake-up); a lone frame
-            // waits two turns.
+            // waits two turns. After a bulk frame, the lanes are looked at
+            // again at once.
             idle = if written.len() == before { idle + 1 } else { 0 };
-            if buf.is_empty() || buf.len() >= BATCH || idle == 2 || turns == MAX_GATHER_TURNS {
+            if direct
+                || buf.is_empty()
+                || buf.len() >= BATCH
+                || idle == 2
+                || turns == MAX_GATHER_TURNS
+            {
                 break;
             }
             turns += 1;
@@ -269,4 +293,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     let _ = writer.shutdown().await;
     Ok(())
+}
+
+fn take(lanes: &mut Lanes<Queued>, item: Queued) {
+    let (header, len) = (item.frame.header, item.frame.data.len());
+    lanes.push(&header, len, item);
 }

@@ -224,6 +224,57 @@ def _suffix(sides):
     return '; last output: %s' % ' | '.join(tail) if tail else ''
 
 
+class _Lanes(object):
+    # The order a child's queued frames are written in (actors/src/lanes.rs
+    # has the same rules): a frame of BULK bytes or more is bulk, and so is
+    # one for a (destination, handle) that still has bulk queued (one
+    # handle's frames keep their order); SHUTDOWN goes behind queued bulk;
+    # the rest (calls, replies, credits) overtakes bulk, which still gets a
+    # frame after RUN bytes of small ones in a row.
+    BULK, RUN = 65536, 1 << 20
+
+    def __init__(self):
+        self.urgent, self.bulk, self.pending, self.run = deque(), deque(), {}, 0
+
+    def __len__(self):
+        return len(self.urgent) + len(self.bulk)
+
+    def clear(self):
+        self.urgent.clear()
+        self.bulk.clear()
+        self.pending.clear()
+        self.run = 0
+
+    def push(self, dst, handle, n, chunks):
+        key = (dst, handle)
+        p = self.pending
+        if n >= self.BULK or key in p or (handle == SHUTDOWN and self.bulk):
+            p[key] = p.get(key, 0) + 1
+            self.bulk.append((key, n, chunks))
+        else:
+            self.urgent.append((n, chunks))
+
+    def next_is_bulk(self):
+        return not self.urgent or (self.run >= self.RUN and self.bulk)
+
+    def pop(self):
+        if self.urgent and not (self.run >= self.RUN and self.bulk):
+            f = self.urgent.popleft()
+            if self.bulk:
+                self.run += f[0]
+            return f
+        if not self.bulk:
+            return None
+        key, n, chunks = self.bulk.popleft()
+        self.run = 0
+        c = self.pending[key] - 1
+        if c:
+            self.pending[key] = c
+        else:
+            del self.pending[key]
+        return n, chunks
+
+
 class ChildStream(core.Stream):
     # Writes never block: frames are queued and the IO thread flushes them
     # as the socket drains (POLLOUT on a second fd of the same socket, so
@@ -243,7 +294,8 @@ class ChildStream(core.Stream):
         # is reaped (closing the master would hang up its terminal).
         self.tty, self.keep = tty, keep
         self.on_frame = self._checked
-        self.q = deque()
+        self.q = deque()  # sealed bytes being written (MACs fixed)
+        self.lanes = _Lanes()  # frames not sealed yet: small ones go first
         self.qbytes = 0
         self.pfd = core._cloexec(os.dup(fd))  # polled for POLLOUT while q is not empty
         self.armed = False
@@ -262,7 +314,8 @@ class ChildStream(core.Stream):
 
     def send(self, dst, src, handle, reply_to, chunks):
         # Any thread. Same framing and MAC as core.Stream.send, but queued:
-        # frames are numbered for the MAC in queue order: both happen under wlock.
+        # frames wait unsealed in two lanes (small before bulk, _Lanes) and
+        # get their MAC, numbered in write order, when _flush takes them.
         if _trace is not None:
             _trace.append([self.remote_id, u'out', src, dst, handle])
         if type(chunks) is not list:
@@ -279,20 +332,18 @@ class ChildStream(core.Stream):
             # One frame counts at most HIGH against the cap, so a single
             # value up to max_message_size still passes a reading child;
             # memory stays within HARD plus one frame.
-            if self.qbytes + 36 + min(n, HIGH) > HARD:
+            over = self.qbytes + 36 + min(n, HIGH) > HARD
+            if over:
                 # Replies and bounces for a child that stopped reading
                 # must not grow without bound: the child is closed (its
                 # reader sees EOF and declares it dead) and this frame's
-                # sender hears Dead. Checked before the MAC is advanced.
+                # sender hears Dead.
                 self.closed = True
                 self.q.clear()
+                self.lanes.clear()
                 self.qbytes = 0
-                over = True
             else:
-                over = False
-                chunks.insert(0, self.tx(chunks, n))
-            if not over:
-                self.q.extend(chunks)
+                self.lanes.push(dst, handle, n, chunks)
                 self.qbytes += n + 36
                 self._flush()
             left = self.qbytes
@@ -312,21 +363,36 @@ class ChildStream(core.Stream):
             else:
                 broker.defer(self._arm)
 
+    def _seal(self):
+        # Under wlock, q empty: the next frames, MACed in the order they
+        # will be written. Small ones are joined into one write of up to
+        # 256 KiB; a bulk one goes alone (the kernel takes what fits).
+        parts, size, lanes = [], 0, self.lanes
+        while size < 262144:
+            f = lanes.pop()
+            if f is None:
+                break
+            n, chunks = f
+            chunks.insert(0, self.tx(chunks, n))
+            if n >= 65536 and not parts:
+                self.q.append(chunks[0] + chunks[1])  # MAC and fields
+                self.q.extend(chunks[2:])
+                return
+            parts.extend(chunks)
+            size += n + 36
+            if lanes.next_is_bulk():
+                break
+        if parts:
+            self.q.append(b''.join(parts))
+
     def _flush(self):
-        # Under wlock. Small chunks are joined into writes of up to 256 KiB;
-        # large ones go as they are (the kernel takes what fits).
+        # Under wlock.
         q = self.q
         try:
-            while q:
+            while q or self.lanes:
+                if not q:
+                    self._seal()
                 c = q[0]
-                if len(c) < 65536 and len(q) > 1:
-                    parts, size = [], 0
-                    while q and size < 262144 and len(q[0]) < 65536:
-                        x = q.popleft()
-                        parts.append(x)
-                        size += len(x)
-                    c = b''.join(parts)
-                    q.appendleft(c)
                 k = self.sock.send(c, socket.MSG_DONTWAIT)
                 self.qbytes -= k
                 if k < len(c):
@@ -338,12 +404,13 @@ class ChildStream(core.Stream):
                 return
             self.closed = True  # the reader sees EOF or the error and cleans up
             q.clear()
+            self.lanes.clear()
             self.qbytes = 0
             raise
 
     def _arm(self):
         # IO thread.
-        if not self.armed and self.q and self.pfd is not None:
+        if not self.armed and (self.q or self.lanes) and self.pfd is not None:
             self.armed = True
             broker.add_reader(self.pfd, self._writable, select.POLLOUT)
 
@@ -380,6 +447,7 @@ class ChildStream(core.Stream):
         core.Stream.disconnect(self, reason)  # router.on_disconnect drops the routes
         with self.wlock:
             self.q.clear()
+            self.lanes.clear()
             self.qbytes = 0
         broker.del_reader(self.pfd)
         os.close(self.pfd)
