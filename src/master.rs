@@ -361,7 +361,8 @@ impl Master {
         let child = start_in_process(
             &parent_router,
             config,
-            services.functions.clone(),
+            // Every Rust context serves econtext.files, as Python ones do.
+            econtext_files::service::with_files(&services.functions),
             IN_PROCESS_PIPE,
         );
         let router = child.router;

@@ -692,6 +692,26 @@ def escaping_manifest():
     files.send_begin = send_begin
     return True
 
+
+def window_overrun():
+    # The sender ignores the window it was given: its first chunk alone
+    # is four windows long.
+    def run(self, resume):
+        self.data.send([files.D_CHUNK, 0, 0, b'\0' * (self.window * 4), None])
+    files._Send._run = run
+    return True
+
+
+def longer_than_manifest():
+    # Twice the size the manifest said, then a made-up checksum and the end.
+    def run(self, resume):
+        n = self.entries[0][2]
+        self.data.send([files.D_CHUNK, 0, 0, b'\0' * n, None])
+        self.data.send([files.D_CHUNK, 0, n, b'\0' * n, u'0' * 64])
+        self.data.send([files.D_END])
+    files._Send._run = run
+    return True
+
 "#;
 
 #[test]
@@ -782,6 +802,165 @@ fn abandoned_transfers_stop_the_far_side_threads() {
         // The abandoned push resumes later.
         let r = ctx.push(&src, dir.path("dest")).await.unwrap();
         assert_eq!(r.bytes, 64 << 20);
+        ctx.shutdown().await.unwrap();
+    });
+}
+
+/// A hostile child's pull sender, installed by calling `hostile_files.NAME`.
+/// The file pulled is 100,000 bytes: less than a window, so only the
+/// attack itself can break the rules.
+fn hostile_pull(tag: &str, attack: &str) -> econtext::FileError {
+    let dir = TempDir::new(tag);
+    std::fs::write(dir.path("hostile_files.py"), HOSTILE_FILES).unwrap();
+    let src = dir.path("src.bin");
+    random_file(&src, 100_000);
+    std::fs::create_dir_all(dir.path("inbox")).unwrap();
+    let dest = dir.path("inbox/dest.bin");
+    std::fs::write(&dest, b"the old version").unwrap();
+    let out = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let got = out.clone();
+    run(async move {
+        let master = econtext::Master::new(
+            econtext::MasterOptions::default().module_path(vec![dir.0.clone()]),
+        );
+        let ctx = master.local(local(&python3())).await.unwrap();
+        let _: bool = ctx.call("hostile_files", attack, ()).await.unwrap();
+        let opts = TransferOptions::default()
+            .window(256 << 10)
+            .chunk(256 << 10);
+        let e = ctx.pull_with(&src, &dest, &opts).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::Protocol, "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"the old version");
+        assert!(temporaries(&dir.path("inbox")).is_empty());
+        // The context is still usable.
+        let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+        assert!(pid > 0);
+        ctx.shutdown().await.unwrap();
+        *got.borrow_mut() = Some(e);
+    });
+    out.take().expect("the pull failed")
+}
+
+#[test]
+fn pull_from_a_child_overrunning_its_window_is_a_protocol_error() {
+    // One chunk four windows long: over window + chunk at once, whatever
+    // the timing of our credits.
+    let e = hostile_pull("files-overrun", "window_overrun");
+    assert!(e.detail.contains("overran its window"), "{e}");
+    assert!(e.host.starts_with("local."), "names the child: {e}");
+}
+
+#[test]
+fn pull_of_more_data_than_the_manifest_said_is_a_protocol_error() {
+    let e = hostile_pull("files-longer", "longer_than_manifest");
+    assert!(e.detail.contains("more data than the manifest"), "{e}");
+    // Found by our writer, about our file: it names this side.
+    assert_eq!(e.host, "local", "{e}");
+}
+
+#[test]
+fn stale_temporaries_of_transfers_never_resumed_are_deleted() {
+    // The rule (docs/PROTOCOL.md): a temporary for a destination being
+    // written with another key is deleted at once; any other temporary in
+    // a directory being written, once untouched for 24 hours.
+    let dir = TempDir::new("files-stale");
+    let src = dir.path("src.bin");
+    let data = random_file(&src, 100_000);
+    let plant = |d: &Path| {
+        std::fs::create_dir_all(d).unwrap();
+        let other_key = d.join(".dest.bin.ec-00000000deadbeef.part");
+        let abandoned = d.join(".gone.ec-0123456789abcdef.part");
+        let recent = d.join(".busy.ec-0123456789abcdef.part");
+        for p in [&other_key, &abandoned, &recent] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let two_days_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 2 * 86400;
+        set_mtime(&abandoned, two_days_ago, 0);
+        (other_key, abandoned, recent)
+    };
+    let (remote, local_dir) = (dir.path("remote"), dir.path("local"));
+    let pushed = plant(&remote);
+    let pulled = plant(&local_dir);
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master.local(local(&python3())).await.unwrap();
+        // Push: the Python receiver applies the rule.
+        ctx.push(&src, remote.join("dest.bin")).await.unwrap();
+        assert_eq!(std::fs::read(remote.join("dest.bin")).unwrap(), data);
+        // Pull: the master's writer applies it.
+        ctx.pull(remote.join("dest.bin"), local_dir.join("dest.bin"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(local_dir.join("dest.bin")).unwrap(), data);
+        ctx.shutdown().await.unwrap();
+    });
+    for (other_key, abandoned, recent) in [pushed, pulled] {
+        assert!(!other_key.exists(), "{}", other_key.display());
+        assert!(!abandoned.exists(), "{}", abandoned.display());
+        assert!(recent.exists(), "{} is kept", recent.display());
+    }
+}
+
+#[test]
+fn push_and_pull_to_a_rust_context_like_a_python_one() {
+    // The in-process Rust context serves econtext.files itself (files/
+    // src/service.rs): same protocol, same checks, same results.
+    let dir = TempDir::new("files-rust");
+    let src = dir.path("src.bin");
+    let data = random_file(&src, (3 << 20) + 17);
+    std::fs::set_permissions(&src, PermissionsExt::from_mode(0o640)).unwrap();
+    set_mtime(&src, 1_700_000_000, 123_456_789);
+    let tree = dir.path("tree");
+    make_tree(&tree);
+    std::fs::create_dir_all(dir.path("remote")).unwrap();
+    let dest = dir.path("remote/dest.bin");
+    std::fs::write(&dest, b"the old version").unwrap();
+    run(async {
+        let master = master(&Capture::default());
+        let ctx = master
+            .rust_context("rusty", None, econtext::Functions::default())
+            .await
+            .unwrap();
+        let r = ctx.push(&src, &dest).await.unwrap();
+        assert_eq!((r.files, r.bytes), (1, (3 << 20) + 17));
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(std::fs::metadata(&dest).unwrap().mode() & 0o7777, 0o640);
+        assert_eq!(mtime_ns(&dest), mtime_ns(&src));
+        // Into an existing directory, under its own name.
+        ctx.push(&src, dir.path("remote")).await.unwrap();
+        assert_eq!(std::fs::read(dir.path("remote/src.bin")).unwrap(), data);
+        // Pulled back, it matches.
+        let back = dir.path("back.bin");
+        let r = ctx.pull(&dest, &back).await.unwrap();
+        assert_eq!(r.bytes, (3 << 20) + 17);
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+        assert_eq!(mtime_ns(&back), mtime_ns(&src));
+        // Trees both ways.
+        ctx.push_tree(&tree, dir.path("remote/tree")).await.unwrap();
+        assert_same_tree(&tree, &dir.path("remote/tree"));
+        ctx.pull_tree(dir.path("remote/tree"), dir.path("back-tree"))
+            .await
+            .unwrap();
+        assert_same_tree(&tree, &dir.path("back-tree"));
+        assert!(temporaries(&dir.0).is_empty());
+        // Typed errors naming the host and the path.
+        let e = ctx
+            .pull(dir.path("missing"), dir.path("x"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::NotFound, "{e}");
+        assert_eq!(e.host, "rusty");
+        assert!(e.path.contains("missing"), "{e}");
+        let e = ctx.push(&src, dir.path("no/such/dir/f")).await.unwrap_err();
+        assert_eq!(e.kind, FileErrorKind::NotFound, "{e}");
+        assert_eq!(e.host, "rusty");
+        // A call is still answered by the context afterwards.
+        let pong: bool = ctx.call("econtext", "ping", ()).await.unwrap();
+        assert!(pong);
         ctx.shutdown().await.unwrap();
     });
 }

@@ -25,6 +25,18 @@ type Outcome = Result<Bytes, CallError>;
 enum Function {
     Sync(Rc<dyn Fn(Vec<Value>) -> Outcome>),
     Async(Rc<dyn Fn(Vec<Value>) -> LocalBoxFuture<'static, Outcome>>),
+    InContext(Rc<dyn Fn(CallEnv, Vec<Value>) -> LocalBoxFuture<'static, Outcome>>),
+}
+
+/// The context a call runs in, for functions that open handles or send
+/// messages of their own (econtext-files' receiver and sender).
+#[derive(Clone)]
+pub struct CallEnv {
+    pub router: Addr<Router>,
+    /// This context.
+    pub me: ContextId,
+    /// The caller.
+    pub src: ContextId,
 }
 
 /// What a call produced: a result now, or a future of one.
@@ -127,6 +139,38 @@ impl Functions {
         self
     }
 
+    /// Registers an async function that also gets the context it runs in
+    /// ([`CallEnv`]), to open channels and send messages itself.
+    pub fn register_in_context<A, R, F, Fut>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(CallEnv, A) -> Fut + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+    {
+        let f = Rc::new(f);
+        self.map.insert(
+            name.to_string(),
+            Function::InContext(Rc::new(move |env, args| {
+                let f = f.clone();
+                async move {
+                    let a = decode_args(args)?;
+                    encode_result(&f(env, a).await)
+                }
+                .boxed_local()
+            })),
+        );
+        self
+    }
+
+    /// Adds every function of `other` (replacing those of the same name).
+    pub fn extend(&mut self, other: &Functions) -> &mut Self {
+        for (k, v) in &other.map {
+            self.map.insert(k.clone(), v.clone());
+        }
+        self
+    }
+
     /// Registers `f` whose `Err` becomes a CallError for the caller.
     pub fn register_fallible<A, R, E, F>(&mut self, name: &str, f: F) -> &mut Self
     where
@@ -146,7 +190,18 @@ impl Functions {
     }
 
     /// Runs the named function; a panic becomes a CallError of type `panic`.
+    /// Functions registered with [`Functions::register_in_context`] need
+    /// [`Functions::call_in`].
     pub fn call(&self, req: CallFunctionRequest) -> Answer {
+        self.call_env(None, req)
+    }
+
+    /// [`Functions::call`] in the context `env`.
+    pub fn call_in(&self, env: CallEnv, req: CallFunctionRequest) -> Answer {
+        self.call_env(Some(env), req)
+    }
+
+    fn call_env(&self, env: Option<CallEnv>, req: CallFunctionRequest) -> Answer {
         let name = req.qualified_name();
         if name == "econtext.ping" {
             return Answer::Now(encode_result(&true));
@@ -163,7 +218,20 @@ impl Functions {
                 "Rust functions take no keyword arguments",
             )));
         }
+        let f = match (f, env) {
+            (Function::InContext(f), Some(env)) => {
+                Function::Async(Rc::new(move |args| f(env.clone(), args)))
+            }
+            (Function::InContext(_), None) => {
+                return Answer::Now(Err(call_error(
+                    "RuntimeError",
+                    format!("{name} needs a context to run in"),
+                )))
+            }
+            (f, _) => f,
+        };
         match f {
+            Function::InContext(_) => unreachable!("resolved above"),
             Function::Sync(f) => Answer::Now(
                 catch_unwind(AssertUnwindSafe(|| f(req.args)))
                     .unwrap_or_else(|p| Err(panic_message(&name, p))),
@@ -230,7 +298,14 @@ impl Handler<Message> for Dispatcher {
             return;
         }
         let answer = match msg.decode::<CallFunctionRequest>() {
-            Ok(req) => self.functions.call(req),
+            Ok(req) => {
+                let env = CallEnv {
+                    router: self.router.clone(),
+                    me: self.me,
+                    src: msg.src,
+                };
+                self.functions.call_in(env, req)
+            }
             Err(e) => Answer::Now(Err(call_error(
                 "TypeError",
                 format!("malformed CALL_FUNCTION: {e}"),

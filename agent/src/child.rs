@@ -167,7 +167,8 @@ fn run<F: FnOnce() -> Services>(services: F) -> Result<(), String> {
         crate::builtins::add_builtins(&mut services.functions);
         let router = start_rust_context(
             rc,
-            services.functions.clone(),
+            // Every Rust context serves econtext.files, as Python ones do.
+            econtext_files::service::with_files(&services.functions),
             reader,
             writer,
             Default::default(),

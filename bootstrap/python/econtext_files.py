@@ -25,8 +25,10 @@ from __future__ import absolute_import
 import errno
 import hashlib
 import os
+import re
 import stat
 import threading
+import time
 
 import econtext.core as core
 from econtext.core import CALL_FUNCTION, CallError, Dead, Sender, _Queue, _text
@@ -40,6 +42,9 @@ A_CREDIT, A_ERROR, A_DONE, A_START = 0, 1, 2, 5
 CHUNK = 262144
 WINDOW = 2 << 20
 FINISHERS = 8
+# Temporaries of a transfer that was never resumed: see _sweep().
+PART_MAX_AGE = 86400
+_PART = re.compile(br'^\.(.+)\.ec-([A-Za-z0-9]{1,64})\.part$', re.S)
 PY3 = core.PY3
 _stats = {u'bytes_in': 0, u'bytes_out': 0, u'files_in': 0, u'files_out': 0, u'relayed': 0}
 
@@ -74,6 +79,35 @@ def _join(root, rel):
 def _tmp_name(path, key):
     d, b = os.path.split(path)
     return os.path.join(d, b'.' + b + b'.ec-' + key.encode('ascii') + b'.part')
+
+
+def _sweep(dirs):
+    # The rule for stale temporaries (docs/PROTOCOL.md, "Files"): when a
+    # transfer starts writing into a directory, a temporary there for one
+    # of its destinations with another key is deleted (its source changed
+    # since: it can never be resumed), and any other temporary untouched
+    # for PART_MAX_AGE is deleted (an interrupted transfer nobody reran).
+    # `dirs`: {directory: {destination name: this transfer's key}}.
+    now = time.time()
+    for d, names in dirs.items():
+        try:
+            listing = os.listdir(d)
+        except EnvironmentError:
+            continue
+        for n in listing:
+            m = _PART.match(n)
+            if not m:
+                continue
+            p = os.path.join(d, n)
+            try:
+                st = os.lstat(p)
+                if stat.S_ISDIR(st.st_mode):
+                    continue
+                mine = names.get(m.group(1))
+                if (m.group(2) != mine) if mine is not None else (now - st.st_mtime > PART_MAX_AGE):
+                    os.unlink(p)
+            except EnvironmentError:
+                pass
 
 
 def _safe(rel):
@@ -145,6 +179,15 @@ class _Recv(object):
                 return {u'error': _err(u'permission_denied', root, u'destination directory is not writable')}
         except EnvironmentError as e:
             return {u'error': _err(_kind(e), getattr(e, 'filename', None) or root, e.strerror or str(e))}
+        dirs = {}
+        for e in entries:
+            if e[1] == F_DIR:
+                continue
+            d, b = os.path.split(_join(root, e[0]))
+            names = dirs.setdefault(d or b'.', {})
+            if e[1] == F_FILE and e[8]:
+                names[b] = e[8].encode('ascii')
+        _sweep(dirs)
         resume = []
         for i, e in enumerate(entries):
             if e[1] == F_FILE and e[8]:

@@ -29,6 +29,9 @@ pub mod progress;
 pub mod proto;
 mod pull;
 mod push;
+mod receive;
+pub mod service;
+pub mod stale;
 pub mod writer;
 
 use std::os::unix::ffi::OsStrExt;

@@ -10,34 +10,16 @@ use std::time::Instant;
 
 use econtext_actors::{Channel, Context, Sender};
 use econtext_wire::Value;
-use futures::StreamExt;
 use serde_bytes::ByteBuf;
-use tokio::sync::mpsc;
 
 use crate::error::{FileError, FileErrorKind};
 use crate::manifest::Entry;
 use crate::options::{TransferOptions, TransferReport};
 use crate::progress::ProgressMeter;
-use crate::proto::{self, Data, Inflow};
+use crate::proto;
 use crate::push::call_error;
+use crate::receive::{receive, Receive};
 use crate::writer::{check_manifest, LocalWriter};
-
-enum Job {
-    Chunk {
-        index: u32,
-        offset: u64,
-        data: bytes::Bytes,
-        sha: Option<String>,
-    },
-    Fail(u32),
-    End,
-}
-
-enum Written {
-    Progress { bytes: u64, files: u64 },
-    Error(FileError),
-    Finished(Vec<FileError>),
-}
 
 fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_map()?
@@ -108,7 +90,7 @@ pub(crate) async fn pull(
         .filter(|e| e.is_file())
         .map(|e| e.size())
         .sum();
-    let (mut writer, resume) = tokio::task::spawn_blocking({
+    let (writer, resume) = tokio::task::spawn_blocking({
         let (dest, entries, fsync) = (dest.clone(), entries.clone(), opts.fsync);
         move || LocalWriter::begin(dest, entries, tree, fsync)
     })
@@ -125,116 +107,24 @@ pub(crate) async fn pull(
         .await
         .map_err(|e| lost(e.to_string()))?;
 
-    // The writer thread: jobs in (bounded: the window is the real bound),
-    // progress out.
-    let depth = (opts.window as usize / opts.chunk.max(1)).max(4) + 4;
-    let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(depth);
-    let (out_tx, mut out) = mpsc::unbounded_channel::<Written>();
-    std::thread::Builder::new()
-        .name("econtext-pull-writer".into())
-        .spawn(move || {
-            let mut last = (0, 0);
-            for job in job_rx {
-                match job {
-                    Job::Chunk {
-                        index,
-                        offset,
-                        data,
-                        sha,
-                    } => {
-                        if let Err(e) = writer.chunk(index, offset, &data, sha.as_deref()) {
-                            let _ = out_tx.send(Written::Error(e));
-                        }
-                    }
-                    Job::Fail(i) => writer.discard(i),
-                    Job::End => {
-                        let errs = writer.end();
-                        let _ = out_tx.send(Written::Progress {
-                            bytes: writer.bytes_written,
-                            files: writer.files_done,
-                        });
-                        let _ = out_tx.send(Written::Finished(errs));
-                        return;
-                    }
-                }
-                if (writer.bytes_written, writer.files_done) != last {
-                    last = (writer.bytes_written, writer.files_done);
-                    let _ = out_tx.send(Written::Progress {
-                        bytes: last.0,
-                        files: last.1,
-                    });
-                }
-            }
-        })
-        .map_err(|e| FileError::local(std::path::Path::new("writer thread"), &e))?;
-
-    let mut inflow = Inflow::new(opts.window, opts.chunk as u64 + 4096);
     let mut meter = ProgressMeter::new(&host, started, bytes_total, files_total);
-    let (mut credited, mut written, mut files) = (0u64, 0u64, 0u64);
-    let mut errors: Vec<FileError> = Vec::new();
-    let mut ended = false;
-    let jobs_send = |jobs: &std::sync::mpsc::SyncSender<Job>, j: Job| {
-        // Never blocks for long: the sender cannot exceed the window.
-        jobs.send(j)
-            .map_err(|_| proto_err("writer thread stopped".into()))
+    let r = Receive {
+        window: opts.window,
+        chunk: opts.chunk as u64,
+        stall: opts.stall_timeout,
+        host: &host,
+        path: &src_text,
     };
-    let finished = loop {
-        tokio::select! {
-            w = out.recv() => match w {
-                Some(Written::Progress { bytes, files: f }) => {
-                    written = bytes;
-                    files = f;
-                    if written - credited >= opts.window / 4 && !ended {
-                        credited = written;
-                        inflow.granted(written);
-                        let _ = ack.send(&(proto::A_CREDIT, written, files)).await;
-                    }
-                }
-                Some(Written::Error(e)) => errors.push(e),
-                Some(Written::Finished(errs)) => break errs,
-                None => return Err(proto_err("writer thread stopped".into())),
-            },
-            m = tokio::time::timeout(opts.stall_timeout, data.next()), if !ended => {
-                let m = match m {
-                    Err(_) => {
-                        let _ = jobs_send(&jobs, Job::End);
-                        return Err(lost(format!("no data for {:?}", opts.stall_timeout)));
-                    }
-                    Ok(None) => {
-                        let why = data.dead_reason().map(|r| r.to_string()).unwrap_or_else(|| "closed".into());
-                        let _ = jobs_send(&jobs, Job::End);
-                        return Err(lost(why));
-                    }
-                    Ok(Some(m)) => m,
-                };
-                match proto::decode_data(&m.data) {
-                    Ok(Data::Chunk { index, offset, data, sha }) => {
-                        inflow.received(data.len() as u64).map_err(&proto_err)?;
-                        jobs_send(&jobs, Job::Chunk { index, offset, data, sha })?;
-                    }
-                    Ok(Data::Fail { index, error }) => {
-                        errors.push(error.on(&host));
-                        jobs_send(&jobs, Job::Fail(index))?;
-                    }
-                    Ok(Data::End) => {
-                        ended = true;
-                        jobs_send(&jobs, Job::End)?;
-                    }
-                    Err(why) => {
-                        let _ = jobs_send(&jobs, Job::End);
-                        return Err(proto_err(why));
-                    }
-                }
-            }
-        }
+    let got = receive(&r, &mut data, &ack, writer, |written, files| {
         if let (Some(f), Some(p)) = (
             &opts.progress,
             meter.update(Instant::now(), written + resumed, files, false),
         ) {
             f(&p);
         }
-    };
-    errors.extend(finished);
+    })
+    .await?;
+    let (files, written, errors) = (got.files, got.bytes, got.errors);
     guard.disarm();
     if let (Some(f), Some(p)) = (
         &opts.progress,

@@ -38,7 +38,7 @@ pub(crate) struct PushPlan {
     pub src_name: Option<Vec<u8>>,
 }
 
-enum ReadItem {
+pub(crate) enum ReadItem {
     Chunk { frame: Bytes, len: u64 },
     Skipped(u64),
     Fail { index: u32, error: FileError },
@@ -269,7 +269,7 @@ pub(crate) async fn push(
 }
 
 /// The reader thread: every file entry in order, as chunk messages.
-fn read_all(
+pub(crate) fn read_all(
     entries: Vec<Entry>,
     sources: Vec<Option<PathBuf>>,
     resume: HashMap<u32, (u64, String)>,

@@ -40,6 +40,9 @@ pub struct LocalWriter {
     open: HashMap<u32, Open>,
     failed: HashSet<u32>,
     resumed: HashMap<u32, (u64, Sha256)>,
+    /// The sender is our master (a push to a Rust context): modes keep
+    /// their set-id bits and, as root, files and links keep their owner.
+    trusted: bool,
     pub files_done: u64,
     pub bytes_written: u64,
 }
@@ -183,9 +186,15 @@ impl LocalWriter {
             open: HashMap::new(),
             failed: HashSet::new(),
             resumed: HashMap::new(),
+            trusted: false,
             files_done: 0,
             bytes_written: 0,
         };
+        let mut dests = crate::stale::Destinations::new();
+        for e in w.entries.iter().filter(|e| e.kind() != KIND_DIR) {
+            crate::stale::add(&mut dests, &w.path(e), e.key().filter(|_| e.is_file()));
+        }
+        crate::stale::sweep(&dests);
         let mut resume = Vec::new();
         for (i, e) in w.entries.iter().enumerate() {
             if let (KIND_FILE, Some(key)) = (e.kind(), e.key()) {
@@ -197,6 +206,22 @@ impl LocalWriter {
             }
         }
         Ok((w, resume))
+    }
+
+    /// Trusts the sender (our master) with set-id bits and, when we run
+    /// as root, owners.
+    pub fn trust_sender(mut self) -> Self {
+        self.trusted = true;
+        self
+    }
+
+    fn mode_of(&self, e: &Entry) -> u32 {
+        e.mode() & if self.trusted { 0o7777 } else { 0o1777 }
+    }
+
+    /// The owner to give an entry: only from a trusted sender, as root.
+    fn owner_of(&self, e: &Entry) -> Option<(u32, u32)> {
+        (self.trusted && nix::unistd::geteuid().is_root()).then_some((e.6, e.7))
     }
 
     fn path(&self, e: &Entry) -> PathBuf {
@@ -333,8 +358,12 @@ impl LocalWriter {
             )));
         }
         let io = |x: std::io::Error| fail(FileError::local(path, &x));
-        // Set-id bits are never taken from a child.
-        file.set_permissions(std::fs::Permissions::from_mode(e.mode() & 0o1777))
+        // Set-id bits are never taken from a child; chown clears them, so
+        // the mode is set after it.
+        if let Some((uid, gid)) = self.owner_of(e) {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io)?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode_of(e)))
             .map_err(io)?;
         if self.fsync {
             file.sync_all().map_err(io)?;
@@ -401,12 +430,18 @@ impl LocalWriter {
         for e in dirs {
             let p = self.path(&e);
             let t = ts(e.mtime_ns());
-            let r =
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode() & 0o1777))
-                    .and_then(|_| {
-                        utimensat(None, &p, &t, &t, UtimensatFlags::NoFollowSymlink)
-                            .map_err(std::io::Error::from)
-                    });
+            let owner = self.owner_of(&e);
+            let r = owner
+                .map_or(Ok(()), |(u, g)| {
+                    std::os::unix::fs::chown(&p, Some(u), Some(g))
+                })
+                .and_then(|_| {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(self.mode_of(&e)))
+                })
+                .and_then(|_| {
+                    utimensat(None, &p, &t, &t, UtimensatFlags::NoFollowSymlink)
+                        .map_err(std::io::Error::from)
+                });
             if let Err(x) = r {
                 errors.push(FileError::local(&p, &x));
             }
@@ -421,6 +456,10 @@ impl LocalWriter {
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
             .map_err(|x| FileError::local(&path, &x))?;
+        if let Some((uid, gid)) = self.owner_of(e) {
+            std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid))
+                .map_err(|x| FileError::local(&path, &x))?;
+        }
         if is_real_dir(&path) {
             let _ = std::fs::remove_file(&tmp);
             return Err(FileError::new(
