@@ -350,7 +350,15 @@ async fn local_rows(
         json!({"child": child, "master": me, "master_before": rss0}),
     );
 
-    // ---- 10 contexts under one intermediate ----
+    // ---- 10 contexts under one intermediate (64 MiB: 10 copies each way
+    // fit the lead's three minutes) ----
+    let fan_src = dir.path("fan64.bin");
+    sh(&format!(
+        "head -c {} {} > {}",
+        64u64 << 20,
+        big.display(),
+        fan_src.display()
+    ));
     let via = local(master).await;
     let mut leaves = Vec::new();
     for i in 0..10 {
@@ -376,13 +384,15 @@ async fn local_rows(
     for _ in 0..b.runs {
         let t = Instant::now();
         let r = via
-            .push_fanout(&leaves, &big, "fan.bin", false, &opts)
+            .push_fanout(&leaves, &fan_src, "fan.bin", false, &opts)
             .await
             .unwrap();
         fan.push(t.elapsed().as_secs_f64());
         assert!(r.iter().all(|(_, r)| r.is_ok()));
         let t = Instant::now();
-        let pushes = leaves.iter().map(|l| l.push_with(&big, "each.bin", &opts));
+        let pushes = leaves
+            .iter()
+            .map(|l| l.push_with(&fan_src, "each.bin", &opts));
         for r in futures::future::join_all(pushes).await {
             r.unwrap();
         }
@@ -391,13 +401,13 @@ async fn local_rows(
     let e = median(each);
     b.row(
         "fanout10_each_s",
-        "10 leaves under one intermediate: 10 pushes",
+        "10 leaves under one intermediate: 10 pushes of 64 MiB",
         e,
         None,
     );
     b.row(
         "fanout10_relay_s",
-        "10 leaves under one intermediate: push_fanout",
+        "10 leaves under one intermediate: push_fanout of 64 MiB",
         median(fan),
         Some(e),
     );
@@ -435,8 +445,8 @@ async fn ssh_rows(
         o
     };
     let out = |n: &str| -> PathBuf { dir.path(n) };
-    let (mut cat, mut scpt, mut ours, mut pull, mut catback) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut cat, mut scpt, mut ours, mut pull, mut catback, mut nofs) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut tar, mut scpr, mut tours, mut tnofs) = (vec![], vec![], vec![], vec![]);
     for i in 0..b.runs {
         cat.push(sh(&format!(
@@ -457,6 +467,13 @@ async fn ssh_rows(
         ctx.push_with(big, out("ours.bin"), &tuned()).await.unwrap();
         ours.push(t.elapsed().as_secs_f64());
         assert_eq!(sha256(&out("ours.bin")), big_sha);
+        // `cat > f` does not fsync: the like-for-like row.
+        let t = Instant::now();
+        ctx.push_with(big, out("nofs.bin"), &tuned().fsync(false))
+            .await
+            .unwrap();
+        nofs.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(out("nofs.bin"));
         catback.push(sh(&format!(
             "{ssh} 'cat {}' > {}",
             out("ours.bin").display(),
@@ -513,6 +530,12 @@ async fn ssh_rows(
         "ssh_push_256m_s",
         "ssh: connect + push 256 MiB",
         median(ours),
+        Some(c),
+    );
+    b.row(
+        "ssh_push_256m_nofsync_s",
+        "ssh: push 256 MiB, no fsync (connected; target: <= 1.15x cat)",
+        median(nofs),
         Some(c),
     );
     let cb = median(catback);
