@@ -498,9 +498,12 @@ impl Master {
             password: spec.password.map(|p| p.expose().to_string()),
             agent,
         };
-        let data = spawn
-            .encode()
+        // The frame carries the password: its bytes are wiped once written.
+        let mut wiped = econtext_bootstrap::secrets::WipedBuf::default();
+        spawn
+            .encode_into(&mut wiped)
             .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+        let data = wiped.into_bytes();
         let reply = via
             .request_encoded::<Vec<u64>>(
                 handles::SPAWN,

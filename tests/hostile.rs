@@ -120,6 +120,45 @@ fn a_childs_terminal_escapes_reach_the_operator_escaped() {
 }
 
 #[test]
+fn a_grandchilds_non_utf8_stderr_reaches_the_operator_escaped() {
+    use std::os::unix::fs::PermissionsExt;
+    // The grandchild's interpreter prints bad bytes and an escape on its
+    // stderr before bootstrap (the intermediate reads that pipe), then its
+    // code writes more to fd 2 (its own IoLogger).
+    let dir = scratch_dir("stderr-bytes");
+    let script = dir.join("python-noisy");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf 'early \\377\\376 \\033]0;t\\007\\n' >&2\nexec {} \"$@\"\n",
+            common::python3()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = format!("{},local?python={}", py_target(), script.display());
+    // base64 of b"late \xfa\xfb\n"
+    let out = econtext(&[
+        "call",
+        &target,
+        "os.write",
+        "2",
+        r#"{"$bytes": "bGF0ZSD6+wo="}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
+    assert!(err.contains(r"early \xff\xfe \x1b]0;t\x07"), "{err}");
+    assert!(err.contains(r"late \xfa\xfb"), "{err}");
+    assert!(!err.contains('\u{fffd}'), "replaced, not escaped: {err}");
+    assert!(
+        !out.stderr.iter().any(|&b| b == 0x1b || b >= 0xf8),
+        "raw bytes reached the terminal: {err:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_childs_exception_text_cannot_write_escapes_or_forge_lines() {
     // A CallError's type, message and traceback are the child's text.
     let out = econtext(&[

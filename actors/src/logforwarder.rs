@@ -3,13 +3,24 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
-use econtext_wire::messages::ForwardLog;
 use econtext_wire::sanitize;
 use econtext_wire::ContextId;
 use slog::{debug, error, info, o, warn, Logger};
 
 use crate::message::Message;
 use crate::refusals::RefusalLog;
+
+/// FORWARD_LOG as received ([`econtext_wire::messages::ForwardLog`]),
+/// whose message may also be bytes: a line of a child's stderr that is not
+/// UTF-8 comes as it was read, and the sanitizer shows the bad bytes
+/// escaped (`\xNN`) instead of anyone replacing them.
+#[derive(serde::Deserialize)]
+struct Record {
+    logger: String,
+    level: u8,
+    #[serde(with = "serde_bytes")]
+    message: Vec<u8>,
+}
 
 /// Logs each record under `ctx.<name>`, at the record's level.
 pub struct LogForwarder {
@@ -67,7 +78,7 @@ impl Handler<Message> for LogForwarder {
     type Result = ();
 
     fn handle(&mut self, msg: Message, _: &mut Self::Context) {
-        let Ok(rec) = msg.decode::<ForwardLog>() else {
+        let Ok(rec) = msg.decode::<Record>() else {
             if !msg.is_dead() {
                 if let Some(n) = self.malformed.note(msg.src, std::time::Instant::now()) {
                     warn!(self.log, "malformed FORWARD_LOG"; "src" => msg.src, "suppressed" => n);
@@ -83,7 +94,7 @@ impl Handler<Message> for LogForwarder {
         // Everything in the record came from the child: escaped before it
         // reaches a terminal or a log file.
         let logger = sanitize::field(&rec.logger);
-        let message = sanitize::text(&rec.message);
+        let message = sanitize::text_bytes(&rec.message);
         let log = self.log.new(o!("ctx" => name, "logger" => logger));
         match rec.level {
             0..=10 => debug!(log, "{}", message),

@@ -1166,8 +1166,14 @@ class IoLogger(object):
             self.buf = b''
 
     def _emit(self, line):
+        # A line that is not UTF-8 goes up as bytes: the master's sanitizer
+        # shows the bad bytes escaped (\xNN), nobody replaces them.
         try:
-            router.send(0, FORWARD_LOG, [self.name, self.level, line.decode('utf-8', 'replace')])
+            line = line.decode('utf-8')
+        except UnicodeDecodeError:
+            pass
+        try:
+            router.send(0, FORWARD_LOG, [self.name, self.level, line])
         except Exception:
             pass
 

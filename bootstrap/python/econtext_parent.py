@@ -179,12 +179,23 @@ class _Stderr(object):
         return t.replace(self.secret, REDACTED) if self.secret else t
 
     def _emit(self, line):
-        t = self.redact(line.decode('utf-8', 'replace').rstrip(u'\r').lstrip(u'\r'))
+        # A line that is not UTF-8 goes up as the bytes it was (redacted):
+        # the master's sanitizer shows the bad bytes escaped, \xNN.
+        line = line.rstrip(b'\r').lstrip(b'\r')
+        try:
+            t = sent = self.redact(line.decode('utf-8'))
+        except UnicodeDecodeError:
+            t = self.redact(line.decode('utf-8', 'replace'))
+            sent = line
+            if self.secret:
+                pw = self.secret
+                pw = pw if isinstance(pw, bytes) else pw.encode('utf-8')
+                sent = sent.replace(pw, REDACTED.encode('ascii'))
         if not t.strip():
             return
         self.tail.append(t)
         try:
-            router.send(0, FORWARD_LOG, [self.logger, 30, t])
+            router.send(0, FORWARD_LOG, [self.logger, 30, sent])
         except Exception:
             pass
 

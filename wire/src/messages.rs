@@ -270,6 +270,13 @@ impl Spawn {
             .map(bytes::Bytes::from)
             .map_err(|e| crate::WireError::Malformed(e.to_string()))
     }
+
+    /// [`Spawn::encode`] into `out`: a buffer that wipes what it leaves
+    /// behind, since SPAWN may carry a password.
+    pub fn encode_into<W: std::io::Write>(&self, out: &mut W) -> Result<(), crate::WireError> {
+        rmp_serde::encode::write_named(out, self)
+            .map_err(|e| crate::WireError::Malformed(e.to_string()))
+    }
 }
 
 /// A handle a reply should go to, for the runtime's request helpers.
