@@ -477,7 +477,7 @@ mod router_side {
         let mut f = Functions::default();
         f.register("math.add", |(a, b): (i64, i64)| a + b);
         f.register_async("slow.answer", |(): ()| async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
             42i64
         });
         f
@@ -560,7 +560,7 @@ mod router_side {
             raw.write(forged).await;
             assert_eq!(pending.result().await.unwrap(), 42, "the real answer");
             assert!(
-                cap.wait_for(&["refused frame", "accepts only"], 2.0).await,
+                cap.wait_for(&["refused frame", "accepts only"], 20.0).await,
                 "{}",
                 cap.text()
             );
@@ -613,7 +613,7 @@ mod router_side {
             raw.write(vec![del(a, c), del(a, 0), del(0, b), del(0, a)])
                 .await;
             assert!(
-                cap.wait_for(&["refused frame", "DEL_ROUTE"], 2.0).await,
+                cap.wait_for(&["refused frame", "DEL_ROUTE"], 20.0).await,
                 "{}",
                 cap.text()
             );
@@ -688,8 +688,15 @@ mod router_side {
                     .collect();
                 raw.write(frames).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let s = t.master().send(GetStats).await.unwrap();
+            // Until the excess has been refused (no fixed sleep: CI is slow).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let s = loop {
+                let s = t.master().send(GetStats).await.unwrap();
+                if s.dropped_full > 0 || Instant::now() > deadline {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
             let queued = s.queued_bytes.get(&evil).copied().unwrap_or(0);
             assert!(queued < 1 << 20, "{queued} bytes queued for evil");
             assert!(s.dropped_full > 0, "the excess was refused: {s:?}");
