@@ -434,6 +434,9 @@ fn noexec_master_role() {
         println!("EXE {exe}");
         let sum: i64 = ctx.call("demo", "add", (1, 2)).await.unwrap();
         assert_eq!(sum, 3);
+        // The stage's stderr line may still be on its way through the
+        // IoLogger: wait for it (bounded) before looking.
+        cap.wait_for(&["memfd exec refused"], 10.0).await;
         for line in cap.text().lines() {
             if let Some(i) = line.find("memfd exec refused") {
                 println!("REFUSED {}", &line[i..]);
