@@ -4,9 +4,13 @@
 //!    binary's ELF interpreter (its libc) must exist. Otherwise it says
 //!    `econtext-agent: platform mismatch` and exits 125, before anything is
 //!    shipped ([`ConnectError::PlatformMismatch`]).
-//! 2. Looks for Python (the ranked [`PYTHON_CANDIDATES`] that Python
-//!    contexts use: `python3`, `python3.13` ... `python3.6`,
-//!    `/usr/libexec/platform-python`, `python2.7`, `python`). Without it,
+//! 2. Looks for a Python on PATH to load the binary with: the ranked
+//!    [`PYTHON_CANDIDATES`] that Python contexts use (`python3`,
+//!    `python3.13` ... `python2.7`, `python`), run with `-S`. When the one
+//!    found is a script (a version manager's shim, which costs a shell
+//!    script per connect: ~150 ms with pyenv) and `/usr/bin/python3`
+//!    exists, that is used instead: Python only copies bytes here. Without
+//!    one,
 //!    checks for the tools it needs instead ([`SH_TOOLS`]); a missing one is
 //!    `econtext-agent: tools missing` and exit 124
 //!    ([`ConnectError::ToolsMissing`]).
@@ -136,7 +140,8 @@ if [ "$x" != "$M" ] || { [ -n "$I" ] && [ ! -e "$I" ]; }; then
  i=; [ -n "$I" ] && [ ! -e "$I" ] && i=" without $I"
  echo "econtext-agent: platform mismatch: expected $M${I:+ with $I}, found ${x:-unknown}$i" >&2; exit 125
 fi
-p=; for c in @PYTHONS@; do command -v $c >/dev/null 2>&1 && { p=$c; break; }; done
+p=; for c in @PYTHONS@; do x=$(command -v $c 2>/dev/null) || continue; p=$x
+ case $(head -c 2 "$x" 2>/dev/null) in '#!') [ -x /usr/bin/python3 ] && p=/usr/bin/python3;; esac; break; done
 if [ -z "$p" ]; then
  m=; for t in @TOOLS@; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
  [ -z "$m" ] || { echo "econtext-agent: tools missing:$m" >&2; exit 124; }
@@ -151,7 +156,7 @@ if [ -n "$H" ]; then
   elif [ -n "$p" ]; then h=$("$p" -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$cf" 2>/dev/null); fi
   if [ "$h" = "$H" ]; then
    echo "econtext-agent: running the cached binary $cf (nothing shipped)" >&2
-   [ -n "$p" ] && exec "$p" -c 'import os,sys;e=dict(os.environ);e["ECONTEXT_AGENT"]="1";os.execve(sys.argv[1],[sys.argv[2]],e)' "$cf" "econtext:$n"
+   [ -n "$p" ] && exec "$p" -S -c 'import os,sys;e=dict(os.environ);e["ECONTEXT_AGENT"]="1";os.execve(sys.argv[1],[sys.argv[2]],e)' "$cf" "econtext:$n"
    ECONTEXT_AGENT=1 exec "$cf"
   fi
  fi
@@ -159,7 +164,7 @@ fi
 echo EC0
 read s || exit 1
 case $s in ''|*[!0-9]*) echo "econtext-agent: bad size line" >&2; exit 1;; esac
-[ -n "$p" ] && exec "$p" -c '@PY@' "$s" "$n" @FORCE@ "$cf"
+[ -n "$p" ] && exec "$p" -S -c '@PY@' "$s" "$n" @FORCE@ "$cf"
 umask 077; f=
 for d in "${XDG_RUNTIME_DIR:-}" /dev/shm "${TMPDIR:-/tmp}" /tmp "${HOME:-}"; do
  [ -n "$d" ] && [ -d "$d" ] && [ -w "$d" ] || continue
