@@ -399,7 +399,9 @@ fn memfd_noexec_sysctl_falls_back_to_private_dir() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("memfd_noexec: No such file") || stderr.contains("unshare failed") {
-        eprintln!("SKIP: {test}: this kernel cannot set vm.memfd_noexec per namespace: {stderr}");
+        skip(&format!(
+            "{test}: this kernel cannot set vm.memfd_noexec per namespace: {stderr}"
+        ));
         return;
     }
     assert!(out.status.success(), "{stdout}\n{stderr}");

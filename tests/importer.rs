@@ -185,9 +185,7 @@ fn newer_syntax_names_file_line_and_both_versions_under_every_older_interpreter(
             ctx.shutdown().await.unwrap();
         }
         if older == 0 {
-            eprintln!(
-                "SKIP: no interpreter older than 3.10: the too-new-syntax error is not exercised"
-            );
+            skip("no interpreter older than 3.10: the too-new-syntax error is not exercised");
         }
         let _ = std::fs::remove_dir_all(&root);
     });
@@ -542,7 +540,7 @@ fn resources_as_file_is_a_real_temporary_file_or_directory_removed_afterwards() 
         assert_eq!(answers[1].0, want_dir, "{version}: as_file on a directory");
     }
     if checked == 0 {
-        eprintln!("SKIP: no Python 3.12+: as_file on a directory is not exercised");
+        skip("no Python 3.12+: as_file on a directory is not exercised");
     }
 }
 

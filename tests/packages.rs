@@ -186,16 +186,16 @@ fn real_pypi_packages_for_a_child_running_as_nobody() {
         let site = match site_for(&python, &version, &dest) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("SKIP: real packages under Python {version}: cannot download wheels from the package registry: {e}");
+                skip(&format!("real packages under Python {version}: cannot download wheels from the package registry: {e}"));
                 continue;
             }
         };
         let child = match nobody_python(&python, &version) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!(
-                    "SKIP: real packages under Python {version}: cannot run a child as nobody: {e}"
-                );
+                skip(&format!(
+                    "real packages under Python {version}: cannot run a child as nobody: {e}"
+                ));
                 continue;
             }
         };

@@ -5,6 +5,7 @@
 
 pub mod pypi;
 pub mod sshd;
+pub use sshd::skip;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,11 +36,11 @@ pub fn interpreters() -> Vec<(PathBuf, String)> {
             Ok(o) if o.status.success() => {
                 found.push((p, String::from_utf8_lossy(&o.stdout).trim().to_string()))
             }
-            _ => eprintln!("SKIP: interpreter {} is not usable here", p.display()),
+            _ => skip(&format!("interpreter {} is not usable here", p.display())),
         }
     }
     if found.is_empty() {
-        eprintln!("SKIP: no Python interpreter found; Python context tests cover nothing");
+        skip("no Python interpreter found; Python context tests cover nothing");
     }
     found
 }

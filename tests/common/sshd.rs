@@ -40,6 +40,24 @@ pub fn missing_programs(programs: &[&str]) -> Option<String> {
     None
 }
 
+/// Prints a loud `SKIP:` line, and appends it to the file named by
+/// `ECONTEXT_SKIP_LOG` when set: libtest hides a passing test's output, so
+/// `scripts/test` collects the lines there and prints them all at the end.
+pub fn skip(reason: &str) {
+    let line = format!("SKIP: {reason}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("ECONTEXT_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
 /// Prints the loud SKIP line; true if the test must return. `programs`
 /// are needed, and root.
 pub fn skip_unless(programs: &[&str], test: &str) -> bool {
@@ -54,7 +72,7 @@ pub fn skip_unless_installed(programs: &[&str], test: &str) -> bool {
 fn skip_if(why: Option<String>, test: &str) -> bool {
     match why {
         Some(why) => {
-            eprintln!("SKIP: {test}: {why}");
+            skip(&format!("{test}: {why}"));
             true
         }
         None => false,
