@@ -64,6 +64,20 @@ fn agent_opts(name: &str, method: Method) -> ConnectOptions {
         .connect_timeout(Duration::from_secs(60))
 }
 
+/// The parent pid of `pid`, from /proc (after the `(comm)` field).
+fn parent_pid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = stat.rsplit(") ").next().unwrap();
+    after_comm.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
 /// Checks the agent's functions, served actor and stdio forwarding.
 async fn exercise(ctx: &econtext::Context, cap: &Capture) {
     let sum: i64 = ctx.call("demo", "add", (2, 40)).await.unwrap();
@@ -172,15 +186,10 @@ fn killing_a_python_child_of_an_agent_ends_its_process() {
             .expect("kill resolves");
         assert_eq!(reason, econtext::DeadReason::Killed);
         let end = Instant::now() + Duration::from_secs(10);
-        let alive = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| !s.contains(") Z "))
-                .unwrap_or(false)
-        };
-        while alive() && Instant::now() < end {
+        while alive(pid) && Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(!alive(), "python child {pid} outlived its kill");
+        assert!(!alive(pid), "python child {pid} outlived its kill");
         // The agent refuses to signal what is not its child.
         let me = std::process::id();
         let refused = agent.call::<()>("os", "kill", (me, 0)).await.unwrap_err();
@@ -209,16 +218,7 @@ fn rust_agent_under_a_python_intermediate() {
         assert!(exe.starts_with("/memfd:econtext:agentunderpy"), "{exe}");
         let py_pid: u32 = py.call("os", "getpid", ()).await.unwrap();
         let agent_pid: u32 = agent.call("demo", "pid", ()).await.unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).unwrap();
-        let ppid: u32 = stat
-            .rsplit(") ")
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ppid = parent_pid(agent_pid);
         assert_eq!(ppid, py_pid, "the agent is the Python context's child");
         agent.shutdown().await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), agent.dead())
@@ -246,16 +246,7 @@ fn rust_agent_under_a_rust_agent() {
         assert_eq!(sum, 42);
         let upper_pid: u32 = upper.call("demo", "pid", ()).await.unwrap();
         let lower_pid: u32 = lower.call("demo", "pid", ()).await.unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{lower_pid}/stat")).unwrap();
-        let ppid: u32 = stat
-            .rsplit(") ")
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ppid = parent_pid(lower_pid);
         assert_eq!(
             ppid, upper_pid,
             "the lower agent is the upper agent's child"
@@ -610,15 +601,10 @@ fn rust_agent_dies_when_master_killed() {
     std::io::BufReader::new(master.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let pid: i32 = line
+    let pid: u32 = line
         .strip_prefix("AGENT ")
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("the master said {line:?}"));
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
-    };
     assert!(alive(pid));
     master.kill().unwrap();
     master.wait().unwrap();
