@@ -964,3 +964,94 @@ fn push_and_pull_to_a_rust_context_like_a_python_one() {
         ctx.shutdown().await.unwrap();
     });
 }
+
+/// Pushes one file through `via` to three Python leaves under it with
+/// push_fanout; checks every copy, and on byte counters that the master
+/// sent it once and `via` relayed it three times without writing it.
+async fn fanout_through(
+    master: &econtext::Master,
+    via: &econtext::Context,
+    dir: &TempDir,
+    tag: &str,
+) {
+    let src = dir.path(&format!("{tag}-src"));
+    let size = 3 << 20;
+    let data = random_file(&src, size);
+    let before: std::collections::HashMap<String, u64> =
+        via.call("econtext.files", "stats", ()).await.unwrap();
+    let mut kids = Vec::new();
+    for i in 0..3 {
+        let c = master
+            .connect(
+                ConnectOptions::new(Method::Local(local(&python3())))
+                    .name(format!("{tag}-leaf{i}"))
+                    .via(via),
+            )
+            .await
+            .unwrap();
+        let d = dir.path(&format!("{tag}-leaf{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let _: () = c
+            .call("os", "chdir", (d.display().to_string(),))
+            .await
+            .unwrap();
+        kids.push(c);
+    }
+    let results = via
+        .push_fanout(&kids, &src, "copy.bin", false, &TransferOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    for (id, r) in &results {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(r.bytes_sent, size as u64, "the master sent it once");
+    }
+    for i in 0..3 {
+        let got = std::fs::read(dir.path(&format!("{tag}-leaf{i}/copy.bin"))).unwrap();
+        assert!(got == data, "{tag}-leaf{i}");
+    }
+    let after: std::collections::HashMap<String, u64> =
+        via.call("econtext.files", "stats", ()).await.unwrap();
+    let relayed = after["relayed"] - before["relayed"];
+    assert!(relayed >= 3 * size as u64, "{after:?}");
+    assert!(relayed < 3 * (size as u64 + 64 * 1024), "{after:?}");
+    assert_eq!(after["bytes_in"], before["bytes_in"], "{after:?}");
+    for k in &kids {
+        let s: std::collections::HashMap<String, u64> =
+            k.call("econtext.files", "stats", ()).await.unwrap();
+        assert_eq!(s["bytes_in"], size as u64, "{s:?}");
+        k.shutdown().await.unwrap();
+    }
+}
+
+#[test]
+fn fanout_through_rust_intermediates_crosses_their_upper_link_once() {
+    // A Rust intermediate relays a fanned-out push as a Python one does
+    // (files/src/relay.rs): the in-process Rust context, then the Rust
+    // agent (the econtext binary, which starts as an agent when asked).
+    let dir = TempDir::new("files-rust-relay");
+    run(async {
+        let master = master(&Capture::default());
+        let rusty = master
+            .rust_context("rusty", None, econtext::Functions::default())
+            .await
+            .unwrap();
+        fanout_through(&master, &rusty, &dir, "inproc").await;
+        let agent = master
+            .connect(
+                ConnectOptions::new(Method::Local(local(&python3())))
+                    .name("agent")
+                    .agent(
+                        econtext::agent::AgentOptions::default()
+                            .binary(env!("CARGO_BIN_EXE_econtext")),
+                    )
+                    .connect_timeout(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        fanout_through(&master, &agent, &dir, "agent").await;
+        assert!(temporaries(&dir.0).is_empty());
+        agent.shutdown().await.unwrap();
+        rusty.shutdown().await.unwrap();
+    });
+}

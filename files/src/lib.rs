@@ -30,6 +30,7 @@ pub mod proto;
 mod pull;
 mod push;
 mod receive;
+pub mod relay;
 pub mod service;
 pub mod stale;
 pub mod writer;

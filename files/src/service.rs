@@ -9,8 +9,9 @@
 //! - `send_begin` streams a pull with the push's reader thread, keeping at
 //!   most the caller's window unacknowledged.
 //!
-//! Relaying (`opts.relay`) is Python-only: a Rust intermediate refuses it
-//! with a typed error.
+//! - `recv_begin` with `opts.relay` relays a fanned-out push to our
+//!   children ([`crate::relay`]), as a Python intermediate does;
+//! - `stats` returns this process's counters (`bytes_in`, `relayed`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ use crate::writer::LocalWriter;
 /// receiver for data, before giving up (the master's default).
 const STALL: Duration = Duration::from_secs(60);
 
+/// File bytes this process's receivers wrote (every context in it).
+static BYTES_IN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Adds `econtext.files.recv_begin` and `econtext.files.send_begin` to
 /// `functions` (Rust contexts get them unless their own replace them).
 pub fn register(functions: &mut Functions) {
@@ -45,6 +49,13 @@ pub fn register(functions: &mut Functions) {
                 .unwrap_or_else(|e| error_reply(&e))
         },
     );
+    functions.register("econtext.files.stats", |(): ()| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut m = HashMap::new();
+        m.insert("bytes_in", BYTES_IN.load(Relaxed));
+        m.insert("relayed", crate::relay::RELAYED.load(Relaxed));
+        m
+    });
     functions.register_in_context(
         "econtext.files.send_begin",
         |env, (src, tree, data, opts): (ByteBuf, bool, SenderRef, Value)| async move {
@@ -148,14 +159,10 @@ async fn recv_begin(
     opts: Value,
     ack: SenderRef,
 ) -> Result<Value, FileError> {
-    let root = path_of(&root);
     if opt(&opts, "relay").is_some() {
-        return Err(failure(
-            FileErrorKind::Protocol,
-            &root,
-            "a Rust context does not relay transfers",
-        ));
+        return crate::relay::relay_begin(env, root, entries, opts, ack, STALL).await;
     }
+    let root = path_of(&root);
     let tree = entries.first().is_some_and(|e| e.rel().is_empty());
     for e in &entries {
         if !manifest::is_safe(e.rel()) {
@@ -191,7 +198,10 @@ async fn recv_begin(
             path: &root_text,
         };
         let (errors, files, bytes) = match receive(&r, &mut data, &acks, writer, |_, _| {}).await {
-            Ok(got) => (got.errors, got.files, got.bytes),
+            Ok(got) => {
+                BYTES_IN.fetch_add(got.bytes, std::sync::atomic::Ordering::Relaxed);
+                (got.errors, got.files, got.bytes)
+            }
             Err(e) => (vec![e], 0, 0),
         };
         for e in &errors {
