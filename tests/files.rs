@@ -1055,3 +1055,77 @@ fn fanout_through_rust_intermediates_crosses_their_upper_link_once() {
         rusty.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn cli_copy_to_10_hosts_behind_one_bastion_crosses_the_masters_link_once() {
+    // `econtext copy` groups the hosts that share an intermediate (here
+    // `econtext_via=bastion`) into one push_fanout: checked on the
+    // master's own byte counter (`--stats`: the bytes it wrote to its
+    // links), which pushing to each host would make ten times larger.
+    let dir = TempDir::new("files-cli-fanout");
+    let src = dir.path("src.bin");
+    let size: u64 = 8 << 20;
+    let data = random_file(&src, size as usize);
+    let mut inv = format!(
+        "bastion ansible_connection=local ansible_python_interpreter={}\n[leaves]\n",
+        python3()
+    );
+    for i in 0..10 {
+        // Each leaf's interpreter starts in its own directory, so the
+        // same relative DEST lands in ten places on this one machine.
+        let home = dir.path(&format!("leaf{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let py = dir.path(&format!("python-leaf{i}"));
+        std::fs::write(
+            &py,
+            format!(
+                "#!/bin/sh\ncd '{}' || exit 1\nexec '{}' \"$@\"\n",
+                home.display(),
+                python3()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&py, PermissionsExt::from_mode(0o755)).unwrap();
+        inv.push_str(&format!(
+            "leaf{i} ansible_connection=local econtext_via=bastion ansible_python_interpreter={}\n",
+            py.display()
+        ));
+    }
+    let inv_path = dir.path("inventory");
+    std::fs::write(&inv_path, inv).unwrap();
+    let (rc, stdout, stderr) = cli(&[
+        "copy",
+        "-i",
+        &inv_path.display().to_string(),
+        "--json",
+        "--stats",
+        "leaves",
+        &src.display().to_string(),
+        "copy.bin",
+    ]);
+    assert_eq!(rc, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
+    for l in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["status"], "ok", "{l}");
+        assert_eq!(v["result"]["bytes"], size, "{l}");
+    }
+    for i in 0..10 {
+        let got = std::fs::read(dir.path(&format!("leaf{i}/copy.bin"))).unwrap();
+        assert!(got == data, "leaf{i}");
+    }
+    let stats: serde_json::Value = stderr
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no --stats line in {stderr}"));
+    let written = stats["master_link_bytes"].as_u64().unwrap();
+    // Once: the file plus the bastion's and the leaves' bootstrap and
+    // modules (well under a file's size); ten times would be 80 MiB.
+    assert!(written >= size, "{stats}");
+    assert!(
+        written < 2 * size,
+        "the file crossed more than once: {stats}"
+    );
+    assert!(temporaries(&dir.0).is_empty());
+}

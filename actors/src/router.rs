@@ -154,6 +154,8 @@ pub struct Router {
     /// Frames dropped because a link was over its cap, per peer.
     overflow: RefusalLog,
     dropped: u64,
+    /// Bytes written to links since closed (for `RouterStats::link_bytes`).
+    drained_closed: u64,
     log: Logger,
 }
 
@@ -172,6 +174,7 @@ impl Router {
             on_stop: Vec::new(),
             overflow: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
             dropped: 0,
+            drained_closed: 0,
             log: config.log,
         }
     }
@@ -206,6 +209,7 @@ impl Router {
                 Action::DeliverOnce { sink, msg } => sink.deliver(msg),
                 Action::CloseStream { peer } => {
                     if let Some(p) = self.peers.remove(&peer) {
+                        self.drained_closed += p.link.drained_bytes();
                         p.link.close();
                         p.closer.do_send(CloseStream);
                     }
@@ -817,6 +821,9 @@ pub struct RouterStats {
     pub core: CoreStats,
     /// Frames refused because a link was over its cap.
     pub dropped_full: u64,
+    /// Bytes (frames with headers) this router has written to all its
+    /// links since it started, closed ones included.
+    pub link_bytes: u64,
 }
 
 impl Handler<GetStats> for Router {
@@ -836,6 +843,12 @@ impl Handler<GetStats> for Router {
             streams,
             core,
             dropped_full: self.dropped,
+            link_bytes: self.drained_closed
+                + self
+                    .peers
+                    .values()
+                    .map(|p| p.link.drained_bytes())
+                    .sum::<u64>(),
         })
     }
 }

@@ -44,7 +44,8 @@ pub struct FleetArgs {
     #[arg(long, value_name = "enforce|accept|ignore", value_parser = parse_host_keys)]
     pub check_host_keys: Option<HostKeyCheck>,
     /// Print one JSON line of counters on stderr at exit: the importer's,
-    /// and this process's own CPU seconds and peak RSS.
+    /// and this process's own CPU seconds and peak RSS
+    /// (`copy`: and the bytes it wrote to its links).
     #[arg(long)]
     pub stats: bool,
     /// Print the hosts the pattern selects, one per line, and exit.

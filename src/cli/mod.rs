@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod copy;
+pub mod copy_groups;
 pub mod drive;
 pub mod fetch;
 pub mod fleet_args;
@@ -178,6 +179,11 @@ where
 /// `--stats`: the importer's counters, and the master's own CPU seconds
 /// and peak RSS (children not included), as one JSON line on stderr.
 pub fn print_stats(master: &Master) {
+    print_stats_with(master, &[]);
+}
+
+/// [`print_stats`] with a subcommand's own counters added.
+pub fn print_stats_with(master: &Master, extra: &[(&str, u64)]) {
     let mut counters: serde_json::Map<String, serde_json::Value> = master
         .importer_stats()
         .snapshot()
@@ -193,6 +199,9 @@ pub fn print_stats(master: &Master) {
             ((cpu * 1000.0).round() / 1000.0).into(),
         );
         counters.insert("master_max_rss_kb".into(), u.max_rss().into());
+    }
+    for (k, v) in extra {
+        counters.insert(k.to_string(), (*v).into());
     }
     eprintln!("{}", serde_json::Value::Object(counters));
 }
