@@ -235,6 +235,112 @@ fn unknown_host_key_under_enforce_is_refused() {
     });
 }
 
+/// A password login (ssh on our pty) with no host key policy asked for
+/// passes no `StrictHostKeyChecking` and no environment of ours: what
+/// ssh_config says stands. Left at `ask`, ssh's yes/no question on the pty
+/// is answered "no" (a typed HostKeyRefused, not a wait for the connect
+/// timeout), by the master and by a Python intermediate alike; with
+/// `accept-new` in ssh_config, the unknown key is accepted and recorded.
+#[test]
+fn password_login_leaves_host_key_policy_to_ssh_config() {
+    if skip_unless(SSH, "password_login_leaves_host_key_policy_to_ssh_config") {
+        return;
+    }
+    let sshd = Sshd::start(true);
+    let user = TestUser::create("hk");
+    let dir = TempDir::new("hkcfg");
+    let known = dir.path("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let config = dir.path("ssh_config");
+    let write_config = |policy: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "Host *\n{policy}  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n",
+                known.display()
+            ),
+        )
+        .unwrap()
+    };
+    // ssh reading this file as its ssh_config (-F), as a user's own.
+    let wrapper = dir.path("ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ssh -F {} \"$@\"\n", config.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut o = ssh_opts(&sshd, &user.name);
+    o.identity_file = None;
+    o.check_host_keys = HostKeyCheck::SshConfig;
+    o.ssh_options = vec!["PubkeyAuthentication=no".into()];
+    o.password = Some(Secret::new(user.password.clone()));
+    o.ssh_path = wrapper.display().to_string();
+    let spec = Method::Ssh(o.clone())
+        .spawn_spec("hk", Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        !spec
+            .argv
+            .iter()
+            .any(|a| a.contains("StrictHostKeyChecking")),
+        "{:?}",
+        spec.argv
+    );
+    assert!(spec.env.is_empty(), "{:?}", spec.env);
+    write_config("");
+    run(async {
+        let cap = Capture::default();
+        let master = master(&cap);
+        let refused = |err: ConnectError, via: &str| {
+            assert!(
+                matches!(&err, ConnectError::HostKeyRefused { detail }
+                    if detail.to_lowercase().contains("host key verification failed")),
+                "{via}: {err:?}\n{}",
+                cap.text()
+            );
+        };
+        let err = master
+            .connect(
+                ConnectOptions::new(Method::Ssh(o.clone()))
+                    .connect_timeout(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap_err();
+        refused(err, "from the master");
+        let mid = connect(
+            &master,
+            ConnectOptions::new(Method::Ssh(ssh_opts(&sshd, "root"))).name("mid"),
+            "ssh as root",
+            &sshd,
+        )
+        .await;
+        let err = master
+            .connect(
+                ConnectOptions::new(Method::Ssh(o.clone()))
+                    .via(&mid)
+                    .connect_timeout(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap_err();
+        refused(err, "through a Python intermediate");
+        assert_eq!(std::fs::read_to_string(&known).unwrap(), "");
+
+        write_config("  StrictHostKeyChecking accept-new\n");
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(o.clone())).name("accepted"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cap.text()));
+        assert_eq!(ctx.call::<u32>("os", "getuid", ()).await.unwrap(), user.uid);
+        assert!(
+            !std::fs::read_to_string(&known).unwrap().is_empty(),
+            "accept-new recorded nothing"
+        );
+        ctx.shutdown().await.unwrap();
+    });
+}
+
 #[test]
 fn host_that_accepts_tcp_then_says_nothing_times_out() {
     if skip_unless_installed(

@@ -128,6 +128,15 @@ def _ends_with_prompt(text, custom, words, on_tty):
     return any(w and w in lower for w in words)
 
 
+def _ends_with_host_key_question(text):
+    # ssh's yes/no question about a host key it cannot verify, asked on
+    # its pty when ssh_config leaves StrictHostKeyChecking at `ask`:
+    # prompt::ends_with_host_key_question. Answered "no".
+    line = text.rstrip(u' \t').replace(u'\r', u'\n').rsplit(u'\n', 1)[-1]
+    return (len(line.encode('utf-8')) <= MAX_PROMPT_LINE and line.endswith(u'?')
+            and u'(yes/no' in line)
+
+
 class _Stderr(object):
     # One output of a child other than its data (its stderr pipe, or its
     # pty's master): lines forwarded as FORWARD_LOG under `logger`, last 20
@@ -164,16 +173,22 @@ class _Stderr(object):
         return s
 
     def prompted(self, s, auth, on_tty):
-        # PromptScanner::feed: true if the output now ends with a prompt,
-        # which is then consumed (and logged as a line of its own).
+        # PromptScanner::feed: 'password' or 'hostkey' if the output now
+        # ends with a password prompt or (on the pty) ssh's host key
+        # question, which is then consumed (and logged as a line of its
+        # own); else None.
         self.text += s.decode('utf-8', 'replace')
         if len(self.text) > 4 * MAX_PROMPT_LINE:
             self.text = self.text[-2 * MAX_PROMPT_LINE:]
-        if not _ends_with_prompt(self.text, auth.prompt, auth.words, on_tty):
-            return False
+        if _ends_with_prompt(self.text, auth.prompt, auth.words, on_tty):
+            asked = 'password'
+        elif on_tty and _ends_with_host_key_question(self.text):
+            asked = 'hostkey'
+        else:
+            return None
         self.text = u''
         self.flush()
-        return True
+        return asked
 
     def redact(self, t):
         return t.replace(self.secret, REDACTED) if self.secret else t
@@ -587,6 +602,15 @@ class _Auth(object):
         LOG.debug('answered the password prompt of %s on %s', self.method,
                   on_tty and 'its tty' or 'stdin')
 
+    def refuse_host_key(self):
+        # "no", as `ask` says without a terminal: ssh then exits with
+        # "Host key verification failed." (HostKeyRefused by the rules).
+        try:
+            os.write(self.tty_fd, b'no\n')
+        except EnvironmentError:
+            pass  # ssh is gone: its exit is classified as it is
+        LOG.debug('answered no to the host key question of %s', self.method)
+
     def classify(self, sides):
         # The child exited before EC1: its last words may say why. The
         # SPAWN's exit_rules (classify_exit in prompt.rs): the first rule
@@ -626,8 +650,11 @@ def _handshake(a, proc, sides, auth, payload, timeout, skippable=False):
             if x.fd in r:
                 got = x.read()
                 on_tty = x is sides[1]
-                if got and auth.watch and stage == 0 and x.prompted(got, auth, on_tty):
+                asked = got and auth.watch and stage == 0 and x.prompted(got, auth, on_tty)
+                if asked == 'password':
                     auth.answer(a, on_tty)
+                elif asked == 'hostkey':
+                    auth.refuse_host_key()
         if afd not in r:
             continue
         s = a.recv(65536)

@@ -16,7 +16,7 @@ use crate::error::ConnectError;
 use crate::handshake::{Handshake, Stage, Step};
 use crate::method::SpawnSpec;
 use crate::process::{spawn_spec, ChildProcess};
-use crate::prompt::{classify_exit, Auth, PromptRules, PromptScanner, Secret};
+use crate::prompt::{classify_exit, Asked, Auth, PromptRules, PromptScanner, Secret};
 use crate::pty::PtyMaster;
 
 /// A child that completed the handshake: its data socket, whatever was read
@@ -50,8 +50,9 @@ impl Side {
         }
     }
 
-    /// Logs complete lines; true if the output now ends with a prompt.
-    fn feed(&mut self, bytes: &[u8], cx: &Cx<'_>, watch: bool) -> bool {
+    /// Logs complete lines; what the output now ends with asking, if
+    /// anything.
+    fn feed(&mut self, bytes: &[u8], cx: &Cx<'_>, watch: bool) -> Option<Asked> {
         self.buf.extend_from_slice(bytes);
         while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.buf.drain(..=i).collect();
@@ -61,13 +62,17 @@ impl Side {
             let rest = std::mem::take(&mut self.buf);
             cx.line(self.name, &rest);
         }
-        if watch && self.scanner.feed(cx.rules, bytes, self.name == "tty") {
+        let asked = if watch {
+            self.scanner.feed(cx.rules, bytes, self.name == "tty")
+        } else {
+            None
+        };
+        if asked.is_some() {
             // The prompt is a line of its own in the log.
             let rest = std::mem::take(&mut self.buf);
             cx.line(self.name, &rest);
-            return true;
         }
-        false
+        asked
     }
 
     fn flush(&mut self, cx: &Cx<'_>) {
@@ -177,6 +182,7 @@ pub async fn connect(
     loop {
         // Which output asked for the password, if one did.
         let mut prompt_on: Option<&'static str> = None;
+        let mut host_key_asked = false;
         tokio::select! {
             r = data.read(&mut buf) => {
                 let n = r?;
@@ -222,7 +228,7 @@ pub async fn connect(
                     Ok(0) | Err(_) => err_side.open = false,
                     Ok(n) => {
                         let w = watch && hs.stage() == Stage::AwaitEc0;
-                        if err_side.feed(&ebuf[..n], &cx, w) {
+                        if err_side.feed(&ebuf[..n], &cx, w) == Some(Asked::Password) {
                             prompt_on = Some("stderr");
                         }
                     }
@@ -233,8 +239,10 @@ pub async fn connect(
                     Ok(0) | Err(_) => tty_side.open = false,
                     Ok(n) => {
                         let w = watch && hs.stage() == Stage::AwaitEc0;
-                        if tty_side.feed(&tbuf[..n], &cx, w) {
-                            prompt_on = Some("tty");
+                        match tty_side.feed(&tbuf[..n], &cx, w) {
+                            Some(Asked::Password) => prompt_on = Some("tty"),
+                            Some(Asked::HostKey) => host_key_asked = true,
+                            None => {}
                         }
                     }
                 }
@@ -244,6 +252,20 @@ pub async fn connect(
                 tty_side.flush(&cx);
                 return Err(timed_out(hs.stage(), &cx));
             }
+        }
+        if host_key_asked {
+            // ssh_config left `StrictHostKeyChecking` at `ask` and ssh
+            // asks on our pty: "no", as `ask` says without a terminal.
+            // ssh then exits with "Host key verification failed."
+            // (HostKeyRefused by the exit rules).
+            debug!(log, "host key question: answered no");
+            if let Some(t) = &tty {
+                match tokio::time::timeout_at(deadline, t.write_all(b"no\n")).await {
+                    Err(_) => return Err(timed_out(hs.stage(), &cx)),
+                    Ok(r) => r?,
+                }
+            }
+            continue;
         }
         let Some(on) = prompt_on else { continue };
         let method = spec.method.clone();

@@ -62,8 +62,9 @@ pub enum HostKeyCheck {
     /// Whatever ssh_config says (no option passed). With nothing there,
     /// ssh's own default `ask` cannot ask (no terminal) and refuses
     /// unknown and changed keys, as `Enforce` does. With a password
-    /// (answered on a pty) `Enforce` is passed unless the caller's own
-    /// options set `StrictHostKeyChecking`.
+    /// (answered on a pty) ssh asks its yes/no question on that pty, and
+    /// the answer is "no" (`prompt::ends_with_host_key_question`): the
+    /// same outcome, with ssh_config's policy untouched.
     #[default]
     SshConfig,
     /// Only hosts already in known_hosts (`StrictHostKeyChecking=yes`).
@@ -398,6 +399,19 @@ impl Method {
         }
     }
 
+    /// The interpreter the method starts on the target (`auto`: the
+    /// first stage's discovery).
+    pub fn python(&self) -> &str {
+        match self {
+            Method::Local(o) => &o.python,
+            Method::Ssh(o) => &o.python,
+            Method::Sudo(o) => &o.python,
+            Method::Su(o) => &o.python,
+            Method::Docker(o) | Method::Podman(o) => &o.python,
+            Method::Kubectl(o) => &o.python,
+        }
+    }
+
     /// The password this method answers prompts with, if any.
     pub fn password(&self) -> Option<&Secret> {
         match self {
@@ -441,13 +455,12 @@ impl Method {
         };
         spec.argv = match self {
             Method::Local(o) => first(&o.python, name),
-            Method::Ssh(o) => {
-                // Never an askpass program: with a password the prompt
-                // must reach our pty; without one nobody can answer.
-                spec.env
-                    .push(("SSH_ASKPASS_REQUIRE".into(), "never".into()));
-                ssh_argv(o, name, first)
-            }
+            // The caller's environment reaches ssh as it is: no
+            // SSH_ASKPASS_REQUIRE of ours. With a password ssh has our pty
+            // and asks there; without one it has no terminal, and asks an
+            // askpass program only where the user's environment names one
+            // (DISPLAY and SSH_ASKPASS, as plain ssh would).
+            Method::Ssh(o) => ssh_argv(o, name, first),
             Method::Sudo(o) => {
                 let prompt = sudo_prompt(&prompt_token());
                 let argv = sudo_argv(o, name, &prompt, first);
@@ -513,33 +526,26 @@ fn ssh_argv(o: &SshOptions, name: &str, first: &dyn Fn(&str, &str) -> Vec<String
     // the host (Port, User, IdentityFile, StrictHostKeyChecking,
     // UserKnownHostsFile, ConnectTimeout, LogLevel, BatchMode...) must
     // stand. No BatchMode either: without a password ssh runs with no
-    // terminal (its own session) and no askpass (SSH_ASKPASS_REQUIRE), so
-    // any question it would ask (a password, a passphrase, an unknown
-    // host key under the default `ask`) gets "no" at once. The connect
-    // deadline is ours (the whole handshake, not just the TCP connect).
+    // terminal (its own session), so any question it would ask (a
+    // password, a passphrase, an unknown host key under the default
+    // `ask`) gets "no" at once, unless the user's environment names an
+    // askpass program. The connect deadline is ours (the whole
+    // handshake, not just the TCP connect).
     if o.password.is_some() {
         // We were given a password: ssh must ask for it (on our pty).
         opt("BatchMode=no".into());
     }
-    let policy = match o.check_host_keys {
-        HostKeyCheck::SshConfig if o.password.is_some() && !sets(o, "stricthostkeychecking") => {
-            // On our pty, `ask` would wait for a yes/no nobody gives:
-            // refuse unknown keys at once instead (what `ask` does
-            // without a terminal).
-            Some(HostKeyCheck::Enforce)
-        }
-        HostKeyCheck::SshConfig => None,
-        p => Some(p),
-    };
-    match policy {
-        None | Some(HostKeyCheck::SshConfig) => {}
-        Some(HostKeyCheck::Enforce) => opt("StrictHostKeyChecking=yes".into()),
-        Some(HostKeyCheck::Accept) => {
+    // SshConfig passes nothing, with a password too: on our pty, `ask`
+    // asks its yes/no question there and gets "no" (connect.rs).
+    match o.check_host_keys {
+        HostKeyCheck::SshConfig => {}
+        HostKeyCheck::Enforce => opt("StrictHostKeyChecking=yes".into()),
+        HostKeyCheck::Accept => {
             opt("StrictHostKeyChecking=accept-new".into());
             // Without it every new host logs "Permanently added".
             opt("LogLevel=ERROR".into());
         }
-        Some(HostKeyCheck::Ignore) => {
+        HostKeyCheck::Ignore => {
             opt("StrictHostKeyChecking=no".into());
             opt("UserKnownHostsFile=/dev/null".into());
             opt("GlobalKnownHostsFile=/dev/null".into());
@@ -597,15 +603,6 @@ fn sudo_argv(
     // sudo executes argv directly (and escapes it itself under -i).
     a.extend(first(&o.python, name));
     a
-}
-
-/// Whether the caller's own `-o` options set `key` (lowercase).
-fn sets(o: &SshOptions, key: &str) -> bool {
-    o.ssh_options.iter().any(|s| {
-        s.split(['=', ' ', '\t'])
-            .next()
-            .is_some_and(|k| k.eq_ignore_ascii_case(key))
-    })
 }
 
 /// Quotes `s` for a POSIX shell: unchanged when it is made only of safe
@@ -678,9 +675,8 @@ mod tests {
             .argv
             .join(" ")
             .starts_with("ssh -T -- example.org exec "));
-        assert!(spec
-            .env
-            .contains(&("SSH_ASKPASS_REQUIRE".into(), "never".into())));
+        // The caller's environment as it is (no SSH_ASKPASS_REQUIRE).
+        assert!(spec.env.is_empty(), "{:?}", spec.env);
         assert!(!spec.tty && spec.new_session && spec.password.is_none());
 
         o.user = Some("bob".into());
@@ -717,23 +713,22 @@ mod tests {
         assert!(!spec.argv.iter().any(|a| a.contains("hunter2")));
         assert!(!format!("{spec:?}").contains("hunter2"));
 
-        // A password and no policy: `ask` on our pty would wait for an
-        // answer, so unknown keys are refused, unless the caller's own
-        // options say otherwise.
+        // A password and no policy: ssh_config decides (ssh's question on
+        // our pty gets "no"); nothing on the command line, nothing in the
+        // environment.
         o.check_host_keys = HostKeyCheck::SshConfig;
-        let argv = |o: &SshOptions| {
-            Method::Ssh(o.clone())
-                .spawn_spec("ssh.1", Duration::from_secs(30))
-                .unwrap()
-                .argv
-        };
-        assert!(argv(&o).contains(&"StrictHostKeyChecking=yes".to_string()));
-        o.ssh_options = vec!["stricthostkeychecking accept-new".into()];
-        let a = argv(&o);
+        let spec = Method::Ssh(o.clone())
+            .spawn_spec("ssh.1", Duration::from_secs(30))
+            .unwrap();
         assert!(
-            !a.contains(&"StrictHostKeyChecking=yes".to_string()),
-            "{a:?}"
+            !spec
+                .argv
+                .iter()
+                .any(|a| a.contains("StrictHostKeyChecking")),
+            "{:?}",
+            spec.argv
         );
+        assert!(spec.env.is_empty(), "{:?}", spec.env);
     }
 
     #[test]

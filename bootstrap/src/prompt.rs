@@ -146,6 +146,29 @@ impl PromptRules {
     }
 }
 
+/// Whether `text` (what ssh wrote on its pty since the last prompt) ends
+/// with ssh's yes/no question about a host key it cannot verify ("Are you
+/// sure you want to continue connecting (yes/no/[fingerprint])?"), which
+/// it asks on a terminal when ssh_config leaves `StrictHostKeyChecking`
+/// at `ask`. Nobody is there to answer it: the answer is "no", what `ask`
+/// does without a terminal, so ssh_config's own policy stands and is not
+/// overridden on the command line.
+pub fn ends_with_host_key_question(text: &str) -> bool {
+    let t = text.trim_end_matches([' ', '\t']);
+    let line = t.rsplit(['\n', '\r']).next().unwrap_or("");
+    line.len() <= MAX_PROMPT_LINE && line.ends_with('?') && line.contains("(yes/no")
+}
+
+/// What a child asked on its pty or stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// A password prompt ([`PromptRules::ends_with_prompt`]).
+    Password,
+    /// ssh's host key question, on the pty only
+    /// ([`ends_with_host_key_question`]): answered "no".
+    HostKey,
+}
+
 /// Watches one output (a pty or stderr) for prompts. Each prompt is
 /// reported once; the text is kept bounded.
 #[derive(Debug, Default)]
@@ -154,9 +177,10 @@ pub struct PromptScanner {
 }
 
 impl PromptScanner {
-    /// Adds output (from the pty if `on_tty`); true if it now ends with a
-    /// prompt (which is then consumed).
-    pub fn feed(&mut self, rules: &PromptRules, bytes: &[u8], on_tty: bool) -> bool {
+    /// Adds output (from the pty if `on_tty`); what it now ends with, a
+    /// password prompt or ssh's host key question (then consumed), if
+    /// anything.
+    pub fn feed(&mut self, rules: &PromptRules, bytes: &[u8], on_tty: bool) -> Option<Asked> {
         self.text.push_str(&String::from_utf8_lossy(bytes));
         if self.text.len() > 4 * MAX_PROMPT_LINE {
             let mut cut = self.text.len() - 2 * MAX_PROMPT_LINE;
@@ -165,12 +189,15 @@ impl PromptScanner {
             }
             self.text.drain(..cut);
         }
-        if rules.ends_with_prompt(&self.text, on_tty) {
-            self.text.clear();
-            true
+        let asked = if rules.ends_with_prompt(&self.text, on_tty) {
+            Asked::Password
+        } else if on_tty && ends_with_host_key_question(&self.text) {
+            Asked::HostKey
         } else {
-            false
-        }
+            return None;
+        };
+        self.text.clear();
+        Some(asked)
     }
 }
 
@@ -368,16 +395,37 @@ mod tests {
     fn scanner_reports_each_prompt_once_across_splits() {
         let rules = PromptRules::default();
         let mut s = PromptScanner::default();
-        assert!(!s.feed(&rules, b"[sudo] pass", true));
-        assert!(s.feed(&rules, b"word for bob: ", true));
-        assert!(!s.feed(&rules, b"\r\n", true));
-        assert!(!s.feed(&rules, b"Sorry, try again.\r\n", true));
-        assert!(s.feed(&rules, b"[sudo] password for bob: ", true));
+        let pw = Some(Asked::Password);
+        assert_eq!(s.feed(&rules, b"[sudo] pass", true), None);
+        assert_eq!(s.feed(&rules, b"word for bob: ", true), pw);
+        assert_eq!(s.feed(&rules, b"\r\n", true), None);
+        assert_eq!(s.feed(&rules, b"Sorry, try again.\r\n", true), None);
+        assert_eq!(s.feed(&rules, b"[sudo] password for bob: ", true), pw);
         // Bounded.
         for _ in 0..1000 {
             s.feed(&rules, "é0123456789".as_bytes(), true);
         }
         assert!(s.text.len() <= 4 * MAX_PROMPT_LINE + 20);
+    }
+
+    #[test]
+    fn ssh_host_key_question_is_seen_on_the_pty_only() {
+        let rules = PromptRules::default();
+        let q = "The authenticity of host '[127.0.0.1]:2222 ([127.0.0.1]:2222)' can't be \
+                 established.\r\nED25519 key fingerprint is SHA256:abc.\r\nThis key is not \
+                 known by any other names.\r\nAre you sure you want to continue connecting \
+                 (yes/no/[fingerprint])? ";
+        let mut s = PromptScanner::default();
+        assert_eq!(s.feed(&rules, q.as_bytes(), true), Some(Asked::HostKey));
+        let mut s = PromptScanner::default();
+        assert_eq!(s.feed(&rules, q.as_bytes(), false), None);
+        // Older ssh, split across reads.
+        let mut s = PromptScanner::default();
+        assert_eq!(s.feed(&rules, b"continue connecting (yes/", true), None);
+        assert_eq!(s.feed(&rules, b"no)? ", true), Some(Asked::HostKey));
+        for not in ["(yes/no)? and more\n", "Continue? ", "yes/no?"] {
+            assert!(!ends_with_host_key_question(not), "{not:?}");
+        }
     }
 
     #[test]
