@@ -11,7 +11,7 @@ use econtext_actors::attach::{
 };
 use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
-use econtext_actors::router::{register_service, ShutdownContext, Subscribe, WhenStopped};
+use econtext_actors::router::{ShutdownContext, WhenStopped};
 use econtext_actors::rust_context::RustContextConfig;
 use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
 use econtext_actors::supervisor::DEFAULT_GRACE;
@@ -218,14 +218,10 @@ impl Master {
         rc.shutdown_grace = opts.grace;
         rc.id_quarantine = opts.id_quarantine;
         let router = Router::new(rc).start();
-        let log_forwarder = LogForwarder::new(opts.log.clone()).start();
-        register_service(
-            &router,
-            handles::FORWARD_LOG,
-            log_forwarder.clone().recipient(),
-        );
+        // Both forget what they kept for a context when it dies.
+        let log_forwarder = LogForwarder::new(opts.log.clone()).serve(&router, handles::MASTER_ID);
         let importer_stats = Arc::new(ImporterStats::default());
-        let importer = Importer::new(
+        Importer::new(
             handles::MASTER_ID,
             router.clone(),
             Box::new(
@@ -235,11 +231,7 @@ impl Master {
             importer_stats.clone(),
             opts.log.new(o!("importer" => 0)),
         )
-        .start();
-        // Both forget what they kept for a context when it dies.
-        router.do_send(Subscribe(importer.clone().recipient()));
-        router.do_send(Subscribe(log_forwarder.clone().recipient()));
-        register_service(&router, handles::GET_MODULE, importer.recipient());
+        .serve();
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| {
             let me = me.clone();
             let mut sup = SupervisionOptions::new(opts.grace, opts.log.new(o!("supervision" => 0)));

@@ -732,7 +732,6 @@ mod router_side {
 
     #[test]
     fn a_child_flooding_module_requests_cannot_grow_the_masters_memory() {
-        use actix::Actor;
         use econtext::actors::importer::{Importer, ImporterStats, MAX_OUTSTANDING_REPLIES};
         use econtext::wire::messages::ModuleReply;
         use std::sync::atomic::Ordering;
@@ -744,19 +743,14 @@ mod router_side {
             let size = big_module(&dir, "bigmod", 256);
             let stats = Arc::new(ImporterStats::default());
             let finder = econtext::bootstrap::modules::ModuleFinder::new(vec![dir]);
-            let importer = Importer::new(
+            Importer::new(
                 0,
                 t.master().clone(),
                 Box::new(finder),
                 stats.clone(),
                 cap.logger(),
             )
-            .start();
-            econtext::actors::router::register_service(
-                t.master(),
-                handles::GET_MODULE,
-                importer.recipient(),
-            );
+            .serve();
             let ask = |src: ContextId, reply_to: Handle| {
                 Frame::new(
                     Header::new(0, src, handles::GET_MODULE, reply_to),
@@ -836,6 +830,70 @@ mod router_side {
                 }
             }
             assert_eq!((full, refusals), (sent, refused), "{stats:?}");
+        });
+    }
+
+    /// Malformed requests to the built-in services (a Rust intermediate's
+    /// module forwarder, the master's log forwarder) go through the same
+    /// typed adapter as users' handlers: one that wants a reply gets a
+    /// TypeError, one that wants none is counted and said in the log, and
+    /// the services go on serving.
+    #[test]
+    fn malformed_requests_to_built_in_services_get_a_typed_answer() {
+        use econtext::actors::logforwarder::LogForwarder;
+        use econtext::wire::CallError;
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            LogForwarder::new(cap.logger()).serve(t.master(), 0);
+            let mid = t.spawn("mid", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", mid).await;
+            let mut raw = Evil::new(&t, end);
+            let not_a_name = payload::encode(&42u32).unwrap();
+            raw.write(vec![
+                // GET_MODULE whose name is a number, asking for a reply.
+                Frame::new(
+                    Header::new(mid, evil, handles::GET_MODULE, 7001),
+                    not_a_name.clone(),
+                ),
+                // The same with no reply, and a FORWARD_LOG that is nil.
+                Frame::new(Header::new(mid, evil, handles::GET_MODULE, 0), not_a_name),
+                Frame::new(
+                    Header::new(0, evil, handles::FORWARD_LOG, 0),
+                    payload::encode(&()).unwrap(),
+                ),
+            ])
+            .await;
+            let mut buf = BytesMut::new();
+            let f = raw.read(&mut buf, 10).await;
+            assert_eq!((f.header.dst, f.header.handle), (evil, 7001));
+            let e: CallError = payload::decode(&f.data).expect("a CallError");
+            assert_eq!(e.type_name, "TypeError", "{e:?}");
+            for (at, handle) in [(mid, handles::GET_MODULE), (0, handles::FORWARD_LOG)] {
+                let seen = cap
+                    .wait_for(
+                        &[
+                            "a handle refused a message",
+                            &format!("handle={handle}"),
+                            &format!("src={evil}"),
+                        ],
+                        10.0,
+                    )
+                    .await;
+                assert!(seen, "refusal at {at} not logged:\n{}", cap.text());
+            }
+            // Still serving: a well-formed record is logged.
+            let rec = econtext::wire::messages::ForwardLog {
+                logger: "evil.log".into(),
+                level: 20,
+                message: "still heard".into(),
+            };
+            raw.write(vec![Frame::new(
+                Header::new(0, evil, handles::FORWARD_LOG, 0),
+                payload::encode(&rec).unwrap(),
+            )])
+            .await;
+            assert!(cap.wait_for(&["still heard"], 10.0).await, "{}", cap.text());
         });
     }
 }

@@ -9,14 +9,14 @@ use std::rc::Rc;
 use actix::prelude::*;
 use bytes::Bytes;
 use econtext_wire::messages::CallFunctionRequest;
-use econtext_wire::{payload, CallError, ContextId, Value};
+use econtext_wire::{handles, payload, CallError, ContextId, Value};
 use futures::future::{FutureExt, LocalBoxFuture};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use slog::{warn, Logger};
 
-use crate::message::Message;
-use crate::router::{send_reply_encoded, Router, ShutdownContext};
+use crate::router::{Router, ShutdownContext};
+use crate::serve::{serve_with, Encoded, HandleDead, Request, ServeOptions};
 
 type Outcome = Result<Bytes, CallError>;
 
@@ -283,55 +283,75 @@ impl Actor for Dispatcher {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // A burst from a whole fleet fits; past it senders get Dead
-        // (Overloaded), never silence.
+        // Room for every call the adapter lets in flight.
         ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
     }
 }
 
-impl Handler<Message> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
-        if msg.handle == econtext_wire::handles::SHUTDOWN || msg.is_dead() {
-            self.router.do_send(ShutdownContext);
-            return;
-        }
-        let answer = match msg.decode::<CallFunctionRequest>() {
-            Ok(req) => {
-                let env = CallEnv {
-                    router: self.router.clone(),
-                    me: self.me,
-                    src: msg.src,
-                };
-                self.functions.call_in(env, req)
-            }
-            Err(e) => Answer::Now(Err(call_error(
-                "TypeError",
-                format!("malformed CALL_FUNCTION: {e}"),
-            ))),
-        };
-        match answer {
-            Answer::Now(result) => self.reply(&msg, result),
-            Answer::Later(fut) => {
-                ctx.spawn(
-                    fut.into_actor(self)
-                        .map(move |result, act, _| act.reply(&msg, result)),
-                );
-            }
-        }
+impl Dispatcher {
+    /// Starts the Dispatcher and serves CALL_FUNCTION and SHUTDOWN with it
+    /// on its router through the typed adapter ([`crate::serve`]): calls
+    /// decode as [`CallFunctionRequest`] (a malformed one is a TypeError
+    /// for its caller), at most `serve::MAX_IN_FLIGHT` run at once, and
+    /// SHUTDOWN, or Dead on either handle (the seed's way of ending a
+    /// context), shuts the context down.
+    pub fn serve(self) -> Addr<Dispatcher> {
+        let (router, me) = (self.router.clone(), self.me);
+        let addr = self.start();
+        let opts = ServeOptions::default().with_on_dead(addr.clone().recipient());
+        let call = addr.clone().recipient::<CallRequest>();
+        serve_with(&router, me, handles::CALL_FUNCTION, call, opts.clone());
+        let shutdown = addr.clone().recipient::<Request<IgnoredAny, ()>>();
+        serve_with(&router, me, handles::SHUTDOWN, shutdown, opts);
+        addr
     }
 }
 
-impl Dispatcher {
-    fn reply(&self, msg: &Message, result: Outcome) {
-        match result {
-            Err(e) if msg.reply_to == 0 => {
-                warn!(self.log, "call with no reply failed"; "error" => %e)
+/// CALL_FUNCTION as the Dispatcher takes it; the answer is the function's
+/// encoded result.
+pub type CallRequest = Request<CallFunctionRequest, Encoded>;
+
+impl Handler<CallRequest> for Dispatcher {
+    type Result = ResponseFuture<Result<Encoded, CallError>>;
+
+    fn handle(&mut self, req: CallRequest, _: &mut Self::Context) -> Self::Result {
+        let env = CallEnv {
+            router: self.router.clone(),
+            me: self.me,
+            src: req.src,
+        };
+        let answer = self.functions.call_in(env, req.value);
+        // Nobody hears a failure of a call that asked for no reply: it is
+        // logged here instead.
+        let log = (req.reply_to == 0).then(|| self.log.clone());
+        Box::pin(async move {
+            let result = match answer {
+                Answer::Now(r) => r,
+                Answer::Later(f) => f.await,
+            };
+            if let (Err(e), Some(log)) = (&result, log) {
+                warn!(log, "call with no reply failed"; "error" => %e);
             }
-            Ok(data) => send_reply_encoded(&self.router, self.me, msg, Ok(data)),
-            Err(e) => send_reply_encoded(&self.router, self.me, msg, payload::encode(&e)),
-        }
+            result.map(Encoded)
+        })
+    }
+}
+
+/// SHUTDOWN (any payload): this context ends.
+impl Handler<Request<IgnoredAny, ()>> for Dispatcher {
+    type Result = Result<(), CallError>;
+
+    fn handle(&mut self, _: Request<IgnoredAny, ()>, _: &mut Self::Context) -> Self::Result {
+        self.router.do_send(ShutdownContext);
+        Ok(())
+    }
+}
+
+impl Handler<HandleDead> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: HandleDead, _: &mut Self::Context) {
+        self.router.do_send(ShutdownContext);
     }
 }
 

@@ -13,12 +13,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use econtext_wire::messages::{ModuleReply, ModuleSource};
-use econtext_wire::{payload, ContextId};
+use econtext_wire::{handles, payload, CallError, ContextId};
 use slog::{debug, warn, Logger};
 
-use crate::message::Message;
 use crate::refusals::{RefusalLog, DEFAULT_INTERVAL};
-use crate::router::{send_reply_encoded, Router};
+use crate::router::{Router, Subscribe, SERVICE_MAILBOX};
+use crate::serve::{serve_with, Encoded, Request, ServeOptions};
 
 /// Replies to one requester queued and not yet written to its stream, at
 /// most. A child that asks without reading (or faster than it reads) is
@@ -164,9 +164,8 @@ impl Actor for Importer {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // A burst from a whole fleet fits; past it senders get Dead
-        // (Overloaded), never silence.
-        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
+        // Room for every request the adapter lets in flight.
+        ctx.set_mailbox_capacity(SERVICE_MAILBOX);
     }
 }
 
@@ -184,31 +183,26 @@ impl Handler<crate::event::ContextEvent> for Importer {
     }
 }
 
-impl Handler<Message> for Importer {
-    type Result = ();
+/// GET_MODULE as the Importer takes it: the dotted name, decoded by the
+/// typed adapter ([`crate::serve`]); the answer is the encoded
+/// [`ModuleReply`], its bytes tracked until written.
+pub type ModuleRequest = Request<String, Encoded>;
 
-    fn handle(&mut self, msg: Message, _: &mut Self::Context) {
-        if msg.is_dead() {
-            return;
-        }
-        let fullname: String = match msg.decode() {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(self.log, "malformed GET_MODULE"; "src" => msg.src, "error" => %e);
-                return;
-            }
-        };
+impl Handler<ModuleRequest> for Importer {
+    type Result = Result<Encoded, CallError>;
+
+    fn handle(&mut self, req: ModuleRequest, _: &mut Self::Context) -> Self::Result {
+        let (src, fullname) = (req.src, req.value);
         self.stats
             .get_module_requests
             .fetch_add(1, Ordering::Relaxed);
-        if self.in_flight.count(msg.src) >= MAX_OUTSTANDING_REPLIES {
-            self.refuse(&msg, &fullname);
-            return;
+        if self.in_flight.count(src) >= MAX_OUTSTANDING_REPLIES {
+            return self.refuse(src, &fullname);
         }
         // What a child has is what went down the stream it sits behind:
         // key by requester (intermediates forward on their children's
         // behalf and cache themselves).
-        let sent = self.sent.entry(msg.src).or_default();
+        let sent = self.sent.entry(src).or_default();
         let reply: ModuleReply = self.resolver.resolve(&fullname, sent);
         match &reply {
             Some(mods) => {
@@ -229,36 +223,57 @@ impl Handler<Message> for Importer {
                         .collect::<Vec<_>>()
                         .join(",")
                 });
-                debug!(self.log, "serving module"; "name" => &fullname, "with_related" => mods.len() - 1, "to" => msg.src, "served" => served);
+                debug!(self.log, "serving module"; "name" => &fullname, "with_related" => mods.len() - 1, "to" => src, "served" => served);
             }
             None => {
                 self.stats.not_found.fetch_add(1, Ordering::Relaxed);
                 debug!(self.log, "module not found"; "name" => &fullname, "path" => self.resolver.describe_path());
             }
         }
-        let data = payload::encode(&reply).map(|d| self.in_flight.track(msg.src, d));
-        send_reply_encoded(&self.router, self.me, &msg, data);
+        encoded(payload::encode(&reply).map(|d| self.in_flight.track(src, d)))
     }
 }
 
+fn encoded(data: Result<Bytes, econtext_wire::WireError>) -> Result<Encoded, CallError> {
+    data.map(Encoded).map_err(|e| CallError {
+        type_name: "TypeError".into(),
+        message: format!("module reply cannot be encoded: {e}"),
+        traceback: String::new(),
+    })
+}
+
 impl Importer {
+    /// Starts the Importer and serves GET_MODULE with it on `router`
+    /// through the typed adapter, subscribed to the router's context
+    /// events (it forgets what a dead context had).
+    pub fn serve(self) -> Addr<Importer> {
+        let (router, me) = (self.router.clone(), self.me);
+        let addr = self.start();
+        router.do_send(Subscribe(addr.clone().recipient()));
+        // The whole fleet may ask at once: the bound is the mailbox's.
+        let opts = ServeOptions::default().with_max_in_flight(SERVICE_MAILBOX);
+        serve_with(
+            &router,
+            me,
+            handles::GET_MODULE,
+            addr.clone().recipient(),
+            opts,
+        );
+        addr
+    }
+
     /// Counted, answered with an ImportError, logged once per requester
     /// per interval.
-    fn refuse(&mut self, msg: &Message, fullname: &str) {
+    fn refuse(&mut self, src: ContextId, fullname: &str) -> Result<Encoded, CallError> {
         self.stats
             .refused_outstanding
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.refusals.note(msg.src, Instant::now()) {
+        if let Some(suppressed) = self.refusals.note(src, Instant::now()) {
             warn!(self.log, "module requests refused: too many replies not yet read";
-                  "src" => msg.src, "outstanding" => MAX_OUTSTANDING_REPLIES,
+                  "src" => src, "outstanding" => MAX_OUTSTANDING_REPLIES,
                   "suppressed_since_last" => suppressed);
         }
-        send_reply_encoded(
-            &self.router,
-            self.me,
-            msg,
-            payload::encode(&refusal(fullname)),
-        );
+        encoded(payload::encode(&refusal(fullname)))
     }
 }
 

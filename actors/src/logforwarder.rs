@@ -3,19 +3,18 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
-use econtext_wire::sanitize;
-use econtext_wire::ContextId;
+use econtext_wire::{handles, sanitize, CallError, ContextId};
 use slog::{debug, error, info, o, warn, Logger};
 
-use crate::message::Message;
-use crate::refusals::RefusalLog;
+use crate::router::{Router, Subscribe, SERVICE_MAILBOX};
+use crate::serve::{serve_with, Request, ServeOptions};
 
 /// FORWARD_LOG as received ([`econtext_wire::messages::ForwardLog`]),
 /// whose message may also be bytes: a line of a child's stderr that is not
 /// UTF-8 comes as it was read, and the sanitizer shows the bad bytes
 /// escaped (`\xNN`) instead of anyone replacing them.
 #[derive(serde::Deserialize)]
-struct Record {
+pub struct LogRecord {
     logger: String,
     level: u8,
     #[serde(with = "serde_bytes")]
@@ -26,8 +25,6 @@ struct Record {
 pub struct LogForwarder {
     log: Logger,
     names: HashMap<ContextId, String>,
-    /// Malformed records: one warning per source per interval.
-    malformed: RefusalLog,
 }
 
 impl LogForwarder {
@@ -35,7 +32,6 @@ impl LogForwarder {
         LogForwarder {
             log,
             names: HashMap::new(),
-            malformed: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
         }
     }
 }
@@ -44,9 +40,8 @@ impl Actor for LogForwarder {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // A burst from a whole fleet fits; past it senders get Dead
-        // (Overloaded), never silence.
-        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
+        // Room for every record the adapter lets in flight.
+        ctx.set_mailbox_capacity(SERVICE_MAILBOX);
     }
 }
 
@@ -74,23 +69,22 @@ impl Handler<crate::event::ContextEvent> for LogForwarder {
     }
 }
 
-impl Handler<Message> for LogForwarder {
-    type Result = ();
+/// FORWARD_LOG as the LogForwarder takes it, decoded by the typed
+/// adapter ([`crate::serve`]). A record that does not decode is refused
+/// by the adapter to the Router, which counts it and warns once per source
+/// per interval.
+pub type LogRequest = Request<LogRecord, ()>;
 
-    fn handle(&mut self, msg: Message, _: &mut Self::Context) {
-        let Ok(rec) = msg.decode::<Record>() else {
-            if !msg.is_dead() {
-                if let Some(n) = self.malformed.note(msg.src, std::time::Instant::now()) {
-                    warn!(self.log, "malformed FORWARD_LOG"; "src" => msg.src, "suppressed" => n);
-                }
-            }
-            return;
-        };
+impl Handler<LogRequest> for LogForwarder {
+    type Result = Result<(), CallError>;
+
+    fn handle(&mut self, req: LogRequest, _: &mut Self::Context) -> Self::Result {
+        let rec = req.value;
         let name = self
             .names
-            .get(&msg.src)
+            .get(&req.src)
             .cloned()
-            .unwrap_or_else(|| format!("context{}", msg.src));
+            .unwrap_or_else(|| format!("context{}", req.src));
         // Everything in the record came from the child: escaped before it
         // reaches a terminal or a log file.
         let logger = sanitize::field(&rec.logger);
@@ -102,5 +96,27 @@ impl Handler<Message> for LogForwarder {
             21..=30 => warn!(log, "{}", message),
             _ => error!(log, "{}", message),
         }
+        Ok(())
+    }
+}
+
+impl LogForwarder {
+    /// Starts the LogForwarder and serves FORWARD_LOG with it on `router`
+    /// through the typed adapter, subscribed to the router's context
+    /// events (it forgets a dead context's name).
+    pub fn serve(self, router: &Addr<Router>, me: ContextId) -> Addr<LogForwarder> {
+        let addr = self.start();
+        router.do_send(Subscribe(addr.clone().recipient()));
+        // Every child of a fleet logging at once: the bound is the
+        // mailbox's; past it the Router counts and warns.
+        let opts = ServeOptions::default().with_max_in_flight(SERVICE_MAILBOX);
+        serve_with(
+            router,
+            me,
+            handles::FORWARD_LOG,
+            addr.clone().recipient(),
+            opts,
+        );
+        addr
     }
 }

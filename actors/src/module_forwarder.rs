@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use econtext_wire::messages::{ModuleReply, ModuleSource};
-use econtext_wire::{handles, payload, ContextId, Frame, Handle, Header};
+use econtext_wire::{handles, payload, CallError, ContextId, Frame, Handle, Header};
+use futures::future::{self, FutureExt};
 use slog::{debug, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::handles::Accept;
-use crate::message::Message;
-use crate::router::{send_reply_encoded, Register, Router, Send, Sink};
+use crate::router::{Register, Router, Send, Sink, Subscribe};
+use crate::serve::{serve_with, Request, ServeOptions};
 
 /// Longest name a child may ask for.
 pub const MAX_NAME: usize = 512;
@@ -147,8 +148,16 @@ pub struct ModuleForwarder {
     parent: ContextId,
     router: Addr<Router>,
     core: ForwarderCore,
+    /// Children's requests waiting for an answer the core will give (a
+    /// child may reuse a reply handle: each is answered in turn).
+    waiting: HashMap<(ContextId, Handle), Vec<oneshot::Sender<ModuleReply>>>,
     log: Logger,
 }
+
+/// GET_MODULE as the forwarder takes it from a child: the name, decoded
+/// by the typed adapter ([`crate::serve`]), with the requester and its
+/// reply handle the per-hop cache keys on.
+pub type ForwardRequest = Request<String, ModuleReply>;
 
 impl ModuleForwarder {
     pub fn new(me: ContextId, parent: ContextId, router: Addr<Router>, log: Logger) -> Self {
@@ -157,8 +166,27 @@ impl ModuleForwarder {
             parent,
             router,
             core: ForwarderCore::default(),
+            waiting: HashMap::new(),
             log,
         }
+    }
+
+    /// Starts the forwarder and serves GET_MODULE with it on its router
+    /// through the typed adapter, subscribed to the router's context events
+    /// (it forgets what a dead child had). Requests in flight are bounded
+    /// like every served handle's.
+    pub fn serve(self) -> Addr<ModuleForwarder> {
+        let (router, me) = (self.router.clone(), self.me);
+        let addr = self.start();
+        router.do_send(Subscribe(addr.clone().recipient()));
+        serve_with::<String, ModuleReply>(
+            &router,
+            me,
+            handles::GET_MODULE,
+            addr.clone().recipient(),
+            ServeOptions::default(),
+        );
+        addr
     }
 
     fn run(&mut self, steps: Vec<Step>, ctx: &mut actix::Context<Self>) {
@@ -169,13 +197,15 @@ impl ModuleForwarder {
                     reply_to,
                     reply,
                 } => {
-                    let msg = Message {
-                        src: to,
-                        handle: handles::GET_MODULE,
-                        reply_to,
-                        data: Default::default(),
+                    let key = (to, reply_to);
+                    let Some(waiters) = self.waiting.get_mut(&key) else {
+                        continue;
                     };
-                    send_reply_encoded(&self.router, self.me, &msg, payload::encode(&reply));
+                    let tx = waiters.remove(0);
+                    if waiters.is_empty() {
+                        self.waiting.remove(&key);
+                    }
+                    let _ = tx.send(reply);
                 }
                 Step::Ask(name) => self.ask(name, ctx),
             }
@@ -229,32 +259,31 @@ impl Actor for ModuleForwarder {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Room for every request the adapter lets in flight.
         ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
     }
 }
 
-impl Handler<Message> for ModuleForwarder {
-    type Result = ();
+impl Handler<ForwardRequest> for ModuleForwarder {
+    type Result = ResponseFuture<Result<ModuleReply, CallError>>;
 
-    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
-        if msg.is_dead() {
-            return;
+    fn handle(&mut self, req: ForwardRequest, ctx: &mut Self::Context) -> Self::Result {
+        if req.reply_to == 0 {
+            // Nobody to answer: nothing to fetch.
+            return Box::pin(future::ready(Ok(None)));
         }
-        let Ok(name) = msg.decode::<String>() else {
-            return self.run(
-                vec![Step::Answer {
-                    to: msg.src,
-                    reply_to: msg.reply_to,
-                    reply: None,
-                }],
-                ctx,
-            );
-        };
-        let steps = self.core.request(msg.src, msg.reply_to, name);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .entry((req.src, req.reply_to))
+            .or_default()
+            .push(tx);
+        let steps = self.core.request(req.src, req.reply_to, req.value);
         self.run(steps, ctx);
+        // The core answers every request it takes (a failed or late fetch
+        // as "not found"); a waiter dropped unanswered is "not found" too.
+        Box::pin(rx.map(|r| Ok(r.unwrap_or(None))))
     }
 }
-
 impl Handler<crate::event::ContextEvent> for ModuleForwarder {
     type Result = ();
 

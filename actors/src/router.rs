@@ -39,8 +39,9 @@ pub enum Sink {
     Once(oneshot::Sender<Message>),
     /// A stream of messages (a [`crate::Channel`]), bounded.
     Channel(mpsc::Sender<Message>),
-    /// A user's or a service's actor; its mailbox is the bound.
-    Recipient(Recipient<Message>),
+    /// An actor behind the typed adapter ([`crate::serve`]): users' and
+    /// the built-in services'. Its in-flight bound is the bound.
+    Served(crate::serve::Adapted),
     /// Resolves with the reason when a context dies.
     Watch(oneshot::Sender<DeadReason>),
 }
@@ -73,10 +74,7 @@ impl Sink {
                 mpsc::error::TrySendError::Full(_) => DeadReason::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => DeadReason::NoHandle,
             }),
-            Sink::Recipient(r) => r.try_send(msg).map_err(|e| match e {
-                SendError::Full(_) => DeadReason::Overloaded,
-                SendError::Closed(_) => DeadReason::NoHandle,
-            }),
+            Sink::Served(s) => s.deliver(msg),
         }
     }
 }
@@ -153,6 +151,8 @@ pub struct Router {
     on_stop: Vec<oneshot::Sender<()>>,
     /// Frames dropped because a link was over its cap, per peer.
     overflow: RefusalLog,
+    /// Messages local handles refused (full, or not taken), per source.
+    refused: RefusalLog,
     dropped: u64,
     /// Bytes written to links since closed (for `RouterStats::link_bytes`).
     drained_closed: u64,
@@ -173,6 +173,7 @@ impl Router {
             subscribers: Vec::new(),
             on_stop: Vec::new(),
             overflow: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
+            refused: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
             dropped: 0,
             drained_closed: 0,
             log: config.log,
@@ -198,8 +199,14 @@ impl Router {
                     let header = Header::new(self.me(), msg.src, msg.handle, msg.reply_to);
                     let res = self.core.sink_mut(handle).map(|s| s.deliver_ref(msg));
                     if let Some(Err(reason)) = res {
-                        debug!(self.log, "handle's queue refused a message";
-                               "handle" => handle, "reason" => %reason);
+                        // Counted, and said once per source per interval:
+                        // a refused message is never silent, a flood of
+                        // them is never a flood of log lines.
+                        if let Some(n) = self.refused.note(header.src, Instant::now()) {
+                            warn!(self.log, "a handle refused a message";
+                                  "handle" => handle, "src" => header.src,
+                                  "reason" => %reason, "suppressed_since_last" => n);
+                        }
                         if reason == DeadReason::NoHandle {
                             self.core.unregister(handle);
                         }
@@ -326,6 +333,7 @@ impl Router {
         }
         self.core.tick(now);
         self.overflow.prune(now);
+        self.refused.prune(now);
         self.pump(ctx);
     }
 
@@ -555,21 +563,6 @@ impl Handler<Register> for Router {
         self.pump(ctx);
         MessageResult(h)
     }
-}
-
-/// Serves a well-known handle (GET_MODULE, CALL_FUNCTION, SPAWN, ...)
-/// with a service actor: the hook for every built-in or added service.
-/// The actor's mailbox is the bound: when it is full the sender gets Dead
-/// (Overloaded) instead of silence, so services set a capacity that fits
-/// their bursts ([`SERVICE_MAILBOX`]) in `started`.
-pub fn register_service(router: &Addr<Router>, handle: Handle, service: Recipient<Message>) {
-    router.do_send(Register {
-        handle: Some(handle),
-        sink: Sink::Recipient(service),
-        persistent: true,
-        waiting_on: None,
-        accept: Accept::Any,
-    });
 }
 
 /// The mailbox capacity built-in services use: room for every child of a

@@ -4,12 +4,12 @@
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use econtext_wire::{handles, ContextId, DEFAULT_MAX_MESSAGE_SIZE};
+use econtext_wire::{ContextId, DEFAULT_MAX_MESSAGE_SIZE};
 use slog::Logger;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::dispatch::{Dispatcher, Functions};
-use crate::router::{register_service, Router, RouterConfig, Trace};
+use crate::router::{Router, RouterConfig, Trace};
 use crate::stream::{Stream, StreamConfig};
 
 /// Who a Rust child context is and how it reaches its parent.
@@ -70,20 +70,15 @@ where
     );
     rc.trace = config.trace.clone();
     let router = Router::new(rc).start();
-    let dispatcher = Dispatcher::new(config.id, router.clone(), functions, log.clone()).start();
-    for h in [handles::CALL_FUNCTION, handles::SHUTDOWN] {
-        register_service(&router, h, dispatcher.clone().recipient());
-    }
+    Dispatcher::new(config.id, router.clone(), functions, log.clone()).serve();
     // Its Python children import through it, with a per-hop cache.
-    let modules = crate::module_forwarder::ModuleForwarder::new(
+    crate::module_forwarder::ModuleForwarder::new(
         config.id,
         config.parent,
         router.clone(),
         log.clone(),
     )
-    .start();
-    router.do_send(crate::router::Subscribe(modules.clone().recipient()));
-    register_service(&router, handles::GET_MODULE, modules.recipient());
+    .serve();
     let mut sc = StreamConfig::new(config.parent, true, &config.key, log);
     sc.max_message_size = config.max_message_size;
     sc.initial = initial;

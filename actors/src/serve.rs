@@ -1,27 +1,43 @@
-//! Users' own actors on handles: typed requests in, typed replies out, and
-//! a handler that panics (or stops) becomes an error for its caller, never
-//! a silently closed mailbox and a caller waiting forever.
+//! Actors on handles, users' and the built-in services' alike: typed
+//! requests in, typed replies out, through one adapter.
 //!
-//! Requests in flight (handed to the actor, not yet answered) are bounded
-//! per served handle by [`MAX_IN_FLIGHT`]: past it a request is answered
-//! at once with a CallError of type [`OVERLOADED`], never queued without
-//! bound and never dropped in silence.
+//! The adapter runs inside the Router's delivery (no actor hop of its
+//! own): it decodes each message as the handler's request type, hands it
+//! to the actor, and sends the actor's answer to the sender's `reply_to`.
+//! Every outcome reaches the sender: a message that does not decode is a
+//! `TypeError`, a handler that panics (or whose actor stopped) a `panic`
+//! CallError. Requests in flight (handed to the actor, not yet answered)
+//! are bounded per handle ([`ServeOptions::max_in_flight`], by default
+//! [`MAX_IN_FLIGHT`]): past it a request is answered at once with a
+//! CallError of type [`OVERLOADED`], never queued without bound and never
+//! dropped in silence. A message that asked for no reply and cannot be
+//! taken (it does not decode, or the handle is full) is refused to the
+//! Router, which counts and logs it.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use actix::prelude::*;
-use econtext_wire::{CallError, ContextId, Handle};
+use bytes::Bytes;
+use econtext_wire::{payload, CallError, ContextId, Handle, WireError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::event::DeadReason;
 use crate::message::Message;
-use crate::router::{send_reply, Register, Router, Sink};
+use crate::router::{send_reply_encoded, Register, Router, Sink};
 
-/// A request delivered to a user's actor: the decoded value, and who sent
-/// it. The actor answers with `Ok(reply)` or a `CallError` of its own.
+/// A request delivered to an actor on a handle: the decoded value, who
+/// sent it, and where its answer goes. The actor answers with `Ok(reply)`
+/// or a `CallError` of its own; the adapter sends either to `reply_to`.
 pub struct Request<T, R> {
+    /// The context that sent it.
     pub src: ContextId,
+    /// The sender's reply handle; 0 when it asked for no reply (its
+    /// answer is then discarded).
+    pub reply_to: Handle,
     pub value: T,
     _r: PhantomData<fn() -> R>,
 }
@@ -30,6 +46,70 @@ impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> actix::Mess
     for Request<T, R>
 {
     type Result = std::result::Result<R, CallError>;
+}
+
+/// What a handler answers with, as the reply's bytes: any `Serialize`
+/// value, or bytes the handler encoded itself ([`Encoded`]).
+pub trait Answer: std::marker::Send + 'static {
+    fn encode(self) -> std::result::Result<Bytes, WireError>;
+}
+
+impl<T: Serialize + std::marker::Send + 'static> Answer for T {
+    fn encode(self) -> std::result::Result<Bytes, WireError> {
+        payload::encode(&self)
+    }
+}
+
+/// An answer already encoded as one MessagePack value: for services that
+/// encode once and reuse, or whose reply bytes carry an owner that
+/// accounts for them until the link has written them (the Importer).
+pub struct Encoded(pub Bytes);
+
+impl Answer for Encoded {
+    fn encode(self) -> std::result::Result<Bytes, WireError> {
+        Ok(self.0)
+    }
+}
+
+/// Dead delivered to a served handle (it is no request, so it does not
+/// reach the handler): for services that treat it as a signal (a Rust
+/// context's CALL_FUNCTION ends the context, as the seed's does).
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "()")]
+pub struct HandleDead {
+    pub handle: Handle,
+    pub src: ContextId,
+}
+
+/// How a handle is served.
+#[non_exhaustive]
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Requests handed to the actor and not answered yet, at most.
+    pub max_in_flight: usize,
+    /// Where Dead arriving on the handle goes; None: it is ignored.
+    pub on_dead: Option<Recipient<HandleDead>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_in_flight: MAX_IN_FLIGHT,
+            on_dead: None,
+        }
+    }
+}
+
+impl ServeOptions {
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    pub fn with_on_dead(mut self, r: Recipient<HandleDead>) -> Self {
+        self.on_dead = Some(r);
+        self
+    }
 }
 
 /// Registers `actor` on a handle of the context `router` serves (a fresh
@@ -57,88 +137,117 @@ pub async fn serve<T, R, A>(
 ) -> Result<Handle>
 where
     T: DeserializeOwned + std::marker::Send + 'static,
-    R: Serialize + std::marker::Send + 'static,
+    R: Answer,
     A: Actor + Handler<Request<T, R>>,
     A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
 {
-    router
-        .send(registration::<T, R, A>(router, me, handle, actor))
-        .await
-        .map_err(|_| Error::RouterGone)
+    let reg = registration::<T, R>(
+        router,
+        me,
+        handle,
+        actor.recipient(),
+        ServeOptions::default(),
+    );
+    router.send(reg).await.map_err(|_| Error::RouterGone)
 }
 
-/// The Register message that puts `actor`, behind its typed adapter, on a
-/// persistent handle (`serve` awaits it, `serve_on` queues it).
-fn registration<T, R, A>(
+/// Like [`serve`] on a fixed handle, registered before this returns (the
+/// Register message is queued at once), so that a frame read after it
+/// finds the handle. For contexts that set up their served actors before
+/// their parent may call them (econtext-agent), and the built-in services.
+pub fn serve_on<T, R, A>(router: &Addr<Router>, me: ContextId, handle: Handle, actor: Addr<A>)
+where
+    T: DeserializeOwned + std::marker::Send + 'static,
+    R: Answer,
+    A: Actor + Handler<Request<T, R>>,
+    A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
+{
+    serve_with(
+        router,
+        me,
+        handle,
+        actor.recipient(),
+        ServeOptions::default(),
+    );
+}
+
+/// [`serve_on`] with options, for any recipient of the request type.
+pub fn serve_with<T, R>(
+    router: &Addr<Router>,
+    me: ContextId,
+    handle: Handle,
+    target: Recipient<Request<T, R>>,
+    opts: ServeOptions,
+) where
+    T: DeserializeOwned + std::marker::Send + 'static,
+    R: Answer,
+{
+    router.do_send(registration::<T, R>(router, me, Some(handle), target, opts));
+}
+
+/// The Register message that puts `target`, behind its typed adapter, on
+/// a persistent handle.
+fn registration<T, R>(
     router: &Addr<Router>,
     me: ContextId,
     handle: Option<Handle>,
-    actor: Addr<A>,
+    target: Recipient<Request<T, R>>,
+    opts: ServeOptions,
 ) -> Register
 where
     T: DeserializeOwned + std::marker::Send + 'static,
-    R: Serialize + std::marker::Send + 'static,
-    A: Actor + Handler<Request<T, R>>,
-    A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
+    R: Answer,
 {
     let adapter = Adapter::<T, R> {
         me,
         router: router.clone(),
-        target: actor.recipient(),
-        in_flight: 0,
-        max_in_flight: MAX_IN_FLIGHT,
+        target,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        opts,
         refused: 0,
-    }
-    .start();
+    };
     Register {
         handle,
-        sink: Sink::Recipient(adapter.recipient()),
+        sink: Sink::Served(Adapted(Box::new(adapter))),
         persistent: true,
         waiting_on: None,
         accept: crate::handles::Accept::Any,
     }
 }
 
-/// Like [`serve`] on a fixed handle, registered before this returns (the
-/// Register message is queued at once), so that a frame read after it
-/// finds the handle. For contexts that set up their served actors before
-/// their parent may call them (econtext-agent).
-pub fn serve_on<T, R, A>(router: &Addr<Router>, me: ContextId, handle: Handle, actor: Addr<A>)
-where
-    T: DeserializeOwned + std::marker::Send + 'static,
-    R: Serialize + std::marker::Send + 'static,
-    A: Actor + Handler<Request<T, R>>,
-    A::Context: actix::dev::ToEnvelope<A, Request<T, R>>,
-{
-    router.do_send(registration::<T, R, A>(router, me, Some(handle), actor));
+/// A handle's typed adapter, as a Router's handle table holds it.
+pub struct Adapted(Box<dyn Served>);
+
+impl Adapted {
+    pub(crate) fn deliver(&mut self, msg: Message) -> std::result::Result<(), DeadReason> {
+        self.0.deliver(msg)
+    }
+}
+
+/// A served handle as the Router's delivery sees it.
+trait Served: std::marker::Send {
+    /// Takes one message. `Err` only for a message the sender cannot be
+    /// told about by a reply (it asked for none): the Router counts it.
+    fn deliver(&mut self, msg: Message) -> std::result::Result<(), DeadReason>;
 }
 
 struct Adapter<T: std::marker::Send + 'static, R: std::marker::Send + 'static> {
     me: ContextId,
     router: Addr<Router>,
     target: Recipient<Request<T, R>>,
-    /// Handed to the actor and not answered yet.
-    in_flight: usize,
-    max_in_flight: usize,
+    /// Handed to the actor and not answered yet (decremented by the task
+    /// that awaits the answer).
+    in_flight: Arc<AtomicUsize>,
+    opts: ServeOptions,
     /// Refused for want of room (no-reply ones included).
     refused: u64,
 }
 
-impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Actor for Adapter<T, R> {
-    type Context = actix::Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // A burst from a whole fleet fits; past it senders get Dead
-        // (Overloaded), never silence.
-        ctx.set_mailbox_capacity(crate::router::SERVICE_MAILBOX);
-    }
-}
-
-/// Requests one served handle holds in flight at most.
+/// Requests one served handle holds in flight at most, by default.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// The CallError type of a request refused because its handle already
-/// holds [`MAX_IN_FLIGHT`] requests.
+/// holds its maximum of requests in flight.
 pub const OVERLOADED: &str = "econtext.Overloaded";
 
 fn failure(type_name: &str, message: String) -> CallError {
@@ -149,52 +258,74 @@ fn failure(type_name: &str, message: String) -> CallError {
     }
 }
 
-impl<T, R> Handler<Message> for Adapter<T, R>
+impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Adapter<T, R> {
+    /// Answers `msg` with an error, or refuses it to the Router when the
+    /// sender asked for no reply.
+    fn fail(&self, msg: &Message, e: CallError) -> std::result::Result<(), DeadReason> {
+        if msg.reply_to == 0 {
+            return Err(DeadReason::Refused(format!(
+                "{}: {}",
+                e.type_name, e.message
+            )));
+        }
+        send_reply_encoded(&self.router, self.me, msg, payload::encode(&e));
+        Ok(())
+    }
+}
+
+impl<T, R> Served for Adapter<T, R>
 where
     T: DeserializeOwned + std::marker::Send + 'static,
-    R: Serialize + std::marker::Send + 'static,
+    R: Answer,
 {
-    type Result = ();
-
-    fn handle(&mut self, msg: Message, ctx: &mut Self::Context) {
+    fn deliver(&mut self, msg: Message) -> std::result::Result<(), DeadReason> {
         if msg.is_dead() {
-            return;
+            if let Some(r) = &self.opts.on_dead {
+                r.do_send(HandleDead {
+                    handle: msg.handle,
+                    src: msg.src,
+                });
+            }
+            return Ok(());
         }
-        if self.in_flight >= self.max_in_flight {
+        let held = self.in_flight.load(Ordering::Relaxed);
+        if held >= self.opts.max_in_flight {
             self.refused += 1;
             let why = format!(
-                "handle {} has {} requests in flight (refused so far: {})",
-                msg.handle, self.in_flight, self.refused
+                "handle {} has {held} requests in flight (refused so far: {})",
+                msg.handle, self.refused
             );
-            return send_reply::<R>(&self.router, self.me, &msg, Err(failure(OVERLOADED, why)));
+            return self.fail(&msg, failure(OVERLOADED, why));
         }
         let value = match msg.decode::<T>() {
             Ok(v) => v,
-            Err(e) => {
-                return send_reply::<R>(
-                    &self.router,
-                    self.me,
-                    &msg,
-                    Err(failure("TypeError", e.to_string())),
-                )
-            }
+            Err(e) => return self.fail(&msg, failure("TypeError", e.to_string())),
         };
-        let req = Request {
-            src: msg.src,
+        // The task keeps the reply's address, not the request's bytes.
+        let back = Message {
+            data: Bytes::new(),
+            ..msg
+        };
+        let sent = self.target.send(Request {
+            src: back.src,
+            reply_to: back.reply_to,
             value,
             _r: PhantomData,
-        };
-        let sent = self.target.send(req);
-        self.in_flight += 1;
-        ctx.spawn(sent.into_actor(self).map(move |res, act, _| {
-            act.in_flight -= 1;
-            let answer = match res {
-                Ok(r) => r,
+        });
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (in_flight, router, me) = (self.in_flight.clone(), self.router.clone(), self.me);
+        actix::spawn(async move {
+            let res = sent.await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let data = match res {
+                Ok(Ok(r)) => r.encode(),
+                Ok(Err(e)) => payload::encode(&e),
                 // The handler panicked or its actor stopped while holding
                 // this request: the caller hears about it.
-                Err(e) => Err(failure("panic", format!("handler failed: {e}"))),
+                Err(e) => payload::encode(&failure("panic", format!("handler failed: {e}"))),
             };
-            send_reply(&act.router, act.me, &msg, answer);
-        }));
+            send_reply_encoded(&router, me, &back, data);
+        });
+        Ok(())
     }
 }
