@@ -191,7 +191,9 @@ pub struct RouterCore<S> {
     handles: HandleTable<S>,
     peers: HashMap<ContextId, PeerState>,
     watchers: HashMap<ContextId, Vec<S>>,
-    dead: HashMap<ContextId, (DeadReason, Instant)>,
+    /// Dead contexts remembered (for Dead to late senders and waiters),
+    /// with when they died and who had created them.
+    dead: HashMap<ContextId, (DeadReason, Instant, Option<ContextId>)>,
     dead_order: VecDeque<ContextId>,
     refusals: RefusalLog,
     ids: Option<IdAllocator>,
@@ -243,7 +245,7 @@ impl<S> RouterCore<S> {
 
     /// Why `id` is dead, if it is known to be.
     pub fn dead_reason(&self, id: ContextId) -> Option<&DeadReason> {
-        self.dead.get(&id).map(|(r, _)| r)
+        self.dead.get(&id).map(|(r, _, _)| r)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -270,6 +272,36 @@ impl<S> RouterCore<S> {
                 }
                 _ => return Vec::new(),
             }
+        }
+        out
+    }
+
+    /// `root` and every context created through it, at any depth, as
+    /// this context knows them: the live ones, and the dead ones it still
+    /// remembers (whose deaths their supervisors may not have reported
+    /// yet). The supervision hub seeds a subtree subscription with it, so
+    /// that nobody else keeps the tree's parentage.
+    pub fn subtree_members(&self, root: ContextId) -> Vec<ContextId> {
+        let mut children: HashMap<ContextId, Vec<ContextId>> = HashMap::new();
+        let dead = self
+            .dead
+            .iter()
+            .filter_map(|(&c, (_, _, p))| p.map(|p| (c, p)));
+        for (child, creator) in self.table.creators().chain(dead) {
+            if child != creator {
+                children.entry(creator).or_default().push(child);
+            }
+        }
+        let mut out = vec![root];
+        let mut seen: HashSet<ContextId> = out.iter().copied().collect();
+        let mut i = 0;
+        while i < out.len() {
+            for &c in children.get(&out[i]).into_iter().flatten() {
+                if seen.insert(c) {
+                    out.push(c);
+                }
+            }
+            i += 1;
         }
         out
     }
@@ -390,7 +422,7 @@ impl<S> RouterCore<S> {
         let keep = self.config.id_quarantine;
         while let Some(&id) = self.dead_order.front() {
             match self.dead.get(&id) {
-                Some((_, at)) if now.saturating_duration_since(*at) < keep => break,
+                Some((_, at, _)) if now.saturating_duration_since(*at) < keep => break,
                 _ => {
                     self.dead_order.pop_front();
                     self.dead.remove(&id);
@@ -712,9 +744,11 @@ impl<S> RouterCore<S> {
     /// `root` and everything reached through it is gone.
     fn context_lost(&mut self, root: ContextId, reason: DeadReason, now: Instant) {
         let dead = self.table.subtree(root);
+        let creators: Vec<Option<ContextId>> =
+            dead.iter().map(|&d| self.table.creator(d)).collect();
         let lost_parent = self.table.forget(&dead);
-        for &d in &dead {
-            self.remember_dead(d, reason.clone(), now);
+        for (&d, creator) in dead.iter().zip(creators) {
+            self.remember_dead(d, reason.clone(), now, creator);
             if self.peers.remove(&d).is_some() {
                 self.actions.push_back(Action::CloseStream { peer: d });
             }
@@ -763,8 +797,14 @@ impl<S> RouterCore<S> {
         }
     }
 
-    fn remember_dead(&mut self, id: ContextId, reason: DeadReason, now: Instant) {
-        if self.dead.insert(id, (reason, now)).is_none() {
+    fn remember_dead(
+        &mut self,
+        id: ContextId,
+        reason: DeadReason,
+        now: Instant,
+        creator: Option<ContextId>,
+    ) {
+        if self.dead.insert(id, (reason, now, creator)).is_none() {
             self.dead_order.push_back(id);
         }
         while self.dead.len() > MAX_DEAD_REMEMBERED {

@@ -15,6 +15,11 @@
 //!   makes calls; a `Channel` is a handle whose messages arrive as a
 //!   `futures` Stream; a `Sender` is a (context, handle) pair that can be
 //!   passed to remote code.
+//! - [`serve`]: the one way an actor serves a handle, for users' actors
+//!   and the built-in services alike ([`importer::Importer`],
+//!   [`logforwarder::LogForwarder`], [`dispatch::Dispatcher`],
+//!   [`module_forwarder::ModuleForwarder`], the Spawner): typed
+//!   requests, bounded in flight, every failure an answer.
 //! - [`supervision::Supervision`]: the supervisor tree, one
 //!   `ContextSupervisor` per context under its creator's, with typed
 //!   [`ContextEvent`]s, monitors, `kill` and restart policies

@@ -694,6 +694,27 @@ impl Handler<Ancestors> for Router {
     }
 }
 
+/// Runs `then` with `root` and every context created through it, as this
+/// router's core knows them ([`RouterCore::subtree_members`]), inside the
+/// router's turn: whatever `then` sends is ordered after every event the
+/// router emitted before and before every event it emits after. How the
+/// supervision hub seeds a subtree subscription without a parentage map
+/// of its own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WithSubtree {
+    pub root: ContextId,
+    pub then: Box<dyn FnOnce(Vec<ContextId>) + std::marker::Send>,
+}
+
+impl Handler<WithSubtree> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: WithSubtree, _: &mut Self::Context) {
+        (msg.then)(self.core.subtree_members(msg.root));
+    }
+}
+
 /// Subscribes to every death this router sees.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -110,6 +110,11 @@ impl RoutingTable {
         self.parents.get(&id).copied()
     }
 
+    /// Every (context, the context it was created through) known.
+    pub fn creators(&self) -> impl Iterator<Item = (ContextId, ContextId)> + '_ {
+        self.parents.iter().map(|(&c, &p)| (c, p))
+    }
+
     /// Entries held for other contexts (for checks that maps are pruned).
     pub fn known(&self) -> usize {
         self.direct.len() + self.routes.len() + self.parents.len()

@@ -524,3 +524,24 @@ fn the_master_core_is_the_one_record_of_parentage() {
     m.stream_closed(1, DeadReason::Disconnected, now);
     assert!(m.ancestors(3).is_empty(), "forgotten with its subtree");
 }
+
+#[test]
+fn a_subtree_is_read_from_the_core_dead_members_until_forgotten() {
+    let now = t0();
+    let mut m = master_tree(now);
+    assert!(m.add_local_route(6, 1, 5));
+    let mut sub = m.subtree_members(1);
+    sub.sort_unstable();
+    assert_eq!(sub, vec![1, 5, 6]);
+    assert_eq!(m.subtree_members(2), vec![2]);
+    // 5 and 6 die: their supervisors may not have said so yet, so they
+    // are still members while the core remembers them.
+    m.declare_dead(5, DeadReason::Killed, now);
+    drain(&mut m);
+    let mut sub = m.subtree_members(1);
+    sub.sort_unstable();
+    assert_eq!(sub, vec![1, 5, 6]);
+    m.tick(now + DEFAULT_QUARANTINE);
+    assert_eq!(m.subtree_members(1), vec![1]);
+    assert_eq!(m.subtree_members(99), vec![99], "unknown: the root alone");
+}

@@ -3,7 +3,7 @@
 //! actor), and how a subscription ends (drop the stream, or
 //! [`super::Supervision::unsubscribe`]).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,32 +43,65 @@ pub(crate) fn event_ids(e: &ContextEvent) -> [ContextId; 2] {
     }
 }
 
-impl Scope {
-    /// Whether `e` is for this scope; `parents` is who created whom.
-    pub(crate) fn wants(&self, e: &ContextEvent, parents: &HashMap<ContextId, ContextId>) -> bool {
-        let ids = event_ids(e);
-        match *self {
-            Scope::Tree => true,
-            Scope::Context(c) => ids.contains(&c),
-            Scope::Subtree(root) => ids.iter().any(|&id| descends(id, root, parents)),
-        }
-    }
+/// A subscription's [`Scope`] as the hub applies it. A subtree scope
+/// holds its members: seeded from the master router's core (the one
+/// record of the tree's parentage) when the subscription is made, grown by
+/// the Started events of contexts created through a member, and shrunk
+/// when a member's supervisor is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Filter {
+    Tree,
+    Context(ContextId),
+    Subtree {
+        root: ContextId,
+        members: HashSet<ContextId>,
+    },
 }
 
-/// True when `id` is `root` or was created through it.
-fn descends(mut id: ContextId, root: ContextId, parents: &HashMap<ContextId, ContextId>) -> bool {
-    // The tree holds at most 65536 contexts, so the walk is bounded even
-    // if the map were ever corrupted into a cycle.
-    for _ in 0..=u16::MAX as u32 {
-        if id == root {
-            return true;
-        }
-        match parents.get(&id) {
-            Some(&p) if p != id => id = p,
-            _ => return false,
+impl Filter {
+    /// `members`: the subtree's contexts now (subtree scopes only).
+    pub(crate) fn new(scope: Scope, members: Vec<ContextId>) -> Filter {
+        match scope {
+            Scope::Tree => Filter::Tree,
+            Scope::Context(c) => Filter::Context(c),
+            Scope::Subtree(root) => {
+                let mut members: HashSet<ContextId> = members.into_iter().collect();
+                members.insert(root);
+                Filter::Subtree { root, members }
+            }
         }
     }
-    false
+
+    /// Whether `e` is for this subscription.
+    pub(crate) fn wants(&self, e: &ContextEvent) -> bool {
+        let ids = event_ids(e);
+        match self {
+            Filter::Tree => true,
+            Filter::Context(c) => ids.contains(c),
+            Filter::Subtree { members, .. } => ids.iter().any(|id| members.contains(id)),
+        }
+    }
+
+    /// `id` started, created through `parent`.
+    pub(crate) fn started(&mut self, id: ContextId, parent: ContextId) {
+        if let Filter::Subtree { root, members } = self {
+            if members.contains(&parent) {
+                members.insert(id);
+            } else if id != *root {
+                // A reused ID, now elsewhere in the tree.
+                members.remove(&id);
+            }
+        }
+    }
+
+    /// `id`'s supervisor is done with it: nothing more comes about it.
+    pub(crate) fn gone(&mut self, id: ContextId) {
+        if let Filter::Subtree { root, members } = self {
+            if id != *root {
+                members.remove(&id);
+            }
+        }
+    }
 }
 
 /// Where a subscription's events go.
@@ -152,27 +185,37 @@ mod tests {
 
     #[test]
     fn subtree_scope_takes_descendants_and_nothing_else() {
-        let parents: HashMap<_, _> = [(1, 0), (2, 1), (3, 2), (4, 0)].into_iter().collect();
-        let s = Scope::Subtree(1);
-        assert!(s.wants(&died(1), &parents));
-        assert!(s.wants(&died(3), &parents));
-        assert!(!s.wants(&died(4), &parents));
-        assert!(!s.wants(&died(0), &parents));
-        assert!(Scope::Tree.wants(&died(4), &parents));
+        // 1 and 2 were there when it subscribed; 3 starts under 2 later,
+        // 4 under the master.
+        let mut s = Filter::new(Scope::Subtree(1), vec![1, 2]);
+        s.started(3, 2);
+        s.started(4, 0);
+        assert!(s.wants(&died(1)));
+        assert!(s.wants(&died(3)));
+        assert!(!s.wants(&died(4)));
+        assert!(!s.wants(&died(0)));
+        assert!(Filter::new(Scope::Tree, vec![]).wants(&died(4)));
+        // 3 is gone; its ID comes back elsewhere: not ours any more.
+        s.gone(3);
+        assert!(!s.wants(&died(3)));
+        s.started(2, 4);
+        assert!(!s.wants(&died(2)), "a reused ID under another parent");
+        // The root stays, so that its own restart is heard.
+        s.gone(1);
+        assert!(s.wants(&died(1)));
     }
 
     #[test]
     fn a_monitor_hears_its_context_and_its_restarts() {
-        let parents = HashMap::new();
-        let m = Scope::Context(5);
-        assert!(m.wants(&died(5), &parents));
-        assert!(!m.wants(&died(6), &parents));
+        let m = Filter::new(Scope::Context(5), vec![]);
+        assert!(m.wants(&died(5)));
+        assert!(!m.wants(&died(6)));
         let r = ContextEvent::Restarted {
             id: 9,
             old: 5,
             name: "x".into(),
             restarts: 1,
         };
-        assert!(m.wants(&r, &parents));
+        assert!(m.wants(&r));
     }
 }

@@ -14,7 +14,7 @@ use econtext_wire::{handles, ContextId};
 use slog::{debug, Logger};
 use tokio::sync::mpsc;
 
-use super::events::{EventSink, EventStream, Scope, SubscriptionId, EVENT_QUEUE};
+use super::events::{EventSink, EventStream, Filter, Scope, SubscriptionId, EVENT_QUEUE};
 use super::handle::{ChildFactory, Supervised};
 use super::spec::{RestartPolicy, Strategy};
 use super::stopper::Stopper;
@@ -23,7 +23,7 @@ use super::tree::{
     StopAndWait, Supervise, SupervisorNode, TreeShared,
 };
 use crate::event::{ContextEvent, DeadReason};
-use crate::router::{Router, Subscribe};
+use crate::router::{Router, Subscribe, WithSubtree};
 use crate::Context;
 
 /// Counters for leak checks: what the supervision layer holds now.
@@ -44,14 +44,11 @@ pub struct Hub {
     tree: TreeShared,
     root: Option<Addr<ContextSupervisor>>,
     index: HashMap<ContextId, Addr<ContextSupervisor>>,
-    /// Who created whom, for subtree scopes.
-    parents: HashMap<ContextId, ContextId>,
     stoppers: HashMap<ContextId, Stopper>,
     /// Restarted events whose new context's Started has not come yet (the
     /// router's event takes one hop more than the supervisor's).
     held: HashMap<ContextId, ContextEvent>,
-    subs: HashMap<SubscriptionId, (Scope, EventSink)>,
-    next_sub: SubscriptionId,
+    subs: HashMap<SubscriptionId, (Filter, EventSink)>,
     on_gone: Option<Box<dyn Fn(ContextId)>>,
 }
 
@@ -84,7 +81,9 @@ impl Hub {
             addr: addr.clone(),
         });
         self.index.insert(id, addr);
-        self.parents.insert(id, parent);
+        for (filter, _) in self.subs.values_mut() {
+            filter.started(id, parent);
+        }
         self.publish(ContextEvent::Started { id, name, parent });
         if let Some(e) = self.held.remove(&id) {
             self.publish(e);
@@ -92,16 +91,8 @@ impl Hub {
     }
 
     fn publish(&mut self, e: ContextEvent) {
-        let parents = &self.parents;
         self.subs
-            .retain(|_, (scope, sink)| !scope.wants(&e, parents) || sink.deliver(&e));
-    }
-
-    fn subscribe(&mut self, scope: Scope, sink: EventSink) -> SubscriptionId {
-        let id = self.next_sub;
-        self.next_sub += 1;
-        self.subs.insert(id, (scope, sink));
-        id
+            .retain(|_, (filter, sink)| !filter.wants(&e) || sink.deliver(&e));
     }
 }
 
@@ -169,7 +160,9 @@ impl Handler<Gone> for Hub {
 
     fn handle(&mut self, msg: Gone, _: &mut Self::Context) {
         self.index.remove(&msg.0);
-        self.parents.remove(&msg.0);
+        for (filter, _) in self.subs.values_mut() {
+            filter.gone(msg.0);
+        }
         if let Some(f) = &self.on_gone {
             f(msg.0);
         }
@@ -195,14 +188,14 @@ impl Handler<RegisterStopper> for Hub {
 }
 
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
-struct AddSubscription(Scope, EventSink);
+#[rtype(result = "()")]
+struct AddSubscription(SubscriptionId, Filter, EventSink);
 
 impl Handler<AddSubscription> for Hub {
-    type Result = SubscriptionId;
+    type Result = ();
 
-    fn handle(&mut self, msg: AddSubscription, _: &mut Self::Context) -> SubscriptionId {
-        self.subscribe(msg.0, msg.1)
+    fn handle(&mut self, msg: AddSubscription, _: &mut Self::Context) {
+        self.subs.insert(msg.0, (msg.1, msg.2));
     }
 }
 
@@ -274,12 +267,16 @@ impl SupervisionOptions {
 #[derive(Clone)]
 pub struct Supervision {
     hub: Addr<Hub>,
+    /// The master's router: its core holds the tree's parentage.
+    router: Addr<Router>,
+    next_sub: Arc<AtomicU64>,
 }
 
 impl Supervision {
     /// Starts the hub and the master's own supervisor, listening to the
     /// master's `router`. Call inside an actix system.
     pub fn start(router: Addr<Router>, opts: SupervisionOptions) -> Supervision {
+        let master_router = router.clone();
         let hub = Hub::create(|ctx| {
             // Subscribed before this returns, so no start is missed.
             router.do_send(Subscribe(ctx.address().recipient()));
@@ -301,15 +298,49 @@ impl Supervision {
                 tree,
                 root: Some(root.start()),
                 index: HashMap::new(),
-                parents: HashMap::new(),
                 stoppers: HashMap::new(),
                 held: HashMap::new(),
                 subs: HashMap::new(),
-                next_sub: 1,
                 on_gone: opts.on_gone,
             }
         });
-        Supervision { hub }
+        Supervision {
+            hub,
+            router: master_router,
+            next_sub: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Registers a subscription; resolves once it is queued at the hub
+    /// (ahead of every event emitted after this returns). A subtree
+    /// scope's members come from the master router's core, handed to the
+    /// hub in the router's turn, so that no start is missed in between.
+    async fn add_subscription(&self, scope: Scope, sink: EventSink) -> SubscriptionId {
+        let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let Scope::Subtree(root) = scope else {
+            let _ = self
+                .hub
+                .send(AddSubscription(id, Filter::new(scope, Vec::new()), sink))
+                .await;
+            return id;
+        };
+        // Whoever runs first takes the sink: the router, in its turn, or
+        // this function when the router has stopped (then no more starts
+        // come, and the root alone is the subtree).
+        let slot = Arc::new(std::sync::Mutex::new(Some(sink)));
+        let (hub, taken) = (self.hub.clone(), slot.clone());
+        let then = Box::new(move |members: Vec<ContextId>| {
+            if let Some(sink) = taken.lock().ok().and_then(|mut s| s.take()) {
+                hub.do_send(AddSubscription(id, Filter::new(scope, members), sink));
+            }
+        });
+        let _ = self.router.send(WithSubtree { root, then }).await;
+        let left = slot.lock().ok().and_then(|mut s| s.take());
+        if let Some(sink) = left {
+            let filter = Filter::new(scope, vec![root]);
+            let _ = self.hub.send(AddSubscription(id, filter, sink)).await;
+        }
+        id
     }
 
     /// Tells the supervisor of `id` how to end it (before or after the
@@ -332,11 +363,7 @@ impl Supervision {
             tx,
             missed: missed.clone(),
         };
-        let id = self
-            .hub
-            .send(AddSubscription(scope, sink))
-            .await
-            .unwrap_or(0);
+        let id = self.add_subscription(scope, sink).await;
         EventStream {
             id,
             rx,
@@ -354,10 +381,7 @@ impl Supervision {
     /// Sends the events of `scope` to a user's actor until
     /// [`Self::unsubscribe`] (or until the actor stops).
     pub async fn subscribe(&self, scope: Scope, actor: Recipient<ContextEvent>) -> SubscriptionId {
-        self.hub
-            .send(AddSubscription(scope, EventSink::Actor(actor)))
-            .await
-            .unwrap_or(0)
+        self.add_subscription(scope, EventSink::Actor(actor)).await
     }
 
     /// Ends a subscription or monitor; once this resolves, nothing more is
