@@ -574,7 +574,8 @@ impl Master {
         };
         let pid = connected.process.pid();
         debug!(log, "connected"; "id" => id, "pid" => pid);
-        let (reader, writer) = connected.data.into_split();
+        // Read side registered for readability only (actors/src/socket.rs).
+        let (reader, writer) = econtext_actors::socket::split(connected.data)?;
         let link = ChildLink {
             id,
             key: &inner.key,

@@ -51,6 +51,7 @@ pub mod router;
 pub mod routing;
 pub mod rust_context;
 pub mod serve;
+pub mod socket;
 pub mod stream;
 pub mod supervision;
 pub mod supervisor;

@@ -184,7 +184,17 @@ impl Handler<Request<Spawn, Vec<u32>>> for Spawner {
                 // The master allocated its ID and announced its routes
                 // (attach::Joining); the link is attached here the same
                 // way the master attaches its own children.
-                let (reader, writer) = connected.data.into_split();
+                // Read side registered for readability only (socket.rs).
+                let (reader, writer) = match econtext_actors::socket::split(connected.data) {
+                    Ok(halves) => halves,
+                    Err(e) => {
+                        return Err(CallError {
+                            type_name: "econtext.ConnectError.Io".into(),
+                            message: e.to_string(),
+                            traceback: String::new(),
+                        })
+                    }
+                };
                 let link = ChildLink {
                     id: req.id,
                     key: &act.key,
