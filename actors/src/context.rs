@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use econtext_wire::{handles, payload, ContextId, Frame, Handle, Header, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -89,6 +89,7 @@ impl Context {
             class: None,
             function: function.to_string(),
             args: Bytes::from_static(&[0x90]),
+            roomy: None,
             kwargs: Vec::new(),
             timeout: None,
         }
@@ -274,9 +275,17 @@ pub struct CallBuilder {
     class: Option<String>,
     function: String,
     args: Bytes,
+    /// The arguments encoded after room for the call's other fields
+    /// (`.1` bytes of it), so the call is built around them in place: a
+    /// 64 MiB argument is not copied a second time. Replaces `args`.
+    roomy: Option<(Vec<u8>, usize)>,
     kwargs: Vec<(String, Bytes)>,
     timeout: Option<Duration>,
 }
+
+/// Room for the array header, a nil class and the two strings' headers
+/// (at most 5 bytes each), besides the strings themselves.
+const CALL_PREFIX_ROOM: usize = 1 + 1 + 5 + 5;
 
 impl CallBuilder {
     /// Calls `module.Class.function` instead of `module.function`.
@@ -288,24 +297,32 @@ impl CallBuilder {
     /// Positional arguments: a tuple, `()` for none, `(x,)` for one; or a
     /// Vec or array of one type.
     pub fn args(mut self, args: impl Serialize) -> Result<Self> {
-        let data = payload::encode(&args)?;
-        self.args = match data.first() {
-            Some(0xc0) => Bytes::from_static(&[0x90]),
-            Some(0x90..=0x9f | 0xdc | 0xdd) => data,
+        // One more byte of room for wrapping a single value.
+        let room = CALL_PREFIX_ROOM + self.module.len() + self.function.len() + 1;
+        let mut buf = Vec::with_capacity(room + 32);
+        buf.resize(room, 0);
+        payload::encode_into(&args, &mut buf)?;
+        let mut at = room;
+        match buf[room] {
+            0xc0 => {
+                buf.truncate(room);
+                buf.push(0x90);
+            }
+            0x90..=0x9f | 0xdc | 0xdd => {}
             _ => {
                 // A single non-sequence value: wrap it as the only argument.
-                let mut b = BytesMut::with_capacity(data.len() + 1);
-                b.put_u8(0x91);
-                b.put_slice(&data);
-                b.freeze()
+                at -= 1;
+                buf[at] = 0x91;
             }
-        };
+        }
+        self.roomy = Some((buf, at));
         Ok(self)
     }
 
     /// Positional arguments already encoded as a MessagePack array.
     pub fn raw_args(mut self, array: Bytes) -> Self {
         self.args = array;
+        self.roomy = None;
         self
     }
 
@@ -322,9 +339,8 @@ impl CallBuilder {
         self
     }
 
-    fn encode(&self) -> Bytes {
-        let mut b = Vec::with_capacity(32 + self.args.len());
-        let w = &mut b;
+    /// `[module, class, function]` with its array header (of five).
+    fn prefix(&self, w: &mut Vec<u8>) {
         rmp::encode::write_array_len(w, 5).expect("vec write");
         rmp::encode::write_str(w, &self.module).expect("vec write");
         match &self.class {
@@ -332,13 +348,34 @@ impl CallBuilder {
             None => rmp::encode::write_nil(w).expect("vec write"),
         }
         rmp::encode::write_str(w, &self.function).expect("vec write");
-        w.extend_from_slice(&self.args);
+    }
+
+    fn kwargs(&self, w: &mut Vec<u8>) {
         rmp::encode::write_map_len(w, self.kwargs.len() as u32).expect("vec write");
         for (k, v) in &self.kwargs {
             rmp::encode::write_str(w, k).expect("vec write");
             w.extend_from_slice(v);
         }
-        Bytes::from(b)
+    }
+
+    fn encode(&mut self) -> Bytes {
+        let mut head =
+            Vec::with_capacity(CALL_PREFIX_ROOM + self.module.len() + self.function.len());
+        self.prefix(&mut head);
+        if let Some((mut buf, at)) = self.roomy.take() {
+            if head.len() <= at {
+                // In place: the fields go just before the arguments.
+                let start = at - head.len();
+                buf[start..at].copy_from_slice(&head);
+                self.kwargs(&mut buf);
+                return Bytes::from(buf).slice(start..);
+            }
+            // A class longer than the room left for it: copy after all.
+            self.args = Bytes::from(buf).slice(at..);
+        }
+        head.extend_from_slice(&self.args);
+        self.kwargs(&mut head);
+        Bytes::from(head)
     }
 
     /// Sends the call and waits for its result.
@@ -358,11 +395,12 @@ impl CallBuilder {
     /// calls can be in flight at once). The timeout counts from here and
     /// covers the wait for link room; dropping the PendingCall frees its
     /// reply handle.
-    pub async fn start<T: DeserializeOwned>(self) -> Result<PendingCall<T>> {
+    pub async fn start<T: DeserializeOwned>(mut self) -> Result<PendingCall<T>> {
         let deadline = self.timeout.map(|t| (Instant::now() + t, t));
+        let data = self.encode();
         let inflight = self
             .ctx
-            .start_request(handles::CALL_FUNCTION, self.encode(), deadline)
+            .start_request(handles::CALL_FUNCTION, data, deadline)
             .await?;
         Ok(PendingCall {
             ctx: self.ctx,
@@ -374,7 +412,7 @@ impl CallBuilder {
 
     /// Sends the call with no reply handle: nothing comes back, not even
     /// an exception (it is logged in the child).
-    pub async fn no_reply(self) -> Result<()> {
+    pub async fn no_reply(mut self) -> Result<()> {
         let frame = Frame::new(
             Header::new(self.ctx.id, self.ctx.me, handles::CALL_FUNCTION, 0),
             self.encode(),

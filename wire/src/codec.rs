@@ -2,7 +2,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::header::{Header, FIELDS_LEN, HEADER_LEN, MAC_LEN};
-use crate::mac::{Direction, FrameMac};
+use crate::mac::{Direction, FrameMac, Opening};
 use crate::WireError;
 
 /// The default for `max_message_size`: 128 MiB, as in the design brief.
@@ -36,7 +36,14 @@ pub struct FrameCodec {
     tx: FrameMac,
     rx: FrameMac,
     max_message_size: usize,
+    /// The MAC of a large frame still arriving, over its first `.1` data
+    /// bytes (which stay where they are in the buffer until it is whole).
+    opening: Option<(Opening, usize)>,
 }
+
+/// Frames at least this large are MACed as they arrive, so the hash of
+/// the last piece is all that is left when the last byte comes.
+const HASH_AS_IT_ARRIVES: usize = 1 << 20;
 
 impl FrameCodec {
     /// `outgoing` is the direction this end sends in: a parent's codec for
@@ -46,6 +53,7 @@ impl FrameCodec {
             tx: FrameMac::new(key, outgoing),
             rx: FrameMac::new(key, outgoing.reverse()),
             max_message_size,
+            opening: None,
         }
     }
 
@@ -64,6 +72,19 @@ impl FrameCodec {
             });
         }
         Ok(self.tx.seal(header, data))
+    }
+}
+
+impl FrameCodec {
+    /// Feeds the MAC of the frame being received with the data bytes
+    /// `arrived` has beyond those already hashed.
+    fn hash_arrived(&mut self, fields: &[u8; FIELDS_LEN], arrived: &[u8]) {
+        let (o, hashed) = match &mut self.opening {
+            Some(open) => open,
+            None => self.opening.insert((self.rx.begin_open(fields), 0)),
+        };
+        o.update(&arrived[*hashed..]);
+        *hashed = arrived.len();
     }
 }
 
@@ -87,13 +108,23 @@ impl Decoder for FrameCodec {
         }
         let total = HEADER_LEN + length as usize;
         if src.len() < total {
+            if length as usize >= HASH_AS_IT_ARRIVES {
+                self.hash_arrived(&fields, &src[HEADER_LEN..]);
+            }
             src.reserve(total - src.len());
             return Ok(None);
         }
         let mac: [u8; MAC_LEN] = src[..MAC_LEN].try_into().expect("20 bytes");
         src.advance(HEADER_LEN);
         let data = src.split_to(length as usize).freeze();
-        if !self.rx.open(&mac, &fields, &data) {
+        let good = match self.opening.take() {
+            Some((mut o, hashed)) => {
+                o.update(&data[hashed..]);
+                o.verify(&mac)
+            }
+            None => self.rx.open(&mac, &fields, &data),
+        };
+        if !good {
             return Err(WireError::BadMac {
                 dst: header.dst,
                 src: header.src,
@@ -207,6 +238,39 @@ mod tests {
             }
         }
         assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_pieces_is_checked_as_it_comes() {
+        let (mut tx, mut rx) = pair(8 << 20);
+        let frames = vec![frame(1, 3 << 20), frame(2, 10), frame(3, 2 << 20)];
+        let wire = encode_all(&mut tx, &frames);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for piece in wire.chunks(200_000) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = rx.decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn a_large_frame_flipped_after_its_first_piece_is_a_bad_mac() {
+        let (mut tx, mut rx) = pair(8 << 20);
+        let mut wire = encode_all(&mut tx, &[frame(1, 3 << 20)]);
+        wire[HEADER_LEN + (2 << 20)] ^= 1;
+        let mut buf = BytesMut::new();
+        let mut res = Ok(None);
+        for piece in wire.chunks(100_000) {
+            buf.extend_from_slice(piece);
+            res = rx.decode(&mut buf);
+            if !matches!(res, Ok(None)) {
+                break;
+            }
+        }
+        assert!(matches!(res, Err(WireError::BadMac { .. })), "{res:?}");
     }
 
     #[test]

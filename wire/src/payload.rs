@@ -32,6 +32,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, WireError> {
         .map_err(|e| WireError::Malformed(e.to_string()))
 }
 
+/// Appends the MessagePack encoding of `value` to `out` (what [`encode`]
+/// returns, written where the caller wants it: after room for a header,
+/// say, so that header and value need no copy to become one buffer).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    rmp_serde::encode::write(out, value).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
 /// Decodes one MessagePack value into `T`, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, WireError> {
     check_structure(data)?;
