@@ -6,13 +6,15 @@ import errno
 import fcntl
 import os
 import select
-import struct
 import sys
 import time
 import zlib
 # _thread and _collections, not threading and collections: those two (with
 # functools) cost 1 MiB of RSS and 11 M instructions at every start.
 from _collections import deque
+# _struct, not struct: the latter is a Python module re-exporting it (80
+# KiB of RSS in every child).
+import _struct as struct
 
 PY3 = sys.version_info[0] > 2
 if PY3:
@@ -649,19 +651,21 @@ class Stream(object):
                 del self.held[:]
 
     def on_read(self):
+        p = self.pend
+        if p is not None and type(p) is not list:
+            # Mid-way through a large frame: read straight into its buffer
+            # (an os.read first would copy every byte twice).
+            return self._readv()
         try:
             # 64 KiB stays under malloc's mmap threshold: a 256 KiB read
             # cost an mmap, an mremap and a munmap on every small frame.
-            s = os.read(self.rfd, self.pend is not None and 262144 or 65536)
+            s = os.read(self.rfd, p is not None and 262144 or 65536)
         except EnvironmentError as e:
             return self.disconnect('read error: %s' % (e,))
         if not s:
             return self.disconnect(None)
-        p = self.pend
         if p is not None:
             # Completing a large frame: chunks are joined once, not per read.
-            if type(p) is not list:
-                return self._readv(s)
             p.append(s)
             self.plen += len(s)
             if self.plen < self.need:
@@ -707,16 +711,12 @@ class Stream(object):
             pos += n
         self.buf = s[pos:]
 
-    def _readv(self, s):
-        # on_read() already read s (up to 256 KiB) before it knew we were
-        # mid-frame; keep it, then read straight into the frame's buffer.
+    def _readv(self):
+        # Reads the rest of a large frame straight into its buffer, MACing
+        # it as it comes.
         p, need = self.pend, self.need
         mv = memoryview(p)
-        k = min(len(s), need - self.plen)
-        mv[self.plen:self.plen + k] = s[:k]
         h = self.pmac[0]
-        h.update(mv[self.plen:self.plen + k])
-        self.plen += k
         try:
             while self.plen < need:
                 r = os.readv(self.rfd, [mv[self.plen:]])
@@ -735,7 +735,6 @@ class Stream(object):
             self.pend = None
             self._frame(self.phdr, self.pfld, p, self.rx.end(self.pmac))
             self.pmac = None
-            self._parse(s[k:])
 
     def _frame(self, h, fld, data, mac=None):
         if self.closed:
@@ -1657,9 +1656,17 @@ def main(cfg):
     # (a stub: Python reads a script on stdin one byte per syscall, 35,000
     # reads for the core) read it into _P; keep the core (minus the
     # trailing main(...) line) so grandchildren need not fetch it.
-    s = globals().pop('_P', None) or _read_all(101)
-    s = s[s.index(b'\n') + 1:]
+    # The stub's variables go too: its _s is the payload without its size
+    # line, a second copy of the source.
+    g = globals()
+    s = g.pop('_s', None)
+    if s is None:
+        s = g.pop('_P', None) or _read_all(101)
+        s = s[s.index(b'\n') + 1:]
+    for name in ('_P', '_C', '_c', '_i', '_j', '_n', 'marshal'):
+        g.pop(name, None)
     CORE_SOURCE = s[:s.rfind(b'\nmain(') + 1]
+    del s
     rfd = _cloexec(os.dup(100))
     os.close(100)
     wfd = _cloexec(os.dup(1))  # before fd 1 becomes the stdout pipe

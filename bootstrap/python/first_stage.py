@@ -8,7 +8,7 @@ if os.fork():
 	for f in(R,r,W,w):os.close(f)
 	os.environ['ARGV0']=e=sys.executable
 	os.execl(e,e+'(econtext:CONTEXT_NAME)')
-os.write(W,b"import os\n_P=[]\nwhile 1:\n\t_c=os.read(101,65536)\n\tif not _c:break\n\t_P.append(_c)\nos.close(101)\n_P=b''.join(_P)\n_s=_P[_P.index(b'\\n')+1:];_i=_n=0\nwhile _i<len(_s):\n\t_j=min(_s.find(b'\\nclass ',_i+2048)%len(_s),_s.find(b'\\ndef ',_i+2048)%len(_s))+1\n\texec(compile(b'\\n'*_n+_s[_i:_j],'<stdin>','exec'))\n\t_n+=_s.count(b'\\n',_i,_j);_i=_j\n")
+os.write(W,b"import os,marshal\n_P=[]\nwhile 1:\n\t_c=os.read(101,65536)\n\tif not _c:break\n\t_P.append(_c)\nos.close(101)\n_P=b''.join(_P)\n_s=_P[_P.index(b'\\n')+1:];_i=_n=0;_C=[]\nwhile _i<len(_s):\n\t_j=min(_s.find(b'\\nclass ',_i+1024)%len(_s),_s.find(b'\\ndef ',_i+1024)%len(_s))+1\n\t_C.append(marshal.dumps(compile(b'\\n'*_n+_s[_i:_j],'<stdin>','exec')))\n\t_n+=_s.count(b'\\n',_i,_j);_i=_j\nwhile _C:exec(marshal.loads(_C.pop(0)))\n")
 os.close(W)
 os.write(1,b'EC0\n')
 def g(n,s=b''):

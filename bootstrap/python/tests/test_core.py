@@ -256,7 +256,7 @@ class SplitCompileTest(unittest.TestCase):
     def pieces(self, s):
         i = n = 0
         while i < len(s):
-            j = min(s.find(b'\nclass ', i + 2048) % len(s), s.find(b'\ndef ', i + 2048) % len(s)) + 1
+            j = min(s.find(b'\nclass ', i + 1024) % len(s), s.find(b'\ndef ', i + 1024) % len(s)) + 1
             yield b'\n' * n + s[i:j]
             n += s.count(b'\n', i, j)
             i = j
@@ -264,7 +264,7 @@ class SplitCompileTest(unittest.TestCase):
     def test_pieces_define_what_the_whole_does_on_the_same_lines(self):
         src = harness.core_source().encode('utf-8')
         with open(harness.FIRST_STAGE_PATH) as f:
-            self.assertIn("_i+2048", f.read())  # the stub this mirrors
+            self.assertIn("_i+1024", f.read())  # the stub this mirrors
 
         def defs(code):
             return dict((c.co_name, c.co_firstlineno) for c in code.co_consts if hasattr(c, 'co_name'))
