@@ -1384,6 +1384,10 @@ class Importer(object):
         if r is None:
             raise ImportError('%s: no answer from the parent (context %d) within %.1f s' % (
                 fullname, parent_id, IMPORT_TIMEOUT))
+        if isinstance(r[0], CallError):
+            # Refused by the parent's service (overloaded, malformed): said,
+            # not mistaken for "no such module".
+            raise ImportError('%s: %s: %s' % (fullname, r[0].type, r[0].message))
         self._store(fullname, r[0])
 
     def _store(self, fullname, reply):

@@ -545,3 +545,35 @@ fn a_subtree_is_read_from_the_core_dead_members_until_forgotten() {
     assert_eq!(m.subtree_members(1), vec![1]);
     assert_eq!(m.subtree_members(99), vec![99], "unknown: the root alone");
 }
+
+#[test]
+fn a_frame_to_a_closed_peer_bounces_dead_to_its_sender() {
+    let now = t0();
+    let mut m = master_tree(now);
+    m.stream_closed(1, DeadReason::Disconnected, now);
+    drain(&mut m);
+    // Routed after the close: to 1 itself and to 5 behind it, the
+    // sender hears why.
+    m.inbound(2, frame(1, 2, 1000, 4242), now);
+    m.inbound(2, frame(5, 2, 1000, 4243), now);
+    assert_eq!(
+        bounced(&drain(&mut m)),
+        vec![(2, DeadReason::Disconnected), (2, DeadReason::Disconnected)]
+    );
+    // Queued while the link was closing: the pump hands it back and the
+    // sender hears too (on the control lane, never behind data).
+    m.undeliverable(
+        &Header::new(1, 2, 1000, 4244),
+        DeadReason::Disconnected,
+        now,
+    );
+    m.undeliverable(&Header::new(1, 2, 1000, 0), DeadReason::Disconnected, now);
+    let a = drain(&mut m);
+    let f = forwards(&a);
+    assert_eq!(
+        f.len(),
+        1,
+        "a frame that asked for no reply bounces nowhere"
+    );
+    assert_eq!((f[0].0, f[0].1.handle, f[0].2), (2, 4244, Lane::Control));
+}

@@ -145,6 +145,8 @@ class Child(object):
         self.modules = load_served() if modules is None else modules
         self.related = related or {}
         self.module_requests = []
+        # Names answered with a CallError (a parent's service refusing).
+        self.refused_modules = {}
         self.logs = []
         self.stderr_lines = []
         self.waiters = {}
@@ -210,7 +212,7 @@ class Child(object):
             name = core.unpack(data)
             self.module_requests.append(name)
             rec = self.modules.get(name)
-            reply = None
+            reply = self.refused_modules.get(name)
             if rec is not None:
                 reply = [rec] + [self.modules[r] for r in self.related.get(name, ())]
             self.send(reply_to, reply)

@@ -399,6 +399,16 @@ class ChildTest(unittest.TestCase):
         self.call('import_unknown_top')
         self.assertEqual(reqs.count('ec_no_such_module'), 1)  # negative cache
 
+    def test_a_refused_module_request_is_an_import_error_saying_why(self):
+        self.c.refused_modules[u('ec_refused_mod')] = core.CallError(
+            u('econtext.Overloaded'), u('handle 100 has 1024 requests in flight'))
+        msg = self.call('import_named', u('ec_refused_mod'))
+        self.assertIn('ec_refused_mod', msg)
+        if self.c.call('platform', 'python_version').startswith('2.'):
+            return  # Python 2's import replaces a finder's ImportError text
+        self.assertIn('econtext.Overloaded', msg)
+        self.assertIn('1024 requests in flight', msg)
+
     def test_served_traceback_names_file(self):
         try:
             self.call('sub_fail')

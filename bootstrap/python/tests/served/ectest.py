@@ -82,6 +82,14 @@ def import_unknown_top():
     return 'imported?'
 
 
+def import_named(name):
+    try:
+        __import__(name)
+    except ImportError as e:
+        return str(e)
+    return 'imported?'
+
+
 def use_pkg():
     import ecpkg
     import ecpkg.sub
