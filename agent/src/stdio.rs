@@ -123,11 +123,13 @@ pub fn python_level(l: slog::Level) -> u8 {
 
 /// A slog drain that sends records to the master as FORWARD_LOG. Records
 /// made before the router exists, or while its mailbox is full, are
-/// dropped (logging never blocks the context).
+/// dropped (logging never blocks the context); those lost to a full
+/// mailbox are counted, and the next record that goes says how many.
 pub struct ForwardDrain {
     me: ContextId,
     min_level: u8,
     router: Arc<Mutex<Option<Addr<Router>>>>,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl ForwardDrain {
@@ -138,6 +140,7 @@ impl ForwardDrain {
                 me,
                 min_level,
                 router: router.clone(),
+                dropped: Default::default(),
             },
             router,
         )
@@ -163,13 +166,27 @@ impl Drain for ForwardDrain {
         if level < self.min_level {
             return Ok(());
         }
+        use std::sync::atomic::Ordering;
         let Some(router) = self.router.lock().ok().and_then(|g| g.clone()) else {
             return Ok(());
         };
+        let lost = self.dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let why = format!("{lost} log records dropped (router busy)");
+            let f = forward_log(self.me, "econtext.agent", 30, why);
+            if router.try_send(Send(f)).is_err() {
+                self.dropped.fetch_add(lost, Ordering::Relaxed);
+            }
+        }
         let mut text = r.msg().to_string();
         let _ = r.kv().serialize(r, &mut KvText(&mut text));
         let _ = kv.serialize(r, &mut KvText(&mut text));
-        let _ = router.try_send(Send(forward_log(self.me, r.module(), level, text)));
+        if router
+            .try_send(Send(forward_log(self.me, r.module(), level, text)))
+            .is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
