@@ -200,3 +200,34 @@ fn a_handler_that_never_answers_holds_a_bounded_number_of_requests() {
         assert!(done <= held_probes, "{done} of the held ones ended");
     });
 }
+
+/// The built-in services are served through the same adapter: Dead on a
+/// Rust context's CALL_FUNCTION (the seed's way of ending a context) goes
+/// to the Dispatcher's `on_dead` and the context shuts down, while a
+/// malformed call is a TypeError for its caller.
+#[test]
+fn dead_on_a_rust_contexts_call_function_shuts_it_down_a_bad_call_is_a_type_error() {
+    use econtext::actors::router::Send;
+    use econtext::wire::{handles, payload, Dead, Frame, Header};
+    run(async {
+        let mut t = SimTree::new(Capture::default().logger());
+        let node = t.spawn("node", 0, Functions::default()).await;
+        let ctx = t.context(node);
+        let timeout = Some(Duration::from_secs(5));
+        let e = ctx
+            .request::<u64>(handles::CALL_FUNCTION, &"not a call", timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Remote(ref c) if c.type_name == "TypeError"),
+            "{e:?}"
+        );
+        let dead = payload::encode(&Dead::new("shutting down")).unwrap();
+        let frame = Frame::new(Header::new(node, 0, handles::CALL_FUNCTION, 0), dead);
+        t.master().send(Send(frame)).await.unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), ctx.dead())
+            .await
+            .expect("the context ended");
+        assert_eq!(why, econtext::actors::DeadReason::Disconnected, "{why:?}");
+    });
+}
