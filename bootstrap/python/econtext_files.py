@@ -42,6 +42,11 @@ A_CREDIT, A_ERROR, A_DONE, A_START = 0, 1, 2, 5
 CHUNK = 262144
 WINDOW = 2 << 20
 FINISHERS = 8
+# With fsync, writeback of each file starts every WRITEBACK_STEP bytes
+# (posix_fadvise DONTNEED starts it without waiting), so the final fsync
+# has little left and the disk works while data still arrives.
+WRITEBACK_STEP = 8 << 20
+_fadvise = getattr(os, 'posix_fadvise', None)  # Python 3.3+
 # Temporaries of a transfer that was never resumed: see _sweep().
 PART_MAX_AGE = 86400
 _PART = re.compile(br'^\.(.+)\.ec-([A-Za-z0-9]{1,64})\.part$', re.S)
@@ -270,10 +275,21 @@ class _Recv(object):
         h = r[1] if off else hashlib.sha256()
         if off:
             os.lseek(fd, off, 0)
-        else:
+        elif os.fstat(fd).st_size:
+            # Only a leftover needs it: on ext4 a truncate to 0 makes the
+            # close flush the whole file (auto_da_alloc), a long stall.
             os.ftruncate(fd, 0)
-        f = self.open[i] = [fd, tmp, h, off]
+        f = self.open[i] = [fd, tmp, h, off, off]
         return f
+
+    def _writeback(self, f):
+        # f[4]: where writeback was last started.
+        if self.fsync and _fadvise is not None and f[3] - f[4] >= WRITEBACK_STEP:
+            try:
+                _fadvise(f[0], f[4], f[3] - f[4], os.POSIX_FADV_DONTNEED)
+            except EnvironmentError:
+                pass  # only an optimisation; the fsync still comes
+            f[4] = f[3]
 
     def _chunk(self, i, off, data, sha):
         n = len(data)
@@ -287,6 +303,7 @@ class _Recv(object):
                 _writeall(f[0], data)
                 f[2].update(data)
                 f[3] += n
+                self._writeback(f)
                 if f[3] > self.entries[i][2]:
                     raise ValueError('more data than the manifest said')
             except EnvironmentError as e:

@@ -30,7 +30,14 @@ struct Open {
     tmp: PathBuf,
     hash: Sha256,
     written: u64,
+    /// Where writeback was last started (see [`WRITEBACK_STEP`]).
+    flushed: u64,
 }
+
+/// With fsync, writeback of each file starts every this many bytes
+/// (posix_fadvise DONTNEED starts it without waiting), so the final fsync
+/// has little left and the disk works while data still arrives.
+pub const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Writes one transfer under `root` (a tree) or to `root` itself (one file).
 pub struct LocalWriter {
@@ -279,6 +286,16 @@ impl LocalWriter {
             .map_err(|x| FileError::local(&path, &x))?;
         o.hash.update(data);
         o.written += data.len() as u64;
+        if self.fsync && o.written - o.flushed >= WRITEBACK_STEP {
+            // Only an optimisation: the fsync at the end still comes.
+            let _ = nix::fcntl::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&o.file),
+                o.flushed as i64,
+                (o.written - o.flushed) as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+            o.flushed = o.written;
+        }
         self.bytes_written += data.len() as u64;
         if let Some(sha) = sha {
             let o = self.open.remove(&index).expect("open");
@@ -316,9 +333,12 @@ impl LocalWriter {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|x| FileError::local(&tmp, &x))?;
-        if offset == 0 {
+        let leftover = file.metadata().is_ok_and(|m| m.len() > 0);
+        if offset == 0 && leftover {
+            // Only a leftover needs it: on ext4 a truncate to 0 makes the
+            // close flush the whole file (auto_da_alloc), a long stall.
             file.set_len(0).map_err(|x| FileError::local(&tmp, &x))?;
-        } else {
+        } else if offset > 0 {
             use std::io::Seek;
             file.seek(std::io::SeekFrom::Start(offset))
                 .map_err(|x| FileError::local(&tmp, &x))?;
@@ -328,6 +348,7 @@ impl LocalWriter {
             tmp,
             hash,
             written: offset,
+            flushed: offset,
         })
     }
 
@@ -337,6 +358,7 @@ impl LocalWriter {
             tmp,
             hash,
             written,
+            ..
         } = o;
         let fail = |err: FileError| {
             let _ = std::fs::remove_file(&tmp);
