@@ -123,8 +123,9 @@ pub fn python_level(l: slog::Level) -> u8 {
 
 /// A slog drain that sends records to the master as FORWARD_LOG. Records
 /// made before the router exists, or while its mailbox is full, are
-/// dropped (logging never blocks the context); those lost to a full
-/// mailbox are counted, and the next record that goes says how many.
+/// dropped (logging never blocks the context, and a start-up buffer would
+/// be one more queue to bound) but counted: the next record that goes is
+/// preceded by a warning saying how many were lost.
 pub struct ForwardDrain {
     me: ContextId,
     min_level: u8,
@@ -168,11 +169,12 @@ impl Drain for ForwardDrain {
         }
         use std::sync::atomic::Ordering;
         let Some(router) = self.router.lock().ok().and_then(|g| g.clone()) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         let lost = self.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            let why = format!("{lost} log records dropped (router busy)");
+            let why = format!("{lost} log records dropped (router not up yet, or busy)");
             let f = forward_log(self.me, "econtext.agent", 30, why);
             if router.try_send(Send(f)).is_err() {
                 self.dropped.fetch_add(lost, Ordering::Relaxed);
@@ -188,5 +190,22 @@ impl Drain for ForwardDrain {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod forward_drain_tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn records_made_before_the_router_exists_are_counted() {
+        let (drain, _router) = ForwardDrain::new(1, 20);
+        let drain = Arc::new(drain);
+        let log = slog::Logger::root(drain.clone(), slog::o!());
+        slog::info!(log, "early"; "k" => 1);
+        slog::warn!(log, "early too");
+        slog::debug!(log, "below the level: not forwarded, not lost");
+        assert_eq!(drain.dropped.load(Ordering::Relaxed), 2);
     }
 }
