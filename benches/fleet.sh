@@ -97,6 +97,10 @@ for k in ('econtext_run', 'econtext_call'):
 for k, name in (('ansible_adhoc_s', 'ansible ad-hoc'), ('ansible_mitogen_s', 'ansible + mitogen')):
     if k in peers:
         print('%-24s %8.2f %8s %9.2fx' % (name, peers[k], '-', peers[k] / plain_w))
+for k in ('econtext_run', 'econtext_call'):
+    extra = 1000 * (med(k, 'cpu_s') - plain_c) / n
+    print('%-24s %+.1f ms CPU per host over plain ssh (1.10x allows %+.1f)'
+          % (k.replace('_', ' '), extra, 100 * plain_c / n))
 run_w = med('econtext_run', 'wall_s')
 print('\ntargets: econtext run <= 1.10x plain ssh (wall; cpu/ssh predicts it on a quiet machine);')
 if 'ansible_adhoc_s' in peers:

@@ -55,4 +55,5 @@ pub mod supervise;
 pub mod target;
 
 pub use embed::{MasterGone, MasterHandle};
+pub use fleet_connector::ManyHosts;
 pub use master::{ConnectOptions, Master, MasterOptions};

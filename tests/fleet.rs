@@ -777,6 +777,73 @@ fn run_on_every_interpreter_keeps_rc_outputs_signals_and_fds_apart() {
     }
 }
 
+/// With an inventory the fleet CLI sends the core compiled on the master
+/// for each host's interpreter (a local CPython with the same bytecode
+/// magic compiles it once): every interpreter answers, each 3.x host runs
+/// code it did not compile (`econtext.core.COMPILED`), and 2.7, which
+/// names no magic, gets the source as before. Commands run there too.
+#[test]
+fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
+    let dir = TempDir::new("compiled");
+    let pythons = common::interpreters();
+    let inv = dir.path("local.ini");
+    let mut text = String::from("[py]\n");
+    for (i, (py, _)) in pythons.iter().enumerate() {
+        text.push_str(&format!(
+            "p{i} ansible_connection=local ansible_python_interpreter={}\n",
+            py.display()
+        ));
+    }
+    std::fs::write(&inv, text).unwrap();
+    std::fs::write(
+        dir.path("ecprobe_compiled.py"),
+        "import sys\nimport econtext.core\n\n\ndef compiled():\n    \
+         return [sys.version_info[0], econtext.core.COMPILED]\n",
+    )
+    .unwrap();
+    let out = econtext(&[
+        "call",
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+        "--module-path",
+        dir.0.to_str().unwrap(),
+        "py",
+        "ecprobe_compiled.compiled",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let l = lines(&out);
+    assert_eq!(l.len(), pythons.len(), "{l:?}");
+    for (i, (_, version)) in pythons.iter().enumerate() {
+        let r = &l[&format!("p{i}")]["result"];
+        let py3 = r[0] == 3;
+        assert_eq!(r[1], Value::Bool(py3), "{version}: {r}");
+    }
+    let out = econtext(&[
+        "run",
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+        "py",
+        "--",
+        "echo ok",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(lines(&out).values().all(|v| v["stdout"] == "ok\n"));
+}
+
 // ---- the Rust fan-out API, on local Python contexts ----
 
 mod api {

@@ -46,6 +46,9 @@ GRACE = 2.0
 # Set by main(); user code reaches its context through econtext.core.*.
 context_id = parent_id = context_name = router = broker = importer = None
 CORE_SOURCE = None
+# Whether this core arrived compiled (marshal, made on the master for this
+# interpreter) rather than as source alone.
+COMPILED = False
 # The master's module path (config 'module_path'), for ImportError messages.
 MODULE_PATH = ''
 # How long an import waits for the parent (config 'import_timeout', ms).
@@ -1650,7 +1653,7 @@ def _read_all(fd):
 
 def main(cfg):
     global context_id, parent_id, context_name, router, broker, importer, CORE_SOURCE, PYTHON, MODULE_PATH
-    global IMPORT_TIMEOUT
+    global IMPORT_TIMEOUT, COMPILED
     context_id, parent_id, context_name = cfg['context_id'], cfg['parent_id'], cfg['name']
     MODULE_PATH = cfg.get('module_path') or ''
     IMPORT_TIMEOUT = cfg.get('import_timeout', 30000) / 1000.0
@@ -1661,13 +1664,20 @@ def main(cfg):
     # reads for the core) read it into _P; keep the core (minus the
     # trailing main(...) line) so grandchildren need not fetch it.
     # The stub's variables go too: its _s is the payload without its size
-    # line, a second copy of the source.
+    # line, a second copy of the source. Its _m is set when the core came
+    # compiled too (NUL, its size, marshal data, then the source: the
+    # stub ran the code and left _s at the source).
     g = globals()
+    COMPILED = '_m' in g
     s = g.pop('_s', None)
     if s is None:
         s = g.pop('_P', None) or _read_all(101)
         s = s[s.index(b'\n') + 1:]
-    for name in ('_P', '_C', '_c', '_i', '_j', '_n', 'marshal'):
+    if s[:1] == b'\0':
+        k = s.index(b'\n')
+        s = s[k + 1 + int(s[1:k]):]
+        COMPILED = True
+    for name in ('_P', '_C', '_c', '_i', '_j', '_n', '_k', '_m', 'marshal'):
         g.pop(name, None)
     CORE_SOURCE = s[:s.rfind(b'\nmain(') + 1]
     del s

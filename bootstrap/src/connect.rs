@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::error::ConnectError;
 use crate::handshake::{Handshake, Stage, Step};
 use crate::method::SpawnSpec;
+use crate::payload::{framed_payload, framed_payload_compiled, ChildConfig};
 use crate::process::{spawn_spec, ChildProcess};
 use crate::prompt::{classify_exit, Asked, Auth, PromptRules, PromptScanner, Secret};
 use crate::pty::PtyMaster;
@@ -135,12 +136,65 @@ fn stage_name(method: &str, stage: Stage) -> &'static str {
     }
 }
 
+/// What is written after `EC0`.
+pub enum Payload<'a> {
+    /// These bytes (an agent's, or a payload built beforehand).
+    Bytes(&'a [u8]),
+    /// The Python core for `config`. With `compiled`, the core's code
+    /// object for the interpreter the first stage named (its `ECT` line)
+    /// goes first when a local interpreter has the same tag
+    /// ([`crate::compiled`]; `python` is the one the target was told to
+    /// run, a hint for finding it); else the source alone.
+    Core {
+        config: &'a ChildConfig,
+        compiled: bool,
+        python: &'a str,
+    },
+}
+
 /// Starts what `spec` describes and runs the bootstrap handshake, sending
 /// `payload` after `EC0` and answering a password prompt on the way.
 /// Every stage shares the one `timeout`.
 pub async fn connect(
     spec: &SpawnSpec,
     payload: &[u8],
+    timeout: Duration,
+    log: &Logger,
+) -> Result<Connected, ConnectError> {
+    connect_with(spec, Payload::Bytes(payload), timeout, log).await
+}
+
+/// The payload `p` as bytes, for the interpreter `tag` names.
+async fn payload_bytes<'a>(
+    p: &Payload<'a>,
+    tag: Option<&str>,
+    log: &Logger,
+) -> std::borrow::Cow<'a, [u8]> {
+    match *p {
+        Payload::Bytes(b) => b.into(),
+        Payload::Core {
+            config,
+            compiled: true,
+            python,
+        } if tag.is_some() => {
+            let tag = tag.unwrap_or_default();
+            match crate::compiled::core_for(tag, python).await {
+                Some(code) => {
+                    debug!(log, "sending the core compiled"; "for" => tag, "bytes" => code.len());
+                    framed_payload_compiled(config, &code).into()
+                }
+                None => framed_payload(config).into(),
+            }
+        }
+        Payload::Core { config, .. } => framed_payload(config).into(),
+    }
+}
+
+/// [`connect`] with the payload chosen once the first stage has said
+/// `EC0` (and which interpreter it runs).
+pub async fn connect_with(
+    spec: &SpawnSpec,
+    payload: Payload<'_>,
     timeout: Duration,
     log: &Logger,
 ) -> Result<Connected, ConnectError> {
@@ -196,7 +250,11 @@ pub async fn connect(
                     Step::Read => {}
                     Step::SendPayload => {
                         payload_sent = true;
-                        match tokio::time::timeout_at(deadline, data.write_all(payload)).await {
+                        let send = async {
+                            let bytes = payload_bytes(&payload, hs.interpreter_tag(), log).await;
+                            data.write_all(&bytes).await
+                        };
+                        match tokio::time::timeout_at(deadline, send).await {
                             Err(_) => return Err(timed_out(Stage::AwaitEc1, &cx)),
                             Ok(r) => r?,
                         }

@@ -52,6 +52,9 @@ pub struct Handshake {
     /// `EC1` may come without `EC0`: the first stage already had the
     /// payload (a Rust agent's content-hash cache), so none is sent.
     payload_skippable: bool,
+    /// The first stage's interpreter, from its `ECT <cache_tag> <magic>`
+    /// line just before `EC0` ([`Handshake::interpreter_tag`]).
+    tag: Option<String>,
 }
 
 impl Default for Handshake {
@@ -62,6 +65,7 @@ impl Default for Handshake {
             scanned: 0,
             noise: String::new(),
             payload_skippable: false,
+            tag: None,
         }
     }
 }
@@ -80,6 +84,15 @@ impl Handshake {
 
     pub fn stage(&self) -> Stage {
         self.stage
+    }
+
+    /// What the first stage said its interpreter is, in the line
+    /// `ECT <sys.implementation.cache_tag> <hex of the bytecode magic>`
+    /// that ends right where `EC0\n` starts (e.g. `cpython-311 a70d0d0a`):
+    /// the master may send the core compiled for it. Only a short string
+    /// of `[a-z0-9._ -]`; anything else is no tag (and stays noise).
+    pub fn interpreter_tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 
     /// Feeds bytes read from the child's stdout.
@@ -109,7 +122,10 @@ impl Handshake {
         match found {
             Some(at) => {
                 self.scanned = 0;
-                let before = self.buf.split_to(at);
+                let mut before = self.buf.split_to(at);
+                if self.stage == Stage::AwaitEc0 {
+                    self.tag = take_tag(&mut before);
+                }
                 self.note_noise(&before);
                 let _ = self.buf.split_to(marker.len());
                 if self.stage == Stage::AwaitEc0 {
@@ -141,6 +157,21 @@ impl Handshake {
     }
 }
 
+/// Removes and returns the tag of a well-formed `ECT ...\n` line ending
+/// `before` (what preceded `EC0`).
+fn take_tag(before: &mut BytesMut) -> Option<String> {
+    let body = before.strip_suffix(b"\n")?;
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let tag = body[start..].strip_prefix(b"ECT ")?;
+    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._- ".contains(b);
+    if tag.is_empty() || tag.len() > 64 || !tag.iter().all(ok) {
+        return None;
+    }
+    let tag = String::from_utf8_lossy(tag).into_owned();
+    before.truncate(start);
+    Some(tag)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -167,6 +198,29 @@ mod tests {
         let mut h = Handshake::default();
         assert_eq!(h.feed(b"Welcome!\nEC0\n").unwrap(), Step::SendPayload);
         assert_eq!(h.noise, "Welcome!\n");
+    }
+
+    #[test]
+    fn interpreter_tag_just_before_ec0_is_taken_and_not_noise() {
+        let mut h = Handshake::default();
+        assert_eq!(
+            h.feed(b"motd\nECT cpython-311 a70d0d0a\nEC").unwrap(),
+            Step::Read
+        );
+        assert_eq!(h.feed(b"0\n").unwrap(), Step::SendPayload);
+        assert_eq!(h.interpreter_tag(), Some("cpython-311 a70d0d0a"));
+        assert_eq!(h.noise, "motd\n");
+        // Not right before EC0, or not made of tag characters: no tag.
+        for junk in [
+            &b"ECT cpython-311 a70d0d0a\nmore\nEC0\n"[..],
+            b"ECT $(rm -rf /)\nEC0\n",
+            b"ECT \nEC0\n",
+            b"xECT cpython-311 a70d0d0a EC0\n",
+        ] {
+            let mut h = Handshake::default();
+            assert_eq!(h.feed(junk).unwrap(), Step::SendPayload);
+            assert_eq!(h.interpreter_tag(), None, "{junk:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   [`ConnectError`].
 //! - [`ChildConfig`] and [`payload`]: the minimized Python core plus its
 //!   `main(config)` line, compressed and size-prefixed as the first stage
-//!   ([`first_stage`]) expects.
+//!   ([`first_stage`]) expects; [`compiled`]: the core compiled on the
+//!   master for a target's interpreter, when a connect asks for it.
 //!
 //! Also here: [`modules::ModuleFinder`] (what the master's Importer serves),
 //! [`minimize::minimize_source`], and [`spawner::Spawner`] (SPAWN in a Rust
@@ -23,6 +24,7 @@
 //! (stdlib only, unchanged on CPython 2.7 and 3.6 to 3.13), and the code
 //! only a parent needs is `bootstrap/python/econtext_parent.py`.
 
+pub mod compiled;
 pub mod connect;
 pub mod error;
 pub mod first_stage;

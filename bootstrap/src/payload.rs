@@ -136,21 +136,48 @@ pub fn script(config: &ChildConfig) -> String {
     s
 }
 
+/// The minimized core ending in a newline: the bytes the payload carries
+/// (and the master compiles, [`crate::compiled`]).
+pub fn core_with_newline() -> &'static str {
+    static CORE: OnceLock<String> = OnceLock::new();
+    CORE.get_or_init(|| {
+        let mut core = minimized_core().to_string();
+        if !core.ends_with('\n') {
+            core.push('\n');
+        }
+        core
+    })
+}
+
+fn core_z() -> &'static [u8] {
+    static CORE_Z: OnceLock<Vec<u8>> = OnceLock::new();
+    CORE_Z.get_or_init(|| compress(core_with_newline().as_bytes()))
+}
+
 /// The bytes written after `EC0`: `"%d\n" % len(z) + z`, where `z` is the
 /// core compressed once per process followed by the `main(...)` line as a
 /// second zlib stream (the first stage inflates concatenated streams).
 /// Compressing the core at level 9 costs 5 ms, on every connect before.
 pub fn framed_payload(config: &ChildConfig) -> Vec<u8> {
-    static CORE_Z: OnceLock<Vec<u8>> = OnceLock::new();
-    let core = CORE_Z.get_or_init(|| {
-        let mut core = minimized_core().to_string();
-        if !core.ends_with('\n') {
-            core.push('\n');
-        }
-        compress(core.as_bytes())
-    });
+    framed(config, None)
+}
+
+/// [`framed_payload`] with the core's code object first: `compiled` is
+/// the zlib stream of `NUL <size> \n <marshal data>` that
+/// [`crate::compiled::core_for`] made for this target's interpreter. The
+/// loader runs that code and then only the `main(...)` line of the source
+/// (which stays, for grandchildren: CORE_SOURCE).
+pub fn framed_payload_compiled(config: &ChildConfig, compiled: &[u8]) -> Vec<u8> {
+    framed(config, Some(compiled))
+}
+
+fn framed(config: &ChildConfig, compiled: Option<&[u8]>) -> Vec<u8> {
+    let core = core_z();
+    let code = compiled.unwrap_or_default();
     let tail = compress(format!("main({})\n", config.to_python()).as_bytes());
-    let mut out = format!("{}\n", core.len() + tail.len()).into_bytes();
+    let mut out = format!("{}\n", code.len() + core.len() + tail.len()).into_bytes();
+    out.reserve(code.len() + core.len() + tail.len());
+    out.extend_from_slice(code);
     out.extend_from_slice(core);
     out.extend_from_slice(&tail);
     out

@@ -31,7 +31,7 @@ where
     let names = targets.iter().map(|t| t.name.clone()).collect();
     let mut reporter = Reporter::new(args, verbose, names)
         .map_err(|e| format!("cannot create the output directory: {e}"))?;
-    let fleet = Fleet::new(master.clone(), opts);
+    let fleet = Fleet::new(econtext::ManyHosts(master.clone()), opts);
     let mut results = fleet.run(targets, f);
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
