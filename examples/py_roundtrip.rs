@@ -1,7 +1,7 @@
 //! Round trip of a trivial call to a local Python context, alone, for
 //! profiling the child (`--pause` prints the child's pid and waits 5 s
 //! before measuring, so a profiler can attach).
-//! `cargo run --release --example py_roundtrip [-- --python PATH] [--n N] [--inflight N]`
+//! `cargo run --release --example py_roundtrip [-- --python PATH] [--n N] [--inflight N] [--echo N] [--connect N] [--threads]`
 //!
 //! Besides the latency it prints counts that do not depend on the
 //! machine's load, per call: context switches (voluntary: a thread went
@@ -173,9 +173,33 @@ async fn main() {
     let python = arg("--python").unwrap_or_else(|| "/usr/bin/python3".into());
     let n: usize = arg("--n").and_then(|v| v.parse().ok()).unwrap_or(5000);
     let master = Master::new(MasterOptions::default());
+    if let Some(k) = arg("--connect").and_then(|v| v.parse::<usize>().ok()) {
+        // Connect + first call, k times (as bench's first row).
+        let mut ms = Vec::new();
+        for _ in 0..k {
+            let t0 = Instant::now();
+            let c = master
+                .local(LocalOptions::new(python.clone()))
+                .await
+                .unwrap();
+            let _: u32 = c.call("os", "getpid", ()).await.unwrap();
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            c.shutdown().await.unwrap();
+        }
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("connect + first call: median {:.1} ms of {k}", ms[k / 2]);
+    }
     let ctx = master.local(LocalOptions::new(python)).await.unwrap();
     let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
     let child = pid.to_string();
+    // What bench's "child RSS after bootstrap" row reads, for this child.
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    println!("child after its first call: {rss}");
     if args.iter().any(|a| a == "--pause") {
         println!("child pid {pid}");
         tokio::time::sleep(Duration::from_secs(5)).await;

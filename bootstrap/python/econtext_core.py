@@ -1659,25 +1659,24 @@ def main(cfg):
     IMPORT_TIMEOUT = cfg.get('import_timeout', 30000) / 1000.0
     PYTHON = os.environ.pop('ARGV0', None) or sys.executable
     _setup_package()
-    # The first stage wrote "%d\n" + payload on fd 101 and our stdin script
-    # (a stub: Python reads a script on stdin one byte per syscall, 35,000
-    # reads for the core) read it into _P; keep the core (minus the
-    # trailing main(...) line) so grandchildren need not fetch it.
-    # The stub's variables go too: its _s is the payload without its size
-    # line, a second copy of the source. Its _m is set when the core came
-    # compiled too (NUL, its size, marshal data, then the source: the
-    # stub ran the code and left _s at the source).
+    # The first stage compiled the payload (or took the code the master
+    # compiled for this interpreter, then _m is 1) and wrote a header of
+    # sizes, the source and the code on fd 101; our stdin script (a stub:
+    # Python reads a script on stdin one byte per syscall, 35,000 reads
+    # for the core) read them, kept the source in _s and ran the code.
+    # Keep the core (minus the trailing main(...) line) so grandchildren
+    # need not fetch it, and drop the stub's variables.
     g = globals()
-    COMPILED = '_m' in g
+    COMPILED = bool(g.get('_m'))
     s = g.pop('_s', None)
     if s is None:
+        # "<_m> <len(source)> <len(code)>...\n", the source, the code.
         s = g.pop('_P', None) or _read_all(101)
-        s = s[s.index(b'\n') + 1:]
-    if s[:1] == b'\0':
-        k = s.index(b'\n')
-        s = s[k + 1 + int(s[1:k]):]
-        COMPILED = True
-    for name in ('_P', '_C', '_c', '_i', '_j', '_n', '_k', '_m', 'marshal'):
+        i = s.index(b'\n')
+        head = s[:i].split()
+        COMPILED = head[0] == b'1'
+        s = s[i + 1:i + 1 + int(head[1])]
+    for name in ('_P', '_C', '_c', '_i', '_k', '_m', '_n', '_x', 'marshal'):
         g.pop(name, None)
     CORE_SOURCE = s[:s.rfind(b'\nmain(') + 1]
     del s

@@ -1,4 +1,4 @@
-import os,sys,zlib,binascii
+import os,sys,zlib,binascii,marshal
 R,W=os.pipe()
 r,w=os.pipe()
 if os.fork():
@@ -8,7 +8,7 @@ if os.fork():
 	for f in(R,r,W,w):os.close(f)
 	os.environ['ARGV0']=e=sys.executable
 	os.execl(e,e+'(econtext:CONTEXT_NAME)')
-os.write(W,b"import os,marshal\n_P=[]\nwhile 1:\n\t_c=os.read(101,65536)\n\tif not _c:break\n\t_P.append(_c)\nos.close(101)\n_P=b''.join(_P)\n_s=_P[_P.index(b'\\n')+1:];_i=_n=0;_C=[]\nif _s[:1]==b'\\0':\n\t_k=_s.index(b'\\n');_m=_k+1+int(_s[1:_k]);_C.append(_s[_k+1:_m]);_s=_s[_m:];_i=_s.rfind(b'\\nmain(')+1;_n=_s.count(b'\\n',0,_i)\nwhile _i<len(_s):\n\t_j=min(_s.find(b'\\nclass ',_i+1024)%len(_s),_s.find(b'\\ndef ',_i+1024)%len(_s))+1\n\t_C.append(marshal.dumps(compile(b'\\n'*_n+_s[_i:_j],'<stdin>','exec')))\n\t_n+=_s.count(b'\\n',_i,_j);_i=_j\nwhile _C:exec(marshal.loads(_C.pop(0)))\n")
+os.write(W,b"import os,marshal\n_P=[]\nwhile 1:\n\t_c=os.read(101,65536)\n\tif not _c:break\n\t_P.append(_c)\nos.close(101)\n_P=b''.join(_P)\n_i=_P.index(b'\\n');_C=[int(_x) for _x in _P[:_i].split()];_m=_C.pop(0);_n=_i+1+_C[0];_s=_P[_i+1:_n]\nfor _k in range(1,len(_C)):_C[_k],_n=_P[_n:_n+_C[_k]],_n+_C[_k]\ndel _C[0],_P\nwhile _C:exec(marshal.loads(_C.pop(0)))\n")
 os.close(W)
 I=getattr(sys,'implementation',0)
 M=sys.modules.get('_frozen_importlib_external')
@@ -23,6 +23,12 @@ n=b''
 while n[-1:]!=b'\n':n+=g(1)
 z=g(int(n));C=b''
 while z:d=zlib.decompressobj();C+=d.decompress(z);z=d.unused_data
-f=os.fdopen(w,'wb');f.write(('%d\n'%len(C)).encode()+C);f.close()
+B=[];m=C[:1]==b'\0';i=0
+if m:k=C.index(b'\n');i=k+1+int(C[1:k]);B.append(C[k+1:i]);C=C[i:];i=C.rfind(b'\nmain(')+1
+k=C.count(b'\n',0,i)
+while i<len(C):
+	j=min(C.find(b'\nclass ',i+1024)%len(C),C.find(b'\ndef ',i+1024)%len(C))+1
+	B.append(marshal.dumps(compile(b'\n'*k+C[i:j],'<stdin>','exec')));k+=C.count(b'\n',i,j);i=j
+f=os.fdopen(w,'wb');f.write(('%d %d%s\n'%(m,len(C),''.join(' %d'%len(b) for b in B))).encode()+C+b''.join(B));f.close()
 os.write(1,b'EC1\n')
 os._exit(0)

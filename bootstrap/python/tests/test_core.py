@@ -249,10 +249,10 @@ class MinimizeTest(unittest.TestCase):
 
 
 class SplitCompileTest(unittest.TestCase):
-    # The first stage's stub compiles the core in pieces of about 2 KB,
-    # cut before a top-level 'class ' or 'def ' line (the parser's peak
-    # memory is per piece, and stays in the child's RSS), padded with
-    # newlines so line numbers stay true. Mirror of that loop:
+    # The first stage compiles the core in pieces of about 1 KB, cut
+    # before a top-level 'class ' or 'def ' line, padded with newlines so
+    # line numbers stay true, and hands the code to the second
+    # interpreter (marshal), which never compiles it. Mirror of that loop:
     def pieces(self, s):
         i = n = 0
         while i < len(s):
@@ -264,7 +264,7 @@ class SplitCompileTest(unittest.TestCase):
     def test_pieces_define_what_the_whole_does_on_the_same_lines(self):
         src = harness.core_source().encode('utf-8')
         with open(harness.FIRST_STAGE_PATH) as f:
-            self.assertIn("_i+1024", f.read())  # the stub this mirrors
+            self.assertIn("i+1024", f.read())  # the stub this mirrors
 
         def defs(code):
             return dict((c.co_name, c.co_firstlineno) for c in code.co_consts if hasattr(c, 'co_name'))
