@@ -24,7 +24,7 @@ use std::time::Duration;
 use actix::Recipient;
 use econtext_actors::dispatch::Functions;
 use econtext_actors::supervision::ChildFactory;
-pub use econtext_actors::supervision::{EventStream, Scope, SubscriptionId};
+pub use econtext_actors::supervision::{EventStream, Scope, SubscribeOptions, SubscriptionId};
 use econtext_actors::{Context, ContextEvent, DeadReason};
 use econtext_bootstrap::ConnectError;
 use econtext_wire::{handles, ContextId};
@@ -201,6 +201,18 @@ impl Master {
     /// [`Master::unsubscribe`].
     pub async fn subscribe(&self, scope: Scope, actor: Recipient<ContextEvent>) -> SubscriptionId {
         self.supervision().subscribe(scope, actor).await
+    }
+
+    /// [`Master::subscribe`] with a queue of `opts.capacity` events for
+    /// an actor that falls behind; past it the actor gets
+    /// [`ContextEvent::Lagged`] with how many it missed.
+    pub async fn subscribe_with(
+        &self,
+        scope: Scope,
+        actor: Recipient<ContextEvent>,
+        opts: SubscribeOptions,
+    ) -> SubscriptionId {
+        self.supervision().subscribe_with(scope, actor, opts).await
     }
 
     /// Ends a subscription or monitor: nothing more reaches it.

@@ -559,3 +559,102 @@ fn stop_and_wait_shuts_a_context_down_cleanly_and_returns_once_its_process_is_go
             .is_dead());
     });
 }
+
+/// A user's subscriber that handles nothing until `gate` opens (an
+/// actor whose handler blocks it), then records what it gets.
+struct StopsReading {
+    gate: tokio::sync::watch::Receiver<bool>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<ContextEvent>>>,
+}
+
+impl Actor for StopsReading {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<ContextEvent> for StopsReading {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, e: ContextEvent, _: &mut Self::Context) -> Self::Result {
+        let (mut gate, got) = (self.gate.clone(), self.got.clone());
+        let wait = async move {
+            let _ = gate.wait_for(|open| *open).await;
+            got.lock().unwrap().push(e);
+        };
+        AtomicResponse::new(Box::pin(wait.into_actor(self)))
+    }
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_cannot_grow_the_masters_memory() {
+    use econtext::supervise::SubscribeOptions;
+    const CAPACITY: usize = 8;
+    const CYCLES: usize = 40;
+    run(async {
+        let cap = Capture::default();
+        let m = master(&cap);
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stuck = StopsReading {
+            gate,
+            got: got.clone(),
+        }
+        .start();
+        let opts = SubscribeOptions::default().capacity(CAPACITY);
+        m.subscribe_with(Scope::Tree, stuck.recipient(), opts).await;
+        let mut reference = m.events().await;
+
+        for i in 0..CYCLES {
+            let ctx = m
+                .rust_context(&format!("r{i}"), None, Functions::default())
+                .await
+                .unwrap();
+            // In the hub's turn after the Started: its supervisor exists.
+            let mon = m.monitor(&ctx).await;
+            assert_eq!(m.kill(&ctx).await, DeadReason::Killed, "cycle {i}");
+            drop(mon);
+        }
+        let all = collect_until(&mut reference, 10.0, |e| died(e).len() == CYCLES).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = m.supervision().stats().await;
+        assert!(
+            stats.queued_events <= CAPACITY,
+            "{} events for the stalled subscriber: {stats:?}",
+            all.len()
+        );
+        assert!(
+            cap.wait_for(&["event subscriber not keeping up"], 5.0)
+                .await,
+            "the overflow is said: {}",
+            cap.text()
+        );
+
+        // It reads again: what was queued, then one Lagged with the rest.
+        open.send(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let seen = got.lock().unwrap().clone();
+            if matches!(seen.last(), Some(ContextEvent::Lagged { .. })) {
+                break seen;
+            }
+            assert!(Instant::now() < end, "no Lagged within 10 s: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (last, delivered) = seen.split_last().unwrap();
+        let ContextEvent::Lagged { missed } = *last else {
+            unreachable!()
+        };
+        assert!(
+            delivered.len() <= CAPACITY + 1,
+            "queued plus the one in its handler: {delivered:?}"
+        );
+        assert!(!delivered
+            .iter()
+            .any(|e| matches!(e, ContextEvent::Lagged { .. })));
+        assert_eq!(delivered, &all[..delivered.len()], "in order, a prefix");
+        assert_eq!(
+            delivered.len() as u64 + missed,
+            all.len() as u64,
+            "every event delivered or counted"
+        );
+    });
+}

@@ -201,16 +201,24 @@ pub enum ContextEvent {
         id: ContextId,
         reason: crate::supervision::GiveUp,
     },
+    /// This subscriber fell its queue's capacity behind, and `missed`
+    /// events at this place in the sequence were not queued for it
+    /// (counted, never dropped silently). It is about the subscription,
+    /// not a context: [`ContextEvent::id`] is 0. (Made by the
+    /// supervision layer's per-subscriber queue, not by routers.)
+    Lagged { missed: u64 },
 }
 
 impl ContextEvent {
-    /// The context this event is about.
+    /// The context this event is about (0, the master's ID, for
+    /// [`ContextEvent::Lagged`]).
     pub fn id(&self) -> ContextId {
         match self {
             ContextEvent::Started { id, .. }
             | ContextEvent::Died { id, .. }
             | ContextEvent::Restarted { id, .. }
             | ContextEvent::GaveUp { id, .. } => *id,
+            ContextEvent::Lagged { .. } => econtext_wire::handles::MASTER_ID,
         }
     }
 }

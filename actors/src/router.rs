@@ -716,6 +716,12 @@ impl Handler<WithSubtree> for Router {
 }
 
 /// Subscribes to every death this router sees.
+///
+/// For this crate's own services and tests, not users' actors: deaths go
+/// out with `do_send`, past the watcher's mailbox capacity, because a
+/// watcher that missed one would keep state for a dead context forever;
+/// the watchers are ours and keep up. Users watch contexts through
+/// [`crate::supervision::Supervision`], whose queues are bounded.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Watch(pub Recipient<ContextDied>);
@@ -730,6 +736,15 @@ impl Handler<Watch> for Router {
 
 /// Subscribes to every [`ContextEvent`] this router emits (starts and
 /// deaths, children first).
+///
+/// For this crate's built-in services (importer, module forwarder, log
+/// forwarder) and the supervision hub, not users' actors: events go out
+/// with `do_send`, past the subscriber's mailbox capacity, because these
+/// subscribers prune per-context state on each death and start a
+/// supervisor on each start, so they must never miss one; they handle
+/// each event without waiting. Users subscribe through
+/// [`crate::supervision::Supervision::subscribe_with`], which gives every
+/// subscriber a bounded queue and [`ContextEvent::Lagged`] on overflow.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<ContextEvent>);

@@ -1,23 +1,24 @@
 //! Subscriptions to [`ContextEvent`]s: which events a subscriber wants
-//! ([`Scope`]), where they go (a bounded [`EventStream`] or a user's
-//! actor), and how a subscription ends (drop the stream, or
+//! ([`Scope`]), where they go (a bounded [`EventStream`], or a user's
+//! actor through a bounded queue: [`super::queue`]), and how a subscription ends (drop the stream, or
 //! [`super::Supervision::unsubscribe`]).
 
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
 
 use actix::{Addr, Recipient};
 use econtext_wire::ContextId;
-use tokio::sync::mpsc;
 
 use super::hub::{Hub, Unsubscribe};
+use super::queue::{Pushed, SharedQueue};
 use crate::event::ContextEvent;
 
-/// How many events an [`EventStream`] holds for a slow reader. Past it the
-/// newest events are not queued and [`EventStream::missed`] counts them.
+/// How many events a subscription holds for a slow reader by default.
+/// Past it the newest events are not queued: they are counted
+/// ([`EventStream::missed`]) and the reader gets one
+/// [`ContextEvent::Lagged`] with the count where the gap is.
 pub const EVENT_QUEUE: usize = 1024;
 
 /// Identifies one subscription (stream, monitor or actor).
@@ -104,44 +105,81 @@ impl Filter {
     }
 }
 
-/// Where a subscription's events go.
-pub(crate) enum EventSink {
-    Stream {
-        tx: mpsc::Sender<ContextEvent>,
-        missed: Arc<AtomicU64>,
-    },
-    Actor(Recipient<ContextEvent>),
+/// How a user's subscription is queued ([`super::Supervision::subscribe_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// Events held for a subscriber that is behind (the Lagged marker
+    /// included); past it events are counted and the subscriber gets one
+    /// [`ContextEvent::Lagged`] with the count. Default [`EVENT_QUEUE`].
+    pub capacity: usize,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            capacity: EVENT_QUEUE,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+}
+
+/// Where a subscription's events go: its bounded queue, read by an
+/// [`EventStream`] or by the pump that feeds a user's actor. Dropping the
+/// sink (the subscription ended, or the hub stopped) closes the queue.
+pub(crate) struct EventSink {
+    pub(crate) queue: SharedQueue,
+    /// A user's actor, fed by a pump the hub starts.
+    pub(crate) actor: Option<Recipient<ContextEvent>>,
 }
 
 impl EventSink {
-    /// Delivers one event; false when the subscriber is gone for good.
-    pub(crate) fn deliver(&self, e: &ContextEvent) -> bool {
-        match self {
-            EventSink::Stream { tx, missed } => match tx.try_send(e.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    missed.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            },
-            EventSink::Actor(r) => {
-                if !r.connected() {
-                    return false;
-                }
-                r.do_send(e.clone());
-                true
-            }
+    /// Queues one event; None when the subscriber is gone for good.
+    pub(crate) fn deliver(&self, e: &ContextEvent, now: Instant) -> Option<Pushed> {
+        if self.actor.as_ref().is_some_and(|a| !a.connected()) {
+            return None;
+        }
+        self.queue.push(e.clone(), now)
+    }
+
+    /// Starts feeding the actor, if this sink has one (inside the hub's
+    /// actix system).
+    pub(crate) fn start(&self) {
+        if let Some(to) = self.actor.clone() {
+            actix::spawn(pump(self.queue.clone(), to));
         }
     }
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// Hands an actor its events one at a time, each after it has handled the
+/// one before: what it has not read waits in the bounded queue, not in its
+/// (unbounded for `do_send`) mailbox.
+async fn pump(queue: SharedQueue, to: Recipient<ContextEvent>) {
+    while let Some(e) = futures::future::poll_fn(|cx| queue.poll_pop(cx)).await {
+        if to.send(e).await.is_err() {
+            break;
+        }
+    }
+    queue.close();
 }
 
 /// A subscription's events as a `futures::Stream`. Dropping it
 /// unsubscribes. It ends if the supervision hub stops.
 pub struct EventStream {
     pub(crate) id: SubscriptionId,
-    pub(crate) rx: mpsc::Receiver<ContextEvent>,
-    pub(crate) missed: Arc<AtomicU64>,
+    pub(crate) queue: SharedQueue,
     pub(crate) hub: Addr<Hub>,
 }
 
@@ -151,22 +189,24 @@ impl EventStream {
         self.id
     }
 
-    /// Events not queued because this stream was [`EVENT_QUEUE`] behind.
+    /// Events not queued because this stream was [`EVENT_QUEUE`] behind
+    /// (each gap is also told in the stream as [`ContextEvent::Lagged`]).
     pub fn missed(&self) -> u64 {
-        self.missed.load(Ordering::Relaxed)
+        self.queue.missed_total()
     }
 }
 
 impl futures::Stream for EventStream {
     type Item = ContextEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<ContextEvent>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<ContextEvent>> {
+        self.queue.poll_pop(cx)
     }
 }
 
 impl Drop for EventStream {
     fn drop(&mut self) {
+        self.queue.close();
         self.hub.do_send(Unsubscribe(self.id));
     }
 }

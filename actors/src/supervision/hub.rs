@@ -7,15 +7,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use econtext_wire::{handles, ContextId};
-use slog::{debug, Logger};
-use tokio::sync::mpsc;
+use slog::{debug, warn, Logger};
 
-use super::events::{EventSink, EventStream, Filter, Scope, SubscriptionId, EVENT_QUEUE};
+use super::events::{
+    EventSink, EventStream, Filter, Scope, SubscribeOptions, SubscriptionId, EVENT_QUEUE,
+};
 use super::handle::{ChildFactory, Supervised};
+use super::queue::{Pushed, SharedQueue};
 use super::spec::{RestartPolicy, Strategy};
 use super::stopper::Stopper;
 use super::tree::{
@@ -35,6 +37,9 @@ pub struct SupervisionStats {
     pub contexts: usize,
     /// Event subscriptions and monitors.
     pub subscriptions: usize,
+    /// Events queued for subscribers that have not read them yet (each
+    /// subscription holds at most its capacity).
+    pub queued_events: usize,
     /// Stoppers registered for contexts that have not started.
     pub pending_stoppers: usize,
 }
@@ -91,8 +96,21 @@ impl Hub {
     }
 
     fn publish(&mut self, e: ContextEvent) {
-        self.subs
-            .retain(|_, (filter, sink)| !filter.wants(&e) || sink.deliver(&e));
+        let (now, log) = (Instant::now(), &self.tree.log);
+        self.subs.retain(|id, (filter, sink)| {
+            if !filter.wants(&e) {
+                return true;
+            }
+            match sink.deliver(&e, now) {
+                None => false,
+                Some(Pushed::Missed { warn: Some(n) }) => {
+                    warn!(log, "event subscriber not keeping up: events counted, not queued (it gets Lagged)";
+                          "subscription" => *id, "missed_since_last_warning" => n);
+                    true
+                }
+                Some(_) => true,
+            }
+        });
     }
 }
 
@@ -195,6 +213,7 @@ impl Handler<AddSubscription> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: AddSubscription, _: &mut Self::Context) {
+        msg.2.start();
         self.subs.insert(msg.0, (msg.1, msg.2));
     }
 }
@@ -236,6 +255,7 @@ impl Handler<GetStats> for Hub {
             supervisors: self.tree.live.load(Ordering::SeqCst),
             contexts: self.index.len(),
             subscriptions: self.subs.len(),
+            queued_events: self.subs.values().map(|(_, s)| s.queue.len()).sum(),
             pending_stoppers: self.stoppers.len() + self.held.len(),
         })
     }
@@ -357,17 +377,15 @@ impl Supervision {
 
     /// The events of `scope` as a Stream; drop it to unsubscribe.
     pub async fn events(&self, scope: Scope) -> EventStream {
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let missed = Arc::new(AtomicU64::new(0));
-        let sink = EventSink::Stream {
-            tx,
-            missed: missed.clone(),
+        let queue = SharedQueue::new(EVENT_QUEUE);
+        let sink = EventSink {
+            queue: queue.clone(),
+            actor: None,
         };
         let id = self.add_subscription(scope, sink).await;
         EventStream {
             id,
-            rx,
-            missed,
+            queue,
             hub: self.hub.clone(),
         }
     }
@@ -379,9 +397,29 @@ impl Supervision {
     }
 
     /// Sends the events of `scope` to a user's actor until
-    /// [`Self::unsubscribe`] (or until the actor stops).
+    /// [`Self::unsubscribe`] (or until the actor stops), with the default
+    /// [`SubscribeOptions`].
     pub async fn subscribe(&self, scope: Scope, actor: Recipient<ContextEvent>) -> SubscriptionId {
-        self.add_subscription(scope, EventSink::Actor(actor)).await
+        self.subscribe_with(scope, actor, SubscribeOptions::default())
+            .await
+    }
+
+    /// Sends the events of `scope` to a user's actor, one at a time (the
+    /// next once it has handled the last), through a queue of
+    /// `opts.capacity`: an actor that stops reading costs at most that,
+    /// and when it reads again it gets [`ContextEvent::Lagged`] with how
+    /// many events it missed.
+    pub async fn subscribe_with(
+        &self,
+        scope: Scope,
+        actor: Recipient<ContextEvent>,
+        opts: SubscribeOptions,
+    ) -> SubscriptionId {
+        let sink = EventSink {
+            queue: SharedQueue::new(opts.capacity),
+            actor: Some(actor),
+        };
+        self.add_subscription(scope, sink).await
     }
 
     /// Ends a subscription or monitor; once this resolves, nothing more is

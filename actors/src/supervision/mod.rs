@@ -4,7 +4,10 @@
 //!   [`tree::ContextSupervisor`] for every context, under the supervisor of
 //!   the context it was created through, so the supervisor tree mirrors the
 //!   context tree. It fans [`crate::ContextEvent`]s out as [`EventStream`]s
-//!   or to users' actors ([`Scope`]: the tree, a subtree, one context).
+//!   or to users' actors ([`Scope`]: the tree, a subtree, one context),
+//!   each through its own bounded queue (`queue::EventQueue`, plain code:
+//!   past its capacity events are counted and the subscriber gets one
+//!   [`crate::ContextEvent::Lagged`]).
 //! - [`Supervised`]: a stable handle on a restartable child.
 //! - [`Stopper`]: how a context is ended (a process of ours, one an
 //!   intermediate started, an in-process link).
@@ -16,12 +19,13 @@
 pub mod events;
 pub mod handle;
 pub mod hub;
+pub(crate) mod queue;
 pub mod restart;
 pub mod spec;
 pub mod stopper;
 pub mod tree;
 
-pub use events::{EventStream, Scope, SubscriptionId};
+pub use events::{EventStream, Scope, SubscribeOptions, SubscriptionId, EVENT_QUEUE};
 pub use handle::{ChildFactory, Supervised, SupervisedState};
 pub use hub::{Supervision, SupervisionOptions, SupervisionStats};
 pub use restart::{Action, RestartCore, SlotId};
