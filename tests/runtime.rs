@@ -120,21 +120,29 @@ fn a_child_that_stops_reading_cannot_delay_its_siblings() {
     run(async {
         let (t, _raw, _end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
         let good = t.context(t.id("good"));
-        let mut worst = Duration::ZERO;
+        let mut took = Vec::with_capacity(200);
         for i in 0..200 {
             let t0 = Instant::now();
             assert_eq!(
                 good.call::<i64>("math", "add", (i, 1)).await.unwrap(),
                 i + 1
             );
-            worst = worst.max(t0.elapsed());
+            took.push(t0.elapsed());
         }
-        // Generous for a loaded 2-core machine: the point is that no call
-        // waits behind the stalled link (that would be forever).
+        took.sort();
+        let (median, worst) = (took[took.len() / 2], took[took.len() - 1]);
+        eprintln!("sibling calls beside a stalled link: median {median:?}, worst {worst:?}");
+        // A call queued behind the stalled link would wait until the
+        // link's progress bound (60 s here) closes it; the median shows
+        // calls are not slowed, the worst that none was held up. Both
+        // bounds are far from what a 2-core CI machine under load does
+        // to a local call (a scheduling hiccup there reached 250 ms);
+        // the milliseconds themselves are measured by the benchmarks.
         assert!(
-            worst < Duration::from_millis(250),
-            "worst call took {worst:?}"
+            median < Duration::from_millis(50),
+            "median call took {median:?}"
         );
+        assert!(worst < Duration::from_secs(2), "worst call took {worst:?}");
     });
 }
 
