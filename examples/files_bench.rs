@@ -6,13 +6,14 @@
 //! child's peak RSS; and one file to 10 contexts under one intermediate.
 //!
 //! `cargo run --release --example files_bench [-- --runs N] [--json] [--no-ssh | --only-ssh]
-//! [--window BYTES] [--chunk BYTES] [--latency-only]`
+//! [--window BYTES] [--chunk BYTES] [--latency-only | --breakdown]`
 //!
 //! It ends with the "Done when" figures, each with its target.
 //! `--latency-only`: only the call latency during a push over ssh (and
 //! its RSS), `--runs` times, after 400 calls on an idle link; with
 //! `FB_SIZE=BYTES` a smaller file than 1 GiB; `FB_DEBUG=1` names every
-//! call slower than 25 ms and when it happened.
+//! call slower than 25 ms and when it happened. `--breakdown`: connect,
+//! first push, tree and 256 MiB pushes with and without fsync, over ssh.
 //!
 //! ssh needs root, sshd, ssh, scp and ssh-keygen (what `./scripts/test`
 //! installs); without them those rows print SKIP.
@@ -281,6 +282,7 @@ async fn main() {
     let no_ssh = args.iter().any(|a| a == "--no-ssh");
     let only_ssh = args.iter().any(|a| a == "--only-ssh");
     let latency_only = args.iter().any(|a| a == "--latency-only");
+    let breakdown = args.iter().any(|a| a == "--breakdown");
     let mut b = Bench {
         runs,
         rows: Vec::new(),
@@ -304,7 +306,7 @@ async fn main() {
     let master = Master::new(MasterOptions::default());
     let rss0 = status_kib(std::process::id(), "VmHWM:");
 
-    if !only_ssh && !latency_only {
+    if !only_ssh && !latency_only && !breakdown {
         local_rows(&mut b, &master, &dir, &big, &big_sha, &tree, rss0).await;
     }
 
@@ -314,6 +316,7 @@ async fn main() {
         (true, _) => eprintln!("SKIP: files_bench ssh rows: --no-ssh"),
         (false, Some(why)) => eprintln!("SKIP: files_bench ssh rows: {why}"),
         (false, None) if latency_only => ssh_latency(&mut b, &master, &dir).await,
+        (false, None) if breakdown => ssh_breakdown(&master, &dir, &big, &tree).await,
         (false, None) => ssh_rows(&mut b, &master, &dir, &big, &big_sha, &tree).await,
     }
 
@@ -858,4 +861,50 @@ async fn link_bytes(master: &Master) -> u64 {
         .await
         .map(|s| s.link_bytes)
         .unwrap_or(0)
+}
+
+/// `--breakdown`: where a connect + push over ssh spends its time.
+async fn ssh_breakdown(master: &Master, dir: &sshd::TempDir, big: &Path, tree: &Path) {
+    let server = sshd::Sshd::start(false);
+    let mut o = SshOptions::new("127.0.0.1");
+    o.user = Some("root".into());
+    o.port = Some(server.port);
+    o.identity_file = Some(server.key.display().to_string());
+    o.check_host_keys = HostKeyCheck::Ignore;
+    o.python = PY.into();
+    let tiny = dir.path("tiny.bin");
+    std::fs::write(&tiny, b"x").unwrap();
+    for i in 0..2 {
+        let t = Instant::now();
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+            .await
+            .unwrap();
+        let connect = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        ctx.push(&tiny, dir.path("tiny.out")).await.unwrap();
+        let first = t.elapsed().as_secs_f64();
+        let mut row = format!("connect {connect:.3} s, first 1-byte push {first:.3} s");
+        for (name, fsync) in [("tree fsync", true), ("tree no fsync", false)] {
+            let t = Instant::now();
+            ctx.push_tree_with(
+                tree,
+                dir.path(&format!("bd-{i}-{fsync}")),
+                &tuned().fsync(fsync),
+            )
+            .await
+            .unwrap();
+            row += &format!(", {name} {:.3} s", t.elapsed().as_secs_f64());
+        }
+        for (name, fsync) in [("256 MiB fsync", true), ("256 MiB no fsync", false)] {
+            let t = Instant::now();
+            ctx.push_with(big, dir.path("bd.bin"), &tuned().fsync(fsync))
+                .await
+                .unwrap();
+            row += &format!(", {name} {:.3} s", t.elapsed().as_secs_f64());
+            let _ = std::fs::remove_file(dir.path("bd.bin"));
+        }
+        close(ctx).await;
+        println!("{row}");
+    }
 }
