@@ -19,5 +19,10 @@ $P benches/mitogen_realpkg.py 3 > "$O/mitogen_realpkg.txt" 2>&1; mark imports
  $P execnet_roundtrip.py 2000 > "$O/ex_roundtrip.json" 2>&1
  $P execnet_throughput.py 10000 3 > "$O/ex_throughput.json" 2>&1
  $P execnet_fanout.py 50 > "$O/ex_fanout.json" 2>&1); mark perf
+# Load-independent counts behind the round-trip and in-flight rows:
+# context switches per call of each side, CPU per side (PERFORMANCE.md,
+# "Wake-ups, copies and compile memory, counted").
+./target/release/examples/py_roundtrip --n 5000 --threads --inflight 10000 --echo 3 > "$O/counts.txt" 2>&1
+$P benches/execnet_ctx.py 5000 >> "$O/counts.txt" 2>&1; mark counts
 ./target/release/examples/files_bench --runs 1 > "$O/files.txt" 2>&1; mark files
 bash benches/fleet.sh 50 2 > "$O/fleet.txt" 2>&1; mark fleet
