@@ -658,3 +658,30 @@ fn a_subscriber_that_stops_reading_cannot_grow_the_masters_memory() {
         );
     });
 }
+
+#[test]
+fn kill_and_stop_right_after_connect_find_the_new_context() {
+    run(async {
+        let cap = Capture::default();
+        let m = master(&cap);
+        // No monitor or other round trip in between: the hub may not have
+        // handled the context's Started yet when kill() asks for it.
+        for i in 0..200 {
+            let ctx = m
+                .rust_context(&format!("k{i}"), None, Functions::default())
+                .await
+                .unwrap();
+            assert_eq!(m.kill(&ctx).await, DeadReason::Killed, "kill, cycle {i}");
+        }
+        for i in 0..50 {
+            let ctx = m
+                .rust_context(&format!("s{i}"), None, Functions::default())
+                .await
+                .unwrap();
+            let why = m.stop_and_wait(&ctx).await;
+            assert_ne!(why, DeadReason::Unreachable, "stop, cycle {i}");
+        }
+        let ctx = py(&m, "p", None).await;
+        assert_eq!(m.kill(&ctx).await, DeadReason::Killed, "a Python child");
+    });
+}

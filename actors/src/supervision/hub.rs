@@ -243,6 +243,23 @@ impl Handler<Lookup> for Hub {
     }
 }
 
+/// [`Lookup`] whose answer goes to `tx`: queued at the hub by the router
+/// (see `Supervision::supervisor`), so it comes after the router's events.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LookupThen {
+    id: ContextId,
+    tx: futures::channel::oneshot::Sender<Option<Addr<ContextSupervisor>>>,
+}
+
+impl Handler<LookupThen> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: LookupThen, _: &mut Self::Context) {
+        let _ = msg.tx.send(self.lookup(msg.id));
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "SupervisionStats")]
 struct GetStats;
@@ -429,7 +446,24 @@ impl Supervision {
     }
 
     async fn supervisor(&self, id: ContextId) -> Option<Addr<ContextSupervisor>> {
-        self.hub.send(Lookup(id)).await.ok().flatten()
+        if let Some(found) = self.hub.send(Lookup(id)).await.ok().flatten() {
+            return Some(found);
+        }
+        // The context may be so new that its Started is still on its way
+        // from the router to the hub (a kill right after connect): ask
+        // again behind every event the router has emitted so far. The
+        // router queues the lookup in its turn, after those events, so
+        // the hub handles it after their Started.
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let hub = self.hub.clone();
+        let then = Box::new(move |_: Vec<ContextId>| {
+            hub.do_send(LookupThen { id, tx });
+        });
+        self.router
+            .send(WithSubtree { root: id, then })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Kills `id` and its subtree (children first; processes get SIGTERM,
