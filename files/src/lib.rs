@@ -19,7 +19,9 @@
 //! served built in and imported on first use. Protocol logic (window,
 //! messages, manifest checks) is plain data in [`proto`] and [`manifest`];
 //! [`push`] and [`pull`] are the pumps, with a reader or writer thread
-//! each so disk and hashing never run on the actor thread.
+//! each so disk and hashing never run on the actor thread. [`service`]
+//! is `econtext.files` in a Rust context, and [`relay`] its side of a
+//! fan-out when it is the intermediate.
 
 pub mod error;
 mod guard;
