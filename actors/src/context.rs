@@ -339,8 +339,16 @@ impl CallBuilder {
         self
     }
 
+    /// The length [`CallBuilder::prefix`] writes.
+    fn prefix_len(&self) -> usize {
+        prefix_len(&self.module, self.class.as_deref(), &self.function)
+    }
+
     /// `[module, class, function]` with its array header (of five).
-    fn prefix(&self, w: &mut Vec<u8>) {
+    fn prefix<W: rmp::encode::RmpWrite>(&self, w: &mut W)
+    where
+        W::Error: std::fmt::Debug,
+    {
         rmp::encode::write_array_len(w, 5).expect("vec write");
         rmp::encode::write_str(w, &self.module).expect("vec write");
         match &self.class {
@@ -359,20 +367,25 @@ impl CallBuilder {
     }
 
     fn encode(&mut self) -> Bytes {
-        let mut head =
-            Vec::with_capacity(CALL_PREFIX_ROOM + self.module.len() + self.function.len());
-        self.prefix(&mut head);
         if let Some((mut buf, at)) = self.roomy.take() {
-            if head.len() <= at {
-                // In place: the fields go just before the arguments.
-                let start = at - head.len();
-                buf[start..at].copy_from_slice(&head);
+            let len = self.prefix_len();
+            if len <= at {
+                // In place: the fields are written just before the
+                // arguments, with no buffer of their own (one allocation
+                // fewer per call).
+                let start = at - len;
+                let mut w = &mut buf[start..at];
+                self.prefix(&mut w);
+                debug_assert!(w.is_empty(), "prefix_len matches prefix");
                 self.kwargs(&mut buf);
                 return Bytes::from(buf).slice(start..);
             }
             // A class longer than the room left for it: copy after all.
             self.args = Bytes::from(buf).slice(at..);
         }
+        let kwargs: usize = self.kwargs.iter().map(|(k, v)| 5 + k.len() + v.len()).sum();
+        let mut head = Vec::with_capacity(self.prefix_len() + self.args.len() + 5 + kwargs);
+        self.prefix(&mut head);
         head.extend_from_slice(&self.args);
         self.kwargs(&mut head);
         Bytes::from(head)
@@ -421,6 +434,21 @@ impl CallBuilder {
     }
 }
 
+/// The length of a call's `[module, class, function]` prefix with its
+/// array header, as `rmp` writes it (the shortest string headers).
+fn prefix_len(module: &str, class: Option<&str>, function: &str) -> usize {
+    fn str_len(s: &str) -> usize {
+        let header = match s.len() {
+            0..=31 => 1,
+            32..=255 => 2,
+            256..=65535 => 3,
+            _ => 5,
+        };
+        header + s.len()
+    }
+    1 + str_len(module) + class.map_or(1, str_len) + str_len(function)
+}
+
 /// A call in flight; see [`CallBuilder::start`].
 pub struct PendingCall<T> {
     ctx: Context,
@@ -466,5 +494,32 @@ pub(crate) async fn dispatch(router: &Addr<Router>, frame: Frame, control: bool)
     match queued {
         Some(q) => q.await,
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_len;
+
+    #[test]
+    fn prefix_len_matches_what_rmp_writes() {
+        for n in [0, 1, 31, 32, 255, 256, 65535, 65536] {
+            let long = "m".repeat(n);
+            for class in [None, Some("C"), Some(long.as_str())] {
+                let mut w = Vec::new();
+                rmp::encode::write_array_len(&mut w, 5).unwrap();
+                rmp::encode::write_str(&mut w, &long).unwrap();
+                match class {
+                    Some(c) => rmp::encode::write_str(&mut w, c).unwrap(),
+                    None => rmp::encode::write_nil(&mut w).unwrap(),
+                }
+                rmp::encode::write_str(&mut w, "f").unwrap();
+                assert_eq!(
+                    prefix_len(&long, class, "f"),
+                    w.len(),
+                    "n={n} class={class:?}"
+                );
+            }
+        }
     }
 }
