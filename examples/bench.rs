@@ -11,6 +11,9 @@
 //! --python says otherwise. The 20-module import workload uses peer-bench's
 //! package at /tmp/mitobench/pkg when `setup.sh` has made it.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -329,25 +332,7 @@ async fn main() {
     }
     let cpu0 = cpu_s("self", false);
     let t0 = Instant::now();
-    let mut pending = Vec::with_capacity(n_children * 100);
-    for c in &kids {
-        for i in 0..100i64 {
-            pending.push(
-                c.call_with("copy", "copy")
-                    .args((i,))
-                    .unwrap()
-                    .start::<i64>()
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
-    let ok = join_all(pending.into_iter().map(|p| p.result()))
-        .await
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    assert_eq!(ok, n_children * 100);
+    common::calls_in_flight(&kids, 100, "copy", "copy").await;
     let (cpu, wall) = (cpu_s("self", false) - cpu0, t0.elapsed().as_secs_f64());
     let per_call = cpu / (n_children * 100) as f64 * 1e6;
     join_all(kids.into_iter().map(close)).await;
@@ -372,26 +357,8 @@ async fn main() {
     }
     let rss_per_ctx = (vm_rss_kib(std::process::id()) as f64 - rss0 as f64) / 1000.0;
     let cpu0 = cpu_s("self", false);
-    let mut pending = Vec::with_capacity(100_000);
-    for &n in &nodes {
-        let c = tree.context(n);
-        for i in 0..100i64 {
-            pending.push(
-                c.call_with("m", "echo")
-                    .args((i,))
-                    .unwrap()
-                    .start::<i64>()
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
-    let ok = join_all(pending.into_iter().map(|p| p.result()))
-        .await
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    assert_eq!(ok, 100_000);
+    let ctxs: Vec<Context> = nodes.iter().map(|&n| tree.context(n)).collect();
+    common::calls_in_flight(&ctxs, 100, "m", "echo").await;
     let cpu = cpu_s("self", false) - cpu0;
     drop(tree);
     rows.push((

@@ -12,6 +12,9 @@
 //! "calls" line appears on stderr, or `--pause`, which waits on stdin
 //! between the connects and the rounds.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
@@ -34,25 +37,7 @@ fn process_cpu_s() -> f64 {
 }
 
 async fn round(kids: &[Context], calls: usize) {
-    let mut pending = Vec::with_capacity(kids.len() * calls);
-    for c in kids {
-        for i in 0..calls as i64 {
-            pending.push(
-                c.call_with("copy", "copy")
-                    .args((i,))
-                    .unwrap()
-                    .start::<i64>()
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
-    let ok = join_all(pending.into_iter().map(|p| p.result()))
-        .await
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    assert_eq!(ok, kids.len() * calls);
+    common::calls_in_flight(kids, calls, "copy", "copy").await;
 }
 
 #[actix::main]

@@ -10,11 +10,13 @@
 //! microseconds of each side. `--inflight N` also runs N calls in flight
 //! (started one after another, then joined) with the same counts.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use econtext::{Context, LocalOptions, Master, MasterOptions};
-use futures::future::join_all;
 
 /// Voluntary and involuntary context switches of each thread of `pid`,
 /// by thread id (with its name).
@@ -114,23 +116,7 @@ fn report(what: &str, a: &Counts, b: &Counts, n: usize) {
 async fn inflight(ctx: &Context, child: &str, n: usize) {
     let a = counts(child);
     let t0 = Instant::now();
-    let mut pending = Vec::with_capacity(n);
-    for i in 0..n as i64 {
-        pending.push(
-            ctx.call_with("copy", "copy")
-                .args((i,))
-                .unwrap()
-                .start::<i64>()
-                .await
-                .unwrap(),
-        );
-    }
-    let ok = join_all(pending.into_iter().map(|p| p.result()))
-        .await
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    assert_eq!(ok, n);
+    common::calls_in_flight(std::slice::from_ref(ctx), n, "copy", "copy").await;
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     let b = counts(child);
     println!("{n} calls in flight: {rate:.0} calls/s");
