@@ -182,7 +182,9 @@ async fn recv_begin(
             .await
             .map_err(|e| failure(FileErrorKind::Io, &root, &e.to_string()))??;
     let writer = writer.trust_sender();
-    let mut data = Channel::open(&env.router, env.me, None)
+    // Data from the caller only (this writer trusts its sender with
+    // set-id bits and owners); the channel ends if it dies.
+    let mut data = Channel::open(&env.router, env.me, Some(env.src))
         .await
         .map_err(|e| failure(FileErrorKind::Io, &root, &e.to_string()))?;
     let handle = data.handle();

@@ -479,8 +479,10 @@ impl LocalWriter {
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
             .map_err(|x| FileError::local(&path, &x))?;
         if let Some((uid, gid)) = self.owner_of(e) {
-            std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid))
-                .map_err(|x| FileError::local(&path, &x))?;
+            std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid)).map_err(|x| {
+                let _ = std::fs::remove_file(&tmp);
+                FileError::local(&path, &x)
+            })?;
         }
         if is_real_dir(&path) {
             let _ = std::fs::remove_file(&tmp);
