@@ -715,6 +715,21 @@ impl Handler<WithSubtree> for Router {
     }
 }
 
+/// Runs a closure in the router's turn, after every event the router has
+/// already emitted: a barrier for actors that follow its events (the
+/// supervision hub's lookup of a context it may not have heard of yet).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct InRouterTurn(pub Box<dyn FnOnce() + std::marker::Send>);
+
+impl Handler<InRouterTurn> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: InRouterTurn, _: &mut Self::Context) {
+        (msg.0)();
+    }
+}
+
 /// Subscribes to every death this router sees.
 ///
 /// For this crate's own services and tests, not users' actors: deaths go

@@ -25,7 +25,7 @@ use super::tree::{
     StopAndWait, Supervise, SupervisorNode, TreeShared,
 };
 use crate::event::{ContextEvent, DeadReason};
-use crate::router::{Router, Subscribe, WithSubtree};
+use crate::router::{InRouterTurn, Router, Subscribe, WithSubtree};
 use crate::Context;
 
 /// Counters for leak checks: what the supervision layer holds now.
@@ -456,13 +456,8 @@ impl Supervision {
         // the hub handles it after their Started.
         let (tx, rx) = futures::channel::oneshot::channel();
         let hub = self.hub.clone();
-        let then = Box::new(move |_: Vec<ContextId>| {
-            hub.do_send(LookupThen { id, tx });
-        });
-        self.router
-            .send(WithSubtree { root: id, then })
-            .await
-            .ok()?;
+        let then = Box::new(move || hub.do_send(LookupThen { id, tx }));
+        self.router.send(InRouterTurn(then)).await.ok()?;
         rx.await.ok().flatten()
     }
 
