@@ -6,56 +6,68 @@
 //! interpreter the module path belongs to: the `pythonX.Y` of an entry
 //! such as `.../lib/python3.11/site-packages` (a venv, a distribution's
 //! site-packages, pip's `--user` directory), else the `python3` on the
-//! master's PATH, asked once in the background when the finder is made
-//! (so no request waits for it unless it is slower than a child's
-//! start-up), else unknown (left out of the record).
+//! master's PATH, else unknown (left out of the record).
+//!
+//! The PATH probe runs once per process, in a thread of its own, and is
+//! killed after [`PROBE_WAIT`]. Nothing waits for it: the importer runs
+//! on the runtime's thread, so a module prepared before the probe answers
+//! goes out without the version, and the finder fills it in on a later
+//! hit ([`MasterPython::get`] is a non-blocking read).
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Once, OnceLock};
+use std::time::{Duration, Instant};
 
-/// How long the first served module may wait for the PATH probe.
+/// How long the PATH probe may run before it is killed.
 const PROBE_WAIT: Duration = Duration::from_secs(3);
 
-/// The version, known or still being probed.
+/// The PATH probe's answer ("" when it failed or timed out), once known.
+static PATH_PYTHON: OnceLock<String> = OnceLock::new();
+static PROBE_STARTED: Once = Once::new();
+
+/// The version, known from the path or read from the process-wide probe.
 #[derive(Debug, Default)]
 pub(crate) struct MasterPython {
     known: Option<String>,
-    probe: Option<Receiver<String>>,
+    probed: bool,
 }
 
 impl MasterPython {
-    /// From the module path; starts the PATH probe only when no entry
-    /// names a version (and only for a non-empty path: an empty one
-    /// serves built-ins only, which never fail to compile).
+    /// From the module path; starts the PATH probe (once per process)
+    /// only when no entry names a version (and only for a non-empty
+    /// path: an empty one serves built-ins only, which never fail to
+    /// compile).
     pub(crate) fn for_path(path: &[PathBuf]) -> Self {
         if let Some(v) = path.iter().find_map(|p| version_in_path(p)) {
             return MasterPython {
                 known: Some(v),
-                probe: None,
+                probed: false,
             };
         }
         if path.is_empty() {
             return MasterPython::default();
         }
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(probe_path_python().unwrap_or_default());
+        PROBE_STARTED.call_once(|| {
+            std::thread::spawn(|| {
+                let _ = PATH_PYTHON.set(probe_path_python().unwrap_or_default());
+            });
         });
         MasterPython {
             known: None,
-            probe: Some(rx),
+            probed: true,
         }
     }
 
-    /// The version ("" when unknown); waits for the probe at most
-    /// [`PROBE_WAIT`], once.
-    pub(crate) fn get(&mut self) -> &str {
-        if let Some(rx) = self.probe.take() {
-            self.known = Some(rx.recv_timeout(PROBE_WAIT).unwrap_or_default());
+    /// The version: `None` while the probe has not answered yet, `""`
+    /// when it is unknown. Never waits.
+    pub(crate) fn get(&self) -> Option<&str> {
+        match (&self.known, self.probed) {
+            (Some(v), _) => Some(v),
+            (None, true) => PATH_PYTHON.get().map(String::as_str),
+            (None, false) => Some(""),
         }
-        self.known.as_deref().unwrap_or("")
     }
 }
 
@@ -71,9 +83,9 @@ fn version_in_path(p: &std::path::Path) -> Option<String> {
 }
 
 /// `platform.python_version()` of the `python3` on PATH, if it answers
-/// with something shaped like a version.
+/// within [`PROBE_WAIT`] with something shaped like a version.
 fn probe_path_python() -> Option<String> {
-    let out = Command::new("python3")
+    let mut child = Command::new("python3")
         .args([
             "-I",
             "-S",
@@ -81,16 +93,43 @@ fn probe_path_python() -> Option<String> {
             "import platform; print(platform.python_version())",
         ])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .ok()?;
-    let v = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    let ok = out.status.success()
+    let exited_ok = wait_bounded(&mut child, PROBE_WAIT)?;
+    let mut out = String::new();
+    // The child has exited: its stdout is closed and holds a few bytes.
+    child
+        .stdout
+        .take()?
+        .take(64)
+        .read_to_string(&mut out)
+        .ok()?;
+    let v = out.trim();
+    let ok = exited_ok
         && !v.is_empty()
         && v.len() <= 16
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'+');
-    ok.then_some(v)
+    ok.then(|| v.to_string())
+}
+
+/// Whether `child` exited successfully within `limit`; killed and reaped
+/// (`None`) when it did not.
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().ok()? {
+            return Some(status.success());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +142,7 @@ mod tests {
             PathBuf::from("/srv/app"),
             PathBuf::from("/opt/venv/lib/python3.12/site-packages"),
         ];
-        assert_eq!(MasterPython::for_path(&p).get(), "3.12");
+        assert_eq!(MasterPython::for_path(&p).get(), Some("3.12"));
         assert_eq!(
             version_in_path("/usr/lib/python2.7/dist-packages".as_ref()).as_deref(),
             Some("2.7")
@@ -117,6 +156,15 @@ mod tests {
 
     #[test]
     fn an_empty_path_probes_nothing() {
-        assert_eq!(MasterPython::for_path(&[]).get(), "");
+        assert_eq!(MasterPython::for_path(&[]).get(), Some(""));
+    }
+
+    #[test]
+    fn a_probe_that_hangs_is_killed_at_its_bound() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert_eq!(wait_bounded(&mut child, Duration::from_millis(50)), None);
+        // Reaped: no such process remains.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 }

@@ -70,7 +70,7 @@ pub const BUILTIN_MODULES: &[(&str, &str)] = &[
 ];
 
 /// One module found on disk, prepared for sending.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Prepared {
     record: ModuleSource,
     /// What it imports when imported (candidates; only those found on
@@ -135,6 +135,8 @@ pub struct ModuleFinder {
     requires: HashMap<String, String>,
     /// The version of the Python the module path is for.
     master_python: master_python::MasterPython,
+    /// Cached modules prepared before that version was known.
+    awaiting_version: Vec<String>,
 }
 
 impl ModuleFinder {
@@ -296,7 +298,26 @@ impl ModuleFinder {
         }
     }
 
+    /// Writes the master's Python version into the cached modules that
+    /// were prepared before the probe answered, once it has.
+    fn fill_in_version(&mut self) {
+        let Some(v) = self.master_python.get() else {
+            return;
+        };
+        for name in std::mem::take(&mut self.awaiting_version) {
+            if v.is_empty() {
+                break;
+            }
+            if let Some(p) = self.cache.get_mut(&name) {
+                Arc::make_mut(p).record.master_python = v.to_string();
+            }
+        }
+    }
+
     fn prepare(&mut self, fullname: &str) -> Option<Arc<Prepared>> {
+        if !self.awaiting_version.is_empty() {
+            self.fill_in_version();
+        }
         if let Some(hit) = self.cache.get(fullname) {
             return Some(hit.clone());
         }
@@ -315,7 +336,10 @@ impl ModuleFinder {
                     if !p.is_refusal() {
                         p.record.requires_python =
                             self.requires_python(fullname, &p.record.filename);
-                        p.record.master_python = self.master_python.get().to_string();
+                        match self.master_python.get() {
+                            Some(v) => p.record.master_python = v.to_string(),
+                            None => self.awaiting_version.push(fullname.to_string()),
+                        }
                     }
                     Some(Arc::new(p))
                 }
