@@ -406,12 +406,22 @@ fn a_reply_of_millions_of_small_values_is_refused_with_bounded_memory() {
 /// was forked from.
 fn cli_peak_rss_printing(expr: &str, len: usize) -> u64 {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_econtext"))
-        .args(["call", &py_target(), "builtins.eval", expr])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run econtext");
-    let pid = child.id();
+    /// Kills and reaps the CLI if an assertion below fails first.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_econtext"))
+            .args(["call", &py_target(), "builtins.eval", expr])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run econtext"),
+    );
+    let pid = child.0.id();
     let hwm = || -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
@@ -420,7 +430,7 @@ fn cli_peak_rss_printing(expr: &str, len: usize) -> u64 {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc/PID/status")
     };
-    let mut out = child.stdout.take().unwrap();
+    let mut out = child.0.stdout.take().unwrap();
     let mut first = [0u8; 1];
     out.read_exact(&mut first).expect("the result begins");
     let at_start = hwm();
@@ -434,7 +444,7 @@ fn cli_peak_rss_printing(expr: &str, len: usize) -> u64 {
         len as u64,
         "{expr}: the whole result is printed"
     );
-    assert!(child.wait().unwrap().success(), "{expr}");
+    assert!(child.0.wait().unwrap().success(), "{expr}");
     at_start.max(near_end)
 }
 
