@@ -1,7 +1,8 @@
 //! The master as the fan-out's [`Connector`]: each hop is a
 //! [`Master::connect`], through the hop before it. [`ManyHosts`] is the
 //! same with the core compiled once on the master for every host
-//! ([`ConnectOptions::compiled_core`]): what the fleet CLI uses with an
+//! ([`ConnectOptions::compiled_core`]) and, when asked, the lean start
+//! ([`ConnectOptions::lean_start`]): what the fleet CLI uses with an
 //! inventory.
 
 use std::time::Duration;
@@ -18,7 +19,26 @@ use crate::{ConnectOptions, Master};
 /// local interpreter's ~40 ms, started at the first connect) beats
 /// compiling it on every host (13-14 ms each); for one host it does not.
 #[derive(Clone)]
-pub struct ManyHosts(pub Master);
+pub struct ManyHosts {
+    master: Master,
+    lean_start: bool,
+}
+
+impl ManyHosts {
+    pub fn new(master: Master) -> Self {
+        ManyHosts {
+            master,
+            lean_start: false,
+        }
+    }
+
+    /// Direct hops start lean ([`ConnectOptions::lean_start`]): for
+    /// closures that need nothing from the hosts' site-packages.
+    pub fn lean_start(mut self, yes: bool) -> Self {
+        self.lean_start = yes;
+        self
+    }
+}
 
 impl Connector for ManyHosts {
     fn connect(
@@ -28,11 +48,15 @@ impl Connector for ManyHosts {
         timeout: Duration,
     ) -> LocalBoxFuture<'static, Result<Context, ConnectError>> {
         econtext_bootstrap::compiled::prewarm(hop.method.python());
-        connect_hop(&self.0, hop, via, timeout, true)
+        let start = Start {
+            compiled_core: true,
+            lean: self.lean_start,
+        };
+        connect_hop(&self.master, hop, via, timeout, start)
     }
 
     fn release(&self, ctx: Context) -> LocalBoxFuture<'static, ()> {
-        self.0.release(ctx)
+        self.master.release(ctx)
     }
 }
 
@@ -43,7 +67,7 @@ impl Connector for Master {
         via: Option<&Context>,
         timeout: Duration,
     ) -> LocalBoxFuture<'static, Result<Context, ConnectError>> {
-        connect_hop(self, hop, via, timeout, false)
+        connect_hop(self, hop, via, timeout, Start::default())
     }
 
     /// Shuts the context down and gives it a moment (2 s at most) to
@@ -57,16 +81,24 @@ impl Connector for Master {
     }
 }
 
+/// How a hop's context starts.
+#[derive(Clone, Copy, Default)]
+struct Start {
+    compiled_core: bool,
+    lean: bool,
+}
+
 fn connect_hop(
     master: &Master,
     hop: &Hop,
     via: Option<&Context>,
     timeout: Duration,
-    compiled_core: bool,
+    start: Start,
 ) -> LocalBoxFuture<'static, Result<Context, ConnectError>> {
     let mut o = ConnectOptions::new(hop.method.clone())
         .connect_timeout(timeout)
-        .compiled_core(compiled_core);
+        .compiled_core(start.compiled_core)
+        .lean_start(start.lean);
     o.name = hop.name.clone();
     if hop.rust_agent {
         o.agent = Some(econtext_agent::AgentOptions::default());

@@ -781,7 +781,8 @@ fn run_on_every_interpreter_keeps_rc_outputs_signals_and_fds_apart() {
 /// for each host's interpreter (a local CPython with the same bytecode
 /// magic compiles it once): every interpreter answers, each 3.x host runs
 /// code it did not compile (`econtext.core.COMPILED`), and 2.7, which
-/// names no magic, gets the source as before. Commands run there too.
+/// names no magic, gets the source as before. Commands run there too,
+/// in contexts started lean (the first stage runs the core, no `site`).
 #[test]
 fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
     let dir = TempDir::new("compiled");
@@ -798,7 +799,7 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
     std::fs::write(
         dir.path("ecprobe_compiled.py"),
         "import sys\nimport econtext.core\n\n\ndef compiled():\n    \
-         return [sys.version_info[0], econtext.core.COMPILED]\n",
+         return [sys.version_info[0], econtext.core.COMPILED, sys.flags.no_site]\n",
     )
     .unwrap();
     let out = econtext(&[
@@ -824,7 +825,11 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
         let r = &l[&format!("p{i}")]["result"];
         let py3 = r[0] == 3;
         assert_eq!(r[1], Value::Bool(py3), "{version}: {r}");
+        // `call` keeps the two-stage start: site-packages are there.
+        assert_eq!(r[2], 0, "{version}: {r}");
     }
+    // `run` starts lean: the context that spawns the command is the first
+    // stage's own `python -S -c` (no re-executed `python(econtext:p0)`).
     let out = econtext(&[
         "run",
         "-i",
@@ -832,7 +837,7 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
         "--json",
         "py",
         "--",
-        "echo ok",
+        "echo ok; tr '\\0' ' ' </proc/$PPID/cmdline >&2",
     ]);
     assert_eq!(
         out.status.code(),
@@ -841,7 +846,16 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
         String::from_utf8_lossy(&out.stdout),
         stderr(&out)
     );
-    assert!(lines(&out).values().all(|v| v["stdout"] == "ok\n"));
+    let l = lines(&out);
+    assert_eq!(l.len(), pythons.len(), "{l:?}");
+    for (host, v) in &l {
+        assert_eq!(v["stdout"], "ok\n", "{host}: {v}");
+        let parent = v["stderr"].as_str().unwrap_or_default();
+        assert!(
+            parent.contains(" -S -c import binascii,zlib;") && !parent.contains("(econtext:"),
+            "{host}: {parent}"
+        );
+    }
 }
 
 // ---- the Rust fan-out API, on local Python contexts ----

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use econtext::actors::DeadReason;
 use econtext::fleet::{Fleet, FleetError, Target};
-use econtext::{Context, Master};
+use econtext::{Context, ManyHosts, Master};
 use futures::StreamExt;
 
 use super::fleet_args::FleetArgs;
@@ -27,11 +27,27 @@ where
     F: Fn(Context, Target) -> Fut + 'static,
     Fut: Future<Output = Result<HostOutput, FleetError>> + 'static,
 {
+    let hosts = ManyHosts::new(master.clone());
+    drive_on(hosts, targets, args, verbose, f).await
+}
+
+/// [`drive`] with the contexts made by `hosts` (a lean start for `run`).
+pub async fn drive_on<F, Fut>(
+    hosts: ManyHosts,
+    targets: Vec<Target>,
+    args: &FleetArgs,
+    verbose: bool,
+    f: F,
+) -> Result<u8, String>
+where
+    F: Fn(Context, Target) -> Fut + 'static,
+    Fut: Future<Output = Result<HostOutput, FleetError>> + 'static,
+{
     let opts = args.fleet_options()?;
     let names = targets.iter().map(|t| t.name.clone()).collect();
     let mut reporter = Reporter::new(args, verbose, names)
         .map_err(|e| format!("cannot create the output directory: {e}"))?;
-    let fleet = Fleet::new(econtext::ManyHosts(master.clone()), opts);
+    let fleet = Fleet::new(hosts, opts);
     let mut results = fleet.run(targets, f);
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot handle SIGINT: {e}"))?;

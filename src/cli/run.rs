@@ -8,7 +8,7 @@ use clap::Args;
 use econtext::fleet::{FleetError, Target};
 use econtext::{Context, Master};
 
-use super::drive::drive;
+use super::drive::drive_on;
 use super::fleet_args::FleetArgs;
 use super::report::{HostOutput, HostReport};
 use super::Env;
@@ -106,7 +106,10 @@ pub fn main(env: Env, args: RunArgs) -> u8 {
                 Err(e) => super::usage(e),
             };
         }
-        let code = match drive(&master, targets, &args.fleet, env.verbose > 0, f).await {
+        // `econtext.fleet.run` needs only the standard library: no second
+        // interpreter, no `site` on the hosts.
+        let hosts = econtext::ManyHosts::new(master.clone()).lean_start(true);
+        let code = match drive_on(hosts, targets, &args.fleet, env.verbose > 0, f).await {
             Ok(code) => code,
             Err(e) => super::usage(e),
         };
