@@ -125,6 +125,9 @@ async fn inflight(ctx: &Context, child: &str, n: usize) {
 
 /// `k` echoes of 64 MiB (`copy.copy` of a bin), with each side's CPU.
 async fn echo(ctx: &Context, child: &str, k: usize) {
+    if k == 0 {
+        return; // `--echo 0`: no echo row
+    }
     let data: Vec<u8> = (0..64 << 20)
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();

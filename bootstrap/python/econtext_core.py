@@ -416,6 +416,16 @@ def _unp(b, i, d, n):
             elif c == 0xc0:
                 out.append(None)
                 i += 1
+            elif c == 0x80:  # {}: a call's usual kwargs
+                out.append({})
+                i += 1
+            elif 0xcc <= c <= 0xd3:  # an integer: a call's usual argument
+                s = _SCALAR[c]
+                j = i + 1 + s.size
+                if j > n:
+                    _trunc()
+                out.append(s.unpack_from(b, i + 1)[0])
+                i = j
             else:
                 v, i = _unp(b, i, d, n)
                 out.append(v)
@@ -441,6 +451,43 @@ def unpack(b):
     if i != len(b):
         raise MsgError('trailing bytes')
     return v
+
+
+# The encoded [module, class, function] that began the last call's data
+# (its first bytes, from the array marker on), and the three decoded.
+_LAST_CALL = [None, None]
+
+
+def unpack_call(b):
+    # CALL_FUNCTION data: [module, class or nil, function, args, kwargs].
+    # Decoding the three names costs as much as the rest of a trivial
+    # call's path, and calls in a row mostly name the same function: a
+    # call whose data begins with the last one's encoded names reuses them.
+    # Anything else is decoded in full (unpack).
+    if b[:1] != b'\x95':
+        return unpack(b)
+    n = len(b)
+    try:
+        pre = _LAST_CALL[0]
+        if pre is not None and b.startswith(pre):
+            names, i = _LAST_CALL[1], len(pre)
+        else:
+            mod, i = _unp(b, 1, 1, n)
+            cls, i = _unp(b, i, 1, n)
+            fn, i = _unp(b, i, 1, n)
+            names = [mod, cls, fn]
+            if type(mod) is _UNI and type(fn) is _UNI and (cls is None or type(cls) is _UNI):
+                _LAST_CALL[:] = [b[:i], names]
+        args, i = _unp(b, i, 1, n)
+        if b[i:i + 1] == b'\x80':
+            kwargs, i = {}, i + 1
+        else:
+            kwargs, i = _unp(b, i, 1, n)
+    except (UnicodeDecodeError, struct.error, IndexError):
+        raise MsgError('malformed value')
+    if i != n:
+        raise MsgError('trailing bytes')
+    return names + [args, kwargs]
 
 
 # ---- Frames ---------------------------------------------------------------
@@ -559,10 +606,24 @@ class Mac(object):
         return o.digest()
 
     def __call__(self, chunks, n):
+        if n < BIG_FRAME:
+            return self.one(b''.join(chunks))
         st = self.begin(n)
         for c in chunks:
             st[0].update(c)
         return self.end(st)
+
+    def one(self, b):
+        # The MAC of a small frame whose fields and data are the bytes b:
+        # one Python call, the fewest C calls (this runs twice per call,
+        # and with calls in flight the child's CPU per call is the limit).
+        i, o = self.small
+        i = i.copy()
+        i.update(_SEQ.pack(self.dir, self.seq) + b)
+        self.seq += 1
+        o = o.copy()
+        o.update(i.digest())
+        return o.digest()
 
 
 def _need_sha1():
@@ -612,9 +673,31 @@ class Stream(object):
         if n > self.router.max_size:
             raise MsgError('message of %d bytes exceeds max_message_size' % n)
         f = _FLD.pack(dst, src, handle, reply_to, n)
-        chunks.insert(0, f)
         if n >= BIG_FRAME:
-            self.tx.prepare(False)
+            return self._send_big(f, chunks, n)
+        # A small frame: sealed in one piece, and held back as one item
+        # while the main thread has more calls queued (see _dispatch).
+        body = f + b''.join(chunks)
+        hold = getattr(_HOLD, 'on', False)
+        with self.wlock:
+            if self.closed:
+                raise EOFError('stream to %d is closed' % self.remote_id)
+            held = self.held
+            if hold and not held:
+                broker.hold(self)
+            held.append(self.tx.one(body) + body)
+            if hold and len(held) < 128:
+                return
+            try:
+                _write(self.wfd, held[0] if len(held) == 1 else b''.join(held))
+            except EnvironmentError:
+                self.closed = True
+                raise
+            del held[:]
+
+    def _send_big(self, f, chunks, n):
+        chunks.insert(0, f)
+        self.tx.prepare(False)
         hold = n < 65536 and getattr(_HOLD, 'on', False)
         with self.wlock:
             if self.closed:
@@ -684,12 +767,26 @@ class Stream(object):
 
     def _parse(self, s):
         pos, end = 0, len(s)
+        unhdr, limit, one, on_frame = _HDR.unpack_from, self.router.max_size, self.rx.one, self.on_frame
+        small = min(BIG_FRAME, limit + 1)
         # An offset walks the buffer: slicing off each frame would copy the
         # rest every time (quadratic with thousands of small frames).
         while end - pos >= 36 and not self.closed:
-            h = _HDR.unpack_from(s, pos)
+            h = unhdr(s, pos)
             n = h[5]
-            if n > self.router.max_size:
+            j = pos + 36 + n
+            if n < small and j <= end:
+                # A whole small frame (the common case, inlined: with
+                # thousands of calls in flight this loop is per call).
+                if not _same(one(s[pos + 20:j]), h[0]):
+                    return self.disconnect('bad MAC on frame from %d' % h[2])
+                try:
+                    on_frame(h[1], h[2], h[3], h[4], s[pos + 36:j], self)
+                except Exception:
+                    LOG.exception('routing frame %r failed', h[1:])
+                pos = j
+                continue
+            if n > limit:
                 return self.disconnect('frame of %d bytes exceeds max_message_size' % n)
             fld = s[pos + 20:pos + 36]
             pos += 36
@@ -816,6 +913,14 @@ class _Queue(object):
             self.q.appendleft(x)
         else:
             self.q.append(x)
+        # Released already (the getter has not drained the queue yet): no
+        # release, whose error would cost more than the put itself with
+        # thousands of calls in flight. A put racing another may still
+        # find it released.
+        if self.lk.locked():
+            self.put_wake()
+
+    def put_wake(self):
         try:
             self.lk.release()
         except Exception:
@@ -887,10 +992,17 @@ class Router(object):
         self.lost = False
         self.caller = None  # the context whose call the main thread runs
         h = self.handlers
-        h[CALL_FUNCTION] = lambda src, rt, data: self.calls.put((src, rt, data))
+        h[CALL_FUNCTION] = self._queue_call
         h[SHUTDOWN] = lambda src, rt, data: self.calls.put(None, True)
         h[ADD_ROUTE] = self._add_route
         h[SPAWN] = self._spawn
+
+    def _queue_call(self, src, reply_to, data):
+        # _Queue.put inlined: this runs once per call.
+        calls = self.calls
+        calls.q.append((src, reply_to, data))
+        if calls.lk.locked():
+            calls.put_wake()
 
     def _new_handle(self):
         # Under self.lock. Unpredictable (a guessed handle is how a hostile
@@ -1541,7 +1653,9 @@ def _call(msg):
                 importer.hint = None
             m = sys.modules[mod]
         f = getattr(getattr(m, cls) if cls else m, fn)
-        return packl(f(*args, **kwargs))
+        out = []
+        _pk(f(*args, **kwargs), out.append)
+        return out
     except BaseException:  # SystemExit from user code is an error, not our exit
         return packl(_call_error())
 
@@ -1553,16 +1667,20 @@ def _dispatch():
     # 10,000 calls in flight); the IO thread writes them after HOLD_MS if
     # the next call turns out to be slow.
     q = router.calls
+    calls = q.q
+    hold = False
     while True:
-        if not q.q:
-            _HOLD.on = False
+        if calls:
+            item = calls.popleft()
+        else:
+            _HOLD.on = hold = False
             broker._flush_held()
-        item = q.get()
+            item = q.get()
         if item is None:
             break
         src, reply_to, data = item
         try:
-            msg = unpack(data)
+            msg = unpack_call(data)
         except Exception:
             msg = None
         if isinstance(msg, Dead):
@@ -1571,7 +1689,8 @@ def _dispatch():
         out = _call(msg) if msg is not None else packl(CallError(
             u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
         router.caller = None
-        _HOLD.on = bool(q.q)
+        if hold is not bool(calls):
+            _HOLD.on = hold = not hold
         if reply_to:
             try:
                 router.route(src, context_id, reply_to, 0, out)

@@ -117,6 +117,27 @@ class MsgpackTest(unittest.TestCase):
         for b in bad:
             self.assertRaises(core.MsgError, core.unpack, b)
 
+    def test_call_data_decodes_as_unpack_does(self):
+        # unpack_call reuses the last call's decoded names when the data
+        # begins with their encoding: the same values as unpack, cached or
+        # not, and the same refusals of truncated or trailing bytes.
+        calls = [[u('copy'), None, u('copy'), [1], {}],
+                 [u('copy'), None, u('copy'), [2 ** 40, u('x')], {u('k'): 1}],
+                 [u('copy'), None, u('copyx'), [], {}],
+                 [u('os'), u('path'), u('join'), [u('a'), u('b')], {}],
+                 [u('copy'), None, u('copy'), [[1, 2], {}], {}],
+                 [b'\xff', None, u('f'), [], {}],
+                 [u('copy'), None, u('copy'), [1], {}]]
+        for msg in calls + calls:
+            b = core.pack(msg)
+            self.assertEqual(core.unpack_call(b), core.unpack(b))
+            for i in range(len(b)):
+                self.assertRaises(core.MsgError, core.unpack_call, b[:i])
+            self.assertRaises(core.MsgError, core.unpack_call, b + b'\xc0')
+        self.assertEqual(core.unpack_call(core.pack(core.Dead(u('bye')))), core.Dead(u('bye')))
+        names = core.pack(calls[0][:3])[1:]
+        self.assertRaises(core.MsgError, core.unpack_call, b'\x95' + names + b'\x91' * 100000 + b'\xc0\x80')
+
 
 def _ref_mac(key, d, seq, fld, data):
     return hmac.new(key, d + struct.pack('>Q', seq) + fld + data, hashlib.sha1).digest()
