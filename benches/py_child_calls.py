@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# The Python child's CPU per call with calls in flight, without a master
+# or threads: the IO thread's part (Stream.on_read over a socket holding N
+# sealed CALL_FUNCTION frames of copy.copy(i)) then the main thread's
+# (_dispatch answering them, replies held and written in batches), in one
+# process, replies checked. Counts that do not depend on the machine:
+#
+#   python benches/py_child_calls.py N             CPU µs per call (rough)
+#   python benches/py_child_calls.py N opcodes     bytecodes per call, by function (3.7+)
+#   python benches/py_child_calls.py N setup       everything but the calls (callgrind's baseline)
+#   python benches/py_child_calls.py N unchecked   the calls, replies not checked (for callgrind)
+#   bash benches/py_child_calls.sh [PYTHON]        instructions per call (callgrind)
+#
+# docs/PERFORMANCE.md, "The Python child's CPU per call in flight".
+import os
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.environ.get('CORE_DIR', os.path.join(HERE, '..', 'bootstrap', 'python')))
+import econtext_core as core  # noqa: E402
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+MODE = sys.argv[2] if len(sys.argv) > 2 else ''
+KEY = b'k' * 20
+
+
+class Broker(object):
+    # What the stream and _dispatch need of the IO thread's broker.
+    def __init__(self):
+        self.held = set()
+
+    def del_reader(self, fd):
+        pass
+
+    def hold(self, s):
+        self.held.add(s)
+
+    def _flush_held(self):
+        while self.held:
+            self.held.pop().flush()
+
+
+def calls(n):
+    tx = core.Mac(KEY, b'\0')
+    out = []
+    for i in range(n):
+        data = core.pack([u'copy', None, u'copy', [i], {}])
+        f = core._FLD.pack(1, 0, core.CALL_FUNCTION, 1000 + i, len(data))
+        out.append(tx([f, data], len(data)) + f + data)
+    return b''.join(out)
+
+
+def check(path, n):
+    out = open(path, 'rb').read()
+    rx, pos, k = core.Mac(KEY, b'\1'), 0, 0
+    while pos < len(out):
+        h = core._HDR.unpack_from(out, pos)
+        body = out[pos + 20:pos + 36 + h[5]]
+        assert rx([body], len(body) - 16) == h[0] and core.unpack(body[16:]) == k and h[3] == 1000 + k
+        pos += 36 + h[5]
+        k += 1
+    assert k == n, (k, n)
+
+
+def main():
+    import copy  # noqa: F401  (imported before counting, as a warm child has it)
+    blob = calls(N)
+    chunks = [blob[i:i + 65536] for i in range(0, len(blob), 65536)]
+    core.broker = Broker()
+    core.context_id, core.parent_id = 1, 0
+    router = core.router = core.Router({'context_id': 1, 'parent_id': 0, 'name': 'b', 'ancestors': [0]})
+    a, b = socket.socketpair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    path = '/tmp/py_child_calls.%d.out' % os.getpid()
+    w = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    st = core.Stream(router, 0, a.fileno(), w, KEY)
+    router.parent = router.streams[0] = st
+
+    def run():
+        for c in chunks:
+            os.write(b.fileno(), c)
+            st.on_read()
+        core._HOLD.on = True
+        router.calls.put(None)
+        core._dispatch()
+
+    clock = getattr(time, 'process_time', None) or time.clock
+    counts = {}
+    if MODE == 'opcodes':
+        def trace(frame, event, arg):
+            frame.f_trace_opcodes = True
+            if event == 'opcode':
+                k = frame.f_code.co_name
+                counts[k] = counts.get(k, 0) + 1
+            return trace
+        sys.settrace(trace)
+    t0 = clock()
+    if MODE != 'setup':  # the setup alone, for callgrind's baseline
+        run()
+    t1 = clock()
+    sys.settrace(None)
+    os.close(w)
+    if MODE not in ('setup', 'unchecked'):
+        check(path, N)
+    os.unlink(path)
+    if counts:
+        print('%.0f bytecodes per call' % (sum(counts.values()) / float(N)))
+        for k, v in sorted(counts.items(), key=lambda x: -x[1])[:15]:
+            print('%8.1f %s' % (v / float(N), k))
+    else:
+        print('%s: %.2f µs of CPU per call (%d calls)' % (sys.version.split()[0], (t1 - t0) * 1e6 / N, N))
+
+
+main()
