@@ -286,10 +286,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             writer.write_all(&buf).await?;
             buf.clear();
         }
-        writer.flush().await?;
         // Releasing the budget only now keeps the bound honest: bytes
         // count until the kernel has them.
         written.clear();
+        // Flush when going idle, not after every burst: for the socket
+        // writer a flush may end its writability registration, which a
+        // bulk transfer would only make again for its next frame.
+        while let Ok(item) = queue.try_recv() {
+            take(&mut lanes, item);
+        }
+        if lanes.is_empty() {
+            writer.flush().await?;
+        }
     }
     let _ = writer.shutdown().await;
     Ok(())
