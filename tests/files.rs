@@ -965,6 +965,58 @@ fn push_and_pull_to_a_rust_context_like_a_python_one() {
     });
 }
 
+/// The receiver's count of files fsynced before their rename.
+async fn fsynced(ctx: &econtext::Context) -> u64 {
+    let m: std::collections::HashMap<String, u64> =
+        ctx.call("econtext.files", "stats", ()).await.unwrap();
+    m["fsynced"]
+}
+
+#[test]
+fn fsync_on_request_reaches_every_file_and_the_default_renames_without_it() {
+    // The default replaces files atomically without an fsync (as scp,
+    // rsync and tar do); `fsync(true)` fsyncs each file before its rename:
+    // on a Python receiver, a Rust one, and on the master for a pull.
+    let dir = TempDir::new("files-fsync");
+    let tree = dir.path("tree");
+    make_tree(&tree);
+    let files = 4; // a.bin, empty, sub/run.sh, sub/deeper/x.txt
+    let durable = TransferOptions::default().fsync(true);
+    assert!(!TransferOptions::default().fsync);
+    run(async {
+        let master = master(&Capture::default());
+        let py = master.local(local(&python3())).await.unwrap();
+        let rs = master
+            .rust_context("rusty", None, econtext::Functions::default())
+            .await
+            .unwrap();
+        for (name, ctx) in [("python", &py), ("rust", &rs)] {
+            let before = fsynced(ctx).await;
+            ctx.push_tree(&tree, dir.path(&format!("{name}-default")))
+                .await
+                .unwrap();
+            assert_eq!(fsynced(ctx).await, before, "{name}: the default fsyncs");
+            ctx.push_tree_with(&tree, dir.path(&format!("{name}-durable")), &durable)
+                .await
+                .unwrap();
+            assert_eq!(fsynced(ctx).await, before + files, "{name}");
+            assert_same_tree(&tree, &dir.path(&format!("{name}-durable")));
+            assert_same_tree(&tree, &dir.path(&format!("{name}-default")));
+        }
+        // A pull writes here: the master's own writer.
+        let here = || econtext::files::writer::FSYNCED.load(Ordering::Relaxed);
+        let before = here();
+        py.pull_tree_with(dir.path("python-durable"), dir.path("back"), &durable)
+            .await
+            .unwrap();
+        assert_eq!(here(), before + files);
+        assert_same_tree(&tree, &dir.path("back"));
+        assert!(temporaries(&dir.0).is_empty());
+        py.shutdown().await.unwrap();
+        rs.shutdown().await.unwrap();
+    });
+}
+
 /// Pushes one file through `via` to three Python leaves under it with
 /// push_fanout; checks every copy, and on byte counters that the master
 /// sent it once and `via` relayed it three times without writing it.

@@ -4,7 +4,8 @@
 //!
 //! - [`FilesExt::push`] / [`FilesExt::push_tree`]: local file or tree to
 //!   the context, into a temporary file beside each destination, SHA-256
-//!   checked, fsynced, renamed into place with mode and mtime (and, when
+//!   checked, renamed into place (fsynced first with
+//!   [`TransferOptions::fsync`]) with mode and mtime (and, when
 //!   the receiver runs as root, owner); symlinks stay links; a rerun after
 //!   an interruption resumes after the last verified byte;
 //! - [`FilesExt::pull`] / [`FilesExt::pull_tree`]: the same in the other

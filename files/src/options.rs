@@ -15,8 +15,13 @@ pub struct TransferOptions {
     pub window: u64,
     /// Bytes per data message.
     pub chunk: usize,
-    /// fsync each file before renaming it into place (atomic and
-    /// durable). Off: still atomic, not durable across a power cut.
+    /// fsync each file before renaming it into place: durable across a
+    /// power cut or a kernel crash once the transfer has reported
+    /// success. Off (the default, like `cat > f`, `tar -x`, `scp`,
+    /// `rsync` and Ansible's copy): still atomic (a reader sees the old
+    /// file or the new one, never a mix), but a crash shortly after the
+    /// transfer can leave the previous version or an empty file at the
+    /// destination, whatever the kernel had not written back yet.
     pub fsync: bool,
     /// A receiver that neither writes nor acks for this long fails the
     /// transfer (`ConnectionLost`): every wait has a bound.
@@ -30,7 +35,7 @@ impl Default for TransferOptions {
         TransferOptions {
             window: 2 << 20,
             chunk: 256 << 10,
-            fsync: true,
+            fsync: false,
             stall_timeout: Duration::from_secs(60),
             progress: None,
         }

@@ -12,7 +12,7 @@
 //! Python sender only) `[5, [[index, offset, sha256_hex], ...]]` start,
 //! resuming those files after the given verified prefix.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use econtext_wire::Value;
 
 use crate::error::{FileError, FileErrorKind};
@@ -109,9 +109,22 @@ impl Inflow {
     }
 }
 
+/// Room after a chunk's data for its trailer (the file's SHA-256 as a
+/// MessagePack string, or nil), so that finishing a frame never grows its
+/// buffer: growing it copied every chunk once more.
+pub const CHUNK_TRAILER: usize = 2 + 64;
+
+/// A zeroed buffer for a chunk of `len` bytes (read into
+/// `[CHUNK_HEADROOM..]`), with room for its trailer.
+pub fn chunk_buffer(len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(CHUNK_HEADROOM + len + CHUNK_TRAILER);
+    v.resize(CHUNK_HEADROOM + len, 0);
+    v
+}
+
 /// One chunk message, built around data read straight into `buf` after
 /// [`CHUNK_HEADROOM`] bytes: `buf[CHUNK_HEADROOM..]` is the data.
-pub fn chunk_frame(mut buf: BytesMut, index: u32, offset: u64, sha: Option<&str>) -> Bytes {
+pub fn chunk_frame(mut buf: Vec<u8>, index: u32, offset: u64, sha: Option<&str>) -> Bytes {
     let n = buf.len() - CHUNK_HEADROOM;
     let mut hdr = Vec::with_capacity(CHUNK_HEADROOM);
     rmp::encode::write_array_len(&mut hdr, 5).expect("vec");
@@ -122,14 +135,10 @@ pub fn chunk_frame(mut buf: BytesMut, index: u32, offset: u64, sha: Option<&str>
     let start = CHUNK_HEADROOM - hdr.len();
     buf[start..CHUNK_HEADROOM].copy_from_slice(&hdr);
     match sha {
-        Some(s) => {
-            let mut t = Vec::with_capacity(s.len() + 2);
-            rmp::encode::write_str(&mut t, s).expect("vec");
-            buf.put_slice(&t);
-        }
-        None => buf.put_u8(0xc0),
+        Some(s) => rmp::encode::write_str(&mut buf, s).expect("vec"),
+        None => buf.push(0xc0),
     }
-    buf.freeze().slice(start..)
+    Bytes::from(buf).slice(start..)
 }
 
 /// A data message as a receiver sees it.
@@ -342,7 +351,7 @@ mod tests {
 
     #[test]
     fn chunk_frame_round_trips_without_copy() {
-        let mut buf = BytesMut::zeroed(CHUNK_HEADROOM);
+        let mut buf = chunk_buffer(0);
         buf.extend_from_slice(b"hello world");
         let f = chunk_frame(buf, 7, 1 << 33, Some("ab"));
         // Plain rmpv sees the same value.
@@ -363,13 +372,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let mut buf = BytesMut::zeroed(CHUNK_HEADROOM);
+        let mut buf = chunk_buffer(0);
         buf.extend_from_slice(&[0u8; 300]);
         let f = chunk_frame(buf, 0, 0, None);
         assert!(matches!(
             decode_data(&f).unwrap(),
             Data::Chunk { sha: None, .. }
         ));
+    }
+
+    #[test]
+    fn a_chunk_frame_is_built_in_its_read_buffer_without_growing_it() {
+        let buf = chunk_buffer(256 << 10);
+        let data_at = buf[CHUNK_HEADROOM..].as_ptr();
+        let f = chunk_frame(buf, 3, 0, Some(&"a".repeat(64)));
+        match decode_data(&f).unwrap() {
+            Data::Chunk { data, sha, .. } => {
+                assert_eq!(data.as_ptr(), data_at, "the data was copied");
+                assert_eq!(sha.map(|s| s.len()), Some(64));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

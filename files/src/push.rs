@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use econtext_actors::{Channel, Context, Error, Sender};
 use econtext_wire::{ContextId, Value};
 use futures::StreamExt;
@@ -340,7 +340,7 @@ fn read_file(
     }
     loop {
         let want = (size - off).min(chunk as u64) as usize;
-        let mut buf = BytesMut::zeroed(CHUNK_HEADROOM + want);
+        let mut buf = proto::chunk_buffer(want);
         let mut got = 0;
         while got < want {
             let n = f.read(&mut buf[CHUNK_HEADROOM + got..]).map_err(io)?;

@@ -54,6 +54,7 @@ pub fn register(functions: &mut Functions) {
         let mut m = HashMap::new();
         m.insert("bytes_in", BYTES_IN.load(Relaxed));
         m.insert("relayed", crate::relay::RELAYED.load(Relaxed));
+        m.insert("fsynced", crate::writer::FSYNCED.load(Relaxed));
         m
     });
     functions.register_in_context(

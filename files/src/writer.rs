@@ -39,6 +39,10 @@ struct Open {
 /// has little left and the disk works while data still arrives.
 pub const WRITEBACK_STEP: u64 = 8 << 20;
 
+/// Files this process fsynced before renaming them into place (the
+/// `fsynced` of `econtext.files.stats`): what shows the fsync path ran.
+pub static FSYNCED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes one transfer under `root` (a tree) or to `root` itself (one file).
 pub struct LocalWriter {
     root: PathBuf,
@@ -389,6 +393,7 @@ impl LocalWriter {
             .map_err(io)?;
         if self.fsync {
             file.sync_all().map_err(io)?;
+            FSYNCED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let t = ts(e.mtime_ns());
         nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&file), &t, &t)

@@ -31,8 +31,13 @@ pub struct CopyArgs {
     /// Local files or directories, then the destination on each host.
     #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     pub paths: Vec<PathBuf>,
-    /// Do not fsync each file before renaming it into place (still
-    /// atomic; faster for many small files, not durable on power loss).
+    /// fsync each file before renaming it into place: durable on power
+    /// loss once copy reports success (slower, most for many small
+    /// files). Without it (the default, as with scp, rsync and tar) each
+    /// file is still replaced atomically.
+    #[arg(long, conflicts_with = "no_fsync")]
+    pub fsync: bool,
+    /// The default: rename into place without an fsync (still atomic).
     #[arg(long)]
     pub no_fsync: bool,
     #[command(flatten)]
@@ -236,7 +241,7 @@ pub fn main(env: Env, mut a: CopyArgs) -> u8 {
     let into_dir = dest.as_os_str().to_string_lossy().ends_with('/') || a.paths.len() > 1;
     let single = !a.fleet.is_fleet() && !a.fleet.json;
     let bar = BytesBar::new(!a.fleet.is_fleet());
-    let mut opts = TransferOptions::default().fsync(!a.no_fsync);
+    let mut opts = TransferOptions::default().fsync(a.fsync);
     opts.progress = BytesBar::callback(&bar);
     let plan = Plan {
         srcs: std::mem::take(&mut a.paths),

@@ -24,6 +24,13 @@ pub struct FetchArgs {
     pub src: PathBuf,
     /// The local directory to pull into (created if missing).
     pub dest_dir: PathBuf,
+    /// fsync each file before renaming it into place (durable on power
+    /// loss); without it each file is still replaced atomically.
+    #[arg(long, conflicts_with = "no_fsync")]
+    pub fsync: bool,
+    /// The default: rename into place without an fsync (still atomic).
+    #[arg(long)]
+    pub no_fsync: bool,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }
@@ -75,7 +82,7 @@ pub fn main(env: Env, a: FetchArgs) -> u8 {
     };
     let single = !a.fleet.is_fleet() && !a.fleet.json;
     let bar = BytesBar::new(!a.fleet.is_fleet());
-    let mut opts = TransferOptions::default();
+    let mut opts = TransferOptions::default().fsync(a.fsync);
     opts.progress = BytesBar::callback(&bar);
     let plan = Rc::new(Plan {
         src: a.src.clone(),

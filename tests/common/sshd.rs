@@ -227,6 +227,11 @@ impl Sshd {
         panic!("sshd did not listen within 10 s: {}", sshd.log_text());
     }
 
+    /// The daemon's pid (its sessions are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A known_hosts line for this server.
     pub fn known_hosts_line(&self) -> String {
         let mut f = self.host_pub.split_whitespace();
