@@ -175,6 +175,58 @@ fn a_timeout_to_a_stalled_child_covers_the_wait_for_link_room() {
 }
 
 #[test]
+fn calls_made_while_a_link_is_full_go_out_in_the_order_they_were_made() {
+    run(async {
+        use serde::de::IgnoredAny;
+        use tokio::io::AsyncReadExt;
+        let (t, raw, mut end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
+        // One task makes 20 calls one after another while the link is
+        // full: the first waits in the router (it took the fast path),
+        // the rest wait for room in `start`. None may overtake another.
+        let ctx = t.context(raw);
+        let caller = actix::spawn(async move {
+            let mut pending = Vec::new();
+            for i in 0..20i64 {
+                let call = ctx.call_with("math", "add").args((i, 0)).unwrap();
+                pending.push(call.start::<i64>().await.unwrap());
+            }
+            pending
+        });
+        // Drain the raw end and note each CALL_FUNCTION's first argument.
+        let mut buf = Vec::new();
+        let mut order = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while order.len() < 20 {
+            assert!(Instant::now() < deadline, "calls seen: {order:?}");
+            let mut chunk = vec![0u8; 1 << 20];
+            let n = tokio::time::timeout(Duration::from_secs(5), end.read(&mut chunk))
+                .await
+                .expect("the link drains")
+                .unwrap();
+            assert!(n > 0, "the link stayed open");
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= econtext::wire::HEADER_LEN {
+                let fields: [u8; 16] = buf[20..36].try_into().unwrap();
+                let (h, len) = econtext::wire::Header::parse_fields(&fields);
+                let total = econtext::wire::HEADER_LEN + len as usize;
+                if buf.len() < total {
+                    break;
+                }
+                if h.handle == econtext::wire::handles::CALL_FUNCTION {
+                    let data = &buf[econtext::wire::HEADER_LEN..total];
+                    let (_, _, _, args, _): (String, IgnoredAny, String, (i64, i64), IgnoredAny) =
+                        econtext::wire::payload::decode(data).unwrap();
+                    order.push(args.0);
+                }
+                buf.drain(..total);
+            }
+        }
+        assert_eq!(order, (0..20).collect::<Vec<_>>());
+        drop(caller.await.unwrap());
+    });
+}
+
+#[test]
 fn shutdown_of_a_stalled_child_returns_within_the_grace_period_and_it_is_declared_dead() {
     run(async {
         // Stalls are detected after 1 s, inside the 3 s grace period.
