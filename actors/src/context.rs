@@ -144,9 +144,9 @@ impl Context {
     pub fn call_with(&self, module: &str, function: &str) -> CallBuilder {
         CallBuilder {
             ctx: self.clone(),
-            module: module.to_string(),
+            names: [module, function].concat(),
+            module_len: module.len(),
             class: None,
-            function: function.to_string(),
             args: Bytes::from_static(&[0x90]),
             roomy: None,
             kwargs: Vec::new(),
@@ -384,9 +384,10 @@ impl Context {
 /// A call under construction; see [`Context::call_with`].
 pub struct CallBuilder {
     ctx: Context,
-    module: String,
+    /// The module's name then the function's, in one allocation.
+    names: String,
+    module_len: usize,
     class: Option<String>,
-    function: String,
     args: Bytes,
     /// The arguments encoded after room for the call's other fields
     /// (`.1` bytes of it), so the call is built around them in place: a
@@ -411,7 +412,7 @@ impl CallBuilder {
     /// Vec or array of one type.
     pub fn args(mut self, args: impl Serialize) -> Result<Self> {
         // One more byte of room for wrapping a single value.
-        let room = CALL_PREFIX_ROOM + self.module.len() + self.function.len() + 1;
+        let room = CALL_PREFIX_ROOM + self.names.len() + 1;
         let mut buf = Vec::with_capacity(room + 32);
         buf.resize(room, 0);
         payload::encode_into(&args, &mut buf)?;
@@ -452,9 +453,17 @@ impl CallBuilder {
         self
     }
 
+    fn module(&self) -> &str {
+        &self.names[..self.module_len]
+    }
+
+    fn function(&self) -> &str {
+        &self.names[self.module_len..]
+    }
+
     /// The length [`CallBuilder::prefix`] writes.
     fn prefix_len(&self) -> usize {
-        prefix_len(&self.module, self.class.as_deref(), &self.function)
+        prefix_len(self.module(), self.class.as_deref(), self.function())
     }
 
     /// `[module, class, function]` with its array header (of five).
@@ -463,12 +472,12 @@ impl CallBuilder {
         W::Error: std::fmt::Debug,
     {
         rmp::encode::write_array_len(w, 5).expect("vec write");
-        rmp::encode::write_str(w, &self.module).expect("vec write");
+        rmp::encode::write_str(w, self.module()).expect("vec write");
         match &self.class {
             Some(c) => rmp::encode::write_str(w, c).expect("vec write"),
             None => rmp::encode::write_nil(w).expect("vec write"),
         }
-        rmp::encode::write_str(w, &self.function).expect("vec write");
+        rmp::encode::write_str(w, self.function()).expect("vec write");
     }
 
     fn kwargs(&self, w: &mut Vec<u8>) {

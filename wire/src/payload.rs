@@ -76,7 +76,8 @@ pub fn check_structure_within(data: &[u8], max_values: u64) -> Result<u64, WireE
     let mut values = 0u64;
     let mut pos = 0usize;
     // Values still to read at each open container level.
-    let mut pending: Vec<u64> = vec![1];
+    let mut pending = Levels::default();
+    pending.push(1);
     while let Some(top) = pending.last_mut() {
         if *top == 0 {
             pending.pop();
@@ -194,6 +195,48 @@ pub fn check_structure_within(data: &[u8], max_values: u64) -> Result<u64, WireE
         )));
     }
     Ok(values)
+}
+
+/// [`check_structure_within`]'s stack of open containers: the first
+/// levels inline (a reply is a few levels deep), deeper ones in a Vec, so
+/// that checking a small reply allocates nothing.
+#[derive(Default)]
+struct Levels {
+    inline: [u64; INLINE_LEVELS],
+    len: usize,
+    deeper: Vec<u64>,
+}
+
+const INLINE_LEVELS: usize = 16;
+
+impl Levels {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, n: u64) {
+        if self.len < INLINE_LEVELS {
+            self.inline[self.len] = n;
+        } else {
+            self.deeper.push(n);
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        self.len -= 1;
+        if self.len >= INLINE_LEVELS {
+            self.deeper.pop();
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut u64> {
+        match self.len {
+            0 => None,
+            n if n <= INLINE_LEVELS => Some(&mut self.inline[n - 1]),
+            _ => self.deeper.last_mut(),
+        }
+    }
 }
 
 /// What came back to a request: a value, a remote exception, or Dead.
@@ -324,6 +367,19 @@ mod tests {
                 matches!(decode_value(bad), Err(WireError::Malformed(_))),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn nesting_past_the_inline_levels_is_checked_like_any() {
+        for depth in [15usize, 16, 17, 40, 128] {
+            let mut v = vec![0x91u8; depth];
+            v.push(0x01);
+            assert_eq!(check_structure_within(&v, 1000), Ok(depth as u64 + 1));
+            v.pop();
+            assert!(check_structure(&v).is_err(), "depth {depth} truncated");
+            v.extend_from_slice(&[0x01, 0x01]);
+            assert!(check_structure(&v).is_err(), "depth {depth} trailing");
         }
     }
 
