@@ -22,6 +22,7 @@ use crate::{ConnectOptions, Master};
 pub struct ManyHosts {
     master: Master,
     lean_start: bool,
+    preload: &'static [&'static str],
 }
 
 impl ManyHosts {
@@ -29,7 +30,15 @@ impl ManyHosts {
         ManyHosts {
             master,
             lean_start: false,
+            preload: &[],
         }
+    }
+
+    /// Direct hops get these builtin modules with their payload
+    /// ([`ConnectOptions::preload`]): `econtext.fleet` for `run`.
+    pub fn preload(mut self, modules: &'static [&'static str]) -> Self {
+        self.preload = modules;
+        self
     }
 
     /// Direct hops start lean ([`ConnectOptions::lean_start`]): for
@@ -51,6 +60,7 @@ impl Connector for ManyHosts {
         let start = Start {
             compiled_core: true,
             lean: self.lean_start,
+            preload: self.preload,
         };
         connect_hop(&self.master, hop, via, timeout, start)
     }
@@ -86,6 +96,7 @@ impl Connector for Master {
 struct Start {
     compiled_core: bool,
     lean: bool,
+    preload: &'static [&'static str],
 }
 
 fn connect_hop(
@@ -98,7 +109,8 @@ fn connect_hop(
     let mut o = ConnectOptions::new(hop.method.clone())
         .connect_timeout(timeout)
         .compiled_core(start.compiled_core)
-        .lean_start(start.lean);
+        .lean_start(start.lean)
+        .preload(start.preload);
     o.name = hop.name.clone();
     if hop.rust_agent {
         o.agent = Some(econtext_agent::AgentOptions::default());

@@ -135,6 +135,10 @@ pub struct ConnectOptions {
     /// command line instead of `python(econtext:NAME)`. What `econtext
     /// run` uses. Direct connections only (not `via`).
     pub lean_start: bool,
+    /// Builtin modules (`econtext.fleet`, `econtext.files`...) sent with
+    /// the payload and created at start, for a context sure to call them:
+    /// no GET_MODULE round trip. Direct connections only (not `via`).
+    pub preload: Vec<&'static str>,
 }
 
 impl ConnectOptions {
@@ -148,7 +152,14 @@ impl ConnectOptions {
             agent: None,
             compiled_core: false,
             lean_start: false,
+            preload: Vec::new(),
         }
+    }
+
+    /// See [`ConnectOptions::preload`].
+    pub fn preload(mut self, modules: &[&'static str]) -> Self {
+        self.preload = modules.to_vec();
+        self
     }
 
     /// See [`ConnectOptions::lean_start`].
@@ -608,6 +619,7 @@ impl Master {
                     config: &config,
                     compiled: opts.compiled_core,
                     python: opts.method.python(),
+                    preload: &opts.preload,
                 };
                 connect_with(&spec, payload, timeout, &log).await?
             }

@@ -829,12 +829,14 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
         assert_eq!(r[2], 0, "{version}: {r}");
     }
     // `run` starts lean: the context that spawns the command is the first
-    // stage's own `python -S -c` (no re-executed `python(econtext:p0)`).
+    // stage's own `python -S -c` (no re-executed `python(econtext:p0)`),
+    // and econtext.fleet came with the payload (no GET_MODULE).
     let out = econtext(&[
         "run",
         "-i",
         inv.to_str().unwrap(),
         "--json",
+        "--stats",
         "py",
         "--",
         "echo ok; tr '\\0' ' ' </proc/$PPID/cmdline >&2",
@@ -856,6 +858,8 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
             "{host}: {parent}"
         );
     }
+    let stats = stderr(&out);
+    assert!(stats.contains("\"get_module_requests\":0,"), "{stats}");
 }
 
 // ---- the Rust fan-out API, on local Python contexts ----

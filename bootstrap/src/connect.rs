@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::error::ConnectError;
 use crate::handshake::{Handshake, Stage, Step};
 use crate::method::SpawnSpec;
-use crate::payload::{framed_payload, framed_payload_compiled, ChildConfig};
+use crate::payload::{framed_preloading, ChildConfig};
 use crate::process::{spawn_spec, ChildProcess};
 use crate::prompt::{classify_exit, Asked, Auth, PromptRules, PromptScanner, Secret};
 use crate::pty::PtyMaster;
@@ -149,6 +149,9 @@ pub enum Payload<'a> {
         config: &'a ChildConfig,
         compiled: bool,
         python: &'a str,
+        /// Builtin modules sent with the payload and created at start
+        /// ([`crate::payload::framed_preloading`]).
+        preload: &'a [&'a str],
     },
 }
 
@@ -176,17 +179,20 @@ async fn payload_bytes<'a>(
             config,
             compiled: true,
             python,
+            preload,
         } if tag.is_some() => {
             let tag = tag.unwrap_or_default();
             match crate::compiled::core_for(tag, python).await {
                 Some(code) => {
                     debug!(log, "sending the core compiled"; "for" => tag, "bytes" => code.len());
-                    framed_payload_compiled(config, &code).into()
+                    framed_preloading(config, Some(&code), preload).into()
                 }
-                None => framed_payload(config).into(),
+                None => framed_preloading(config, None, preload).into(),
             }
         }
-        Payload::Core { config, .. } => framed_payload(config).into(),
+        Payload::Core {
+            config, preload, ..
+        } => framed_preloading(config, None, preload).into(),
     }
 }
 

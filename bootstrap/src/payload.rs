@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use flate2::{write::ZlibEncoder, Compression};
 
 use crate::minimize::minimize_source;
+use crate::modules::BUILTIN_MODULES;
 
 /// The Python core as it is in the repository.
 pub const CORE_SOURCE: &str = include_str!("../python/econtext_core.py");
@@ -172,14 +173,63 @@ pub fn framed_payload_compiled(config: &ChildConfig, compiled: &[u8]) -> Vec<u8>
 }
 
 fn framed(config: &ChildConfig, compiled: Option<&[u8]>) -> Vec<u8> {
+    framed_preloading(config, compiled, &[])
+}
+
+/// [`framed_payload`] (or, with `compiled`, [`framed_payload_compiled`])
+/// whose `main(...)` line also carries the builtin modules named in
+/// `preload` (`econtext.fleet`...), minimized: the core creates them at
+/// start, so a context that is sure to need one never asks for it with
+/// GET_MODULE. Names that are not builtin modules are left out.
+pub fn framed_preloading(
+    config: &ChildConfig,
+    compiled: Option<&[u8]>,
+    preload: &[&str],
+) -> Vec<u8> {
     let core = core_z();
     let code = compiled.unwrap_or_default();
-    let tail = compress(format!("main({})\n", config.to_python()).as_bytes());
+    let tail = compress(main_line(config, preload).as_bytes());
     let mut out = format!("{}\n", code.len() + core.len() + tail.len()).into_bytes();
     out.reserve(code.len() + core.len() + tail.len());
     out.extend_from_slice(code);
     out.extend_from_slice(core);
     out.extend_from_slice(&tail);
+    out
+}
+
+/// `main({config})`, or `main({config}, {name: (filename, source)...})`.
+fn main_line(config: &ChildConfig, preload: &[&str]) -> String {
+    let modules: Vec<String> = preload
+        .iter()
+        .filter_map(|name| {
+            let (_, src) = BUILTIN_MODULES.iter().find(|(n, _)| n == name)?;
+            Some(format!(
+                "{}: ({}, {})",
+                py_str(name),
+                py_str(&format!("<econtext builtin {name}>")),
+                py_bytes(minimize_source(src).as_bytes())
+            ))
+        })
+        .collect();
+    match modules.is_empty() {
+        true => format!("main({})\n", config.to_python()),
+        false => format!("main({}, {{{}}})\n", config.to_python(), modules.join(", ")),
+    }
+}
+
+/// A bytes literal for `b` that means the same on 2.7 and 3.x.
+fn py_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len() + 8);
+    out.push_str("b'");
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\'' => out.push_str("\\'"),
+            b' '..=b'~' => out.push(c as char),
+            _ => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    out.push('\'');
     out
 }
 
@@ -192,6 +242,51 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> ChildConfig {
+        ChildConfig {
+            context_id: 3,
+            parent_id: 0,
+            name: "h1".into(),
+            key: vec![0xab],
+            log_level: 20,
+            max_message_size: 10,
+            ancestors: vec![0],
+            module_path: String::new(),
+            import_timeout_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn preloaded_modules_ride_on_the_main_line_as_one_line_literals() {
+        let plain = main_line(&config(), &[]);
+        assert!(
+            plain.starts_with("main({") && plain.ends_with("})\n"),
+            "{plain}"
+        );
+        let line = main_line(&config(), &["econtext.fleet", "not.a.builtin"]);
+        // One line (the first stage finds the last "\nmain("), the module
+        // minimized, an unknown name left out.
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(line.contains("}, {'econtext.fleet': ('<econtext builtin econtext.fleet>', b'"));
+        assert!(!line.contains("not.a.builtin"));
+        // Every byte value survives Python's reading of the literal.
+        let all: Vec<u8> = (0..=255u8).collect();
+        let code = format!(
+            "import sys; sys.stdout.write(repr(list(bytearray({}))))",
+            py_bytes(&all)
+        );
+        // (2.7 reads \\, \' and \xNN in b'' the same way.)
+        let Ok(out) = std::process::Command::new("python3")
+            .args(["-c", &code])
+            .output()
+        else {
+            eprintln!("SKIP: no python3 to read the literal back");
+            return;
+        };
+        let want = format!("{:?}", all).replace(' ', "");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).replace(' ', ""), want);
+    }
 
     #[test]
     fn config_literal_escapes_names() {

@@ -107,8 +107,11 @@ pub fn main(env: Env, args: RunArgs) -> u8 {
             };
         }
         // `econtext.fleet.run` needs only the standard library: no second
-        // interpreter, no `site` on the hosts.
-        let hosts = econtext::ManyHosts::new(master.clone()).lean_start(true);
+        // interpreter, no `site` on the hosts; and it comes with the
+        // payload instead of a GET_MODULE per host.
+        let hosts = econtext::ManyHosts::new(master.clone())
+            .lean_start(true)
+            .preload(&["econtext.fleet"]);
         let code = match drive_on(hosts, targets, &args.fleet, env.verbose > 0, f).await {
             Ok(code) => code,
             Err(e) => super::usage(e),
