@@ -903,6 +903,10 @@ class _Queue(object):
     # A deque plus a lock used as a wake-up flag. Cheaper than Queue.Queue
     # (no Condition, no per-wait lock allocation): the main thread's wake-up
     # is on the path of every call.
+    # Called after a put: router.calls' wakes a main thread that is reading
+    # the parent stream instead of waiting here (Broker.lead).
+    nudge = None
+
     def __init__(self):
         self.q = deque()
         self.lk = _Lock()
@@ -919,6 +923,8 @@ class _Queue(object):
         # find it released.
         if self.lk.locked():
             self.put_wake()
+        if self.nudge is not None:
+            self.nudge()
 
     def put_wake(self):
         try:
@@ -1150,6 +1156,13 @@ class Broker(object):
         self.held = set()
         self.iologgers = []
         self.thread = _Thread(self._run)
+        # Leader/follower reading of the parent stream (add_parent, lead):
+        # an epoll set holding only its fd, which the IO thread polls and
+        # an idle main thread switches off; rlock is held by whichever
+        # thread reads the stream; leader is the main thread's id while it
+        # reads; paused: econtext.parent stopped reading (flow control).
+        self.ep = self.leader = self.pfd = None
+        self.paused = False
 
     def add_reader(self, fd, cb, mask=select.POLLIN):
         self.readers[fd] = cb
@@ -1158,6 +1171,108 @@ class Broker(object):
     def del_reader(self, fd):
         if self.readers.pop(fd, None):
             self.poller.unregister(fd)
+        if self.ep is not None and fd is not None and fd == self.pfd:
+            # Before the parent's fd is closed: its socket may stay open
+            # through the write fd, and epoll would go on reporting it.
+            self.pfd = None
+            for p in self.ep, self.mpoll:
+                try:
+                    p.unregister(fd)
+                except (EnvironmentError, KeyError, ValueError):
+                    pass
+
+    def add_parent(self, s):
+        # Reads the parent stream s. With epoll (Linux), through a set of
+        # its own, so that an idle main thread can take reading over
+        # (lead): one wake-up per call instead of two (the IO thread's,
+        # then the main thread's). Elsewhere the IO thread alone reads it.
+        ep = getattr(select, 'epoll', None)
+        if ep is None:
+            return self.add_reader(s.rfd, s.on_read)
+        self.ep, self.pfd, self.rlock = ep(), s.rfd, _Lock()
+        _cloexec(self.ep.fileno())
+        self.ep.register(s.rfd, select.EPOLLIN)
+        self.add_reader(self.ep.fileno(), self._parent_ready)
+        self.mpoll = select.poll()
+        self.mwr, self.mww = [_cloexec(fd) for fd in os.pipe()]
+        self.mpoll.register(s.rfd, select.POLLIN)
+        self.mpoll.register(self.mwr, select.POLLIN)
+        router.calls.nudge = self._nudge
+
+    def _parent_ready(self):
+        # IO thread: the parent stream is readable. Not when the main
+        # thread reads it: it switched this off, but a poll that had
+        # already returned, or a hangup (always reported), still gets here.
+        if self.rlock.acquire(False):
+            try:
+                if router.parent.rfd is not None:
+                    router.parent.on_read()
+            finally:
+                self.rlock.release()
+
+    def read_parent(self, on):
+        # econtext.parent's flow control (IO thread): stop or resume
+        # reading the parent stream; hangups and errors are still seen.
+        self.paused = not on
+        fd = router.parent.rfd
+        if fd is not None:
+            if self.ep is not None:
+                self.ep.modify(fd, on and select.EPOLLIN or 0)
+            else:
+                self.poller.modify(fd, on and select.POLLIN or 0)
+
+    def lead(self, q):
+        # The main thread with no call queued: rather than sleep until the
+        # IO thread has read and queued the next call (a wake-up of the IO
+        # thread, then one of ours, on the path of every call), it reads
+        # the parent stream itself until something is queued, then gives
+        # reading back to the IO thread before running it, so that a call
+        # that blocks or imports has the IO thread reading for it. Not in
+        # a parent of other contexts (econtext.parent's flow control is
+        # the IO thread's), nor without epoll. Frames read here are routed
+        # exactly as the IO thread routes them (handlers never block).
+        s = router.parent
+        if self.ep is None or s.rfd is None or 'econtext.parent' in sys.modules:
+            return q.get()
+        try:
+            self.ep.modify(s.rfd, 0)  # the IO thread no longer wakes for it,
+        except EnvironmentError:
+            return q.get()
+        self.rlock.acquire()  # and is not reading it now
+        self.leader = _thread.get_ident()
+        try:
+            while not q.q and s.rfd is not None and not router.lost \
+                    and 'econtext.parent' not in sys.modules:
+                try:
+                    evs = self.mpoll.poll()
+                except Exception as e:
+                    if e.args and e.args[0] == errno.EINTR:
+                        continue  # Python 2: a signal
+                    raise
+                for fd, ev in evs:
+                    if fd == self.mwr:
+                        os.read(self.mwr, 4096)
+                    elif s.rfd is not None:
+                        s.on_read()
+        finally:
+            self.leader = None
+            self.rlock.release()
+            try:
+                if s.rfd is not None:
+                    self.ep.modify(s.rfd, 0 if self.paused else select.EPOLLIN)
+            except EnvironmentError:
+                pass
+            if s.rfd is None or router.lost:
+                self.wake()  # the IO thread must see that the parent is gone
+        return q.get()
+
+    def _nudge(self):
+        # After a put to router.calls by a thread other than the leader.
+        if self.leader is not None and self.leader != _thread.get_ident():
+            try:
+                os.write(self.mww, b'x')
+            except EnvironmentError:
+                pass
 
     def wake(self):
         try:
@@ -1423,8 +1538,9 @@ class Importer(object):
         self.hint = None
 
     def _record(self, fullname):
-        if broker.thread.is_current():
-            return None  # waiting for a reply on the IO thread deadlocks
+        if broker.thread.is_current() or broker.leader == _thread.get_ident():
+            # Waiting for a reply on a thread that must read it deadlocks.
+            return None
         pkg, _, short = fullname.rpartition('.')
         if pkg in self.cache:
             rec = self.cache[pkg]
@@ -1675,7 +1791,7 @@ def _dispatch():
         else:
             _HOLD.on = hold = False
             broker._flush_held()
-            item = q.get()
+            item = broker.lead(q)
         if item is None:
             break
         src, reply_to, data = item
@@ -1827,7 +1943,7 @@ def main(cfg, preload=None):
     import binascii
     key = binascii.unhexlify(cfg['key'])
     router.parent = router.streams[parent_id] = Stream(router, parent_id, rfd, wfd, key)
-    broker.add_reader(rfd, router.parent.on_read)
+    broker.add_parent(router.parent)
     importer = Importer()
     if PY3:
         sys.meta_path.append(importer)

@@ -496,18 +496,16 @@ _full = set()  # child streams over HIGH: while any, the parent is not read
 
 
 def _pause(s):
-    p = router.parent
-    if not _full and p.rfd is not None:
-        broker.poller.modify(p.rfd, 0)  # still reports hangup and errors
+    if not _full:
+        broker.read_parent(False)  # still reports hangup and errors
     _full.add(s)
 
 
 def _resume(s):
     if s in _full:
         _full.discard(s)
-        p = router.parent
-        if not _full and p.rfd is not None:
-            broker.poller.modify(p.rfd, select.POLLIN)
+        if not _full:
+            broker.read_parent(True)
 
 
 def _lost(dead, reason):

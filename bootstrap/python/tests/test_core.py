@@ -608,6 +608,87 @@ class LifecycleTest(unittest.TestCase):
         c.shutdown()
 
 
+def _voluntary_switches(pid):
+    # {thread id: voluntary context switches} of a local process.
+    out = {}
+    for t in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/status' % (pid, t)) as f:
+            for line in f:
+                if line.startswith('voluntary_ctxt_switches'):
+                    out[int(t)] = int(line.split()[1])
+    return out
+
+
+class LeaderTest(unittest.TestCase):
+    # An idle main thread reads the parent stream itself (Broker.lead,
+    # with epoll) and hands reading back to the IO thread before it runs
+    # a call: what needs the IO thread while the main thread is idle, or
+    # the main thread while a call blocks, must still work.
+    def setUp(self):
+        self.c = harness.Child(CHILD)
+
+    def tearDown(self):
+        self.c.shutdown()
+
+    def test_an_idle_main_thread_reads_calls_without_waking_the_io_thread(self):
+        if not sys.platform.startswith('linux'):
+            self.skipTest('no epoll, no /proc: the IO thread reads every call')
+        pid = self.c.proc.pid
+        self.c.call('os', 'getpid')
+        a = _voluntary_switches(pid)
+        n = 300
+        for i in range(n):
+            self.assertEqual(self.c.call('ectest', 'echo', i), i)
+        b = _voluntary_switches(pid)
+        io = [t for t in b if t != pid]
+        self.assertEqual(len(io), 1, b)
+        # The IO thread slept through the calls (it wakes for one only if
+        # the main thread had not gone back to reading when it came); the
+        # main thread woke once per call.
+        self.assertTrue(b[io[0]] - a[io[0]] < n // 2, (a, b))
+        self.assertTrue(b[pid] - a[pid] >= n // 2, (a, b))
+
+    def test_a_thread_imports_while_the_main_thread_is_idle(self):
+        self.assertEqual(self.c.call('ectest', 'later', 'import', 'ecpkg.sub', 0.3), 'started')
+        end = time.time() + 20
+        while self.c.call('ectest', 'done_later', 'ecpkg.sub') is None and time.time() < end:
+            time.sleep(0.5)  # idle between polls: the main thread reads the reply
+        self.assertEqual(self.c.call('ectest', 'done_later', 'ecpkg.sub'), u('ecpkg.sub'))
+        self.assertIn(u('ecpkg.sub'), self.c.module_requests)
+
+    def test_a_thread_prints_while_the_main_thread_is_idle(self):
+        self.assertEqual(self.c.call('ectest', 'later', 'print', 'late line', 0.3), 'started')
+        self.assertTrue(self.c.wait_log(lambda r: r[2] == u('late line')), self.c.logs)
+
+    def test_a_call_blocked_on_a_message_gets_it_through_the_io_thread(self):
+        h = self.c.alloc()
+        self.c.callbacks[h] = lambda data: self.c.send(core.unpack(data), [u('to you')])
+        self.assertEqual(self.c.call('ectest', 'receive_one', core.Sender(0, h)), [u('to you')])
+        # Calls queued behind a slow one all come back, in order.
+        qs = []
+        for i in range(50):
+            h = self.c.alloc()
+            qs.append(harness.queue.Queue())
+            self.c.waiters[h] = qs[-1]
+            self.c.send(core.CALL_FUNCTION, ['ectest', None, 'sleep' if i == 0 else 'echo',
+                                             [0.3 if i == 0 else i], {}], reply_to=h)
+        self.assertEqual([q.get(timeout=30) for q in qs], [0.3] + list(range(1, 50)))
+
+    def test_shutdown_while_idle_and_while_a_call_runs(self):
+        c = harness.Child(CHILD)
+        h = c.alloc()
+        q = c.waiters[h] = harness.queue.Queue()
+        c.send(core.CALL_FUNCTION, ['ectest', None, 'sleep_loud', [0.5], {}], reply_to=h)
+        self.assertTrue(c.wait_log(lambda r: r[2] == u('sleeping')))
+        c.send(core.SHUTDOWN, None)  # read by the IO thread: the call runs
+        self.assertEqual(q.get(timeout=10), 0.5)  # the call in progress finishes
+        self.assertEqual(c.wait_exit(10), 0)
+        c.close()
+        self.assertEqual(self.c.call('os', 'getpid'), self.c.proc.pid)
+        self.c.send(core.SHUTDOWN, None)  # idle: the main thread reads it
+        self.assertEqual(self.c.wait_exit(10), 0)
+
+
 class VectorTest(unittest.TestCase):
     # Shared test vectors written by the Rust encoder (wire/vectors/).
     def test_vectors(self):

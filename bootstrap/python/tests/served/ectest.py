@@ -148,3 +148,38 @@ def sleep_loud(n):
     print('sleeping')
     time.sleep(n)
     return n
+
+
+# Work a thread does after its call has returned, while the main thread
+# is idle (and reads the parent stream itself: Broker.lead).
+LATER = {}
+
+
+def later(what, arg, delay):
+    def run():
+        time.sleep(delay)
+        try:
+            if what == 'import':
+                LATER[arg] = __import__(arg, fromlist=['x']).__name__
+            else:
+                print(arg)
+                sys.stdout.flush()
+                LATER[arg] = 'printed'
+        except Exception as e:
+            LATER[arg] = 'failed: %r' % (e,)
+    import econtext.core as c
+    c._Thread(run).start()
+    return 'started'
+
+
+def done_later(arg):
+    return LATER.get(arg)
+
+
+def receive_one(sender):
+    # Blocks the main thread in a call until a message comes: the IO
+    # thread must be the one reading the parent stream meanwhile.
+    import econtext.core as c
+    r = c.Receiver()
+    sender.send(r.handle)
+    return r.get(10)
