@@ -41,6 +41,9 @@ class Broker(object):
         while self.held:
             self.held.pop().flush()
 
+    def lead(self, q):
+        return q.get()
+
 
 def calls(n):
     tx = core.Mac(KEY, b'\0')
