@@ -43,7 +43,7 @@ D_CHUNK, D_FAIL, D_END = 0, 2, 3
 # Ack messages (receiver -> sender's ack handle).
 A_CREDIT, A_ERROR, A_DONE, A_START = 0, 1, 2, 5
 CHUNK = 262144
-WINDOW = 2 << 20
+WINDOW = 1 << 20
 # Finishers of a tree: concurrent fsyncs share journal commits (32 beat 8
 # here: 1,000 files of 4 KiB fsynced in 0.06-0.10 s against 0.12-0.28 s).
 FINISHERS = 32

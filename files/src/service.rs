@@ -176,7 +176,7 @@ async fn recv_begin(
     }
     let dest = destination(&root, &mut entries, &opts)?;
     let fsync = opt(&opts, "fsync").and_then(Value::as_bool).unwrap_or(true);
-    let window = opt_u64(&opts, "window", 2 << 20).max(1);
+    let window = opt_u64(&opts, "window", 1 << 20).max(1);
     let chunk = opt_u64(&opts, "chunk", 256 << 10).max(1);
     let (writer, resume) =
         tokio::task::spawn_blocking(move || LocalWriter::begin(dest, entries, tree, fsync))
@@ -241,7 +241,7 @@ async fn send_begin(
         .iter()
         .map(|e| e.is_file().then(|| manifest::join(&src, e.rel())))
         .collect();
-    let window = opt_u64(&opts, "window", 2 << 20).max(1);
+    let window = opt_u64(&opts, "window", 1 << 20).max(1);
     let chunk = opt_u64(&opts, "chunk", 256 << 10).clamp(4096, 16 << 20) as usize;
     // Acks come from the caller only; the channel ends if it dies.
     let acks = Channel::open(&env.router, env.me, Some(env.src))
