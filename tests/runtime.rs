@@ -227,6 +227,33 @@ fn calls_made_while_a_link_is_full_go_out_in_the_order_they_were_made() {
 }
 
 #[test]
+fn a_bytes_result_comes_back_whole_without_a_copy_and_anything_else_is_refused() {
+    run(async {
+        let mut t = SimTree::new(Capture::default().logger());
+        let mut f = Functions::default();
+        f.register("blob.make", |(n,): (usize,)| {
+            serde_bytes::ByteBuf::from((0..n).map(|i| i as u8).collect::<Vec<u8>>())
+        });
+        f.register("blob.number", |(): ()| 5i64);
+        let a = t.spawn("a", 0, f).await;
+        let ctx = t.context(a);
+        for n in [0usize, 31, 70_000, 3 << 20] {
+            let got = ctx
+                .call_with("blob", "make")
+                .args((n,))
+                .unwrap()
+                .returning_bytes()
+                .await
+                .unwrap();
+            assert_eq!(got.len(), n);
+            assert!(got.iter().enumerate().all(|(i, &b)| b == i as u8));
+        }
+        let r = ctx.call_with("blob", "number").returning_bytes().await;
+        assert!(matches!(r, Err(Error::Payload(_))), "{r:?}");
+    });
+}
+
+#[test]
 fn shutdown_of_a_stalled_child_returns_within_the_grace_period_and_it_is_declared_dead() {
     run(async {
         // Stalls are detected after 1 s, inside the 3 s grace period.

@@ -526,6 +526,14 @@ impl CallBuilder {
         p.ctx.finish_encoded(p.inflight, p.deadline).await
     }
 
+    /// Sends the call and returns its result, which must be bytes (or a
+    /// str), as a slice of the reply as it arrived: no copy, however
+    /// large (a `serde_bytes::ByteBuf` result is a copy of it).
+    pub async fn returning_bytes(self) -> Result<Bytes> {
+        let value = self.returning_encoded().await?;
+        Ok(payload::bin_value(&value)?)
+    }
+
     /// Sends the call and returns at once; await the result later (many
     /// calls can be in flight at once). The timeout counts from here and
     /// covers the wait for link room; dropping the PendingCall frees its

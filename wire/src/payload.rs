@@ -39,6 +39,32 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
     rmp_serde::encode::write(out, value).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
+/// The bytes of `data` when it is exactly one MessagePack bin (or str)
+/// value, as a slice of it: no copy, however large. For results that are
+/// bytes (a 64 MiB echo), which a `serde_bytes::ByteBuf` would copy.
+pub fn bin_value(data: &Bytes) -> Result<Bytes, WireError> {
+    let (head, len) = match data.first() {
+        Some(&m) if (0xa0..=0xbf).contains(&m) => (1, usize::from(m & 0x1f)),
+        Some(0xc4 | 0xd9) => (2, usize::from(*data.get(1).unwrap_or(&0))),
+        Some(0xc5 | 0xda) => (3, be_len(data.get(1..3))),
+        Some(0xc6 | 0xdb) => (5, be_len(data.get(1..5))),
+        _ => return Err(WireError::Malformed("expected bytes".into())),
+    };
+    if data.len() < head || data.len() - head != len {
+        return Err(WireError::Malformed(format!(
+            "bytes of {len} announced, {} present",
+            data.len().saturating_sub(head)
+        )));
+    }
+    Ok(data.slice(head..))
+}
+
+fn be_len(b: Option<&[u8]>) -> usize {
+    b.map_or(usize::MAX, |b| {
+        b.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x))
+    })
+}
+
 /// Decodes one MessagePack value into `T`, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, WireError> {
     check_structure(data)?;
@@ -368,6 +394,28 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn bin_value_slices_exactly_one_bytes_value() {
+        for n in [0usize, 5, 31, 32, 255, 256, 70_000] {
+            let v = vec![7u8; n];
+            let enc = encode(&serde_bytes::Bytes::new(&v)).unwrap();
+            assert_eq!(&bin_value(&enc).unwrap()[..], &v[..], "bin of {n}");
+            let s = encode(&"x".repeat(n)).unwrap();
+            assert_eq!(bin_value(&s).unwrap().len(), n, "str of {n}");
+            let mut short = enc.to_vec();
+            short.pop();
+            if n > 0 {
+                assert!(bin_value(&Bytes::from(short)).is_err(), "truncated {n}");
+            }
+            let mut long = enc.to_vec();
+            long.push(0);
+            assert!(bin_value(&Bytes::from(long)).is_err(), "trailing {n}");
+        }
+        assert!(bin_value(&encode(&5i64).unwrap()).is_err());
+        assert!(bin_value(&Bytes::from_static(&[0xc6, 0xff])).is_err());
+        assert!(bin_value(&Bytes::new()).is_err());
     }
 
     #[test]
