@@ -1163,6 +1163,8 @@ class Broker(object):
         # reads; paused: econtext.parent stopped reading (flow control).
         self.ep = self.leader = self.pfd = None
         self.paused = False
+        # The IO thread's poll of the parent is switched off (quiet, lead).
+        self.off = False
 
     def add_reader(self, fd, cb, mask=select.POLLIN):
         self.readers[fd] = cb
@@ -1233,11 +1235,14 @@ class Broker(object):
         # exactly as the IO thread routes them (handlers never block).
         s = router.parent
         if self.ep is None or s.rfd is None or 'econtext.parent' in sys.modules:
+            self.on()
             return q.get()
-        try:
-            self.ep.modify(s.rfd, 0)  # the IO thread no longer wakes for it,
-        except EnvironmentError:
-            return q.get()
+        if not self.off:
+            try:
+                self.ep.modify(s.rfd, 0)  # the IO thread no longer wakes for it,
+            except EnvironmentError:
+                return q.get()
+            self.off = True
         self.rlock.acquire()  # and is not reading it now
         self.leader = _thread.get_ident()
         try:
@@ -1257,17 +1262,39 @@ class Broker(object):
         finally:
             self.leader = None
             self.rlock.release()
-            try:
-                if s.rfd is not None:
-                    self.ep.modify(s.rfd, 0 if self.paused else select.EPOLLIN)
-            except EnvironmentError:
-                pass
+            self.on()
             if s.rfd is None or router.lost:
                 self.wake()  # the IO thread must see that the parent is gone
         return q.get()
 
+    def quiet(self):
+        # Main thread, about to write the reply to the last queued call and
+        # then lead: the IO thread's poll of the parent goes off first, so
+        # that a next call that comes quickly (a busy master) does not wake
+        # it either. Only before a small reply (a write that cannot wait
+        # long); whatever the main thread does next but lead turns it on.
+        if self.ep is not None and not self.off and self.pfd is not None \
+                and 'econtext.parent' not in sys.modules:
+            try:
+                self.ep.modify(self.pfd, 0)
+                self.off = True
+            except EnvironmentError:
+                pass
+
+    def on(self):
+        # The IO thread reads the parent stream again (if quiet or lead
+        # switched its poll off), unless econtext.parent paused it.
+        if self.off:
+            self.off = False
+            try:
+                if self.pfd is not None:
+                    self.ep.modify(self.pfd, 0 if self.paused else select.EPOLLIN)
+            except EnvironmentError:
+                pass
+
     def _nudge(self):
-        # After a put to router.calls by a thread other than the leader.
+        # Wakes a leading main thread, from another thread: after a put to
+        # router.calls, or once econtext.parent is imported (_spawn).
         if self.leader is not None and self.leader != _thread.get_ident():
             try:
                 os.write(self.mww, b'x')
@@ -1788,6 +1815,8 @@ def _dispatch():
     while True:
         if calls:
             item = calls.popleft()
+            if broker.off:
+                broker.on()  # never run a call with the IO thread not reading
         else:
             _HOLD.on = hold = False
             broker._flush_held()
@@ -1808,13 +1837,17 @@ def _dispatch():
         if hold is not bool(calls):
             _HOLD.on = hold = not hold
         if reply_to:
+            if not calls and len(out) < 4 and sum(map(len, out)) < 16384:
+                broker.quiet()  # lead comes next
             try:
                 router.route(src, context_id, reply_to, 0, out)
             except MsgError:
+                broker.on()  # _call_error imports
                 router.route(src, context_id, reply_to, 0, packl(_call_error()))
             except Exception:
                 LOG.debug('reply to %d failed', src, exc_info=True)
     _HOLD.on = False
+    broker.on()
     broker._flush_held()
     for item in list(q.q):
         if item:
@@ -1825,6 +1858,9 @@ def _spawn(src, reply_to, data):
     # A worker thread (see Router._spawn): SPAWN is econtext.parent's job.
     try:
         __import__('econtext.parent')
+        # A main thread reading the parent stream (Broker.lead) stops now:
+        # with children, reading the parent is the IO thread's alone.
+        broker._nudge()
         sys.modules['econtext.parent'].spawn(src, reply_to, data)
     except BaseException:
         router._reply(src, reply_to, _call_error())
