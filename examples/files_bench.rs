@@ -722,12 +722,6 @@ async fn ssh_rows(
         f,
         Some(cs),
     );
-    b.done(
-        "(fsync) a 256 MiB push with --fsync, connected, vs `ssh host 'cat > f && sync f'` (connect included): not an issue target, shown for durability's cost",
-        format!("{:.2}x ({f:.3} s vs {cs:.3} s)", f / cs),
-        "(none; <= 1.15x would match the default's)",
-        f / cs <= 1.15,
-    );
     let cb = median(catback);
     b.row(
         "ssh_cat_back_256m_s",
