@@ -714,6 +714,81 @@ def longer_than_manifest():
 
 "#;
 
+/// Served to the victim and the sibling of
+/// `a_sibling_cannot_write_chunks_into_a_push_receiver`.
+const SIBLING_FILES: &str = r#"
+import econtext.core as c
+import econtext.files as files
+
+
+def open_push(root):
+    # A receiver for one 5-byte file from the master (context 0), as the
+    # master's push makes one; its handle is what a sibling would learn.
+    r = files.recv_begin(root, [[b'f', files.F_FILE, 5, 0o644, 0, None, 0, 0, u'k1']],
+                         {u'fsync': False}, c.Sender(0, 1 << 30))
+    return r[u'handle']
+
+
+def send_chunk(context_id, handle, data):
+    # The hostile part: a well-formed last chunk, with its right SHA-256.
+    import hashlib
+    sha = hashlib.sha256(data).hexdigest()
+    c.Sender(context_id, handle).send([files.D_CHUNK, 0, 0, data, sha])
+    return True
+
+
+def refused(src):
+    return c.router.refused.get(src, 0)
+"#;
+
+#[test]
+fn a_sibling_cannot_write_chunks_into_a_push_receiver() {
+    // A receiver writes what its pusher sends (as root, owners and modes
+    // too): chunks from any other context are refused and counted, and
+    // write nothing, even well-formed ones (the receiver parses chunks
+    // in place before the core would decode them).
+    let dir = TempDir::new("files-sibling");
+    std::fs::write(dir.path("sibling_files.py"), SIBLING_FILES).unwrap();
+    let inbox = dir.path("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    run(async {
+        let master = econtext::Master::new(
+            econtext::MasterOptions::default().module_path(vec![dir.0.clone()]),
+        );
+        let victim = master.local(local(&python3())).await.unwrap();
+        let evil = master.local(local(&python3())).await.unwrap();
+        let root = serde_bytes::ByteBuf::from(inbox.display().to_string().into_bytes());
+        let h: u32 = victim
+            .call("sibling_files", "open_push", (root,))
+            .await
+            .unwrap();
+        let data = serde_bytes::ByteBuf::from(b"owned".to_vec());
+        let _: bool = evil
+            .call("sibling_files", "send_chunk", (victim.id(), h, data))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = loop {
+            let n: u64 = victim
+                .call("sibling_files", "refused", (evil.id(),))
+                .await
+                .unwrap();
+            if n > 0 || Instant::now() > deadline {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(refused, 1, "the sibling's chunk was refused and counted");
+        assert!(!inbox.join("f").exists(), "the forged file was written");
+        assert!(
+            temporaries(&inbox).is_empty(),
+            "the forged chunk began a file"
+        );
+        victim.shutdown().await.unwrap();
+        evil.shutdown().await.unwrap();
+    });
+}
+
 #[test]
 fn pulled_manifest_escaping_the_destination_is_refused() {
     let dir = TempDir::new("files-escape");
