@@ -1023,7 +1023,8 @@ class Router(object):
                 return h
 
     def add_handler(self, fn, handle=None, persist=True, accept=None):
-        # fn(src, reply_to, obj) runs on the IO thread; it must not block
+        # fn(src, reply_to, obj) runs on the thread reading the stream (the
+        # IO thread, or an idle main thread leading: Broker.lead); it must not block
         # or import. On shutdown it receives Dead. `accept`: the context a
         # reply is awaited from; frames from anyone else are refused
         # (Dead only from ourselves, an ancestor or a context on the path
@@ -1202,12 +1203,17 @@ class Broker(object):
         router.calls.nudge = self._nudge
 
     def _parent_ready(self):
-        # IO thread: the parent stream is readable. Not when the main
+        # IO thread: the parent stream was readable. Not when the main
         # thread reads it: it switched this off, but a poll that had
         # already returned, or a hangup (always reported), still gets here.
+        # The main thread may also have led and read everything since this
+        # poll returned: ask again, without waiting, before a read that
+        # would block (the fd is blocking) with IoLoggers and held replies
+        # unserved. The set reports EPOLLIN only while it is switched on,
+        # and hangups always.
         if self.rlock.acquire(False):
             try:
-                if router.parent.rfd is not None:
+                if router.parent.rfd is not None and self.ep.poll(0):
                     router.parent.on_read()
             finally:
                 self.rlock.release()
@@ -1365,6 +1371,9 @@ class Broker(object):
                             LOG.exception('IO callback failed')
         except Exception:
             LOG.exception('IO thread crashed')
+            # Nobody reads the parent any more: end as if it were gone
+            # (the main thread must not wait for a call that cannot come).
+            router.parent.disconnect(None)
         if not router.lost:
             # Graceful: the main thread asked us to stop; stdio is drained.
             for i in self.iologgers:
@@ -1926,7 +1935,10 @@ def _preload(name, filename, source):
     # A module the master sent with the payload (`econtext run`'s
     # econtext.fleet): made here at start, with no GET_MODULE round trip
     # and none of the import machinery (importlib.machinery alone costs
-    # more than compiling it).
+    # more than compiling it). It runs before the IO thread starts, so it
+    # may import only what the child has itself (the master's modules
+    # would wait for a reply nobody reads): the master preloads only
+    # built-in modules whose imports are the stdlib's.
     mod = type(sys)(name)
     mod.__file__, mod.__loader__ = filename, importer
     pkg, _, short = name.rpartition('.')

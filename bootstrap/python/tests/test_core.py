@@ -648,6 +648,15 @@ class LeaderTest(unittest.TestCase):
         self.assertTrue(b[io[0]] - a[io[0]] < n // 2, (a, b))
         self.assertTrue(b[pid] - a[pid] >= n // 2, (a, b))
 
+    def test_a_stale_readable_parent_does_not_block_the_io_thread(self):
+        # Its poll returned "readable", then the main thread read it all:
+        # a blocking read there would starve IoLoggers and held replies.
+        if not sys.platform.startswith('linux'):
+            self.skipTest('no epoll: the IO thread alone reads the parent')
+        self.c.call('os', 'getpid')
+        self.assertTrue(self.c.call('ectest', 'stale_parent_ready'))
+        self.assertEqual(self.c.call('ectest', 'echo', 7), 7)
+
     def test_a_thread_imports_while_the_main_thread_is_idle(self):
         self.assertEqual(self.c.call('ectest', 'later', 'import', 'ecpkg.sub', 0.3), 'started')
         end = time.time() + 20

@@ -183,3 +183,19 @@ def receive_one(sender):
     r = c.Receiver()
     sender.send(r.handle)
     return r.get(10)
+
+
+def stale_parent_ready():
+    # What the IO thread does when its poll said "readable" but the main
+    # thread has since led and read everything (Broker._parent_ready with
+    # nothing to read): it must return, not block in a read of the parent.
+    import econtext.core as c
+    done = []
+
+    def ready():
+        c.broker._parent_ready()
+        done.append(1)
+    t = c._Thread(ready)
+    t.start()
+    t.join(2)
+    return bool(done)
