@@ -1,6 +1,5 @@
 //! `Context`: what a user holds to talk to one context of the tree.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::DeadReason;
 use crate::message::Message;
 use crate::router::{
-    Abandon, Call, DeclareDead, Dispatch, Request, Router, ShutdownGrace, WatchContext,
+    DeclareDead, Dispatch, Request, Router, ShutdownGrace, Unregister, WatchContext,
 };
 
 /// A handle on one context of the tree, local or remote. Cheap to clone.
@@ -31,61 +30,7 @@ pub struct Context {
     // Behind an Arc: cloning an actix Addr allocates twice (its sender
     // task), and every call clones its Context twice (the builder and
     // the reply guard).
-    router: Arc<RouterRef>,
-}
-
-/// The Router a Context sends through, and the state of its fast path
-/// (shared by the Context's clones).
-pub(crate) struct RouterRef {
-    addr: Addr<Router>,
-    /// Bytes of this handle's [`Call`]s sent and not yet taken by the
-    /// Router: the fast path's bound.
-    in_mailbox: AtomicUsize,
-    /// A Call left its link at or above the mark: requests wait for room
-    /// (the Router's turn) until one goes without waiting.
-    congested: AtomicBool,
-}
-
-/// Requests at most this large (data and header) may take the fast path.
-const FAST_MAX_FRAME: usize = 64 * 1024;
-/// Bytes of one handle's fast-path requests in the Router's mailbox, at
-/// most. Past it requests wait for the Router's turn, as larger ones do.
-const FAST_BUDGET: usize = 1024 * 1024;
-
-/// A [`Call`]'s share of its sender's budget, given back when the Router
-/// has taken the call; it also carries the Router's word that the link is
-/// at or above its mark.
-pub(crate) struct CallTicket {
-    to: Arc<RouterRef>,
-    cost: usize,
-}
-
-impl CallTicket {
-    pub(crate) fn congested(&self) {
-        self.to.congested.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for CallTicket {
-    fn drop(&mut self) {
-        self.to.in_mailbox.fetch_sub(self.cost, Ordering::AcqRel);
-    }
-}
-
-impl RouterRef {
-    /// A ticket for a request of `cost` bytes, if it may skip the
-    /// Router's turn.
-    fn fast_ticket(self: &Arc<Self>, cost: usize) -> Option<CallTicket> {
-        if cost > FAST_MAX_FRAME || self.congested.load(Ordering::Relaxed) {
-            return None;
-        }
-        let before = self.in_mailbox.fetch_add(cost, Ordering::AcqRel);
-        let ticket = CallTicket {
-            to: self.clone(),
-            cost,
-        };
-        (before + cost <= FAST_BUDGET).then_some(ticket)
-    }
+    router: Arc<Addr<Router>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -101,11 +46,7 @@ impl Context {
             id,
             name: name.into(),
             me,
-            router: Arc::new(RouterRef {
-                addr: router,
-                in_mailbox: AtomicUsize::new(0),
-                congested: AtomicBool::new(false),
-            }),
+            router: Arc::new(router),
         }
     }
 
@@ -118,7 +59,7 @@ impl Context {
     }
 
     pub fn router(&self) -> &Addr<Router> {
-        &self.router.addr
+        &self.router
     }
 
     /// The context this handle is used from (whose router sends for it).
@@ -161,7 +102,7 @@ impl Context {
             Header::new(self.id, self.me, handle, 0),
             payload::encode(value)?,
         );
-        dispatch(&self.router.addr, frame, false).await
+        dispatch(&self.router, frame, false).await
     }
 
     /// Sends `value` to `handle` and waits for the one reply.
@@ -194,13 +135,8 @@ impl Context {
         data: Bytes,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<InFlight> {
-        let data = match self.start_fast(handle, data) {
-            Ok(inflight) => return inflight,
-            Err(data) => data,
-        };
         let started = self
             .router
-            .addr
             .send(Request {
                 dst: self.id,
                 handle,
@@ -216,9 +152,6 @@ impl Context {
                 armed: true,
             },
         };
-        if started.queued.is_none() {
-            self.router.congested.store(false, Ordering::Relaxed);
-        }
         if let Some(queued) = started.queued {
             match deadline {
                 None => queued.await?,
@@ -234,50 +167,6 @@ impl Context {
             }
         }
         Ok(inflight)
-    }
-
-    /// The fast path of a request: no wait for the Router's turn. The
-    /// reply handle is drawn here (unpredictable, like the Router's) and
-    /// the request goes with `try_send`; the Router queues it without
-    /// waiting for room. Hands the data back when the request must take
-    /// the Router's turn instead: too large, over this handle's budget,
-    /// the link congested, or the Router's mailbox full.
-    fn start_fast(
-        &self,
-        handle: Handle,
-        data: Bytes,
-    ) -> std::result::Result<Result<InFlight>, Bytes> {
-        let Some(ticket) = self
-            .router
-            .fast_ticket(data.len() + econtext_wire::HEADER_LEN)
-        else {
-            return Err(data);
-        };
-        let reply_to = rand::Rng::gen_range(
-            &mut rand::thread_rng(),
-            handles::FIRST_DYNAMIC..=Handle::MAX,
-        );
-        let (tx, rx) = oneshot::channel();
-        let call = Call {
-            dst: self.id,
-            handle,
-            data,
-            reply_to,
-            reply: tx,
-            ticket,
-        };
-        match self.router.addr.try_send(call) {
-            Ok(()) => Ok(Ok(InFlight {
-                reply: rx,
-                guard: ReplyGuard {
-                    router: self.router.clone(),
-                    handle: reply_to,
-                    armed: true,
-                },
-            })),
-            Err(actix::prelude::SendError::Full(call)) => Err(call.data),
-            Err(actix::prelude::SendError::Closed(_)) => Ok(Err(Error::RouterGone)),
-        }
     }
 
     async fn finish<T: DeserializeOwned>(
@@ -346,25 +235,23 @@ impl Context {
     pub async fn shutdown(&self) -> Result<()> {
         let died = self
             .router
-            .addr
             .send(WatchContext(self.id))
             .await
             .map_err(|_| Error::RouterGone)?;
         let grace = self
             .router
-            .addr
             .send(ShutdownGrace)
             .await
             .map_err(|_| Error::RouterGone)?;
         let deadline = tokio::time::Instant::now() + grace;
         dispatch(
-            &self.router.addr,
+            &self.router,
             crate::router::shutdown_frame(self.id, self.me),
             true,
         )
         .await?;
         if tokio::time::timeout_at(deadline, died).await.is_err() {
-            self.router.addr.do_send(DeclareDead {
+            self.router.do_send(DeclareDead {
                 id: self.id,
                 reason: DeadReason::Killed,
             });
@@ -374,7 +261,7 @@ impl Context {
 
     /// Resolves with the reason once this context is dead.
     pub async fn dead(&self) -> DeadReason {
-        match self.router.addr.send(WatchContext(self.id)).await {
+        match self.router.send(WatchContext(self.id)).await {
             Ok(rx) => rx.await.unwrap_or(DeadReason::RouterStopped),
             Err(_) => DeadReason::RouterStopped,
         }
@@ -560,7 +447,7 @@ impl CallBuilder {
             Header::new(self.ctx.id, self.ctx.me, handles::CALL_FUNCTION, 0),
             self.encode(),
         );
-        dispatch(&self.ctx.router.addr, frame, false).await
+        dispatch(&self.ctx.router, frame, false).await
     }
 }
 
@@ -595,15 +482,13 @@ impl<T: DeserializeOwned> PendingCall<T> {
 
 /// A request's reply handle and reply; the handle is freed unless the
 /// reply arrived (a timed-out or dropped call leaves nothing behind).
-/// `reply` is declared first so that it is dropped first: the Router
-/// frees the handle only once its reply channel is closed ([`Abandon`]).
 struct InFlight {
     reply: oneshot::Receiver<Message>,
     guard: ReplyGuard,
 }
 
 struct ReplyGuard {
-    router: Arc<RouterRef>,
+    router: Arc<Addr<Router>>,
     handle: Handle,
     armed: bool,
 }
@@ -611,7 +496,7 @@ struct ReplyGuard {
 impl Drop for ReplyGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.router.addr.do_send(Abandon(self.handle));
+            self.router.do_send(Unregister(self.handle));
         }
     }
 }

@@ -515,23 +515,6 @@ impl<S> RouterCore<S> {
         sink: S,
         now: Instant,
     ) -> Result<Handle, (Error, S)> {
-        self.request_on(dst, handle, data, sink, None, Lane::Wait, now)
-    }
-
-    /// [`RouterCore::request`] on the reply handle `wanted` when it is
-    /// free (one the requester drew itself), and on `lane`:
-    /// [`Lane::Push`] for a requester that does not wait for room.
-    #[allow(clippy::too_many_arguments)]
-    pub fn request_on(
-        &mut self,
-        dst: ContextId,
-        handle: Handle,
-        data: bytes::Bytes,
-        sink: S,
-        wanted: Option<Handle>,
-        lane: Lane,
-        now: Instant,
-    ) -> Result<Handle, (Error, S)> {
         if let Some(reason) = self.dead_reason(dst).cloned() {
             return Err((
                 Error::Dead {
@@ -541,17 +524,11 @@ impl<S> RouterCore<S> {
                 sink,
             ));
         }
-        let reply_to = match wanted {
-            Some(h) => {
-                self.handles
-                    .allocate_preferring(h, sink, false, Some(dst), Accept::From(dst))
-            }
-            None => self
-                .handles
-                .allocate(sink, false, Some(dst), Accept::From(dst)),
-        };
+        let reply_to = self
+            .handles
+            .allocate(sink, false, Some(dst), Accept::From(dst));
         let frame = Frame::new(Header::new(dst, self.me(), handle, reply_to), data);
-        self.route(frame, None, lane, now);
+        self.route(frame, None, Lane::Wait, now);
         Ok(reply_to)
     }
 

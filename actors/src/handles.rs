@@ -104,36 +104,6 @@ impl<S> HandleTable<S> {
         }
     }
 
-    /// Registers `sink` on `wanted` when that handle is free (a handle the
-    /// requester drew itself, so that it need not wait to learn it), on a
-    /// fresh one otherwise. Returns the handle used.
-    pub fn allocate_preferring(
-        &mut self,
-        wanted: Handle,
-        sink: S,
-        persistent: bool,
-        waiting_on: Option<ContextId>,
-        accept: Accept,
-    ) -> Handle {
-        if wanted < FIRST_DYNAMIC {
-            return self.allocate(sink, persistent, waiting_on, accept);
-        }
-        match self.entries.entry(wanted) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(HandleEntry {
-                    sink,
-                    persistent,
-                    waiting_on,
-                    accept,
-                });
-                wanted
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.allocate(sink, persistent, waiting_on, accept)
-            }
-        }
-    }
-
     /// Registers `sink` on a well-known handle, replacing any previous one.
     pub fn insert(&mut self, handle: Handle, sink: S) -> Option<S> {
         self.entries
@@ -227,19 +197,6 @@ mod tests {
             a.max(c) - a.min(c) > 1000,
             "not sequential: {a} and {c} are far apart"
         );
-    }
-
-    #[test]
-    fn a_drawn_handle_is_used_when_free_and_replaced_when_taken() {
-        let mut t = HandleTable::with_seed(7);
-        let h = FIRST_DYNAMIC + 12345;
-        assert_eq!(t.allocate_preferring(h, "a", false, None, Accept::Any), h);
-        let again = t.allocate_preferring(h, "b", false, None, Accept::Any);
-        assert_ne!(again, h, "a taken handle is never shared");
-        assert!(again >= FIRST_DYNAMIC);
-        let low = t.allocate_preferring(3, "c", false, None, Accept::Any);
-        assert!(low >= FIRST_DYNAMIC, "well-known handles are never drawn");
-        assert_eq!(t.len(), 3);
     }
 
     #[test]

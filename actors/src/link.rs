@@ -160,26 +160,6 @@ impl StreamLink {
         }
     }
 
-    /// Resolves once [`StreamLink::try_send`] would queue a frame of
-    /// `len` data bytes, or the link has closed (for a queue of frames
-    /// waiting in order, which must not each wait on its own).
-    pub fn room_for(&self, len: usize) -> impl std::future::Future<Output = ()> + 'static {
-        let link = self.clone();
-        let cost = len + econtext_wire::HEADER_LEN;
-        async move {
-            loop {
-                let room = link.shared.room.notified();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                let queued = link.queued_bytes();
-                if link.is_closed() || queued == 0 || queued + cost <= link.high_water_mark {
-                    return;
-                }
-                room.await;
-            }
-        }
-    }
-
     /// Queues without waiting up to twice the mark (forwarded frames and
     /// replies: their sender is not here to wait).
     pub fn push(&self, frame: Frame) -> Result<(), PushError> {

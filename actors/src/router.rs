@@ -156,47 +156,7 @@ pub struct Router {
     dropped: u64,
     /// Bytes written to links since closed (for `RouterStats::link_bytes`).
     drained_closed: u64,
-    /// Reply handles given out instead of the one a [`Call`] drew (it was
-    /// taken): its sender's [`Abandon`] names the drawn one, so these are
-    /// swept at each tick once their caller has gone.
-    substituted: Vec<Handle>,
-    /// Local frames waiting for room, per link, in the order they came:
-    /// a frame never overtakes one sent before it to the same link.
-    parked: HashMap<ContextId, Parked>,
-    /// The reply handle of the [`Call`] being pumped, and whether its
-    /// frame had to wait: it waits here with no sender awaiting it.
-    calling: Option<(Handle, bool)>,
     log: Logger,
-}
-
-/// One link's local frames waiting for room.
-struct Parked {
-    link: StreamLink,
-    frames: std::collections::VecDeque<(Frame, Waiter)>,
-}
-
-/// Who hears that a waiting frame was queued (or never will be).
-enum Waiter {
-    /// A sender awaiting its [`Queueing`]; gone when it dropped it.
-    Sender(oneshot::Sender<Result<()>>),
-    /// A [`Call`]'s frame: wanted while this reply handle is registered;
-    /// its caller hears a failure through that handle (Dead).
-    Reply(Handle),
-}
-
-impl Waiter {
-    fn queued(self, res: Result<()>) {
-        if let Waiter::Sender(tx) = self {
-            let _ = tx.send(res);
-        }
-    }
-}
-
-fn disconnected(context: ContextId) -> Error {
-    Error::Dead {
-        context,
-        reason: DeadReason::Disconnected,
-    }
 }
 
 impl Router {
@@ -216,9 +176,6 @@ impl Router {
             refused: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
             dropped: 0,
             drained_closed: 0,
-            substituted: Vec::new(),
-            parked: HashMap::new(),
-            calling: None,
             log: config.log,
         }
     }
@@ -304,24 +261,29 @@ impl Router {
         };
         let link = p.link.clone();
         let refused = match lane {
-            Lane::Wait => {
-                let frame = if self.parked.contains_key(&peer) {
-                    // Behind the frames already waiting: never overtake.
-                    frame
-                } else {
-                    let h = frame.header;
-                    match link.try_send(frame) {
-                        Ok(Ok(())) => return None,
-                        Ok(Err(frame)) => frame,
-                        Err(_) => {
-                            self.core
-                                .undeliverable(&h, DeadReason::Disconnected, Instant::now());
-                            return Some(future::ready(Err(disconnected(h.dst))).boxed());
+            Lane::Wait => match link.try_send(frame) {
+                Ok(Ok(())) => return None,
+                Ok(Err(frame)) => {
+                    let header = frame.header;
+                    let me = ctx.address();
+                    return Some(
+                        async move {
+                            match link.send(frame).await {
+                                Ok(()) => Ok(()),
+                                Err(_) => {
+                                    me.do_send(Undeliverable(header, DeadReason::Disconnected));
+                                    Err(Error::Dead {
+                                        context: header.dst,
+                                        reason: DeadReason::Disconnected,
+                                    })
+                                }
+                            }
                         }
-                    }
-                };
-                return self.park(peer, link, frame, ctx);
-            }
+                        .boxed(),
+                    );
+                }
+                Err(_) => Err(PushError::Closed(Frame::new(Header::default(), Vec::new()))),
+            },
             Lane::Push => link.push(frame),
             Lane::Control => link.push_control(frame),
         };
@@ -342,104 +304,6 @@ impl Router {
             }
         }
         None
-    }
-
-    /// Puts a local frame that must wait for room at the end of its
-    /// link's queue of waiting frames. A [`Call`]'s frame (no one awaits
-    /// it) waits for as long as its reply handle is registered; any other
-    /// comes with a wait for its sender to await, and is abandoned when
-    /// that is dropped.
-    fn park(
-        &mut self,
-        peer: ContextId,
-        link: StreamLink,
-        frame: Frame,
-        ctx: &mut actix::Context<Self>,
-    ) -> Option<Queueing> {
-        let (done, wait) = match &mut self.calling {
-            Some((reply_to, parked)) if *reply_to == frame.header.reply_to => {
-                *parked = true;
-                (Waiter::Reply(*reply_to), None)
-            }
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                let dst = frame.header.dst;
-                let wait = rx.map(move |r| r.unwrap_or(Err(disconnected(dst)))).boxed();
-                (Waiter::Sender(tx), Some(wait))
-            }
-        };
-        let queue = self.parked.entry(peer).or_insert_with(|| Parked {
-            link,
-            frames: std::collections::VecDeque::new(),
-        });
-        let first = queue.frames.is_empty();
-        queue.frames.push_back((frame, done));
-        if first {
-            self.wait_for_room(peer, ctx);
-        }
-        wait
-    }
-
-    /// Wakes the pump for `peer`'s waiting frames when its link may have
-    /// room for the first of them (or has closed).
-    fn wait_for_room(&mut self, peer: ContextId, ctx: &mut actix::Context<Self>) {
-        let Some(queue) = self.parked.get(&peer) else {
-            return;
-        };
-        let Some((front, _)) = queue.frames.front() else {
-            return;
-        };
-        let room = queue.link.room_for(front.data.len());
-        ctx.spawn(
-            room.into_actor(self)
-                .map(move |(), act, ctx| act.unpark(peer, ctx)),
-        );
-    }
-
-    /// Queues `peer`'s waiting frames, in order, while its link has room;
-    /// drops those nobody waits for any more; when the link has closed,
-    /// every one's sender hears Dead.
-    fn unpark(&mut self, peer: ContextId, ctx: &mut actix::Context<Self>) {
-        let Some(mut queue) = self.parked.remove(&peer) else {
-            return;
-        };
-        while let Some((frame, done)) = queue.frames.pop_front() {
-            let wanted = match &done {
-                Waiter::Sender(tx) => !tx.is_closed(),
-                Waiter::Reply(h) => self.core.sink_mut(*h).is_some(),
-            };
-            if !wanted {
-                continue;
-            }
-            let h = frame.header;
-            match queue.link.try_send(frame) {
-                Ok(Ok(())) => done.queued(Ok(())),
-                Ok(Err(frame)) => {
-                    queue.frames.push_front((frame, done));
-                    self.parked.insert(peer, queue);
-                    self.wait_for_room(peer, ctx);
-                    break;
-                }
-                Err(_) => {
-                    self.core
-                        .undeliverable(&h, DeadReason::Disconnected, Instant::now());
-                    done.queued(Err(disconnected(h.dst)));
-                }
-            }
-        }
-        self.pump(ctx);
-    }
-
-    /// Every waiting frame's sender hears Dead (the router is stopping).
-    fn unpark_all_closed(&mut self) {
-        for (_, queue) in self.parked.drain() {
-            for (frame, done) in queue.frames {
-                let h = frame.header;
-                self.core
-                    .undeliverable(&h, DeadReason::Disconnected, Instant::now());
-                done.queued(Err(disconnected(h.dst)));
-            }
-        }
     }
 
     fn emit(&mut self, event: ContextEvent) {
@@ -468,24 +332,9 @@ impl Router {
             self.core.link_state(peer, stuck, now);
         }
         self.core.tick(now);
-        self.sweep_substituted();
         self.overflow.prune(now);
         self.refused.prune(now);
         self.pump(ctx);
-    }
-
-    /// Frees the substituted reply handles whose caller has gone; forgets
-    /// those already answered.
-    fn sweep_substituted(&mut self) {
-        let core = &mut self.core;
-        self.substituted.retain(|&h| match core.sink_mut(h) {
-            Some(Sink::Once(tx)) if tx.is_closed() => {
-                core.unregister(h);
-                false
-            }
-            Some(Sink::Once(_)) => true,
-            _ => false,
-        });
     }
 
     /// Runs `f` on the core, then pumps; the result is a wait for room, if
@@ -510,7 +359,6 @@ impl Actor for Router {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
-        self.unpark_all_closed();
         self.core.stopping();
         self.pump(ctx);
         for p in self.peers.values() {
@@ -637,6 +485,19 @@ impl Handler<SendReply> for Router {
     }
 }
 
+/// A frame the pump could not queue (its link closed while it waited).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Undeliverable(Header, DeadReason);
+
+impl Handler<Undeliverable> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Undeliverable, ctx: &mut Self::Context) {
+        self.with_core(ctx, |c, now| c.undeliverable(&msg.0, msg.1, now));
+    }
+}
+
 /// Sends a request to `(dst, handle)` with a fresh one-shot reply handle
 /// that accepts only `dst`'s answer and receives Dead if `dst` dies first.
 #[derive(Message)]
@@ -672,95 +533,6 @@ impl Handler<Request> for Router {
             }),
             Err((e, _)) => Err(e),
         })
-    }
-}
-
-/// A request whose sender does not wait for the Router's turn (the
-/// caller's fast path, sent with `try_send`): it drew its reply handle
-/// itself and made its reply channel; the frame is queued without waiting
-/// for room, up to the link's hard cap (past it the caller gets Dead,
-/// Overloaded). Only small frames come this way, each within its sender's
-/// byte budget ([`CallTicket`]); when the frame leaves its link at or
-/// above the mark the ticket says so, and the sender's next requests wait
-/// for room the usual way ([`Request`]) until one goes without waiting.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Call {
-    pub dst: ContextId,
-    pub handle: Handle,
-    pub data: Bytes,
-    /// The reply handle the caller drew; used when free (a different one
-    /// otherwise, which the sweep frees once the caller has gone).
-    pub reply_to: Handle,
-    pub reply: oneshot::Sender<Message>,
-    pub ticket: crate::context::CallTicket,
-}
-
-impl Handler<Call> for Router {
-    type Result = ();
-
-    fn handle(&mut self, msg: Call, ctx: &mut Self::Context) {
-        let Call {
-            dst,
-            handle,
-            data,
-            reply_to,
-            reply,
-            ticket,
-        } = msg;
-        let now = Instant::now();
-        let res = self.core.request_on(
-            dst,
-            handle,
-            data,
-            Sink::Once(reply),
-            Some(reply_to),
-            Lane::Wait,
-            now,
-        );
-        let reply_to = match res {
-            Ok(h) => {
-                if h != reply_to {
-                    self.substituted.push(h);
-                }
-                h
-            }
-            Err((Error::Dead { context, reason }, sink)) => {
-                sink.deliver(Message::dead(context, reply_to, &reason));
-                return;
-            }
-            Err((_, sink)) => {
-                sink.deliver(Message::dead(dst, reply_to, &DeadReason::Unreachable));
-                return;
-            }
-        };
-        self.calling = Some((reply_to, false));
-        // A wait comes back only when the link had closed: the caller hears
-        // Dead through its reply handle (the bounce), so it is dropped.
-        drop(self.pump(ctx));
-        if let Some((_, true)) = self.calling.take() {
-            ticket.congested();
-        }
-    }
-}
-
-/// Frees a reply handle whose caller has gone (timed out, or dropped its
-/// call), unless the handle has been given to another call since: only an
-/// entry whose reply channel is closed is removed. For reply handles the
-/// caller drew itself, which another caller may draw again once free.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Abandon(pub Handle);
-
-impl Handler<Abandon> for Router {
-    type Result = ();
-
-    fn handle(&mut self, msg: Abandon, _: &mut Self::Context) {
-        if let Some(Sink::Once(tx)) = self.core.sink_mut(msg.0) {
-            if tx.is_closed() {
-                self.core.unregister(msg.0);
-            }
-        }
     }
 }
 
