@@ -15,6 +15,7 @@
 //! hit ([`MasterPython::get`] is a non-blocking read).
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Once, OnceLock};
@@ -98,14 +99,15 @@ fn probe_path_python() -> Option<String> {
         .spawn()
         .ok()?;
     let exited_ok = wait_bounded(&mut child, PROBE_WAIT)?;
-    let mut out = String::new();
-    // The child has exited: its stdout is closed and holds a few bytes.
-    child
-        .stdout
-        .take()?
-        .take(64)
-        .read_to_string(&mut out)
-        .ok()?;
+    // The child has exited and its few bytes are in the pipe; read them
+    // without waiting for EOF (a grandchild may still hold the pipe).
+    let mut stdout = child.stdout.take()?;
+    let flags = nix::fcntl::fcntl(stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+    let mut buf = [0u8; 64];
+    let n = stdout.read(&mut buf).unwrap_or(0);
+    let out = String::from_utf8_lossy(&buf[..n]);
     let v = out.trim();
     let ok = exited_ok
         && !v.is_empty()
@@ -116,17 +118,18 @@ fn probe_path_python() -> Option<String> {
 }
 
 /// Whether `child` exited successfully within `limit`; killed and reaped
-/// (`None`) when it did not.
+/// (`None`) when it did not, or when waiting for it failed.
 fn wait_bounded(child: &mut Child, limit: Duration) -> Option<bool> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().ok()? {
-            return Some(status.success());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.success()),
+            Ok(None) if Instant::now() < deadline => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
