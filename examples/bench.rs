@@ -262,26 +262,14 @@ async fn main() {
 
     // 64 MiB echo, upload, download.
     progress("64 MiB echo / upload / download (3 runs)");
-    let data: Vec<u8> = (0..64 << 20)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data = common::echo_payload();
     let blob = serde_bytes::Bytes::new(&data);
     let (mut echo, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
     let mut echo_copied = Vec::new();
     for _ in 0..3 {
         // The result as a slice of the reply (returning_bytes), and, for
         // comparison with earlier sittings, copied into a ByteBuf.
-        let t0 = Instant::now();
-        let back = ctx
-            .call_with("copy", "copy")
-            .args((blob,))
-            .unwrap()
-            .returning_bytes()
-            .await
-            .unwrap();
-        echo.push(128.0 / t0.elapsed().as_secs_f64());
-        assert_eq!(back.len(), data.len());
-        drop(back);
+        echo.push(common::echo_once(&ctx, &data).await);
         let t0 = Instant::now();
         let back: serde_bytes::ByteBuf = ctx.call("copy", "copy", (blob,)).await.unwrap();
         echo_copied.push(128.0 / t0.elapsed().as_secs_f64());

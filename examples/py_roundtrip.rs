@@ -128,26 +128,15 @@ async fn echo(ctx: &Context, child: &str, k: usize) {
     if k == 0 {
         return; // `--echo 0`: no echo row
     }
-    let data: Vec<u8> = (0..64 << 20)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    let blob = serde_bytes::Bytes::new(&data);
-    let _: serde_bytes::ByteBuf = ctx.call("copy", "copy", (blob,)).await.unwrap();
-    let mut rates = Vec::new();
+    let data = common::echo_payload();
+    let _: serde_bytes::ByteBuf = ctx
+        .call("copy", "copy", (serde_bytes::Bytes::new(&data),))
+        .await
+        .unwrap();
     let a = counts(child);
-    // The result as a slice of the reply (as bench's echo row takes it);
-    // a serde_bytes::ByteBuf would copy it into a fresh 64 MiB buffer.
+    let mut rates = Vec::new();
     for _ in 0..k {
-        let t0 = Instant::now();
-        let back = ctx
-            .call_with("copy", "copy")
-            .args((blob,))
-            .unwrap()
-            .returning_bytes()
-            .await
-            .unwrap();
-        rates.push(128.0 / t0.elapsed().as_secs_f64());
-        assert_eq!(back.len(), data.len());
+        rates.push(common::echo_once(ctx, &data).await);
     }
     let b = counts(child);
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());

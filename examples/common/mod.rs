@@ -27,3 +27,29 @@ pub async fn calls_in_flight(ctxs: &[Context], per_context: usize, module: &str,
         .count();
     assert_eq!(ok, ctxs.len() * per_context);
 }
+
+/// The 64 MiB value of the echo rows: the same bytes in every example.
+#[allow(dead_code)] // master_cpu has no echo row
+pub fn echo_payload() -> Vec<u8> {
+    (0..64 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+/// One echo of `data` through the child's `copy.copy`, the result taken
+/// as a slice of the reply (`returning_bytes`: no copy into a fresh
+/// buffer); MiB/s counting both directions.
+#[allow(dead_code)] // master_cpu has no echo row
+pub async fn echo_once(ctx: &Context, data: &[u8]) -> f64 {
+    let t0 = std::time::Instant::now();
+    let back = ctx
+        .call_with("copy", "copy")
+        .args((serde_bytes::Bytes::new(data),))
+        .unwrap()
+        .returning_bytes()
+        .await
+        .unwrap();
+    let rate = 2.0 * data.len() as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
+    assert_eq!(back.len(), data.len());
+    rate
+}
