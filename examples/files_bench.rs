@@ -986,6 +986,32 @@ async fn ssh_breakdown(master: &Master, dir: &sshd::TempDir, big: &Path, tree: &
     }
 }
 
+/// Seconds to connect over ssh and push `src` (a tree when `tree`) to
+/// `dest`, then close the context (not timed).
+async fn connect_and_push(
+    master: &Master,
+    o: &SshOptions,
+    src: &Path,
+    dest: &Path,
+    tree: bool,
+    fsync: bool,
+) -> f64 {
+    let t = Instant::now();
+    let ctx = master
+        .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+        .await
+        .unwrap();
+    let opts = tuned().fsync(fsync);
+    if tree {
+        ctx.push_tree_with(src, dest, &opts).await.unwrap();
+    } else {
+        ctx.push_with(src, dest, &opts).await.unwrap();
+    }
+    let wall = t.elapsed().as_secs_f64();
+    close(ctx).await;
+    wall
+}
+
 /// `--cpu`: CPU seconds per side of `ssh cat` / `tar | ssh` and of our
 /// pushes over ssh, then per process and thread of a connected push.
 async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, tree: &Path) {
@@ -1042,16 +1068,7 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
         );
         for fsync in [false, true] {
             let t0 = snap();
-            let t = Instant::now();
-            let ctx = master
-                .connect(ConnectOptions::new(Method::Ssh(o.clone())))
-                .await
-                .unwrap();
-            ctx.push_with(big, dir.path("e.bin"), &tuned().fsync(fsync))
-                .await
-                .unwrap();
-            let wall = t.elapsed().as_secs_f64();
-            close(ctx).await;
+            let wall = connect_and_push(master, &o, big, &dir.path("e.bin"), false, fsync).await;
             let _ = std::fs::remove_file(dir.path("e.bin"));
             settle().await;
             println!(
@@ -1074,20 +1091,8 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
         );
         for fsync in [false, true] {
             let t0 = snap();
-            let t = Instant::now();
-            let ctx = master
-                .connect(ConnectOptions::new(Method::Ssh(o.clone())))
-                .await
-                .unwrap();
-            ctx.push_tree_with(
-                tree,
-                dir.path(&format!("cputree{run}{fsync}")),
-                &tuned().fsync(fsync),
-            )
-            .await
-            .unwrap();
-            let wall = t.elapsed().as_secs_f64();
-            close(ctx).await;
+            let dest = dir.path(&format!("cputree{run}{fsync}"));
+            let wall = connect_and_push(master, &o, tree, &dest, true, fsync).await;
             settle().await;
             println!(
                 "[{run}] connect + push_tree 1,000 files, fsync {fsync} ({wall:.2} s): {}",
