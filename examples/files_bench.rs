@@ -552,15 +552,7 @@ async fn ssh_rows(
         server.key.display(),
         server.port
     );
-    let opts = || {
-        let mut o = SshOptions::new("127.0.0.1");
-        o.user = Some("root".into());
-        o.port = Some(server.port);
-        o.identity_file = Some(server.key.display().to_string());
-        o.check_host_keys = HostKeyCheck::Ignore;
-        o.python = PY.into();
-        o
-    };
+    let opts = || root_ssh(&server);
     let out = |n: &str| -> PathBuf { dir.path(n) };
     // The default (no fsync) against `cat > f` and `tar -x`, which do not
     // fsync either; the fsync rows beside `cat > f && sync f`.
@@ -814,14 +806,20 @@ async fn ssh_rows(
     );
 }
 
-async fn ssh_latency(b: &mut Bench, master: &Master, dir: &sshd::TempDir) {
-    let server = sshd::Sshd::start(false);
+/// Options for root at the test sshd on 127.0.0.1, child Python `PY`.
+fn root_ssh(server: &sshd::Sshd) -> SshOptions {
     let mut o = SshOptions::new("127.0.0.1");
     o.user = Some("root".into());
     o.port = Some(server.port);
     o.identity_file = Some(server.key.display().to_string());
     o.check_host_keys = HostKeyCheck::Ignore;
     o.python = PY.into();
+    o
+}
+
+async fn ssh_latency(b: &mut Bench, master: &Master, dir: &sshd::TempDir) {
+    let server = sshd::Sshd::start(false);
+    let mut o = root_ssh(&server);
     if let Ok(c) = std::env::var("FB_CIPHER") {
         o.ssh_options.push(format!("Ciphers={c}"));
     }
@@ -943,12 +941,7 @@ async fn link_bytes(master: &Master) -> u64 {
 /// `--breakdown`: where a connect + push over ssh spends its time.
 async fn ssh_breakdown(master: &Master, dir: &sshd::TempDir, big: &Path, tree: &Path) {
     let server = sshd::Sshd::start(false);
-    let mut o = SshOptions::new("127.0.0.1");
-    o.user = Some("root".into());
-    o.port = Some(server.port);
-    o.identity_file = Some(server.key.display().to_string());
-    o.check_host_keys = HostKeyCheck::Ignore;
-    o.python = PY.into();
+    let o = root_ssh(&server);
     let tiny = dir.path("tiny.bin");
     std::fs::write(&tiny, b"x").unwrap();
     for i in 0..2 {
@@ -1030,12 +1023,7 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
             .map(|c| format!("-c {c}"))
             .unwrap_or_default()
     );
-    let mut o = SshOptions::new("127.0.0.1");
-    o.user = Some("root".into());
-    o.port = Some(server.port);
-    o.identity_file = Some(server.key.display().to_string());
-    o.check_host_keys = HostKeyCheck::Ignore;
-    o.python = PY.into();
+    let mut o = root_ssh(&server);
     if let Some(c) = &cipher {
         o.ssh_options.push(format!("Ciphers={c}"));
     }
@@ -1055,49 +1043,55 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
     };
     let snap = || (cpu::times(me), cpu::times(daemon));
     for run in 0..runs {
-        let t0 = snap();
-        let wall = sh(&format!(
-            "{ssh} 'cat > {}' < {}",
-            dir.path("c.bin").display(),
-            big.display()
-        ));
-        settle().await;
-        println!(
-            "[{run}] ssh 'cat > f' < 256 MiB ({wall:.2} s): {}",
-            whole(t0, snap())
-        );
-        for fsync in [false, true] {
+        let untar = dir.path(&format!("cputar{run}"));
+        std::fs::create_dir_all(&untar).unwrap();
+        // (what, the plain ssh command it is compared with, its label,
+        // source, a tree?)
+        let cases = [
+            (
+                "push 256 MiB",
+                format!(
+                    "{ssh} 'cat > {}' < {}",
+                    dir.path("c.bin").display(),
+                    big.display()
+                ),
+                "ssh 'cat > f' < 256 MiB",
+                big,
+                false,
+            ),
+            (
+                "push_tree 1,000 files",
+                format!(
+                    "tar -C {} -cf - . | {ssh} tar -C {} -xf -",
+                    tree.display(),
+                    untar.display()
+                ),
+                "tar | ssh tar -x, 1,000 files",
+                tree,
+                true,
+            ),
+        ];
+        for (what, command, label, src, is_tree) in cases {
             let t0 = snap();
-            let wall = connect_and_push(master, &o, big, &dir.path("e.bin"), false, fsync).await;
-            let _ = std::fs::remove_file(dir.path("e.bin"));
+            let wall = sh(&command);
             settle().await;
-            println!(
-                "[{run}] connect + push 256 MiB, fsync {fsync} ({wall:.2} s): {}",
-                whole(t0, snap())
-            );
-        }
-        let d = dir.path(&format!("cputar{run}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let t0 = snap();
-        let wall = sh(&format!(
-            "tar -C {} -cf - . | {ssh} tar -C {} -xf -",
-            tree.display(),
-            d.display()
-        ));
-        settle().await;
-        println!(
-            "[{run}] tar | ssh tar -x, 1,000 files ({wall:.2} s): {}",
-            whole(t0, snap())
-        );
-        for fsync in [false, true] {
-            let t0 = snap();
-            let dest = dir.path(&format!("cputree{run}{fsync}"));
-            let wall = connect_and_push(master, &o, tree, &dest, true, fsync).await;
-            settle().await;
-            println!(
-                "[{run}] connect + push_tree 1,000 files, fsync {fsync} ({wall:.2} s): {}",
-                whole(t0, snap())
-            );
+            println!("[{run}] {label} ({wall:.2} s): {}", whole(t0, snap()));
+            for fsync in [false, true] {
+                let dest = match is_tree {
+                    true => dir.path(&format!("cputree{run}{fsync}")),
+                    false => dir.path("e.bin"),
+                };
+                let t0 = snap();
+                let wall = connect_and_push(master, &o, src, &dest, is_tree, fsync).await;
+                if !is_tree {
+                    let _ = std::fs::remove_file(&dest);
+                }
+                settle().await;
+                println!(
+                    "[{run}] connect + {what}, fsync {fsync} ({wall:.2} s): {}",
+                    whole(t0, snap())
+                );
+            }
         }
     }
     // One connected push, per process and thread.
