@@ -125,6 +125,19 @@ fn lines(out: &Output) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// The `--json` lines of a command that must have exited 0 (its whole
+/// output in the failure message otherwise).
+fn succeeded(out: &Output) -> BTreeMap<String, Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+    lines(out)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -812,14 +825,7 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
         "py",
         "ecprobe_compiled.compiled",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    let l = lines(&out);
+    let l = succeeded(&out);
     assert_eq!(l.len(), pythons.len(), "{l:?}");
     for (i, (_, version)) in pythons.iter().enumerate() {
         let r = &l[&format!("p{i}")]["result"];
@@ -841,14 +847,7 @@ fn inventory_hosts_get_the_core_compiled_for_their_interpreter() {
         "--",
         "echo ok; tr '\\0' ' ' </proc/$PPID/cmdline >&2",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    let l = lines(&out);
+    let l = succeeded(&out);
     assert_eq!(l.len(), pythons.len(), "{l:?}");
     for (host, v) in &l {
         assert_eq!(v["stdout"], "ok\n", "{host}: {v}");
