@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 use bytes::{BufMut, BytesMut};
-use econtext_wire::{ContextId, Direction, FrameCodec, WireError, HEADER_LEN};
+use econtext_wire::{ContextId, Direction, Frame, FrameCodec, WireError, HEADER_LEN};
 use futures::future::LocalBoxFuture;
 use slog::{debug, warn, Logger};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,6 +25,9 @@ const MAX_BATCH_FRAMES: usize = 1024;
 /// A writer lets the runtime turn at most this many times to gather
 /// frames into one write.
 const MAX_GATHER_TURNS: usize = 128;
+/// A frame with a trailing MAC is hashed and written this many bytes at a
+/// time.
+const TRAILER_PIECE: usize = 256 * 1024;
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -247,15 +250,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 let Some(item) = lanes.pop() else { break };
                 let data = &item.frame.data;
-                let header = codec.seal(&item.frame.header, data)?;
-                buf.put_slice(&header);
                 direct = data.len() >= DIRECT_WRITE;
-                if direct {
-                    writer.write_all(&buf).await?;
-                    buf.clear();
-                    writer.write_all(data).await?;
+                if codec.trails(data.len()) {
+                    write_trailing(&mut writer, &mut codec, &mut buf, &item.frame).await?;
                 } else {
-                    buf.put_slice(data);
+                    let header = codec.seal(&item.frame.header, data)?;
+                    buf.put_slice(&header);
+                    if direct {
+                        writer.write_all(&buf).await?;
+                        buf.clear();
+                        writer.write_all(data).await?;
+                    } else {
+                        buf.put_slice(data);
+                    }
                 }
                 written.push(item);
                 if direct || buf.len() >= BATCH {
@@ -300,6 +307,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let _ = writer.shutdown().await;
+    Ok(())
+}
+
+/// Writes a large frame with a trailing MAC: whatever `buf` holds and the
+/// header first, then each piece of data hashed just before it is written
+/// (so the hash overlaps the peer's reading, and the piece is still in
+/// cache for the kernel's copy), then the MAC.
+async fn write_trailing<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+    frame: &Frame,
+) -> Result<(), WireError> {
+    let (header, mut sealing) = codec.seal_trailing(&frame.header, frame.data.len())?;
+    buf.put_slice(&header);
+    writer.write_all(buf).await?;
+    buf.clear();
+    for piece in frame.data.chunks(TRAILER_PIECE) {
+        sealing.update(piece);
+        writer.write_all(piece).await?;
+    }
+    writer.write_all(&sealing.finish()).await?;
     Ok(())
 }
 

@@ -493,6 +493,15 @@ def unpack_call(b):
 # ---- Frames ---------------------------------------------------------------
 _HDR = _S('>20sHHIII')
 _FLD = _S('>HHIII')
+# The length field's top bit: this frame's MAC follows its data (the
+# header's 20 MAC bytes are zero), so its writer hashes each piece as it
+# writes it instead of all of it first. See docs/PROTOCOL.md.
+TRAILER = 0x80000000
+# We send frames this big or bigger with a trailing MAC, hashed and
+# written TRAILER_PIECE bytes at a time; we accept either form at any size.
+TRAILER_FROM = 1048576
+TRAILER_PIECE = 262144
+_NO_MAC = b'\0' * 20
 _T36 = _BYTES(bytearray(x ^ 0x36 for x in range(256)))
 _T5C = _BYTES(bytearray(x ^ 0x5c for x in range(256)))
 
@@ -634,6 +643,14 @@ def _need_sha1():
 _HAVE_READV = hasattr(os, 'readv')
 
 
+def _pieces(b, size):
+    # Zero-copy slices of b (bytes, bytearray or a byte memoryview).
+    if PY3:
+        mv = memoryview(b)
+        return [mv[i:i + size] for i in range(0, len(mv), size)]
+    return [buffer(b, i, size) for i in range(0, len(b), size)]  # noqa: F821
+
+
 def _write(fd, b):
     n = os.write(fd, b)
     if n < len(b):
@@ -696,6 +713,8 @@ class Stream(object):
             del held[:]
 
     def _send_big(self, f, chunks, n):
+        if n >= TRAILER_FROM:
+            return self._send_trailing(f, chunks, n)
         chunks.insert(0, f)
         self.tx.prepare(False)
         hold = n < 65536 and getattr(_HOLD, 'on', False)
@@ -723,6 +742,38 @@ class Stream(object):
                 del held[:]
                 for c in chunks:
                     _write(self.wfd, c)
+            except EnvironmentError:
+                self.closed = True
+                raise
+
+    def _send_trailing(self, f, chunks, n):
+        # Header (MAC bytes zero, TRAILER set), then the data, each large
+        # chunk hashed one piece at a time just before that piece is
+        # written (the hash runs while the peer reads what went before),
+        # then the MAC. Small chunks and anything held go in one write.
+        f = f[:12] + _L32.pack(n | TRAILER)
+        self.tx.prepare(False)
+        with self.wlock:
+            if self.closed:
+                raise EOFError('stream to %d is closed' % self.remote_id)
+            st = self.tx.begin(n)
+            h, fd, out = st[0], self.wfd, self.held
+            h.update(f)
+            out.append(_NO_MAC + f)
+            try:
+                for c in chunks:
+                    if len(c) < TRAILER_PIECE:
+                        h.update(c)
+                        out.append(c)
+                        continue
+                    _write(fd, b''.join(out))
+                    del out[:]
+                    for piece in _pieces(c, TRAILER_PIECE):
+                        h.update(piece)
+                        _write(fd, piece)
+                out.append(self.tx.end(st))
+                _write(fd, b''.join(out))
+                del out[:]
             except EnvironmentError:
                 self.closed = True
                 raise
@@ -758,9 +809,10 @@ class Stream(object):
                 return
             s = b''.join(p)
             self.pend = None
-            n = self.need
-            self._frame(self.phdr, self.pfld, s if len(s) == n else s[:n])
-            s = s[n:]
+            n, need = self.pn, self.need
+            self._frame(self.phdr, self.pfld, s if len(s) == n else s[:n], None,
+                        need > n and s[n:need] or None)
+            s = s[need:]
         elif self.buf:
             s = self.buf + s
         self._parse(s)
@@ -786,44 +838,54 @@ class Stream(object):
                     LOG.exception('routing frame %r failed', h[1:])
                 pos = j
                 continue
+            need = n
+            if n & TRAILER:
+                n -= TRAILER  # the MAC follows the data
+                need = n + 20
             if n > limit:
                 return self.disconnect('frame of %d bytes exceeds max_message_size' % n)
+            if need > n and h[0] != _NO_MAC:
+                # No MAC covers a trailing frame's header MAC bytes, so
+                # they must be zero: no bit of a frame changes unnoticed.
+                return self.disconnect('bad MAC on frame from %d (trailer)' % h[2])
             fld = s[pos + 20:pos + 36]
             pos += 36
-            if end - pos < n:
-                self.phdr, self.pfld, self.need = h, fld, n
+            if end - pos < need:
+                self.phdr, self.pfld, self.pn, self.need = h, fld, n, need
                 self.plen = end - pos
                 self.buf = b''
                 if _HAVE_READV and n > 1048576:
                     # Read the rest in place: no chunk list, no join copy;
                     # MACed as it arrives, so SHA-1 runs while the sender
                     # is still writing the rest.
-                    self.pend = bytearray(n)
+                    self.pend = bytearray(need)
                     self.pend[:self.plen] = s[pos:]
                     self.rx.prepare(True)
                     self.pmac = self.rx.begin(n)
                     self.pmac[0].update(fld)
-                    self.pmac[0].update(memoryview(self.pend)[:self.plen])
+                    self.pmac[0].update(memoryview(self.pend)[:min(self.plen, n)])
                 else:
                     self.pend = [s[pos:]]
                 return
-            self._frame(h, fld, s[pos:pos + n])
-            pos += n
+            self._frame(h, fld, s[pos:pos + n], None, need > n and s[pos + n:pos + need] or None)
+            pos += need
         self.buf = s[pos:]
 
     def _readv(self):
-        # Reads the rest of a large frame straight into its buffer, MACing
-        # it as it comes.
-        p, need = self.pend, self.need
+        # Reads the rest of a large frame (and its trailing MAC, if any)
+        # straight into its buffer, MACing the data as it comes.
+        p, n, need = self.pend, self.pn, self.need
         mv = memoryview(p)
         h = self.pmac[0]
         try:
             while self.plen < need:
-                r = os.readv(self.rfd, [mv[self.plen:]])
+                a = self.plen
+                r = os.readv(self.rfd, [mv[a:]])
                 if not r:
                     return self.disconnect(None)
-                h.update(mv[self.plen:self.plen + r])
                 self.plen += r
+                if a < n:
+                    h.update(mv[a:min(a + r, n)])
                 # Back to poll unless more is ready right away.
                 if not select.select([self.rfd], [], [], 0)[0]:
                     break
@@ -833,10 +895,15 @@ class Stream(object):
             mv.release()
         if self.plen >= need:
             self.pend = None
-            self._frame(self.phdr, self.pfld, p, self.rx.end(self.pmac))
+            got = None
+            if need > n:
+                got = bytes(p[n:])
+                del p[n:]  # a small shrink: the buffer stays where it is
+            self._frame(self.phdr, self.pfld, p, self.rx.end(self.pmac), got)
             self.pmac = None
 
-    def _frame(self, h, fld, data, mac=None):
+    def _frame(self, h, fld, data, mac=None, got=None):
+        # got: the frame's trailing MAC, or None for the one in its header.
         if self.closed:
             return
         n = len(data)
@@ -844,7 +911,7 @@ class Stream(object):
             if n >= BIG_FRAME:
                 self.rx.prepare(True)
             mac = self.rx((fld, data), n)
-        if not _same(mac, h[0]):
+        if not _same(mac, got or h[0]):
             return self.disconnect('bad MAC on frame from %d' % h[2])
         try:
             self.on_frame(h[1], h[2], h[3], h[4], data, self)

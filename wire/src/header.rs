@@ -9,6 +9,20 @@ pub const HEADER_LEN: usize = MAC_LEN + FIELDS_LEN;
 /// Bytes of the fields after the MAC (`dst src handle reply_to length`).
 pub(crate) const FIELDS_LEN: usize = 2 + 2 + 4 + 4 + 4;
 
+/// Set in the `length` field when the frame's MAC follows its data (a
+/// trailer) instead of leading the header, whose MAC bytes are then
+/// zero. The flag is one of the fields the MAC covers; the data length
+/// is the other 31 bits. A sender hashes a trailing frame while writing
+/// it, where a leading MAC makes it hash all the data before the first
+/// byte can go.
+pub const TRAILER_FLAG: u32 = 1 << 31;
+
+/// The data length announced by a raw `length` field, and whether the
+/// frame's MAC is a trailer (see [`TRAILER_FLAG`]).
+pub fn split_length(raw: u32) -> (u32, bool) {
+    (raw & !TRAILER_FLAG, raw & TRAILER_FLAG != 0)
+}
+
 /// The routing fields of a frame. The MAC is not part of this struct: it is
 /// computed (see `FrameMac`) when a frame is sealed and checked when
 /// one is opened, so a `Header` in memory is always an authenticated one.
@@ -45,7 +59,16 @@ impl Header {
         b
     }
 
-    /// Parses the 16 field bytes into a header and the announced length.
+    /// The 16 bytes after the (zeroed) MAC of a frame whose MAC follows
+    /// its `length` bytes of data.
+    pub fn fields_trailing(&self, length: u32) -> [u8; FIELDS_LEN] {
+        debug_assert!(length & TRAILER_FLAG == 0, "data length below 2 GiB");
+        self.fields(length | TRAILER_FLAG)
+    }
+
+    /// Parses the 16 field bytes into a header and the raw `length` field
+    /// (the data length, with [`TRAILER_FLAG`] set for a trailing MAC:
+    /// see [`split_length`]).
     pub fn parse_fields(b: &[u8; FIELDS_LEN]) -> (Header, u32) {
         let be16 = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
         let be32 = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -74,5 +97,16 @@ mod tests {
         );
         assert_eq!(Header::parse_fields(&h.fields(7)), (h, 7));
         assert_eq!(HEADER_LEN, 36);
+    }
+
+    #[test]
+    fn the_trailer_flag_is_the_length_fields_top_bit() {
+        let h = Header::new(1, 2, 3, 4);
+        let f = h.fields_trailing(0x0102_0304);
+        assert_eq!(&f[12..], &[0x81, 2, 3, 4]);
+        let (back, raw) = Header::parse_fields(&f);
+        assert_eq!(back, h);
+        assert_eq!(split_length(raw), (0x0102_0304, true));
+        assert_eq!(split_length(7), (7, false));
     }
 }

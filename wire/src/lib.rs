@@ -14,7 +14,9 @@
 //!   reordered or reflected frame fails verification.
 //! - [`FrameCodec`]: a tokio-util `Decoder`/`Encoder` that pairs the two:
 //!   it checks `length` against the size limit before buffering anything,
-//!   verifies MACs in constant time and yields [`Frame`]s.
+//!   verifies MACs in constant time and yields [`Frame`]s. A large frame's
+//!   MAC may follow its data instead ([`TRAILER_FLAG`], [`Sealing`]), so
+//!   that its writer hashes it while writing.
 //!
 //! Frame data is one MessagePack value ([`payload`]). The special values of
 //! the protocol are MessagePack ext types ([`ext`]); the well-known handle
@@ -50,11 +52,11 @@ pub mod messages;
 pub mod payload;
 pub mod sanitize;
 
-pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE};
+pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE, TRAILER_FROM};
 pub use error::WireError;
 pub use ext::{CallError, ContextRef, Dead, SenderRef};
-pub use header::{Header, HEADER_LEN, MAC_LEN};
-pub use mac::{Direction, FrameMac};
+pub use header::{split_length, Header, HEADER_LEN, MAC_LEN, TRAILER_FLAG};
+pub use mac::{Direction, FrameMac, Sealing};
 pub use payload::{decode, encode, Reply, Value};
 
 /// A context's identity in the tree. The master is context 0 and allocates

@@ -101,6 +101,17 @@ impl FrameMac {
         }
     }
 
+    /// Starts sealing the next outgoing frame whose data is hashed in
+    /// pieces as it is written (a trailing MAC): feed every data byte in
+    /// order with [`Sealing::update`], then send [`Sealing::finish`]'s
+    /// MAC after the data. `fields` must carry the trailer flag
+    /// ([`Header::fields_trailing`]).
+    pub fn begin_seal(&mut self, fields: &[u8; FIELDS_LEN]) -> Sealing {
+        Sealing {
+            h: self.start(fields),
+        }
+    }
+
     /// Seals the next outgoing frame and returns its complete 36-byte
     /// header. `data.len()` must fit in a u32 (the caller checks the
     /// configured limit first).
@@ -120,6 +131,28 @@ impl FrameMac {
     pub fn open(&mut self, mac: &[u8; MAC_LEN], fields: &[u8; FIELDS_LEN], data: &[u8]) -> bool {
         let expected = self.next(fields, data);
         bool::from(expected.ct_eq(mac))
+    }
+}
+
+/// One outgoing frame's trailing MAC being computed piece by piece.
+pub struct Sealing {
+    h: HmacSha1,
+}
+
+impl Sealing {
+    pub fn update(&mut self, data: &[u8]) {
+        self.h.update(data);
+    }
+
+    /// The MAC to send after the frame's data.
+    pub fn finish(self) -> [u8; MAC_LEN] {
+        self.h.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing").finish_non_exhaustive()
     }
 }
 
@@ -228,6 +261,24 @@ mod tests {
         let mut o = rx.begin_open(&fields);
         o.update(data);
         assert!(!o.verify(&mac));
+    }
+
+    #[test]
+    fn a_trailing_mac_sealed_in_pieces_opens_like_a_whole_frame() {
+        let h = Header::new(1, 0, 101, 1000);
+        let mut tx = FrameMac::new(b"k", Direction::Up);
+        let mut rx = FrameMac::new(b"k", Direction::Up);
+        let data = b"one two three four";
+        let fields = h.fields_trailing(data.len() as u32);
+        let mut s = tx.begin_seal(&fields);
+        for piece in data.chunks(4) {
+            s.update(piece);
+        }
+        let mac = s.finish();
+        assert!(rx.open(&mac, &fields, data));
+        // The flag is MACed: the same MAC with the flag cleared fails.
+        let mut rx = FrameMac::new(b"k", Direction::Up);
+        assert!(!rx.open(&mac, &h.fields(data.len() as u32), data));
     }
 
     #[test]

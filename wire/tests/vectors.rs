@@ -20,13 +20,14 @@ use econtext_wire::messages::{
 use econtext_wire::payload::{self, decode_value, Value};
 use econtext_wire::{
     handles, Direction, Frame, FrameCodec, Header, WireError, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN,
+    MAC_LEN, TRAILER_FLAG,
 };
 use serde_json::{json, Value as Json};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The key every vector is sealed with (its bytes, not its hex).
 const KEY: &[u8] = b"econtext test vector key, not a secret";
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 3;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
@@ -161,6 +162,8 @@ struct FrameSpec {
     header: Header,
     data: Bytes,
     message: Option<&'static str>,
+    /// Sealed with a trailing MAC (the `TRAILER` length bit).
+    trailer: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +247,15 @@ fn f(header: Header, data: Bytes) -> FrameSpec {
         header,
         data,
         message: None,
+        trailer: false,
+    }
+}
+
+/// A frame sealed with its MAC after the data.
+fn t(header: Header, data: Bytes) -> FrameSpec {
+    FrameSpec {
+        trailer: true,
+        ..f(header, data)
     }
 }
 
@@ -252,6 +264,7 @@ fn msg(message: &'static str, header: Header, data: Bytes) -> FrameSpec {
         header,
         data,
         message: Some(message),
+        trailer: false,
     }
 }
 
@@ -767,7 +780,8 @@ fn specs() -> Vec<VectorSpec> {
         ),
         corrupt(
             "oversized_4_gib_after_a_valid_frame",
-            "a valid frame, then a header announcing 0xffffffff bytes",
+            "a valid frame, then a header whose length field is 0xffffffff (the trailer \
+             bit and 2 GiB - 1 bytes)",
             vec![small(1), ten()],
             vec![Mutation::SetBe32 {
                 offset: HEADER_LEN + 1 + 32,
@@ -805,6 +819,120 @@ fn specs() -> Vec<VectorSpec> {
             1,
         ),
     ]);
+
+    // Trailing MACs: the same frames with the MAC after the data (the
+    // length field's top bit set, the header's MAC bytes zero).
+    let tten = || t(h(), data(&Value::from("0123456789"[..9].to_string())));
+    let tsmall = |n: u64| t(Header::new(1, 0, 1000 + n as u32, 0), data(&Value::from(n)));
+    let tten_len = ten_len + MAC_LEN;
+    out.push(valid(
+        "trailers",
+        "frames with a trailing MAC, mixed with leading ones on one stream: nil, a str, \
+         a leading int, a 70,000-byte bin, an empty bin",
+        Down,
+        vec![
+            t(h(), data(&Value::Nil)),
+            tten(),
+            small(7),
+            t(
+                h(),
+                data(&Value::Binary((0..70_000).map(|i| i as u8).collect())),
+            ),
+            t(h(), data(&Value::Binary(vec![]))),
+        ],
+    ));
+    out.extend([
+        corrupt(
+            "bad_mac_forged_trailer",
+            "a trailing frame whose trailing MAC has one bit flipped",
+            vec![tten()],
+            vec![Mutation::Xor {
+                offset: tten_len - 1,
+                mask: 1,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_trailer_data_bit",
+            "a trailing frame with one bit of its data flipped",
+            vec![tten()],
+            vec![Mutation::Xor {
+                offset: HEADER_LEN + 3,
+                mask: 0x20,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_trailer_with_header_mac_bytes",
+            "a trailing frame with a byte set in its header's MAC bytes (which must be \
+             zero): refused from the header",
+            vec![tten()],
+            vec![Mutation::Xor { offset: 5, mask: 1 }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_trailer_bit_cleared",
+            "a trailing frame with the trailer bit cleared: now a leading frame whose MAC \
+             is zero",
+            vec![tten(), tten()],
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x80,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_trailer_bit_set_on_a_leading_frame",
+            "a leading frame given the trailer bit (its header MAC bytes are not zero)",
+            vec![ten(), ten()],
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x80,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_reordered_trailers",
+            "two trailing frames sealed in order, sent second-first",
+            vec![tsmall(1), tsmall(2)],
+            vec![Mutation::Delete {
+                start: 0,
+                end: HEADER_LEN + 1 + MAC_LEN,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "oversized_trailer",
+            "a trailing frame's header announcing max_message_size + 1 bytes and nothing \
+             after it: refused from the header alone",
+            vec![tten()],
+            vec![
+                Mutation::SetBe32 {
+                    offset: 32,
+                    value: (max + 1) | TRAILER_FLAG,
+                },
+                Mutation::Truncate { length: HEADER_LEN },
+            ],
+            "oversized",
+            0,
+        ),
+        corrupt(
+            "truncated_in_trailer",
+            "the stream ends one byte short of a trailing frame's MAC",
+            vec![tten()],
+            vec![Mutation::Truncate {
+                length: tten_len - 1,
+            }],
+            "truncated",
+            0,
+        ),
+    ]);
     out
 }
 
@@ -826,10 +954,11 @@ fn parse_dir(s: &str) -> Direction {
     }
 }
 
-fn encode_frames(direction: Direction, frames: &[(Header, Bytes)]) -> Vec<u8> {
+fn encode_frames(direction: Direction, frames: &[(Header, Bytes, bool)]) -> Vec<u8> {
     let mut tx = FrameCodec::new(KEY, direction, DEFAULT_MAX_MESSAGE_SIZE);
     let mut buf = BytesMut::new();
-    for (h, d) in frames {
+    for (h, d, trailer) in frames {
+        tx.set_trailer_from(if *trailer { 0 } else { usize::MAX });
         tx.encode(Frame::new(*h, d.clone()), &mut buf).unwrap();
     }
     buf.to_vec()
@@ -904,10 +1033,10 @@ fn regenerate() {
     let mut vectors = Vec::new();
     let mut compact_frames = Vec::new();
     for spec in specs() {
-        let pairs: Vec<(Header, Bytes)> = spec
+        let pairs: Vec<(Header, Bytes, bool)> = spec
             .frames
             .iter()
-            .map(|f| (f.header, f.data.clone()))
+            .map(|f| (f.header, f.data.clone(), f.trailer))
             .collect();
         let mut wire = encode_frames(spec.direction, &pairs);
         for m in &spec.mutations {
@@ -929,6 +1058,7 @@ fn regenerate() {
             .iter()
             .map(|f| {
                 let mut o = header_json(&f.header, f.data.len());
+                o.insert("trailer".into(), json!(f.trailer));
                 o.insert("message".into(), json!(f.message));
                 o.insert("value".into(), to_json(&decode_value(&f.data).unwrap()));
                 let compact = serde_json::to_string(&Json::Object(o)).unwrap();
@@ -958,7 +1088,8 @@ fn regenerate() {
                   decode it with a fresh receive sequence (starting at 0) for its direction.",
         "key_hex": hex::encode(KEY),
         "direction_bytes": {"down": 0, "up": 1},
-        "mac": "frame n (from 0) of a file: HMAC-SHA1(key, direction_byte || n:u64be || header[20:36] || data)",
+        "mac": "frame n (from 0) of a file: HMAC-SHA1(key, direction_byte || n:u64be || header[20:36] || data), \
+                in header[0:20], or after the data when the length field's top bit (trailer) is set",
         "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
         "vectors": vectors,
     });
@@ -1002,7 +1133,7 @@ fn vectors_match_their_description() {
         let decoded = v["decoded"].as_u64().unwrap() as usize;
 
         // JSON -> bytes: the description re-encodes to the file exactly.
-        let pairs: Vec<(Header, Bytes)> = frames
+        let pairs: Vec<(Header, Bytes, bool)> = frames
             .iter()
             .map(|fj| {
                 let n = |k: &str| fj[k].as_u64().unwrap();
@@ -1014,7 +1145,7 @@ fn vectors_match_their_description() {
                 );
                 let d = Bytes::from(value_bytes(&from_json(&fj["value"])));
                 assert_eq!(n("length") as usize, d.len(), "{name}: length");
-                (h, d)
+                (h, d, fj["trailer"].as_bool().unwrap())
             })
             .collect();
         let mut again = encode_frames(direction, &pairs);
@@ -1034,6 +1165,8 @@ fn vectors_match_their_description() {
         assert_eq!(v["valid"], json!(err.is_none()), "{name}: valid");
         for (i, (frame, fj)) in got.iter().zip(frames).enumerate() {
             let mut o = header_json(&frame.header, frame.data.len());
+            // How the frame was sealed is checked by re-encoding, above.
+            o.insert("trailer".into(), fj["trailer"].clone());
             o.insert("message".into(), fj["message"].clone());
             let value =
                 decode_value(&frame.data).unwrap_or_else(|e| panic!("{name} frame {i}: {e}"));

@@ -258,6 +258,107 @@ class StreamTest(unittest.TestCase):
         self.assertTrue(self.sb.closed)
         self.assertRaises(core.MsgError, self.sb.send, 0, 1, 1000, 0, [b'x' * ((1 << 20) + 1)])
 
+    # Trailing MACs (docs/PROTOCOL.md, "Trailing MAC"): the MAC after the
+    # data, the length field's top bit set, the header's MAC bytes zero.
+    def trailing(self, data, seq=0, fields=None, trailer=None, zero=b'\0' * 20):
+        fld = fields or core._FLD.pack(1, 0, 101, 0, len(data) | core.TRAILER)
+        mac = _ref_mac(self.key, b'\x00', seq, fld, data)
+        return zero + fld + data + (trailer if trailer is not None else mac)
+
+    def feed(self, wire, close=True):
+        # From a thread: a frame bigger than the socket buffer blocks.
+        def w():
+            mv = memoryview(wire)
+            pos = 0
+            while pos < len(mv):
+                pos += os.write(self.a.fileno(), mv[pos:pos + 65536])
+            if close:
+                self.a.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=w)
+        t.start()
+        return t
+
+    def test_trailing_mac_frames_of_every_size_arrive(self):
+        # 70,000 bytes: read in pieces; 3 MiB: read in place (readv).
+        self.rb.max_size = 8 << 20
+        blobs = [b'', b'x' * 10, os.urandom(70000), os.urandom(3 << 20)]
+        wire = b''.join(self.trailing(core.pack(b), i) for i, b in enumerate(blobs))
+        t = self.feed(wire)
+        self.pump(self.sb, len(blobs))
+        t.join()
+        self.assertEqual([core.unpack(f[4]) for f in self.rb.frames], blobs)
+        self.assertFalse(self.sb.closed)
+
+    def test_a_large_frame_is_sent_with_a_trailing_mac(self):
+        self.ra.max_size = self.rb.max_size = 8 << 20
+        blob = os.urandom(3 << 20)
+        got = []
+
+        def read():
+            buf = b''
+            while len(buf) < 36 + 5 + len(blob) + 20:
+                buf += os.read(self.b.fileno(), 1 << 20)
+            got.append(buf)
+        t = threading.Thread(target=read)
+        t.start()
+        self.sa.send(1, 0, 101, 0, core.packl(blob))
+        t.join()
+        data = core.pack(blob)
+        self.assertEqual(got[0], self.trailing(data))
+
+    def test_a_large_frame_with_a_forged_trailing_mac_is_refused(self):
+        self.rb.max_size = 8 << 20
+        data = core.pack(os.urandom(3 << 20))
+        t = self.feed(self.trailing(data, trailer=b'\x01' * 20))
+        self.pump(self.sb, 1)
+        t.join()
+        self.assertTrue(self.sb.closed)
+        self.assertEqual(self.rb.frames, [])
+
+    def test_a_small_frame_with_a_forged_trailing_mac_is_refused(self):
+        wire = bytearray(self.trailing(core.pack(1)))
+        wire[-1] ^= 1
+        t = self.feed(bytes(wire))
+        self.pump(self.sb, 1)
+        t.join()
+        self.assertTrue(self.sb.closed)
+        self.assertEqual(self.rb.frames, [])
+
+    def test_a_frame_truncated_inside_its_trailing_mac_is_not_delivered(self):
+        self.rb.max_size = 8 << 20
+        for data in (core.pack(1), core.pack(os.urandom(3 << 20))):
+            t = self.feed(self.trailing(data)[:-1])
+            self.pump(self.sb, 1)
+            t.join()
+            self.assertTrue(self.sb.closed)
+            self.assertEqual(self.rb.frames, [])
+            self.tearDown()
+            self.setUp()
+            self.rb.max_size = 8 << 20
+
+    def test_reordered_trailing_mac_frames_are_refused(self):
+        self.rb.max_size = 8 << 20
+        # Sealed as frames 0 and 1, sent second-first.
+        one, two = core.pack(b'one'), core.pack(os.urandom(2 << 20))
+        t = self.feed(self.trailing(two, 1) + self.trailing(one, 0))
+        self.pump(self.sb, 1)
+        t.join()
+        self.assertTrue(self.sb.closed)
+        self.assertEqual(self.rb.frames, [])
+
+    def test_a_trailing_mac_frame_with_bytes_in_its_header_mac_is_refused(self):
+        t = self.feed(self.trailing(core.pack(1), zero=b'\0' * 19 + b'\1'))
+        self.pump(self.sb, 1)
+        t.join()
+        self.assertTrue(self.sb.closed)
+        self.assertEqual(self.rb.frames, [])
+
+    def test_a_trailing_mac_frame_over_the_limit_is_refused_from_its_header(self):
+        fld = core._FLD.pack(1, 0, 101, 0, ((1 << 20) + 1) | core.TRAILER)
+        self.raw(b'\0' * 20, fld, b'')
+        self.pump(self.sb, 1)
+        self.assertTrue(self.sb.closed)
+
 
 class MinimizeTest(unittest.TestCase):
     def test_keeps_lines_and_compiles(self):
@@ -579,7 +680,7 @@ class LifecycleTest(unittest.TestCase):
 
     def test_oversized_frame_closes(self):
         c = harness.Child(CHILD)
-        os.write(c.fd, b'\1' * 20 + core._FLD.pack(1, 0, 101, 1000, 2 ** 31))
+        os.write(c.fd, b'\1' * 20 + core._FLD.pack(1, 0, 101, 1000, 2 ** 31 - 1))
         self.assertIsNotNone(c.wait_exit(5))
         self.assertTrue(c.wait_log(lambda r: 'max_message_size' in r[2], 2), c.logs)
         c.close()

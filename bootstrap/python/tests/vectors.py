@@ -86,7 +86,7 @@ def check_all(tc, root):
     core.broker = harness._NoBroker()
     with open(os.path.join(root, 'vectors.json')) as f:
         doc = json.load(f)
-    tc.assertEqual(doc['format'], 2)
+    tc.assertEqual(doc['format'], 3)
     key = binascii.unhexlify(doc['key_hex'])
     n = 0
     for v in doc['vectors']:
