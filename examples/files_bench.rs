@@ -16,6 +16,9 @@
 //! first push, tree and 256 MiB pushes with and without fsync, over ssh.
 //! `--cpu`: CPU seconds per process (and thread) of `ssh cat`, `tar |
 //! ssh` and our pushes over ssh, from /proc: load barely changes them.
+//! `--cpu --connected [--no-ssh] [--pause]`: only that push's per-process
+//! lines (`--runs` pushes; `--no-ssh`: to a local child; `--pause`: the
+//! pids, then a line on stdin, to attach perf or strace).
 //! `FB_CIPHER=NAME` (with `--cpu` or `--latency-only`): ssh and our
 //! contexts use that cipher (e.g. aes128-gcm@openssh.com).
 //!
@@ -319,13 +322,18 @@ async fn main() {
     let master = Master::new(MasterOptions::default());
     let rss0 = status_kib(std::process::id(), "VmHWM:");
 
-    if !only_ssh && !latency_only && !breakdown && !cpu_only {
+    if no_ssh && cpu_only {
+        let ctx = local(&master).await;
+        connected_cpu(&ctx, &dir, &big, None).await;
+        close(ctx).await;
+    } else if !only_ssh && !latency_only && !breakdown && !cpu_only {
         local_rows(&mut b, &master, &dir, &big, &big_sha, &tree, rss0).await;
     }
 
     // ---- ssh ----
     let missing = sshd::missing(&["/usr/sbin/sshd", "ssh", "scp", "ssh-keygen"]);
     match (no_ssh, missing) {
+        (true, _) if cpu_only => {}
         (true, _) => eprintln!("SKIP: files_bench ssh rows: --no-ssh"),
         (false, Some(why)) => eprintln!("SKIP: files_bench ssh rows: {why}"),
         (false, None) if latency_only => ssh_latency(&mut b, &master, &dir).await,
@@ -1008,6 +1016,8 @@ async fn connect_and_push(
 /// `--cpu`: CPU seconds per side of `ssh cat` / `tar | ssh` and of our
 /// pushes over ssh, then per process and thread of a connected push.
 async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, tree: &Path) {
+    let connected_only = std::env::args().any(|a| a == "--connected");
+    let runs = if connected_only { 0 } else { runs };
     let server = sshd::Sshd::start(false);
     let daemon = server.pid();
     let me = std::process::id();
@@ -1099,6 +1109,19 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
         .connect(ConnectOptions::new(Method::Ssh(o.clone())))
         .await
         .unwrap();
+    connected_cpu(&ctx, dir, big, Some(daemon)).await;
+    close(ctx).await;
+}
+
+/// Connected pushes of `big` to `ctx`, CPU per process and thread: the
+/// master, its ssh, and the child with the sshd session above it (up to
+/// `daemon`). `--connected` does only this (`--runs` pushes without
+/// fsync, or one each way otherwise), `--no-ssh` with it to a local
+/// child; `--pause` prints the pids and waits for a line on stdin first,
+/// to attach `perf record -p` or `strace -c -f -p`.
+async fn connected_cpu(ctx: &Context, dir: &sshd::TempDir, big: &Path, daemon: Option<u32>) {
+    let args: Vec<String> = std::env::args().collect();
+    let me = std::process::id();
     let warm = dir.path("warm.bin");
     std::fs::write(&warm, b"warm").unwrap();
     ctx.push(&warm, dir.path("warm.out")).await.unwrap();
@@ -1107,7 +1130,11 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
     for c in cpu::children_named(me, "ssh") {
         procs.push(("ssh".into(), c));
     }
-    for (i, p) in cpu::chain_to(child, daemon).into_iter().enumerate() {
+    let chain = match daemon {
+        Some(d) => cpu::chain_to(child, d),
+        None => vec![child],
+    };
+    for (i, p) in chain.into_iter().enumerate() {
         procs.push((
             if i == 0 {
                 "python".into()
@@ -1117,7 +1144,23 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
             p,
         ));
     }
-    for fsync in [false, true] {
+    if args.iter().any(|a| a == "--pause") {
+        let pids: Vec<String> = procs.iter().map(|(l, p)| format!("{l} {p}")).collect();
+        eprintln!("pids: {}; press enter to push", pids.join(", "));
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    let connected = args.iter().any(|a| a == "--connected");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1);
+    let modes: Vec<bool> = match connected {
+        true => vec![false; runs],
+        false => vec![false, true],
+    };
+    for fsync in modes {
         let before = cpu::Snapshot::take(&procs);
         let t = Instant::now();
         ctx.push_with(big, dir.path("e.bin"), &tuned().fsync(fsync))
@@ -1131,5 +1174,4 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
         // Not renamed over next time: freeing its pages would count.
         let _ = std::fs::remove_file(dir.path("e.bin"));
     }
-    close(ctx).await;
 }
