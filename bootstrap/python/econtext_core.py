@@ -641,6 +641,30 @@ def _need_sha1():
 
 
 _HAVE_READV = hasattr(os, 'readv')
+# Frames at least this big are read in place (readv into their buffer):
+# a file chunk (256 KiB) read as a list of os.read pieces and joined cost
+# a copy of every byte and fresh pages (page faults) for every piece.
+IN_PLACE = 131072
+# Buffers of in-place frames up to this size are reused once nothing
+# holds them any more (the receiver of a file chunk drops it once it is
+# written): fresh 256 KiB buffers cost a page fault per 4 KiB.
+REUSE_MAX = 4 << 20
+_refs = sys.getrefcount
+
+
+def _frame_buffer(pool, n):
+    # A buffer of n bytes for an in-place frame: a pooled one only we hold
+    # (its count is the pool's reference and the call's), else a new one.
+    if n <= REUSE_MAX:
+        for b in pool:
+            if len(b) == n and _refs(b) == 3:
+                return b
+        b = bytearray(n)
+        pool.append(b)
+        if len(pool) > 4:
+            del pool[0]
+        return b
+    return bytearray(n)
 
 
 def _pieces(b, size):
@@ -679,6 +703,7 @@ class Stream(object):
         self.buf = b''
         self.pend = None
         self.pmac = None
+        self.pool = []
         self.closed = False
 
     def send(self, dst, src, handle, reply_to, chunks):
@@ -854,12 +879,14 @@ class Stream(object):
                 self.phdr, self.pfld, self.pn, self.need = h, fld, n, need
                 self.plen = end - pos
                 self.buf = b''
-                if _HAVE_READV and n > 1048576:
+                if _HAVE_READV and n >= IN_PLACE:
                     # Read the rest in place: no chunk list, no join copy;
                     # MACed as it arrives, so SHA-1 runs while the sender
                     # is still writing the rest.
-                    self.pend = bytearray(need)
-                    self.pend[:self.plen] = s[pos:]
+                    # A trailing MAC's frame shrinks its buffer once read:
+                    # only the others' buffers are reused.
+                    self.pend = _frame_buffer(self.pool, need) if need == n else bytearray(need)
+                    self.pend[:self.plen] = memoryview(s)[pos:]
                     self.rx.prepare(True)
                     self.pmac = self.rx.begin(n)
                     self.pmac[0].update(fld)

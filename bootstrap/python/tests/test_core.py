@@ -222,6 +222,40 @@ class StreamTest(unittest.TestCase):
         t.join()
         self.assertEqual(core.unpack(self.rb.frames[0][4]), blob)
 
+    def test_in_place_buffer_held_by_a_handler_is_never_reused(self):
+        # Frames from IN_PLACE up are read into pooled buffers: one that a
+        # handler still holds must never be overwritten by the next frame.
+        blobs = [os.urandom(core.IN_PLACE + 1000) for _ in range(6)]
+
+        def send():
+            for b in blobs:
+                self.sa.send(1, 0, 1000, 0, [b])
+        t = threading.Thread(target=send)
+        t.start()
+        self.pump(self.sb, len(blobs))
+        t.join()
+        self.assertTrue([bytes(f[4]) for f in self.rb.frames] == blobs)
+
+    def test_in_place_buffer_dropped_by_its_handler_is_reused(self):
+        seen = []
+
+        def route(dst, src, handle, reply_to, data, via=None):
+            seen.append((id(data), bytes(data)))
+            self.rb.frames.append(None)
+        self.sb.on_frame = route
+        blobs = [os.urandom(core.IN_PLACE + 1000) for _ in range(4)]
+
+        def send():
+            for b in blobs:
+                self.sa.send(1, 0, 1000, 0, [b])
+        t = threading.Thread(target=send)
+        t.start()
+        self.pump(self.sb, len(blobs))
+        t.join()
+        self.assertTrue([x[1] for x in seen] == blobs)
+        if core._HAVE_READV:
+            self.assertEqual(len(set(x[0] for x in seen)), 1)
+
     def raw(self, mac, fields, data):
         os.write(self.a.fileno(), mac + fields + data)
 
