@@ -331,7 +331,11 @@ class _Recv(object):
         self.q.put(obj)
 
     def _credit(self, force=False):
-        if force or self.done_bytes - self.acked >= self.window >> 2 or not self.q.q:
+        # Every half window, not every chunk: each credit is a frame back
+        # through sshd, ssh and the master (a wake-up of each). A sender
+        # blocked on its window has a whole window unacknowledged, so once
+        # that is written a credit always goes.
+        if force or self.done_bytes - self.acked >= self.window >> 1:
             self.acked = self.done_bytes
             self.ack.send([A_CREDIT, self.done_bytes, self.files_ok])
 
