@@ -52,6 +52,8 @@ pub fn spawn(
         });
     }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    grow_send_buffer(&ours);
+    grow_send_buffer(&theirs);
     let theirs_out = theirs.try_clone()?;
     let pty = if tty { Some(pty::open()?) } else { None };
     let mut cmd = Command::new(&argv[0]);
@@ -109,6 +111,30 @@ pub fn spawn(
             _tty: keep,
         },
     })
+}
+
+/// What a socketpair's end may hold unread: the kernel doubles it (and
+/// caps it at twice `net.core.wmem_max`), so 512 KiB. A file chunk (256
+/// KiB) then goes in one write: with the default 208 KiB it took four
+/// `sendto`s and as many waits for writability per chunk, because a Unix
+/// socket signals room only once three quarters of its buffer are free.
+/// Not more: what sits in the socket is ahead of any call (our own queue
+/// lets calls overtake file chunks).
+const SEND_BUFFER: libc::c_int = 256 << 10;
+
+fn grow_send_buffer(s: &std::os::unix::net::UnixStream) {
+    let size = SEND_BUFFER;
+    // SAFETY: a valid socket fd and a c_int option of the size given.
+    // Only an optimisation: a refusal leaves the default.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A child process as a supervisor's [`Carrier`]: it can be waited for
