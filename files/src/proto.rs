@@ -114,11 +114,12 @@ impl Inflow {
 /// buffer: growing it copied every chunk once more.
 pub const CHUNK_TRAILER: usize = 2 + 64;
 
-/// A zeroed buffer for a chunk of `len` bytes (read into
-/// `[CHUNK_HEADROOM..]`), with room for its trailer.
+/// A buffer for a chunk of `len` bytes: its headroom, then room for the
+/// data (appended, e.g. by `read_to_end`, which reads into spare capacity
+/// without zeroing it first) and the trailer.
 pub fn chunk_buffer(len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(CHUNK_HEADROOM + len + CHUNK_TRAILER);
-    v.resize(CHUNK_HEADROOM + len, 0);
+    v.resize(CHUNK_HEADROOM, 0);
     v
 }
 
@@ -383,7 +384,8 @@ mod tests {
 
     #[test]
     fn a_chunk_frame_is_built_in_its_read_buffer_without_growing_it() {
-        let buf = chunk_buffer(256 << 10);
+        let mut buf = chunk_buffer(256 << 10);
+        buf.resize(CHUNK_HEADROOM + (256 << 10), 7);
         let data_at = buf[CHUNK_HEADROOM..].as_ptr();
         let f = chunk_frame(buf, 3, 0, Some(&"a".repeat(64)));
         match decode_data(&f).unwrap() {

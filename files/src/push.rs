@@ -341,13 +341,9 @@ fn read_file(
     loop {
         let want = (size - off).min(chunk as u64) as usize;
         let mut buf = proto::chunk_buffer(want);
-        let mut got = 0;
-        while got < want {
-            let n = f.read(&mut buf[CHUNK_HEADROOM + got..]).map_err(io)?;
-            if n == 0 {
-                return Err(changed());
-            }
-            got += n;
+        let got = read_into_spare(&f, &mut buf, want).map_err(io)?;
+        if got < want {
+            return Err(changed());
         }
         hash.update(&buf[CHUNK_HEADROOM..]);
         let last = off + want as u64 >= size;
@@ -379,6 +375,39 @@ fn read_file(
             return Ok(true);
         }
     }
+}
+
+/// Reads up to `want` bytes of `f` onto the end of `buf`, into its spare
+/// capacity (reserved here) without zeroing it first: zeroing each 256
+/// KiB chunk was 3% of the master's CPU in a push. (`read_to_end` would
+/// not zero either, but without a size hint it reads 8 KiB, then 16 KiB,
+/// and so on: six syscalls per chunk.) Fewer than `want` only at EOF.
+fn read_into_spare(f: &std::fs::File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(want);
+    let mut got = 0;
+    while got < want {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `want - got` bytes at the start of
+        // the spare capacity, which has at least that much room (reserved
+        // above, minus what earlier reads appended); `set_len` then covers
+        // exactly the bytes it wrote.
+        let n = unsafe { nix::libc::read(f.as_raw_fd(), spare.as_mut_ptr().cast(), want - got) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: see above.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        got += n as usize;
+    }
+    Ok(got)
 }
 
 struct HashWriter<'a>(&'a mut Sha256);
