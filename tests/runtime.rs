@@ -82,8 +82,18 @@ fn subscribers_see_starts_then_deaths_children_first_with_typed_reasons() {
 
 /// A tree with a well-behaved Rust child "good" and a raw child that
 /// never reads; the master's link to the raw child is filled past its
-/// mark by `fill` one-megabyte frames sent in the background.
+/// mark by [`fill_link`].
 async fn tree_with_a_stalled_child(
+    stall_after: Duration,
+) -> (SimTree, ContextId, tokio::io::DuplexStream) {
+    let (t, raw, end) = tree_with_a_raw_child(stall_after).await;
+    fill_link(&t, raw).await;
+    (t, raw, end)
+}
+
+/// A tree with a well-behaved Rust child "good" and a raw child whose
+/// end of the link the test holds.
+async fn tree_with_a_raw_child(
     stall_after: Duration,
 ) -> (SimTree, ContextId, tokio::io::DuplexStream) {
     let mut t = SimTree::with_stall_after(Capture::default().logger(), stall_after);
@@ -93,6 +103,14 @@ async fn tree_with_a_stalled_child(
     let (raw, end) = t.attach_raw("stalled", 0).await;
     // Let the attach land before traffic.
     let _ = t.master().send(GetStats).await;
+    (t, raw, end)
+}
+
+/// Fills the master's link to `raw` to its mark with 12 one-megabyte
+/// frames sent in the background (eight are queued, four wait for room),
+/// and one to make up for what was queued before them: then no frame at
+/// all has room.
+async fn fill_link(t: &SimTree, raw: ContextId) {
     for _ in 0..12 {
         let ctx = t.context(raw);
         actix::spawn(async move {
@@ -101,18 +119,35 @@ async fn tree_with_a_stalled_child(
             let _ = ctx.send(4242, &data).await;
         });
     }
-    // Until eight are queued: the mark is 8 MiB, so the rest (and any
-    // other frame) wait.
+    // Until no more fit: the mark is 8 MiB, so the rest wait.
+    let mark = 8 << 20;
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let queued = loop {
         let s = t.master().send(GetStats).await.unwrap();
-        if s.queued_bytes.get(&raw).copied().unwrap_or(0) >= 8 << 20 {
-            break;
+        let queued = s.queued_bytes.get(&raw).copied().unwrap_or(0);
+        if queued + (1 << 20) > mark {
+            break queued;
         }
         assert!(Instant::now() < deadline, "the link never filled: {s:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    if queued < mark {
+        // The header (36 bytes) and msgpack's bin header (2, 3 or 5).
+        let pad = mark - queued - econtext::wire::HEADER_LEN;
+        let n = [5, 3, 2]
+            .into_iter()
+            .map(|h| pad - h)
+            .find(|&n| match n {
+                0..=255 => pad - n == 2,
+                256..=65535 => pad - n == 3,
+                _ => pad - n == 5,
+            })
+            .expect("a pad frame fits");
+        let data = serde_bytes::ByteBuf::from(vec![0u8; n]);
+        t.context(raw).send(4242, &data).await.unwrap();
     }
-    (t, raw, end)
+    let s = t.master().send(GetStats).await.unwrap();
+    assert_eq!(s.queued_bytes[&raw], mark, "{s:?}");
 }
 
 #[test]
@@ -174,15 +209,69 @@ fn a_timeout_to_a_stalled_child_covers_the_wait_for_link_room() {
     });
 }
 
+/// What the master wrote to a raw child, as far as these tests look: each
+/// CALL_FUNCTION's first argument, and SHUTDOWN, in wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    Call(i64),
+    Shutdown,
+}
+
+/// Reads the raw end of a link until `enough` is true of what it read.
+async fn read_raw(
+    end: &mut tokio::io::DuplexStream,
+    enough: impl Fn(&[Wrote]) -> bool,
+) -> Vec<Wrote> {
+    use econtext::wire::{handles, payload, Header, HEADER_LEN};
+    use serde::de::IgnoredAny;
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut wrote = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut chunk = vec![0u8; 1 << 20];
+    while !enough(&wrote) {
+        assert!(Instant::now() < deadline, "read so far: {wrote:?}");
+        let n = tokio::time::timeout(Duration::from_secs(5), end.read(&mut chunk))
+            .await
+            .expect("the link drains")
+            .unwrap();
+        assert!(n > 0, "the link stayed open; read so far: {wrote:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= HEADER_LEN {
+            let fields: [u8; 16] = buf[20..36].try_into().unwrap();
+            let (h, len) = Header::parse_fields(&fields);
+            let total = HEADER_LEN + len as usize;
+            if buf.len() < total {
+                break;
+            }
+            match h.handle {
+                handles::CALL_FUNCTION => {
+                    let data = &buf[HEADER_LEN..total];
+                    let (_, _, _, args, _): (String, IgnoredAny, String, (i64, i64), IgnoredAny) =
+                        payload::decode(data).unwrap();
+                    wrote.push(Wrote::Call(args.0));
+                }
+                handles::SHUTDOWN => wrote.push(Wrote::Shutdown),
+                _ => {}
+            }
+            buf.drain(..total);
+        }
+    }
+    wrote
+}
+
+fn calls(range: std::ops::Range<i64>) -> Vec<Wrote> {
+    range.map(Wrote::Call).collect()
+}
+
 #[test]
 fn calls_made_while_a_link_is_full_go_out_in_the_order_they_were_made() {
     run(async {
-        use serde::de::IgnoredAny;
-        use tokio::io::AsyncReadExt;
         let (t, raw, mut end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
         // One task makes 20 calls one after another while the link is
-        // full: the first waits in the router (it took the fast path),
-        // the rest wait for room in `start`. None may overtake another.
+        // full: the first ones wait for room in `start`, the later ones
+        // (once the link drains) take the fast path. None may overtake
+        // another.
         let ctx = t.context(raw);
         let caller = actix::spawn(async move {
             let mut pending = Vec::new();
@@ -192,37 +281,161 @@ fn calls_made_while_a_link_is_full_go_out_in_the_order_they_were_made() {
             }
             pending
         });
-        // Drain the raw end and note each CALL_FUNCTION's first argument.
-        let mut buf = Vec::new();
-        let mut order = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while order.len() < 20 {
-            assert!(Instant::now() < deadline, "calls seen: {order:?}");
-            let mut chunk = vec![0u8; 1 << 20];
-            let n = tokio::time::timeout(Duration::from_secs(5), end.read(&mut chunk))
-                .await
-                .expect("the link drains")
-                .unwrap();
-            assert!(n > 0, "the link stayed open");
-            buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= econtext::wire::HEADER_LEN {
-                let fields: [u8; 16] = buf[20..36].try_into().unwrap();
-                let (h, len) = econtext::wire::Header::parse_fields(&fields);
-                let total = econtext::wire::HEADER_LEN + len as usize;
-                if buf.len() < total {
-                    break;
-                }
-                if h.handle == econtext::wire::handles::CALL_FUNCTION {
-                    let data = &buf[econtext::wire::HEADER_LEN..total];
-                    let (_, _, _, args, _): (String, IgnoredAny, String, (i64, i64), IgnoredAny) =
-                        econtext::wire::payload::decode(data).unwrap();
-                    order.push(args.0);
-                }
-                buf.drain(..total);
-            }
-        }
-        assert_eq!(order, (0..20).collect::<Vec<_>>());
+        let wrote = read_raw(&mut end, |w| w.len() >= 20).await;
+        assert_eq!(wrote, calls(0..20));
         drop(caller.await.unwrap());
+    });
+}
+
+#[test]
+fn shutdown_never_overtakes_a_started_call() {
+    run(async {
+        // A call started while its link is at the mark (it waits for
+        // room in `start`; the reverted fast path returned at once and
+        // left the frame waiting in the router, where the SHUTDOWN sent
+        // next went past it), then SHUTDOWN at once.
+        let (mut t, raw, mut end) = tree_with_a_raw_child(Duration::from_secs(60)).await;
+        let ctx = t.context(raw);
+        let call = |i: i64| ctx.call_with("math", "add").args((i, 0)).unwrap();
+        // This one learns the link's room: the next try the fast path.
+        let first = call(-1).start::<i64>().await.unwrap();
+        fill_link(&t, raw).await;
+        let (c, started) = (ctx.clone(), call(0));
+        let caller = actix::spawn(async move {
+            let pending = started.start::<i64>().await.unwrap();
+            // The raw child never goes: cut off after the grace period.
+            let _ = c.shutdown().await;
+            pending
+        });
+        let wrote = read_raw(&mut end, |w| w.contains(&Wrote::Shutdown)).await;
+        assert_eq!(wrote, [Wrote::Call(-1), Wrote::Call(0), Wrote::Shutdown]);
+        // 50 calls by the fast path (`start` returns before the router
+        // has queued them), then SHUTDOWN: after every one.
+        let (raw, mut end) = t.attach_raw("fast", 0).await;
+        let ctx = t.context(raw);
+        let mut pending = Vec::new();
+        for i in 0..50i64 {
+            let call = ctx.call_with("math", "add").args((i, 0)).unwrap();
+            pending.push(call.start::<i64>().await.unwrap());
+        }
+        let c = ctx.clone();
+        let shut = actix::spawn(async move { c.shutdown().await });
+        let wrote = read_raw(&mut end, |w| w.contains(&Wrote::Shutdown)).await;
+        let mut expected = calls(0..50);
+        expected.push(Wrote::Shutdown);
+        assert_eq!(wrote, expected);
+        let s = t.master().send(GetStats).await.unwrap();
+        assert!(s.calls_fast >= 49, "the fast path was taken: {s:?}");
+        let bound = Duration::from_secs(10);
+        let started = tokio::time::timeout(bound, caller).await.expect("bounded");
+        let shut = tokio::time::timeout(bound, shut).await.expect("bounded");
+        shut.unwrap().unwrap();
+        drop((first, started, pending));
+    });
+}
+
+#[test]
+fn a_dropped_pending_call_is_not_silently_cancelled() {
+    run(async {
+        let (t, raw, mut end) = tree_with_a_raw_child(Duration::from_secs(60)).await;
+        // Each PendingCall is dropped as soon as `start` returns: the
+        // first one's after the router's turn (it learns the link's
+        // room), the next nine's before the router has even seen them.
+        let ctx = t.context(raw);
+        for i in 0..10i64 {
+            let call = ctx.call_with("math", "add").args((i, 0)).unwrap();
+            drop(call.start::<i64>().await.unwrap());
+        }
+        // Then ten while the link is at its mark (where the reverted fast
+        // path left a frame waiting in the router, and dropped it there
+        // once its caller had gone).
+        fill_link(&t, raw).await;
+        let caller = actix::spawn(async move {
+            for i in 10..20i64 {
+                let call = ctx.call_with("math", "add").args((i, 0)).unwrap();
+                drop(call.start::<i64>().await.unwrap());
+            }
+        });
+        // Every started call is made; only its result is discarded.
+        assert_eq!(read_raw(&mut end, |w| w.len() >= 20).await, calls(0..20));
+        caller.await.unwrap();
+        let s = t.master().send(GetStats).await.unwrap();
+        assert!(s.calls_fast >= 9, "{s:?}");
+        assert_eq!(s.handles, 0, "every dropped call's handle is freed: {s:?}");
+    });
+}
+
+#[test]
+fn timed_out_callers_frames_do_not_pile_up_behind_a_stalled_link() {
+    run(async {
+        let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
+        let ctx = t.context(raw);
+        // 200 callers, five calls each with 64 KiB of arguments and a
+        // 100 ms deadline: 64 MiB of calls the stalled link never has
+        // room for. A caller that gives up takes its frame with it.
+        let mut callers = Vec::new();
+        for _ in 0..200 {
+            let ctx = ctx.clone();
+            callers.push(actix::spawn(async move {
+                let arg = serde_bytes::ByteBuf::from(vec![0u8; 64 << 10]);
+                for _ in 0..5 {
+                    let r = ctx
+                        .call_with("math", "add")
+                        .args((&arg, 0))
+                        .unwrap()
+                        .timeout(Duration::from_millis(100))
+                        .returning::<i64>()
+                        .await;
+                    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+                }
+            }));
+        }
+        // While they wait: at most one frame per live caller (and the
+        // helper's four 1 MiB senders) waits for room, never more.
+        let mut most = 0;
+        while !callers.iter().all(|c| c.is_finished()) {
+            let s = t.master().send(GetStats).await.unwrap();
+            most = most.max(s.waiting_frames);
+            assert!(s.waiting_frames <= 200 + 4, "{s:?}");
+            assert_eq!(s.queued_bytes[&raw], 8 << 20, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for c in callers {
+            c.await.unwrap();
+        }
+        assert!(most > 4, "the callers' frames were seen waiting: {most}");
+        let s = t.master().send(GetStats).await.unwrap();
+        assert!(s.waiting_frames <= 4, "{s:?}");
+        assert!(s.waiting_bytes <= 4 << 20, "{s:?}");
+        assert_eq!(s.queued_bytes[&raw], 8 << 20, "nothing queued late: {s:?}");
+        assert_eq!(s.calls_fast, 0, "no call was admitted past the mark: {s:?}");
+        assert_eq!(s.handles, 0, "{s:?}");
+    });
+}
+
+#[test]
+fn a_call_past_its_links_cap_is_never_queued_and_fails_typed() {
+    run(async {
+        let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;
+        // The first call learns the link's room, so the next ones try
+        // the fast path: the link is at its mark, so they wait for room
+        // in `start` instead, and fail with the typed Timeout at their
+        // deadline, their frames never queued.
+        let ctx = t.context(raw);
+        for _ in 0..3 {
+            let r = ctx
+                .call_with("math", "add")
+                .args((1, 2))
+                .unwrap()
+                .timeout(Duration::from_millis(200))
+                .start::<i64>()
+                .await;
+            assert!(matches!(r, Err(Error::Timeout { .. })), "{:?}", r.err());
+        }
+        let s = t.master().send(GetStats).await.unwrap();
+        assert_eq!(s.queued_bytes[&raw], 8 << 20, "{s:?}");
+        assert_eq!(s.calls_fast, 0, "{s:?}");
+        assert_eq!(s.handles, 0, "{s:?}");
     });
 }
 

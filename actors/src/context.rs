@@ -1,6 +1,6 @@
 //! `Context`: what a user holds to talk to one context of the tree.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::event::DeadReason;
+use crate::link::LinkRoom;
 use crate::message::Message;
 use crate::router::{
-    DeclareDead, Dispatch, Request, Router, ShutdownGrace, Unregister, WatchContext,
+    Abandon, Call, DeclareDead, Dispatch, Request, Router, ShutdownGrace, WatchContext,
 };
 
 /// A handle on one context of the tree, local or remote. Cheap to clone.
@@ -30,7 +31,19 @@ pub struct Context {
     // Behind an Arc: cloning an actix Addr allocates twice (its sender
     // task), and every call clones its Context twice (the builder and
     // the reply guard).
-    router: Arc<Addr<Router>>,
+    router: Arc<RouterRef>,
+}
+
+/// The Router a Context sends through, and the room of the link its
+/// requests leave by, once the Router has said which (shared by the
+/// Context's clones).
+struct RouterRef {
+    addr: Addr<Router>,
+    /// Learnt from the Router's answer to this handle's first request.
+    /// A request that finds room on it there and then takes the fast
+    /// path; one that does not (the link at its mark, or closed) waits
+    /// for the Router's turn as every request did before.
+    room: OnceLock<LinkRoom>,
 }
 
 impl std::fmt::Debug for Context {
@@ -46,7 +59,10 @@ impl Context {
             id,
             name: name.into(),
             me,
-            router: Arc::new(router),
+            router: Arc::new(RouterRef {
+                addr: router,
+                room: OnceLock::new(),
+            }),
         }
     }
 
@@ -59,7 +75,7 @@ impl Context {
     }
 
     pub fn router(&self) -> &Addr<Router> {
-        &self.router
+        &self.router.addr
     }
 
     /// The context this handle is used from (whose router sends for it).
@@ -102,7 +118,7 @@ impl Context {
             Header::new(self.id, self.me, handle, 0),
             payload::encode(value)?,
         );
-        dispatch(&self.router, frame, false).await
+        dispatch(&self.router.addr, frame, false).await
     }
 
     /// Sends `value` to `handle` and waits for the one reply.
@@ -135,15 +151,24 @@ impl Context {
         data: Bytes,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<InFlight> {
+        let data = match self.start_fast(handle, data) {
+            Ok(started) => return started,
+            Err(data) => data,
+        };
         let started = self
             .router
+            .addr
             .send(Request {
                 dst: self.id,
                 handle,
                 data,
+                want_room: self.router.room.get().is_none(),
             })
             .await
             .map_err(|_| Error::RouterGone)??;
+        if let Some(room) = started.room {
+            let _ = self.router.room.set(room);
+        }
         let inflight = InFlight {
             reply: started.reply,
             guard: ReplyGuard {
@@ -167,6 +192,54 @@ impl Context {
             }
         }
         Ok(inflight)
+    }
+
+    /// A request's fast path, which skips the Router's turn (an actix
+    /// `send`, its envelope and response channel, and two task switches)
+    /// when the frame's room on its link can be taken here and now, on
+    /// the terms the Router's `try_send` would queue it. The reply handle
+    /// is drawn here (unpredictable, like the Router's), and the request
+    /// goes with `try_send`: once this returns, the frame is in the
+    /// Router's mailbox with its room taken, ahead of anything this caller
+    /// sends next, and it goes out whatever becomes of the reply. Hands
+    /// the data back when the request must wait for the Router's turn:
+    /// no room known or left, or the Router's mailbox full.
+    fn start_fast(
+        &self,
+        handle: Handle,
+        data: Bytes,
+    ) -> std::result::Result<Result<InFlight>, Bytes> {
+        let Some(room) = self.router.room.get() else {
+            return Err(data);
+        };
+        let Some(room) = room.reserve(data.len() + econtext_wire::HEADER_LEN) else {
+            return Err(data);
+        };
+        let reply_to = rand::Rng::gen_range(
+            &mut rand::thread_rng(),
+            handles::FIRST_DYNAMIC..=Handle::MAX,
+        );
+        let (tx, rx) = oneshot::channel();
+        let call = Call {
+            dst: self.id,
+            handle,
+            data,
+            reply_to,
+            reply: tx,
+            room,
+        };
+        match self.router.addr.try_send(call) {
+            Ok(()) => Ok(Ok(InFlight {
+                reply: rx,
+                guard: ReplyGuard {
+                    router: self.router.clone(),
+                    handle: reply_to,
+                    armed: true,
+                },
+            })),
+            Err(actix::prelude::SendError::Full(call)) => Err(call.data),
+            Err(actix::prelude::SendError::Closed(_)) => Ok(Err(Error::RouterGone)),
+        }
     }
 
     async fn finish<T: DeserializeOwned>(
@@ -235,23 +308,25 @@ impl Context {
     pub async fn shutdown(&self) -> Result<()> {
         let died = self
             .router
+            .addr
             .send(WatchContext(self.id))
             .await
             .map_err(|_| Error::RouterGone)?;
         let grace = self
             .router
+            .addr
             .send(ShutdownGrace)
             .await
             .map_err(|_| Error::RouterGone)?;
         let deadline = tokio::time::Instant::now() + grace;
         dispatch(
-            &self.router,
+            &self.router.addr,
             crate::router::shutdown_frame(self.id, self.me),
             true,
         )
         .await?;
         if tokio::time::timeout_at(deadline, died).await.is_err() {
-            self.router.do_send(DeclareDead {
+            self.router.addr.do_send(DeclareDead {
                 id: self.id,
                 reason: DeadReason::Killed,
             });
@@ -261,7 +336,7 @@ impl Context {
 
     /// Resolves with the reason once this context is dead.
     pub async fn dead(&self) -> DeadReason {
-        match self.router.send(WatchContext(self.id)).await {
+        match self.router.addr.send(WatchContext(self.id)).await {
             Ok(rx) => rx.await.unwrap_or(DeadReason::RouterStopped),
             Err(_) => DeadReason::RouterStopped,
         }
@@ -423,8 +498,10 @@ impl CallBuilder {
 
     /// Sends the call and returns at once; await the result later (many
     /// calls can be in flight at once). The timeout counts from here and
-    /// covers the wait for link room; dropping the PendingCall frees its
-    /// reply handle.
+    /// covers the wait for link room. Once this has returned the call is
+    /// made: it goes out before anything sent after it through the same
+    /// router (a SHUTDOWN, say), and dropping the PendingCall only
+    /// discards its result and frees its reply handle.
     pub async fn start<T: DeserializeOwned>(mut self) -> Result<PendingCall<T>> {
         let deadline = self.timeout.map(|t| (Instant::now() + t, t));
         let data = self.encode();
@@ -447,7 +524,7 @@ impl CallBuilder {
             Header::new(self.ctx.id, self.ctx.me, handles::CALL_FUNCTION, 0),
             self.encode(),
         );
-        dispatch(&self.ctx.router, frame, false).await
+        dispatch(&self.ctx.router.addr, frame, false).await
     }
 }
 
@@ -482,13 +559,16 @@ impl<T: DeserializeOwned> PendingCall<T> {
 
 /// A request's reply handle and reply; the handle is freed unless the
 /// reply arrived (a timed-out or dropped call leaves nothing behind).
+/// `reply` is declared first so that it is dropped first: the Router
+/// frees the handle only while its reply channel is closed ([`Abandon`]),
+/// so a guard never frees a handle another call has drawn since.
 struct InFlight {
     reply: oneshot::Receiver<Message>,
     guard: ReplyGuard,
 }
 
 struct ReplyGuard {
-    router: Arc<Addr<Router>>,
+    router: Arc<RouterRef>,
     handle: Handle,
     armed: bool,
 }
@@ -496,7 +576,7 @@ struct ReplyGuard {
 impl Drop for ReplyGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.router.do_send(Unregister(self.handle));
+            self.router.addr.do_send(Abandon(self.handle));
         }
     }
 }

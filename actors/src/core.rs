@@ -53,6 +53,11 @@ pub enum Lane {
     Push,
     /// DEL_ROUTE, SHUTDOWN, Dead bounces: never lost to a full data queue.
     Control,
+    /// Originated here by a caller that took its room on the link before
+    /// handing the frame over (a call's fast path): queued on that room.
+    /// Should the route have moved to another link meanwhile, queued there
+    /// as [`Lane::Push`] is.
+    Reserved,
 }
 
 /// Why a frame was refused (reported through [`Action::Refused`]).
@@ -515,6 +520,23 @@ impl<S> RouterCore<S> {
         sink: S,
         now: Instant,
     ) -> Result<Handle, (Error, S)> {
+        self.request_on(dst, handle, data, sink, None, Lane::Wait, now)
+    }
+
+    /// [`RouterCore::request`] on the reply handle `drawn` when it is free
+    /// (one the requester drew itself, so that it need not wait to learn
+    /// it; another one otherwise), queued on `lane`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_on(
+        &mut self,
+        dst: ContextId,
+        handle: Handle,
+        data: bytes::Bytes,
+        sink: S,
+        drawn: Option<Handle>,
+        lane: Lane,
+        now: Instant,
+    ) -> Result<Handle, (Error, S)> {
         if let Some(reason) = self.dead_reason(dst).cloned() {
             return Err((
                 Error::Dead {
@@ -524,12 +546,25 @@ impl<S> RouterCore<S> {
                 sink,
             ));
         }
-        let reply_to = self
-            .handles
-            .allocate(sink, false, Some(dst), Accept::From(dst));
+        let accept = Accept::From(dst);
+        let reply_to = match drawn {
+            Some(h) => self
+                .handles
+                .allocate_preferring(h, sink, false, Some(dst), accept),
+            None => self.handles.allocate(sink, false, Some(dst), accept),
+        };
         let frame = Frame::new(Header::new(dst, self.me(), handle, reply_to), data);
-        self.route(frame, None, Lane::Wait, now);
+        self.route(frame, None, lane, now);
         Ok(reply_to)
+    }
+
+    /// The directly connected peer a local frame to `dst` leaves by, if
+    /// it leaves by a stream.
+    pub fn next_hop(&self, dst: ContextId) -> Option<ContextId> {
+        match self.table.route(dst) {
+            Route::Stream(peer) if self.peers.contains_key(&peer) => Some(peer),
+            _ => None,
+        }
     }
 
     /// Resolves `sink` (with Dead) when `id` dies; at once if it has.

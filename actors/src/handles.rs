@@ -104,6 +104,32 @@ impl<S> HandleTable<S> {
         }
     }
 
+    /// Registers `sink` on `drawn` when that dynamic handle is free (one
+    /// the requester drew itself, unpredictably), on a fresh one
+    /// otherwise: a handle in use is never shared. Returns the handle used.
+    pub fn allocate_preferring(
+        &mut self,
+        drawn: Handle,
+        sink: S,
+        persistent: bool,
+        waiting_on: Option<ContextId>,
+        accept: Accept,
+    ) -> Handle {
+        if drawn < FIRST_DYNAMIC || self.entries.contains_key(&drawn) {
+            return self.allocate(sink, persistent, waiting_on, accept);
+        }
+        self.entries.insert(
+            drawn,
+            HandleEntry {
+                sink,
+                persistent,
+                waiting_on,
+                accept,
+            },
+        );
+        drawn
+    }
+
     /// Registers `sink` on a well-known handle, replacing any previous one.
     pub fn insert(&mut self, handle: Handle, sink: S) -> Option<S> {
         self.entries
@@ -197,6 +223,20 @@ mod tests {
             a.max(c) - a.min(c) > 1000,
             "not sequential: {a} and {c} are far apart"
         );
+    }
+
+    #[test]
+    fn a_drawn_handle_is_used_when_free_and_replaced_when_taken() {
+        let mut t = HandleTable::with_seed(7);
+        let h = FIRST_DYNAMIC + 12345;
+        assert_eq!(t.allocate_preferring(h, "a", false, None, Accept::Any), h);
+        let again = t.allocate_preferring(h, "b", false, None, Accept::Any);
+        assert_ne!(again, h, "a handle in use is never shared");
+        assert!(again >= FIRST_DYNAMIC);
+        let low = t.allocate_preferring(3, "c", false, None, Accept::Any);
+        assert!(low >= FIRST_DYNAMIC, "well-known handles are never drawn");
+        assert_eq!(t.len(), 3);
+        assert!(matches!(t.take_for_delivery(h), Some(Delivery::Once("a"))));
     }
 
     #[test]

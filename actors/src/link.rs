@@ -10,6 +10,13 @@
 //!   ignore the byte budget, up to a count of outstanding control frames
 //!   (a peer that reads nothing at all is closed as stalled long before).
 //!
+//! - [`LinkRoom::reserve`]: a call's fast path takes its room on the link
+//!   before its frame is handed to the Router, on the same terms as
+//!   `try_send` (below the mark), and the Router queues the frame on that
+//!   room ([`StreamLink::push_reserved`]) without a second check: a call
+//!   never waits in the Router, and its bytes are in the link's budget
+//!   from the moment it was made.
+//!
 //! Bytes count until the writer has handed them to the kernel; the drained
 //! counter tells the Router whether a peer is making progress.
 
@@ -51,6 +58,69 @@ impl Drop for Queued {
             .drained
             .fetch_add(self.cost as u64, Ordering::Relaxed);
         self.shared.room.notify_waiters();
+    }
+}
+
+/// Room taken on a link for one frame that is on its way to the Router
+/// ([`LinkRoom::reserve`]). Dropped without being queued, it gives the
+/// bytes back (and wakes senders waiting for room).
+pub struct Reservation {
+    cost: usize,
+    shared: Arc<Shared>,
+}
+
+impl Reservation {
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.cost != 0 {
+            self.shared.queued.fetch_sub(self.cost, Ordering::AcqRel);
+            self.shared.room.notify_waiters();
+        }
+    }
+}
+
+/// The budget of one link, without its queue: what a `Context` holds to
+/// take room for its calls before it hands them to the Router. It cannot
+/// write to the link.
+#[derive(Clone)]
+pub struct LinkRoom {
+    shared: Arc<Shared>,
+    high_water_mark: usize,
+}
+
+impl LinkRoom {
+    /// Room for a frame of `cost` bytes (data and header) when the link
+    /// is open and below its mark, exactly as [`StreamLink::try_send`]
+    /// would queue it; None when the sender must wait for room.
+    pub fn reserve(&self, cost: usize) -> Option<Reservation> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        reserve(&self.shared, cost, self.high_water_mark).then(|| Reservation {
+            cost,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+/// Reserves `cost` bytes if the queue stays within `cap` (a frame larger
+/// than the cap goes alone into an empty queue).
+fn reserve(shared: &Shared, cost: usize, cap: usize) -> bool {
+    let q = &shared.queued;
+    let mut cur = q.load(Ordering::Acquire);
+    loop {
+        if cur != 0 && cur + cost > cap {
+            return false;
+        }
+        match q.compare_exchange_weak(cur, cur + cost, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
     }
 }
 
@@ -101,20 +171,34 @@ impl StreamLink {
         frame.data.len() + econtext_wire::HEADER_LEN
     }
 
-    /// Reserves `cost` bytes if the queue stays within `cap` (a frame
-    /// larger than the cap goes alone into an empty queue).
     fn reserve(&self, cost: usize, cap: usize) -> bool {
-        let q = &self.shared.queued;
-        let mut cur = q.load(Ordering::Acquire);
-        loop {
-            if cur != 0 && cur + cost > cap {
-                return false;
-            }
-            match q.compare_exchange_weak(cur, cur + cost, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
+        reserve(&self.shared, cost, cap)
+    }
+
+    /// This link's budget, for senders that take their room before they
+    /// hand a frame to the Router.
+    pub fn room(&self) -> LinkRoom {
+        LinkRoom {
+            shared: self.shared.clone(),
+            high_water_mark: self.high_water_mark,
         }
+    }
+
+    /// Queues a frame whose room was reserved on this link beforehand,
+    /// without checking the budget again. A reservation taken on another
+    /// link (the route changed on the way) is given back and the frame
+    /// is pushed as a forwarded one is, up to the hard cap.
+    pub fn push_reserved(&self, frame: Frame, mut room: Reservation) -> Result<(), PushError> {
+        if !Arc::ptr_eq(&room.shared, &self.shared) || room.cost != Self::cost(&frame) {
+            drop(room);
+            return self.push(frame);
+        }
+        if self.is_closed() {
+            return Err(PushError::Closed(frame));
+        }
+        // The bytes pass from the reservation to the queued frame.
+        let cost = std::mem::take(&mut room.cost);
+        self.enqueue(frame, cost, false).map_err(PushError::Closed)
     }
 
     fn enqueue(&self, frame: Frame, cost: usize, control: bool) -> Result<(), Frame> {
@@ -270,6 +354,44 @@ mod tests {
         link.close();
         assert_eq!(waiter.await.unwrap(), Err(LinkClosed));
         assert!(matches!(link.push(f(1)), Err(PushError::Closed(_))));
+    }
+
+    #[tokio::test]
+    async fn reservations_stop_at_the_mark_and_give_their_bytes_back() {
+        let (link, mut rx) = StreamLink::new(100);
+        let room = link.room();
+        let a = room.reserve(86).expect("room below the mark");
+        assert_eq!(link.queued_bytes(), 86);
+        assert!(room.reserve(86).is_none(), "86 + 86 > 100");
+        assert!(
+            link.try_send(f(50)).unwrap().is_err(),
+            "the reservation counts"
+        );
+        // Queued on its reservation: no second charge, even at the mark.
+        link.push_reserved(f(50), a).unwrap();
+        assert_eq!(link.queued_bytes(), 86);
+        drop(rx.recv().await.unwrap());
+        assert_eq!(link.queued_bytes(), 0);
+        assert_eq!(link.drained_bytes(), 86);
+        // A reservation dropped unused gives its bytes back.
+        drop(room.reserve(86).unwrap());
+        assert_eq!(link.queued_bytes(), 0);
+        link.close();
+        assert!(room.reserve(1).is_none(), "a closed link has no room");
+    }
+
+    #[tokio::test]
+    async fn a_reservation_taken_on_another_link_is_pushed_up_to_the_hard_cap() {
+        let (a, _ra) = StreamLink::new(100);
+        let (b, _rb) = StreamLink::new(100);
+        b.push(f(150)).unwrap();
+        let stray = a.room().reserve(86).unwrap();
+        assert!(
+            matches!(b.push_reserved(f(50), stray), Err(PushError::Full(_))),
+            "b is at twice its mark"
+        );
+        assert_eq!(a.queued_bytes(), 0, "a's room was given back");
+        assert_eq!(b.queued_bytes(), 186);
     }
 
     #[tokio::test]

@@ -8,8 +8,16 @@
 //! from a stream and replies are queued without waiting up to the link's
 //! hard cap, past which their sender gets Dead; control frames skip the
 //! byte budget. A reader therefore never waits on another peer's link.
+//!
+//! A call's fast path ([`Call`]) takes its room on the link before it is
+//! sent here, so the Router never holds a frame waiting for room: a
+//! frame waits only inside the future its sender awaits (and is dropped
+//! with it), and frames reach each link in the order of the messages
+//! that brought them (one mailbox, in order).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -24,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::event::{ContextEvent, DeadReason};
 use crate::handles::Accept;
 use crate::ids::IdsExhausted;
-use crate::link::{PushError, StreamLink};
+use crate::link::{LinkRoom, PushError, Reservation, StreamLink};
 use crate::message::Message;
 use crate::refusals::RefusalLog;
 
@@ -142,6 +150,40 @@ struct Peer {
 /// its own deadline). Resolves with Dead when the link closes first.
 pub type Queueing = BoxFuture<'static, Result<()>>;
 
+/// Local frames waiting for room on their links, counted: each is held by
+/// the future its sender awaits, never by the Router itself.
+#[derive(Default)]
+struct WaitGauge {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// One waiting frame's share of the [`WaitGauge`], until its wait ends
+/// (queued, failed, or dropped by a caller that gave up).
+struct Waiting {
+    gauge: Arc<WaitGauge>,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn new(gauge: &Arc<WaitGauge>, frame: &Frame) -> Self {
+        let bytes = frame.data.len() + econtext_wire::HEADER_LEN;
+        gauge.frames.fetch_add(1, Ordering::Relaxed);
+        gauge.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Waiting {
+            gauge: gauge.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.gauge.frames.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// The Router actor.
 pub struct Router {
     core: RouterCore<Sink>,
@@ -156,6 +198,16 @@ pub struct Router {
     dropped: u64,
     /// Bytes written to links since closed (for `RouterStats::link_bytes`).
     drained_closed: u64,
+    /// The room a [`Call`] took on its link, for the pump to queue its
+    /// frame on; set only during that Call's turn.
+    reserved: Option<Reservation>,
+    /// Reply handles registered in place of the one a [`Call`]'s caller
+    /// drew (that one was in use): its guard does not know them, so the
+    /// tick frees each once its reply channel has closed.
+    substituted: Vec<Handle>,
+    waiting: Arc<WaitGauge>,
+    /// [`Call`]s taken (requests that came by the fast path).
+    calls_fast: u64,
     log: Logger,
 }
 
@@ -176,6 +228,10 @@ impl Router {
             refused: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
             dropped: 0,
             drained_closed: 0,
+            reserved: None,
+            substituted: Vec::new(),
+            waiting: Arc::default(),
+            calls_fast: 0,
             log: config.log,
         }
     }
@@ -266,8 +322,10 @@ impl Router {
                 Ok(Err(frame)) => {
                     let header = frame.header;
                     let me = ctx.address();
+                    let waiting = Waiting::new(&self.waiting, &frame);
                     return Some(
                         async move {
+                            let _waiting = waiting;
                             match link.send(frame).await {
                                 Ok(()) => Ok(()),
                                 Err(_) => {
@@ -286,6 +344,10 @@ impl Router {
             },
             Lane::Push => link.push(frame),
             Lane::Control => link.push_control(frame),
+            Lane::Reserved => match self.reserved.take() {
+                Some(room) => link.push_reserved(frame, room),
+                None => link.push(frame),
+            },
         };
         match refused {
             Ok(()) => {}
@@ -332,9 +394,24 @@ impl Router {
             self.core.link_state(peer, stuck, now);
         }
         self.core.tick(now);
+        self.sweep_substituted();
         self.overflow.prune(now);
         self.refused.prune(now);
         self.pump(ctx);
+    }
+
+    /// Frees the substituted reply handles whose caller has gone; forgets
+    /// those already answered.
+    fn sweep_substituted(&mut self) {
+        let core = &mut self.core;
+        self.substituted.retain(|&h| match core.sink_mut(h) {
+            Some(Sink::Once(tx)) if tx.is_closed() => {
+                core.unregister(h);
+                false
+            }
+            Some(Sink::Once(_)) => true,
+            _ => false,
+        });
     }
 
     /// Runs `f` on the core, then pumps; the result is a wait for room, if
@@ -506,6 +583,9 @@ pub struct Request {
     pub dst: ContextId,
     pub handle: Handle,
     pub data: Bytes,
+    /// Hand back the room of the link the request left by, for the
+    /// caller's next requests to take the fast path ([`Call`]).
+    pub want_room: bool,
 }
 
 /// A request on its way: its reply handle, the reply, and the wait for
@@ -514,6 +594,8 @@ pub struct StartedRequest {
     pub reply_to: Handle,
     pub reply: oneshot::Receiver<Message>,
     pub queued: Option<Queueing>,
+    /// The room of the link it left by, when asked for and it left by one.
+    pub room: Option<LinkRoom>,
 }
 
 impl Handler<Request> for Router {
@@ -525,14 +607,96 @@ impl Handler<Request> for Router {
         let res = self
             .core
             .request(msg.dst, msg.handle, msg.data, Sink::Once(tx), now);
+        let room = msg
+            .want_room
+            .then(|| self.core.next_hop(msg.dst))
+            .flatten()
+            .and_then(|peer| self.peers.get(&peer))
+            .map(|p| p.link.room());
         MessageResult(match res {
             Ok(reply_to) => Ok(StartedRequest {
                 reply_to,
                 reply: rx,
                 queued: self.pump(ctx),
+                room,
             }),
             Err((e, _)) => Err(e),
         })
+    }
+}
+
+/// A request whose caller does not wait for the Router's turn (a call's
+/// fast path, sent with `try_send`): the caller took the frame's room on
+/// its link ([`LinkRoom::reserve`]), drew its reply handle and made its
+/// reply channel, and returned. The frame is queued on that room, so it
+/// never waits here; the caller hears Dead through its reply channel if
+/// the target is dead or the frame cannot be queued (Disconnected, or
+/// Overloaded when the route moved to a link at its hard cap).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Call {
+    pub dst: ContextId,
+    pub handle: Handle,
+    pub data: Bytes,
+    /// The reply handle the caller drew; used when free (another one
+    /// otherwise, which the tick frees once the caller has gone).
+    pub reply_to: Handle,
+    pub reply: oneshot::Sender<Message>,
+    pub room: Reservation,
+}
+
+impl Handler<Call> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Call, ctx: &mut Self::Context) {
+        let Call {
+            dst,
+            handle,
+            data,
+            reply_to,
+            reply,
+            room,
+        } = msg;
+        self.calls_fast += 1;
+        self.reserved = Some(room);
+        let sink = Sink::Once(reply);
+        let drawn = Some(reply_to);
+        let now = Instant::now();
+        match (self.core).request_on(dst, handle, data, sink, drawn, Lane::Reserved, now) {
+            Ok(h) if h != reply_to => self.substituted.push(h),
+            Ok(_) => {}
+            Err((e, sink)) => {
+                let reason = match e {
+                    Error::Dead { reason, .. } => reason,
+                    _ => DeadReason::Unreachable,
+                };
+                sink.deliver(Message::dead(dst, reply_to, &reason));
+            }
+        }
+        // Only Lane::Wait frames come back as waits: none here.
+        drop(self.pump(ctx));
+        // Room not used (the frame went nowhere, or elsewhere) goes back.
+        self.reserved = None;
+    }
+}
+
+/// Frees a reply handle whose caller has gone (timed out, or dropped its
+/// call), unless the handle has been given to another call since: only an
+/// entry whose reply channel is closed is removed, so a stale guard never
+/// frees a handle drawn again by another call.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abandon(pub Handle);
+
+impl Handler<Abandon> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abandon, _: &mut Self::Context) {
+        if let Some(Sink::Once(tx)) = self.core.sink_mut(msg.0) {
+            if tx.is_closed() {
+                self.core.unregister(msg.0);
+            }
+        }
     }
 }
 
@@ -868,6 +1032,13 @@ pub struct RouterStats {
     /// Bytes (frames with headers) this router has written to all its
     /// links since it started, closed ones included.
     pub link_bytes: u64,
+    /// Local frames waiting for room on a link, and their bytes (with
+    /// headers). Each is held by the wait its sender awaits, so a sender
+    /// that gives up takes its frame with it.
+    pub waiting_frames: usize,
+    pub waiting_bytes: usize,
+    /// Requests that came by the fast path ([`Call`]), since the start.
+    pub calls_fast: u64,
 }
 
 impl Handler<GetStats> for Router {
@@ -887,6 +1058,9 @@ impl Handler<GetStats> for Router {
             streams,
             core,
             dropped_full: self.dropped,
+            waiting_frames: self.waiting.frames.load(Ordering::Relaxed),
+            waiting_bytes: self.waiting.bytes.load(Ordering::Relaxed),
+            calls_fast: self.calls_fast,
             link_bytes: self.drained_closed
                 + self
                     .peers
