@@ -167,6 +167,36 @@ impl CoreConfig {
     }
 }
 
+/// A handle's source rule: its accepted peers, and for Dead also any
+/// context on the path to one of them (a hop that lost the route).
+fn accepts(table: &RoutingTable, accept: &Accept, src: ContextId, msg: &Message) -> bool {
+    if accept.allows(src) {
+        return true;
+    }
+    msg.is_dead()
+        && accept
+            .peers()
+            .iter()
+            .any(|&peer| on_path_to(table, src, peer))
+}
+
+/// Whether `hop` sits between here and `target`: our parent (every
+/// upward route passes it) or an ancestor of `target` as known here.
+fn on_path_to(table: &RoutingTable, hop: ContextId, target: ContextId) -> bool {
+    if Some(hop) == table.parent() {
+        return true;
+    }
+    let mut cur = target;
+    for _ in 0..64 {
+        match table.creator(cur) {
+            Some(p) if p == hop => return true,
+            Some(p) if p != cur => cur = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Dead contexts remembered for their reason, at most this many.
 pub const MAX_DEAD_REMEMBERED: usize = 4096;
 
@@ -686,55 +716,26 @@ impl<S> RouterCore<S> {
             _ => {}
         }
         let msg = Message::from_frame(frame);
-        let Some(entry) = self.handles.get(h.handle) else {
-            if !msg.is_dead() {
-                self.bounce(&h, DeadReason::NoHandle, now);
+        // One lookup for the entry, its source rule and its removal (a
+        // reply's whole path through the table).
+        let table = &self.table;
+        let checked = from.is_some();
+        let rule = |accept: &Accept| !checked || accepts(table, accept, h.src, &msg);
+        match self.handles.deliver_to(h.handle, rule) {
+            Delivery::Missing => {
+                if !msg.is_dead() {
+                    self.bounce(&h, DeadReason::NoHandle, now);
+                }
             }
-            return;
-        };
-        if from.is_some() && !self.accepts(&entry.accept, h.src, &msg) {
-            let expected = entry.accept.peers().to_vec();
-            self.refuse(&h, from, Refusal::WrongSource { expected }, now);
-            return;
-        }
-        match self.handles.take_for_delivery(h.handle) {
-            Some(Delivery::Once(sink)) => self.actions.push_back(Action::DeliverOnce { sink, msg }),
-            Some(Delivery::Keep(_)) => self.actions.push_back(Action::Deliver {
+            Delivery::Refused(expected) => {
+                self.refuse(&h, from, Refusal::WrongSource { expected }, now);
+            }
+            Delivery::Once(sink) => self.actions.push_back(Action::DeliverOnce { sink, msg }),
+            Delivery::Keep => self.actions.push_back(Action::Deliver {
                 handle: h.handle,
                 msg,
             }),
-            None => {}
         }
-    }
-
-    /// A handle's source rule: its accepted peers, and for Dead also any
-    /// context on the path to one of them (a hop that lost the route).
-    fn accepts(&self, accept: &Accept, src: ContextId, msg: &Message) -> bool {
-        if accept.allows(src) {
-            return true;
-        }
-        msg.is_dead()
-            && accept
-                .peers()
-                .iter()
-                .any(|&peer| self.on_path_to(src, peer))
-    }
-
-    /// Whether `hop` sits between here and `target`: our parent (every
-    /// upward route passes it) or an ancestor of `target` as known here.
-    fn on_path_to(&self, hop: ContextId, target: ContextId) -> bool {
-        if Some(hop) == self.parent() {
-            return true;
-        }
-        let mut cur = target;
-        for _ in 0..64 {
-            match self.table.creator(cur) {
-                Some(p) if p == hop => return true,
-                Some(p) if p != cur => cur = p,
-                _ => return false,
-            }
-        }
-        false
     }
 
     fn on_add_route(&mut self, frame: &Frame, from: Option<ContextId>, now: Instant) {

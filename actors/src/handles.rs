@@ -4,7 +4,9 @@
 //! hostile context cannot guess the reply handle of a call made to another
 //! context, and every entry says which sources it accepts ([`Accept`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use econtext_wire::{handles::FIRST_DYNAMIC, ContextId, Handle};
 use rand::rngs::StdRng;
@@ -58,12 +60,39 @@ pub struct HandleEntry<S> {
     pub accept: Accept,
 }
 
+/// The hash of the handle table's keys. Every key in the table is ours
+/// (a random dynamic handle, or a well-known one registered in code: a
+/// peer's frame only looks one up), so none needs a keyed hash against a
+/// flood of colliding keys, and SipHash was a lookup's largest cost. A
+/// multiply by an odd constant keeps a random key's low bits (the
+/// bucket) random and mixes every bit into the high ones (the tag).
+#[derive(Default, Clone, Copy)]
+pub struct HandleHasher(u64);
+
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(SPREAD);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(SPREAD);
+    }
+}
+
 /// Handle number allocation and lookup. `S` is the sink type (the Router
 /// uses [`crate::router::Sink`]); keeping it generic keeps this testable.
 #[derive(Debug)]
 pub struct HandleTable<S> {
     rng: StdRng,
-    entries: HashMap<Handle, HandleEntry<S>>,
+    entries: HashMap<Handle, HandleEntry<S>, BuildHasherDefault<HandleHasher>>,
 }
 
 impl<S> Default for HandleTable<S> {
@@ -78,7 +107,7 @@ impl<S> HandleTable<S> {
     pub fn with_seed(seed: u64) -> Self {
         HandleTable {
             rng: StdRng::seed_from_u64(seed),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 
@@ -92,7 +121,7 @@ impl<S> HandleTable<S> {
     ) -> Handle {
         loop {
             let h = self.rng.gen_range(FIRST_DYNAMIC..=Handle::MAX);
-            if let std::collections::hash_map::Entry::Vacant(v) = self.entries.entry(h) {
+            if let Entry::Vacant(v) = self.entries.entry(h) {
                 v.insert(HandleEntry {
                     sink,
                     persistent,
@@ -157,15 +186,21 @@ impl<S> HandleTable<S> {
         self.entries.get_mut(&handle).map(|e| &mut e.sink)
     }
 
-    /// The sink for a delivery; one-shot entries are removed by it.
-    pub fn take_for_delivery(&mut self, handle: Handle) -> Option<Delivery<'_, S>> {
-        let persistent = self.entries.get(&handle)?.persistent;
-        if persistent {
-            self.entries
-                .get_mut(&handle)
-                .map(|e| Delivery::Keep(&mut e.sink))
-        } else {
-            self.entries.remove(&handle).map(|e| Delivery::Once(e.sink))
+    /// A delivery to `handle`, if `rule` takes the entry's source rule:
+    /// a one-shot entry is removed and its sink handed out, a persistent
+    /// one stays (find it with [`HandleTable::sink_mut`]). One lookup.
+    pub fn deliver_to(
+        &mut self,
+        handle: Handle,
+        rule: impl FnOnce(&Accept) -> bool,
+    ) -> Delivery<S> {
+        match self.entries.entry(handle) {
+            Entry::Vacant(_) => Delivery::Missing,
+            Entry::Occupied(e) if !rule(&e.get().accept) => {
+                Delivery::Refused(e.get().accept.peers().to_vec())
+            }
+            Entry::Occupied(e) if e.get().persistent => Delivery::Keep,
+            Entry::Occupied(e) => Delivery::Once(e.remove().sink),
         }
     }
 
@@ -196,9 +231,16 @@ impl<S> HandleTable<S> {
     }
 }
 
-/// What [`HandleTable::take_for_delivery`] hands out.
-pub enum Delivery<'a, S> {
-    Keep(&'a mut S),
+/// What [`HandleTable::deliver_to`] found.
+#[derive(Debug)]
+pub enum Delivery<S> {
+    /// No such handle.
+    Missing,
+    /// The handle does not take this source; these are the ones it takes.
+    Refused(Vec<ContextId>),
+    /// A persistent handle, still registered.
+    Keep,
+    /// A one-shot handle, now freed: its sink.
     Once(S),
 }
 
@@ -212,10 +254,18 @@ mod tests {
         let a = t.allocate("a", false, Some(3), Accept::From(3));
         let b = t.allocate("b", true, None, Accept::Any);
         assert!(a >= FIRST_DYNAMIC && b >= FIRST_DYNAMIC && a != b);
-        assert!(matches!(t.take_for_delivery(a), Some(Delivery::Once("a"))));
-        assert!(t.take_for_delivery(a).is_none());
-        assert!(matches!(t.take_for_delivery(b), Some(Delivery::Keep(_))));
-        assert!(t.take_for_delivery(b).is_some());
+        let any = |_: &Accept| true;
+        assert!(matches!(t.deliver_to(a, any), Delivery::Once("a")));
+        assert!(matches!(t.deliver_to(a, any), Delivery::Missing));
+        assert!(matches!(t.deliver_to(b, any), Delivery::Keep));
+        assert!(matches!(t.deliver_to(b, any), Delivery::Keep));
+        let c = t.allocate("c", false, None, Accept::From(3));
+        let refused = t.deliver_to(c, |acc| acc.allows(4));
+        assert!(matches!(refused, Delivery::Refused(ref e) if e == &[3]));
+        assert!(matches!(
+            t.deliver_to(c, |acc| acc.allows(3)),
+            Delivery::Once("c")
+        ));
         let mut other = HandleTable::with_seed(8);
         let c = other.allocate("c", false, None, Accept::Any);
         assert_ne!(a, c, "different seeds, different handles");
@@ -236,7 +286,7 @@ mod tests {
         let low = t.allocate_preferring(3, "c", false, None, Accept::Any);
         assert!(low >= FIRST_DYNAMIC, "well-known handles are never drawn");
         assert_eq!(t.len(), 3);
-        assert!(matches!(t.take_for_delivery(h), Some(Delivery::Once("a"))));
+        assert!(matches!(t.deliver_to(h, |_| true), Delivery::Once("a")));
     }
 
     #[test]
