@@ -7,6 +7,7 @@
 #
 #   python benches/py_child_calls.py N             CPU µs per call (rough)
 #   python benches/py_child_calls.py N opcodes     bytecodes per call, by function (3.7+)
+#   python benches/py_child_calls.py N lines       bytecodes per call, by source line (3.7+)
 #   python benches/py_child_calls.py N setup       everything but the calls (callgrind's baseline)
 #   python benches/py_child_calls.py N unchecked   the calls, replies not checked (for callgrind)
 #   bash benches/py_child_calls.sh [PYTHON]        instructions per call (callgrind)
@@ -99,11 +100,13 @@ def main():
 
     clock = getattr(time, 'process_time', None) or time.clock
     counts = {}
-    if MODE == 'opcodes':
+    if MODE in ('opcodes', 'lines'):
         def trace(frame, event, arg):
             frame.f_trace_opcodes = True
             if event == 'opcode':
                 k = frame.f_code.co_name
+                if MODE == 'lines':
+                    k = '%s:%s' % (k, frame.f_lineno)
                 counts[k] = counts.get(k, 0) + 1
             return trace
         sys.settrace(trace)
@@ -113,12 +116,12 @@ def main():
     t1 = clock()
     sys.settrace(None)
     os.close(w)
-    if MODE not in ('setup', 'unchecked'):
+    if MODE not in ('setup', 'unchecked', 'lines'):
         check(path, N)
     os.unlink(path)
     if counts:
         print('%.0f bytecodes per call' % (sum(counts.values()) / float(N)))
-        for k, v in sorted(counts.items(), key=lambda x: -x[1])[:15]:
+        for k, v in sorted(counts.items(), key=lambda x: -x[1])[:MODE == "lines" and 200 or 15]:
             print('%8.1f %s' % (v / float(N), k))
     else:
         print('%s: %.2f µs of CPU per call (%d calls)' % (sys.version.split()[0], (t1 - t0) * 1e6 / N, N))

@@ -392,44 +392,12 @@ def _unp(b, i, d, n):
         return cls(*v), j
     if d >= MAX_DEPTH:
         raise MsgError('nesting too deep')
-    # Every element takes at least one byte: refuse counts that lie.
-    if ln * (k - 1) > n - i:
-        _trunc()
     d += 1
     if k == 2:
-        out = []
-        for _ in range(ln):
-            # Inline the commonest small values: a call per element is the
-            # decoder's main cost.
-            c = b[i]
-            if not PY3:
-                c = ord(c)
-            if c < 0x80:
-                out.append(c)
-                i += 1
-            elif 0xa0 <= c < 0xc0:
-                j = i + 1 + (c & 31)
-                if j > n:
-                    _trunc()
-                out.append(b[i + 1:j].decode('utf-8'))
-                i = j
-            elif c == 0xc0:
-                out.append(None)
-                i += 1
-            elif c == 0x80:  # {}: a call's usual kwargs
-                out.append({})
-                i += 1
-            elif 0xcc <= c <= 0xd3:  # an integer: a call's usual argument
-                s = _SCALAR[c]
-                j = i + 1 + s.size
-                if j > n:
-                    _trunc()
-                out.append(s.unpack_from(b, i + 1)[0])
-                i = j
-            else:
-                v, i = _unp(b, i, d, n)
-                out.append(v)
-        return out, i
+        return _arr(b, i, d, n, ln)
+    # Every entry takes at least two bytes: refuse counts that lie.
+    if ln * 2 > n - i:
+        _trunc()
     out = {}
     for _ in range(ln):
         key, i = _unp(b, i, d, n)
@@ -438,6 +406,46 @@ def _unp(b, i, d, n):
             out[key] = v
         except TypeError:
             raise MsgError('unhashable map key')
+    return out, i
+
+
+def _arr(b, i, d, n, ln):
+    # The ln elements of an array at b[i:], at depth d (already checked).
+    # The commonest small values are decoded inline: a call per element is
+    # the decoder's main cost.
+    if ln > n - i:
+        _trunc()  # every element takes at least one byte: a count that lies
+    out = []
+    app = out.append
+    for _ in range(ln):
+        c = b[i]
+        if not PY3:
+            c = ord(c)
+        if c < 0x80:
+            app(c)
+            i += 1
+        elif 0xcc <= c <= 0xd3:  # an integer: a call's usual argument
+            s = _SCALAR[c]
+            j = i + 1 + s.size
+            if j > n:
+                _trunc()
+            app(s.unpack_from(b, i + 1)[0])
+            i = j
+        elif 0xa0 <= c < 0xc0:
+            j = i + 1 + (c & 31)
+            if j > n:
+                _trunc()
+            app(b[i + 1:j].decode('utf-8'))
+            i = j
+        elif c == 0xc0:
+            app(None)
+            i += 1
+        elif c == 0x80:  # {}: a call's usual kwargs
+            app({})
+            i += 1
+        else:
+            v, i = _unp(b, i, d, n)
+            app(v)
     return out, i
 
 
@@ -464,13 +472,13 @@ def unpack_call(b):
     # call's path, and calls in a row mostly name the same function: a
     # call whose data begins with the last one's encoded names reuses them.
     # Anything else is decoded in full (unpack).
-    if b[:1] != b'\x95':
-        return unpack(b)
     n = len(b)
     try:
         pre = _LAST_CALL[0]
         if pre is not None and b.startswith(pre):
             names, i = _LAST_CALL[1], len(pre)
+        elif b[:1] != b'\x95':
+            return unpack(b)
         else:
             mod, i = _unp(b, 1, 1, n)
             cls, i = _unp(b, i, 1, n)
@@ -478,7 +486,13 @@ def unpack_call(b):
             names = [mod, cls, fn]
             if type(mod) is _UNI and type(fn) is _UNI and (cls is None or type(cls) is _UNI):
                 _LAST_CALL[:] = [b[:i], names]
-        args, i = _unp(b, i, 1, n)
+        c = b[i]
+        if not PY3:
+            c = ord(c)
+        if 0x90 <= c <= 0x9f:  # a short args array
+            args, i = _arr(b, i + 1, 2, n, c - 0x90)
+        else:
+            args, i = _unp(b, i, 1, n)
         if b[i:i + 1] == b'\x80':
             kwargs, i = {}, i + 1
         else:
@@ -508,6 +522,11 @@ _T5C = _BYTES(bytearray(x ^ 0x5c for x in range(256)))
 
 # The direction byte and the frame's sequence number, MACed before its fields.
 _SEQ = _S('>BQ')
+if PY3:
+    from itertools import count as _count, repeat as _repeat
+    _imap = map
+else:
+    from itertools import count as _count, imap as _imap, repeat as _repeat
 # Frames this big or bigger are MACed with OpenSSL's SHA-1 (6x faster),
 # smaller ones with the interpreter's built-in one, so that a child that
 # only ever sees small frames never loads libcrypto (3.5 MiB of RSS and
@@ -585,12 +604,15 @@ class Mac(object):
     # out (two SHA-1 states keyed once, copied per frame) because the hmac
     # module imports _hashlib and its copy() is Python code.
     def __init__(self, key, direction):
-        self.key, self.dir, self.seq = key, bytearray(direction)[0], 0
+        self.key = key
+        # Each frame's direction || n:u64be, in order: one C call per frame.
+        self.seqs = _imap(_SEQ.pack, _repeat(bytearray(direction)[0]), _count())
         self.small = _sha1 and _pads(_sha1, key)
         self.big = None  # OpenSSL's, made by prepare(); False: there is none
         if not self.small:
             self.prepare(False)
             self.small = self.big or _pads(_need_sha1(), key)
+        self.one = _one(self.small, self.seqs)
 
     def prepare(self, io_thread):
         # Before a frame of BIG_FRAME bytes or more, outside any lock: the
@@ -605,8 +627,7 @@ class Mac(object):
         # item with the fields, then the data), finished by end().
         pads = n >= BIG_FRAME and self.big or self.small
         i = pads[0].copy()
-        i.update(_SEQ.pack(self.dir, self.seq))
-        self.seq += 1
+        i.update(next(self.seqs))
         return i, pads[1]
 
     def end(self, st):
@@ -622,17 +643,22 @@ class Mac(object):
             st[0].update(c)
         return self.end(st)
 
-    def one(self, b):
-        # The MAC of a small frame whose fields and data are the bytes b:
-        # one Python call, the fewest C calls (this runs twice per call,
-        # and with calls in flight the child's CPU per call is the limit).
-        i, o = self.small
-        i = i.copy()
-        i.update(_SEQ.pack(self.dir, self.seq) + b)
-        self.seq += 1
-        o = o.copy()
+
+
+def _one(pads, seqs):
+    # Mac.one(b): the MAC of a small frame whose fields and data are the
+    # bytes b. A closure, one Python call and the fewest C calls: this runs
+    # twice per call, and with calls in flight the child's CPU per call is
+    # the limit.
+    ipad, opad = pads
+
+    def one(b):
+        i = ipad.copy()
+        i.update(next(seqs) + b)
+        o = opad.copy()
         o.update(i.digest())
         return o.digest()
+    return one
 
 
 def _need_sha1():
@@ -717,10 +743,13 @@ class Stream(object):
         f = _FLD.pack(dst, src, handle, reply_to, n)
         if n >= BIG_FRAME:
             return self._send_big(f, chunks, n)
-        # A small frame: sealed in one piece, and held back as one item
-        # while the main thread has more calls queued (see _dispatch).
-        body = f + b''.join(chunks)
-        hold = getattr(_HOLD, 'on', False)
+        self.seal(f + b''.join(chunks), getattr(_HOLD, 'on', False))
+
+    def seal(self, body, hold):
+        # A small frame (its fields and data in body) is sealed in one
+        # piece, and held back as one item while the main thread has more
+        # calls queued (hold, see _dispatch, which calls this directly for
+        # its replies: send's checks cost as much as the rest).
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
@@ -843,24 +872,43 @@ class Stream(object):
         self._parse(s)
 
     def _parse(self, s):
+        r = self.router
+        # Calls to us from an ancestor down the parent stream go straight
+        # onto the call queue (what route, _local and _queue_call would do,
+        # a third of the cost of reading a call), and the main thread is
+        # woken once for all of them, when this read is parsed.
+        if self is not getattr(r, 'parent', None) or self.on_frame != r.route:
+            return self._parse_frames(s, None, None, None)
+        calls = r.calls
+        try:
+            return self._parse_frames(s, calls.q.append, r.id, r.ancestors)
+        finally:
+            # As _Queue.put does, for everything queued here (the main
+            # thread may have taken some already: waking it is harmless).
+            if calls.q and calls.lk.locked():
+                calls.put_wake()
+
+    def _parse_frames(self, s, queue, me, anc):
         pos, end = 0, len(s)
         unhdr, limit, one, on_frame = _HDR.unpack_from, self.router.max_size, self.rx.one, self.on_frame
         small = min(BIG_FRAME, limit + 1)
         # An offset walks the buffer: slicing off each frame would copy the
         # rest every time (quadratic with thousands of small frames).
         while end - pos >= 36 and not self.closed:
-            h = unhdr(s, pos)
-            n = h[5]
+            mac, dst, src, handle, reply_to, n = h = unhdr(s, pos)
             j = pos + 36 + n
             if n < small and j <= end:
                 # A whole small frame (the common case, inlined: with
                 # thousands of calls in flight this loop is per call).
-                if not _same(one(s[pos + 20:j]), h[0]):
-                    return self.disconnect('bad MAC on frame from %d' % h[2])
-                try:
-                    on_frame(h[1], h[2], h[3], h[4], s[pos + 36:j], self)
-                except Exception:
-                    LOG.exception('routing frame %r failed', h[1:])
+                if not _same(one(s[pos + 20:j]), mac):
+                    return self.disconnect('bad MAC on frame from %d' % src)
+                if handle == CALL_FUNCTION and dst == me and src in anc:
+                    queue((src, reply_to, s[pos + 36:j]))
+                else:
+                    try:
+                        on_frame(dst, src, handle, reply_to, s[pos + 36:j], self)
+                    except Exception:
+                        LOG.exception('routing frame %r failed', h[1:])
                 pos = j
                 continue
             need = n
@@ -1899,8 +1947,15 @@ def _call(msg):
                 importer.hint = None
             m = sys.modules[mod]
         f = getattr(getattr(m, cls) if cls else m, fn)
+        r = f(*args, **kwargs)
+        # The commonest results as bytes, without _pk's type tests (any
+        # other result is a list of chunks).
+        if r is None:
+            return b'\xc0'
+        if type(r) is int and -32 <= r < 65536:
+            return _B(r & 255) if r < 128 else r < 256 and _BB(0xcc, r) or _BH(0xcd, r)
         out = []
-        _pk(f(*args, **kwargs), out.append)
+        _pk(r, out.append)
         return out
     except BaseException:  # SystemExit from user code is an error, not our exit
         return packl(_call_error())
@@ -1912,12 +1967,14 @@ def _dispatch():
     # replies are held and written together (one syscall for many, with
     # 10,000 calls in flight); the IO thread writes them after HOLD_MS if
     # the next call turns out to be slow.
-    q = router.calls
+    q, streams, me = router.calls, router.streams, context_id
     calls = q.q
+    popleft, pack_fields = calls.popleft, _FLD.pack
+    small = min(BIG_FRAME, router.max_size + 1)
     hold = False
     while True:
         if calls:
-            item = calls.popleft()
+            item = popleft()
             if broker.off:
                 broker.on()  # never run a call with the IO thread not reading
         else:
@@ -1931,24 +1988,40 @@ def _dispatch():
             msg = unpack_call(data)
         except Exception:
             msg = None
-        if isinstance(msg, Dead):
+        if msg is None:
+            out = packl(CallError(u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
+        elif isinstance(msg, Dead):
             break
-        router.caller = src  # a Receiver made by the call accepts its caller
-        out = _call(msg) if msg is not None else packl(CallError(
-            u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
-        router.caller = None
+        else:
+            router.caller = src  # a Receiver made by the call accepts its caller
+            out = _call(msg)
+            router.caller = None
         if hold is not bool(calls):
             _HOLD.on = hold = not hold
-        if reply_to:
-            if not calls and len(out) < 4 and sum(map(len, out)) < 16384:
-                broker.quiet()  # lead comes next
-            try:
-                router.route(src, context_id, reply_to, 0, out)
-            except MsgError:
-                broker.on()  # _call_error imports
-                router.route(src, context_id, reply_to, 0, packl(_call_error()))
-            except Exception:
-                LOG.debug('reply to %d failed', src, exc_info=True)
+        if not reply_to:
+            continue
+        if type(out) is not list:
+            n = len(out)
+        else:
+            n = sum(map(len, out))
+            if n < small:
+                out = b''.join(out)
+        if not calls and n < 16384:
+            broker.quiet()  # lead comes next
+        try:
+            # A small reply down a direct stream is sealed here (what
+            # router.route and Stream.send would do, checks and all);
+            # anything else goes the long way.
+            s = streams.get(src)
+            if s is not None and n < small and not s.closed:
+                s.seal(pack_fields(src, me, reply_to, 0, n) + out, hold)
+            else:
+                router.route(src, me, reply_to, 0, out)
+        except MsgError:
+            broker.on()  # _call_error imports
+            router.route(src, me, reply_to, 0, packl(_call_error()))
+        except Exception:
+            LOG.debug('reply to %d failed', src, exc_info=True)
     _HOLD.on = False
     broker.on()
     broker._flush_held()
