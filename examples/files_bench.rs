@@ -577,12 +577,21 @@ async fn ssh_rows(
     let (mut tar, mut scpr, mut tours, mut tnofs, mut tfs) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut same, mut pulled_same) = (true, true);
+    // CPU seconds of the first `cat` and of the first connect + push, all
+    // processes on both sides (what two shared cores have to give).
+    let (me, daemon) = (std::process::id(), server.pid());
+    let (mut cat_cpu, mut ours_cpu) = (Vec::new(), Vec::new());
     for i in 0..b.runs {
+        let t0 = (cpu::times(me), cpu::times(daemon));
         cat.push(sh(&format!(
             "{ssh} 'cat > {}' < {}",
             out("cat.bin").display(),
             big.display()
         )));
+        // The sshd session is reaped by the daemon just after ssh exits.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (m, d) = (cpu::times(me), cpu::times(daemon));
+        cat_cpu.push(m.reaped - t0.0.reaped + d.reaped - t0.1.reaped);
         catsync.push(sh(&format!(
             "{ssh} 'cat > {0} && sync {0}' < {1}",
             out("catsync.bin").display(),
@@ -594,12 +603,14 @@ async fn ssh_rows(
             out("scp.bin").display()
         )));
         let t = Instant::now();
+        let m0 = cpu::times(me).own();
         let ctx = master
             .connect(ConnectOptions::new(Method::Ssh(opts())))
             .await
             .unwrap();
         ctx.push_with(big, out("ours.bin"), &tuned()).await.unwrap();
         ours.push(t.elapsed().as_secs_f64());
+        ours_cpu.push(cpu::times(me).own() - m0 + session_cpu(&ctx, me, daemon).await);
         same &= sha256(&out("ours.bin")) == big_sha;
         same &= mode(&out("ours.bin")) == mode(big);
         let t = Instant::now();
@@ -707,6 +718,19 @@ async fn ssh_rows(
         ),
         "<= 1.15x, same, matches",
         r <= 1.15 && same && pulled_same,
+    );
+    let (cc, oc) = (median(cat_cpu), median(ours_cpu));
+    b.row(
+        "ssh_cat_256m_cpu_s",
+        "ssh: CPU seconds (all processes, both sides) of ssh 'cat > f' < 256 MiB",
+        cc,
+        None,
+    );
+    b.row(
+        "ssh_push_256m_cpu_s",
+        "ssh: CPU seconds (all processes, both sides) of connect + push 256 MiB, vs cat",
+        oc,
+        Some(cc),
     );
     let n = median(nofs);
     b.row(
@@ -1111,6 +1135,26 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
         .unwrap();
     connected_cpu(&ctx, dir, big, Some(daemon)).await;
     close(ctx).await;
+}
+
+/// CPU seconds a context over ssh has cost outside the master's own
+/// process: its ssh client, the child and the sshd session processes
+/// above it, each over its whole life so far (with what they reaped).
+async fn session_cpu(ctx: &Context, me: u32, daemon: u32) -> f64 {
+    let child: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+    let mut pids = cpu::children_named(me, "ssh");
+    pids.extend(cpu::chain_to(child, daemon));
+    let each: Vec<(u32, f64)> = pids
+        .into_iter()
+        .map(|p| {
+            let t = cpu::times(p);
+            (p, t.own() + t.reaped)
+        })
+        .collect();
+    if std::env::var_os("FB_DEBUG").is_some() {
+        eprintln!("files_bench: session CPU per process (pid, s): {each:?}");
+    }
+    each.iter().map(|(_, s)| s).sum()
 }
 
 /// Connected pushes of `big` to `ctx`, CPU per process and thread: the
