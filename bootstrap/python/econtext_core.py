@@ -462,8 +462,11 @@ def unpack(b):
 
 
 # The encoded [module, class, function] that began the last call's data
-# (its first bytes, from the array marker on), and the three decoded.
-_LAST_CALL = [None, None]
+# (its first bytes, from the array marker on), the three decoded, and
+# where they end.
+_LAST_CALL = [None, None, 0]
+# A map marker of no entries (b[i] is an int on Python 3, a str on 2).
+_EMPTY_MAP = 0x80 if PY3 else b'\x80'
 
 
 def unpack_call(b):
@@ -476,7 +479,7 @@ def unpack_call(b):
     try:
         pre = _LAST_CALL[0]
         if pre is not None and b.startswith(pre):
-            names, i = _LAST_CALL[1], len(pre)
+            names, i = _LAST_CALL[1], _LAST_CALL[2]
         elif b[:1] != b'\x95':
             return unpack(b)
         else:
@@ -485,7 +488,7 @@ def unpack_call(b):
             fn, i = _unp(b, i, 1, n)
             names = [mod, cls, fn]
             if type(mod) is _UNI and type(fn) is _UNI and (cls is None or type(cls) is _UNI):
-                _LAST_CALL[:] = [b[:i], names]
+                _LAST_CALL[:] = [b[:i], names, i]
         c = b[i]
         if not PY3:
             c = ord(c)
@@ -493,7 +496,7 @@ def unpack_call(b):
             args, i = _arr(b, i + 1, 2, n, c - 0x90)
         else:
             args, i = _unp(b, i, 1, n)
-        if b[i:i + 1] == b'\x80':
+        if b[i] == _EMPTY_MAP:  # past the end: IndexError, truncated
             kwargs, i = {}, i + 1
         else:
             kwargs, i = _unp(b, i, 1, n)
@@ -1935,6 +1938,11 @@ def _call_error():
                      _text(''.join(traceback.format_exception(t, e, tb))))
 
 
+# The encodings of -32..255, by value (a negative index counts from the end).
+_SMALL_INTS = [_B(x) for x in range(128)] + [_BB(0xcc, x) for x in range(128, 256)] + \
+    [_B(x & 255) for x in range(-32, 0)]
+
+
 def _call(msg):
     try:
         mod, cls, fn, args, kwargs = msg
@@ -1953,7 +1961,7 @@ def _call(msg):
         if r is None:
             return b'\xc0'
         if type(r) is int and -32 <= r < 65536:
-            return _B(r & 255) if r < 128 else r < 256 and _BB(0xcc, r) or _BH(0xcd, r)
+            return _SMALL_INTS[r] if r < 256 else _BH(0xcd, r)
         out = []
         _pk(r, out.append)
         return out
@@ -1988,10 +1996,13 @@ def _dispatch():
             msg = unpack_call(data)
         except Exception:
             msg = None
-        if msg is None:
-            out = packl(CallError(u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
-        elif isinstance(msg, Dead):
-            break
+        if type(msg) is not list:  # (unpack_call's usual answer)
+            if msg is None:
+                out = packl(CallError(u'econtext.core.MsgError', u'malformed CALL_FUNCTION data'))
+            elif isinstance(msg, Dead):
+                break
+            else:
+                out = _call(msg)  # not a call: _call's error says why
         else:
             router.caller = src  # a Receiver made by the call accepts its caller
             out = _call(msg)

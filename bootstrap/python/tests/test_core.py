@@ -137,6 +137,15 @@ class MsgpackTest(unittest.TestCase):
         self.assertEqual(core.unpack_call(core.pack(core.Dead(u('bye')))), core.Dead(u('bye')))
         names = core.pack(calls[0][:3])[1:]
         self.assertRaises(core.MsgError, core.unpack_call, b'\x95' + names + b'\x91' * 100000 + b'\xc0\x80')
+        # A count that lies about the array's elements (more than bytes left).
+        self.assertRaises(core.MsgError, core.unpack_call, b'\x95' + names + b'\x9f\x01\x80')
+
+    def test_call_results_encode_as_pack_does(self):
+        # _call encodes None and small ints itself (bytes, not _pk's chunks).
+        import copy  # noqa: F401  (_call finds it in sys.modules)
+        for r in [None, True, False, -33, 1.5, u('x'), [1]] + list(range(-40, 300)) + [65535, 65536, 2 ** 40]:
+            out = core._call([u('copy'), None, u('copy'), [r], {}])
+            self.assertEqual(out if isinstance(out, bytes) else b''.join(out), core.pack(r), r)
 
 
 def _ref_mac(key, d, seq, fld, data):
