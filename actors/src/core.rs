@@ -38,6 +38,7 @@ use crate::error::Error;
 use crate::event::{ContextEvent, DeadReason};
 use crate::handles::{Accept, Delivery, HandleTable};
 use crate::ids::{IdAllocator, IdsExhausted, DEFAULT_QUARANTINE};
+use crate::keys::{OwnKeyMap, OwnKeySet};
 use crate::message::Message;
 use crate::refusals::{RefusalLog, DEFAULT_INTERVAL};
 use crate::router::Trace;
@@ -222,13 +223,13 @@ pub struct CoreStats {
 /// See the module documentation. `S` is the pump's sink type.
 pub struct RouterCore<S> {
     table: RoutingTable,
-    ancestors: HashSet<ContextId>,
+    ancestors: OwnKeySet<ContextId>,
     handles: HandleTable<S>,
-    peers: HashMap<ContextId, PeerState>,
+    peers: OwnKeyMap<ContextId, PeerState>,
     watchers: HashMap<ContextId, Vec<S>>,
     /// Dead contexts remembered (for Dead to late senders and waiters),
     /// with when they died and who had created them.
-    dead: HashMap<ContextId, (DeadReason, Instant, Option<ContextId>)>,
+    dead: OwnKeyMap<ContextId, (DeadReason, Instant, Option<ContextId>)>,
     dead_order: VecDeque<ContextId>,
     refusals: RefusalLog,
     ids: Option<IdAllocator>,
@@ -248,9 +249,9 @@ impl<S> RouterCore<S> {
             table: RoutingTable::new(config.id, config.parent),
             ancestors: config.ancestors.iter().copied().collect(),
             handles: HandleTable::with_seed(config.seed),
-            peers: HashMap::new(),
+            peers: OwnKeyMap::default(),
             watchers: HashMap::new(),
-            dead: HashMap::new(),
+            dead: OwnKeyMap::default(),
             dead_order: VecDeque::new(),
             refusals: RefusalLog::new(config.refusal_interval),
             ids,

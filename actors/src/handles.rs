@@ -5,10 +5,10 @@
 //! context, and every entry says which sources it accepts ([`Accept`]).
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use econtext_wire::{handles::FIRST_DYNAMIC, ContextId, Handle};
+
+use crate::keys::OwnKeyMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -60,39 +60,12 @@ pub struct HandleEntry<S> {
     pub accept: Accept,
 }
 
-/// The hash of the handle table's keys. Every key in the table is ours
-/// (a random dynamic handle, or a well-known one registered in code: a
-/// peer's frame only looks one up), so none needs a keyed hash against a
-/// flood of colliding keys, and SipHash was a lookup's largest cost. A
-/// multiply by an odd constant keeps a random key's low bits (the
-/// bucket) random and mixes every bit into the high ones (the tag).
-#[derive(Default, Clone, Copy)]
-pub struct HandleHasher(u64);
-
-const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl Hasher for HandleHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(SPREAD);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(SPREAD);
-    }
-}
-
 /// Handle number allocation and lookup. `S` is the sink type (the Router
 /// uses [`crate::router::Sink`]); keeping it generic keeps this testable.
 #[derive(Debug)]
 pub struct HandleTable<S> {
     rng: StdRng,
-    entries: HashMap<Handle, HandleEntry<S>, BuildHasherDefault<HandleHasher>>,
+    entries: OwnKeyMap<Handle, HandleEntry<S>>,
 }
 
 impl<S> Default for HandleTable<S> {
@@ -107,7 +80,7 @@ impl<S> HandleTable<S> {
     pub fn with_seed(seed: u64) -> Self {
         HandleTable {
             rng: StdRng::seed_from_u64(seed),
-            entries: HashMap::default(),
+            entries: OwnKeyMap::default(),
         }
     }
 

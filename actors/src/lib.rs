@@ -41,6 +41,7 @@ pub mod handles;
 pub mod ids;
 pub mod importer;
 pub mod iologger;
+pub mod keys;
 pub mod lanes;
 pub mod link;
 pub mod logforwarder;

@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::event::{ContextEvent, DeadReason};
 use crate::handles::Accept;
 use crate::ids::IdsExhausted;
+use crate::keys::OwnKeyMap;
 use crate::link::{LinkRoom, PushError, Reservation, StreamLink};
 use crate::message::Message;
 use crate::refusals::RefusalLog;
@@ -187,7 +188,7 @@ impl Drop for Waiting {
 /// The Router actor.
 pub struct Router {
     core: RouterCore<Sink>,
-    peers: HashMap<ContextId, Peer>,
+    peers: OwnKeyMap<ContextId, Peer>,
     watchers: Vec<Recipient<ContextDied>>,
     subscribers: Vec<Recipient<ContextEvent>>,
     on_stop: Vec<oneshot::Sender<()>>,
@@ -220,7 +221,7 @@ impl Router {
         cc.id_quarantine = config.id_quarantine;
         Router {
             core: RouterCore::new(cc, Instant::now()),
-            peers: HashMap::new(),
+            peers: OwnKeyMap::default(),
             watchers: Vec::new(),
             subscribers: Vec::new(),
             on_stop: Vec::new(),

@@ -1,8 +1,8 @@
 //! Where a frame goes next: the seed's routing rules as a plain struct.
 
-use std::collections::{HashMap, HashSet};
-
 use econtext_wire::ContextId;
+
+use crate::keys::{OwnKeyMap, OwnKeySet};
 
 /// The decision for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +28,9 @@ pub enum Route {
 pub struct RoutingTable {
     me: ContextId,
     parent: Option<ContextId>,
-    direct: HashSet<ContextId>,
-    routes: HashMap<ContextId, ContextId>,
-    parents: HashMap<ContextId, ContextId>,
+    direct: OwnKeySet<ContextId>,
+    routes: OwnKeyMap<ContextId, ContextId>,
+    parents: OwnKeyMap<ContextId, ContextId>,
 }
 
 impl RoutingTable {
