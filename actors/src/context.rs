@@ -98,11 +98,11 @@ impl Context {
     }
 
     /// Starts building a call with a class, kwargs, a deadline or no reply.
-    pub fn call_with(&self, module: &str, function: &str) -> CallBuilder {
+    pub fn call_with<'a>(&self, module: &'a str, function: &'a str) -> CallBuilder<'a> {
         CallBuilder {
             ctx: self.clone(),
-            names: [module, function].concat(),
-            module_len: module.len(),
+            module,
+            function,
             class: None,
             args: Bytes::from_static(&[0x90]),
             roomy: None,
@@ -344,11 +344,12 @@ impl Context {
 }
 
 /// A call under construction; see [`Context::call_with`].
-pub struct CallBuilder {
+pub struct CallBuilder<'a> {
     ctx: Context,
-    /// The module's name then the function's, in one allocation.
-    names: String,
-    module_len: usize,
+    // Borrowed until the call is encoded: a copy of them was an
+    // allocation per call.
+    module: &'a str,
+    function: &'a str,
     class: Option<String>,
     args: Bytes,
     /// The arguments encoded after room for the call's other fields
@@ -363,7 +364,7 @@ pub struct CallBuilder {
 /// (at most 5 bytes each), besides the strings themselves.
 const CALL_PREFIX_ROOM: usize = 1 + 1 + 5 + 5;
 
-impl CallBuilder {
+impl<'a> CallBuilder<'a> {
     /// Calls `module.Class.function` instead of `module.function`.
     pub fn class(mut self, class: &str) -> Self {
         self.class = Some(class.to_string());
@@ -374,7 +375,7 @@ impl CallBuilder {
     /// Vec or array of one type.
     pub fn args(mut self, args: impl Serialize) -> Result<Self> {
         // One more byte of room for wrapping a single value.
-        let room = CALL_PREFIX_ROOM + self.names.len() + 1;
+        let room = CALL_PREFIX_ROOM + self.module.len() + self.function.len() + 1;
         let mut buf = Vec::with_capacity(room + 32);
         buf.resize(room, 0);
         payload::encode_into(&args, &mut buf)?;
@@ -415,12 +416,12 @@ impl CallBuilder {
         self
     }
 
-    fn module(&self) -> &str {
-        &self.names[..self.module_len]
+    fn module(&self) -> &'a str {
+        self.module
     }
 
-    fn function(&self) -> &str {
-        &self.names[self.module_len..]
+    fn function(&self) -> &'a str {
+        self.function
     }
 
     /// The length [`CallBuilder::prefix`] writes.
