@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::bufpool;
 use crate::error::{Error, Result};
 use crate::event::DeadReason;
 use crate::link::LinkRoom;
@@ -378,7 +379,8 @@ impl<'a> CallBuilder<'a> {
         let room = CALL_PREFIX_ROOM + self.module.len() + self.function.len() + 1;
         let mut buf = Vec::with_capacity(room + 32);
         buf.resize(room, 0);
-        payload::encode_into(&args, &mut buf)?;
+        // A large argument continues in a kept buffer (bufpool.rs).
+        payload::encode_to(&args, &mut bufpool::Growing(&mut buf))?;
         let mut at = room;
         match buf[room] {
             0xc0 => {
@@ -463,10 +465,10 @@ impl<'a> CallBuilder<'a> {
                 self.prefix(&mut w);
                 debug_assert!(w.is_empty(), "prefix_len matches prefix");
                 self.kwargs(&mut buf);
-                return Bytes::from(buf).slice(start..);
+                return bufpool::frozen(buf).slice(start..);
             }
             // A class longer than the room left for it: copy after all.
-            self.args = Bytes::from(buf).slice(at..);
+            self.args = bufpool::frozen(buf).slice(at..);
         }
         let kwargs: usize = self.kwargs.iter().map(|(k, v)| 5 + k.len() + v.len()).sum();
         let mut head = Vec::with_capacity(self.prefix_len() + self.args.len() + 5 + kwargs);

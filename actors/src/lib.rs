@@ -31,6 +31,7 @@
 
 pub mod announce;
 pub mod attach;
+mod bufpool;
 pub mod channel;
 pub mod context;
 pub mod core;
@@ -53,6 +54,7 @@ pub mod routing;
 pub mod rust_context;
 pub mod serve;
 pub mod socket;
+mod spare;
 pub mod stream;
 pub mod supervision;
 pub mod supervisor;

@@ -14,6 +14,7 @@ use crate::event::DeadReason;
 use crate::lanes::Lanes;
 use crate::link::{LinkReceiver, Queued, StreamLink, DEFAULT_HIGH_WATER_MARK};
 use crate::router::{AttachStream, CloseStream, Inbound, Router, StreamClosed};
+use crate::spare::{Spare, LARGE};
 
 /// Frames at least this large are written straight from their buffer
 /// instead of being copied into the batch buffer.
@@ -182,10 +183,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
     router: Addr<Router>,
 ) -> Result<(), WireError> {
     let mut batch = Vec::new();
+    let mut spare = Spare::default();
     loop {
+        spare.place(&mut buf);
         while batch.len() < MAX_BATCH_FRAMES {
             match codec.decode(&mut buf)? {
-                Some(frame) => batch.push(frame),
+                Some(frame) => {
+                    if frame.data.len() >= LARGE {
+                        spare.keep(&mut buf, frame.data.len(), READ_CHUNK);
+                    }
+                    batch.push(frame);
+                }
                 None => break,
             }
         }

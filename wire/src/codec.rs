@@ -136,6 +136,17 @@ impl FrameCodec {
     }
 }
 
+impl FrameCodec {
+    /// The bytes the frame at the front of `src` takes on the wire (header,
+    /// data and any trailing MAC), once its header has arrived; for a
+    /// reader that places a large frame's buffer itself before decoding.
+    /// Unchecked: `decode` still refuses an oversized one.
+    pub fn next_frame_len(src: &[u8]) -> Option<usize> {
+        let fields: &[u8; FIELDS_LEN] = src.get(MAC_LEN..HEADER_LEN)?.try_into().ok()?;
+        Some(wire_len(Header::parse_fields(fields).1))
+    }
+}
+
 /// Bytes a frame takes on the wire, from its raw `length` field.
 fn wire_len(raw: u32) -> usize {
     let (length, trailer) = split_length(raw);
@@ -180,7 +191,10 @@ impl Decoder for FrameCodec {
                 let arrived = src.len().min(data_end);
                 self.hash_arrived(&fields, &src[HEADER_LEN..arrived]);
             }
-            src.reserve(total - src.len());
+            // Room for the next header too: a reader that finds less
+            // than a header's room grows the buffer, which here would copy
+            // the whole frame for its last few bytes.
+            src.reserve(total - src.len() + HEADER_LEN);
             return Ok(None);
         }
         let mac: [u8; MAC_LEN] = if trailer {
@@ -555,6 +569,20 @@ mod tests {
         assert_eq!(&wire[second..second + MAC_LEN], &[0u8; MAC_LEN], "trailing");
         assert_eq!(wire.len(), 3 * HEADER_LEN + 2 * TRAILER_FROM + 2 + MAC_LEN);
         assert_eq!(decode_in_pieces(&mut rx, &wire, 200_000).unwrap(), frames);
+    }
+
+    #[test]
+    fn the_next_frames_wire_length_counts_its_trailer() {
+        let (mut tx, _) = pair(1 << 20);
+        let wire = encode_all(&mut tx, &[frame(1, 10)]);
+        assert_eq!(FrameCodec::next_frame_len(&wire[..HEADER_LEN - 1]), None);
+        assert_eq!(FrameCodec::next_frame_len(&wire), Some(HEADER_LEN + 10));
+        let (mut tx, _) = trailing_pair(1 << 20);
+        let wire = encode_all(&mut tx, &[frame(1, 10)]);
+        assert_eq!(
+            FrameCodec::next_frame_len(&wire[..HEADER_LEN]),
+            Some(HEADER_LEN + 10 + MAC_LEN)
+        );
     }
 
     #[test]

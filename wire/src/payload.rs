@@ -36,6 +36,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, WireError> {
 /// returns, written where the caller wants it: after room for a header,
 /// say, so that header and value need no copy to become one buffer).
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    encode_to(value, out)
+}
+
+/// Like [`encode_into`], into any writer (a 64 MiB bin is one write of it).
+pub fn encode_to<T: Serialize + ?Sized, W: std::io::Write>(
+    value: &T,
+    out: &mut W,
+) -> Result<(), WireError> {
     rmp_serde::encode::write(out, value).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
