@@ -396,6 +396,33 @@ class StreamTest(unittest.TestCase):
         self.assertTrue(self.sb.closed)
         self.assertEqual(self.rb.frames, [])
 
+    def test_a_large_frame_still_held_is_never_overwritten(self):
+        self.rb.max_size = 8 << 20
+        blobs = [os.urandom(3 << 20) for _ in range(3)]
+        t = self.feed(b''.join(self.trailing(core.pack(b), i) for i, b in enumerate(blobs)))
+        self.pump(self.sb, 3)
+        t.join()
+        self.assertEqual([core.unpack(f[4]) for f in self.rb.frames], blobs)
+
+    def test_a_dropped_large_frames_buffer_takes_the_next_one(self):
+        # The spare buffer (readv, Python 3.3+): a frame's buffer, once
+        # nothing holds it, is the next one's; its data is all new.
+        self.rb.max_size = 8 << 20
+        seen = []
+
+        def route(dst, src, handle, reply_to, data, via=None):
+            seen.append((id(data), core.unpack(data)))
+        self.sb.on_frame = route
+        blobs = [os.urandom(3 << 20) for _ in range(3)]
+        for i, b in enumerate(blobs):
+            t = self.feed(self.trailing(core.pack(b), i), close=False)
+            while len(seen) <= i and not self.sb.closed:
+                self.sb.on_read()
+            t.join()
+        self.assertEqual([v for _, v in seen], blobs)
+        if core._HAVE_READV:
+            self.assertEqual(len(set(i for i, _ in seen)), 1)
+
     def test_a_trailing_mac_frame_over_the_limit_is_refused_from_its_header(self):
         fld = core._FLD.pack(1, 0, 101, 0, ((1 << 20) + 1) | core.TRAILER)
         self.raw(b'\0' * 20, fld, b'')
