@@ -366,6 +366,39 @@ fn a_dropped_pending_call_is_not_silently_cancelled() {
 }
 
 #[test]
+fn a_call_cancelled_during_the_routers_turn_leaves_no_handle() {
+    run(async {
+        let (t, raw, _end) = tree_with_a_raw_child(Duration::from_secs(60)).await;
+        // Each call's future is polled once (its request is in the
+        // Router's mailbox: a fresh Context knows no link room, so it
+        // takes the Router's turn), the Router answers it (GetStats
+        // comes after), and then the future is dropped before it reads
+        // that answer, which carries the reply handle its guard needed.
+        let mut started = Vec::new();
+        for i in 0..20i64 {
+            let ctx = t.context(raw);
+            let call = ctx.call_with("math", "add").args((i, 0)).unwrap();
+            let mut start = Box::pin(call.start::<i64>());
+            assert!(futures::poll!(&mut start).is_pending());
+            started.push(start);
+        }
+        let s = t.master().send(GetStats).await.unwrap();
+        assert_eq!(s.handles, 20, "the Router registered each: {s:?}");
+        drop(started);
+        // The tick (every 250 ms) frees the handles nobody waits on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = t.master().send(GetStats).await.unwrap();
+            if s.handles == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "handles left behind: {s:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
 fn timed_out_callers_frames_do_not_pile_up_behind_a_stalled_link() {
     run(async {
         let (t, raw, _end) = tree_with_a_stalled_child(Duration::from_secs(60)).await;

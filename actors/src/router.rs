@@ -202,10 +202,12 @@ pub struct Router {
     /// The room a [`Call`] took on its link, for the pump to queue its
     /// frame on; set only during that Call's turn.
     reserved: Option<Reservation>,
-    /// Reply handles registered in place of the one a [`Call`]'s caller
-    /// drew (that one was in use): its guard does not know them, so the
-    /// tick frees each once its reply channel has closed.
-    substituted: Vec<Handle>,
+    /// Reply handles no caller's guard may know: those registered in
+    /// place of the one a [`Call`]'s caller drew (that one was in use),
+    /// and every [`Request`]'s until its caller has it (a caller dropped
+    /// while the Router's answer is on its way never learns it). The tick
+    /// frees each once its reply channel has closed.
+    unguarded: Vec<Handle>,
     waiting: Arc<WaitGauge>,
     /// [`Call`]s taken (requests that came by the fast path).
     calls_fast: u64,
@@ -230,7 +232,7 @@ impl Router {
             dropped: 0,
             drained_closed: 0,
             reserved: None,
-            substituted: Vec::new(),
+            unguarded: Vec::new(),
             waiting: Arc::default(),
             calls_fast: 0,
             log: config.log,
@@ -395,17 +397,17 @@ impl Router {
             self.core.link_state(peer, stuck, now);
         }
         self.core.tick(now);
-        self.sweep_substituted();
+        self.sweep_unguarded();
         self.overflow.prune(now);
         self.refused.prune(now);
         self.pump(ctx);
     }
 
-    /// Frees the substituted reply handles whose caller has gone; forgets
+    /// Frees the unguarded reply handles whose caller has gone; forgets
     /// those already answered.
-    fn sweep_substituted(&mut self) {
+    fn sweep_unguarded(&mut self) {
         let core = &mut self.core;
-        self.substituted.retain(|&h| match core.sink_mut(h) {
+        self.unguarded.retain(|&h| match core.sink_mut(h) {
             Some(Sink::Once(tx)) if tx.is_closed() => {
                 core.unregister(h);
                 false
@@ -413,6 +415,14 @@ impl Router {
             Some(Sink::Once(_)) => true,
             _ => false,
         });
+    }
+
+    /// Notes a [`Request`]'s reply handle as unguarded until the tick
+    /// finds it answered or abandoned: the caller's guard is made only
+    /// once the answer reaches it.
+    fn unguard(&mut self, reply_to: Handle) -> Handle {
+        self.unguarded.push(reply_to);
+        reply_to
     }
 
     /// Runs `f` on the core, then pumps; the result is a wait for room, if
@@ -616,7 +626,7 @@ impl Handler<Request> for Router {
             .map(|p| p.link.room());
         MessageResult(match res {
             Ok(reply_to) => Ok(StartedRequest {
-                reply_to,
+                reply_to: self.unguard(reply_to),
                 reply: rx,
                 queued: self.pump(ctx),
                 room,
@@ -664,7 +674,7 @@ impl Handler<Call> for Router {
         let drawn = Some(reply_to);
         let now = Instant::now();
         match (self.core).request_on(dst, handle, data, sink, drawn, Lane::Reserved, now) {
-            Ok(h) if h != reply_to => self.substituted.push(h),
+            Ok(h) if h != reply_to => self.unguarded.push(h),
             Ok(_) => {}
             Err((e, sink)) => {
                 let reason = match e {
