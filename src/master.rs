@@ -241,7 +241,11 @@ pub struct Master {
 }
 
 impl Master {
-    pub fn new(opts: MasterOptions) -> Master {
+    pub fn new(mut opts: MasterOptions) -> Master {
+        // A frame's length field has 31 bits (the top one is the trailing
+        // MAC's flag): a larger limit would let honest senders announce
+        // lengths no receiver can read.
+        opts.max_message_size = opts.max_message_size.min(econtext_wire::MAX_FRAME_DATA);
         // The master holds the tree's key and passwords from here on.
         if !econtext_bootstrap::secrets::disable_core_dumps() {
             slog::warn!(opts.log, "could not disable core dumps of the master");
@@ -257,6 +261,7 @@ impl Master {
         rc.stall_after = opts.connect_timeout;
         rc.shutdown_grace = opts.grace;
         rc.id_quarantine = opts.id_quarantine;
+        rc.max_message_size = opts.max_message_size;
         let router = Router::new(rc).start();
         // Both forget what they kept for a context when it dies.
         let log_forwarder = LogForwarder::new(opts.log.clone()).serve(&router, handles::MASTER_ID);

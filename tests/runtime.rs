@@ -766,3 +766,42 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status")
 }
+
+#[test]
+fn a_call_larger_than_the_message_limit_fails_alone() {
+    run(async {
+        let mut t = SimTree::new(Capture::default().logger());
+        let mut f = Functions::default();
+        f.register("math.add", |(a, b): (i64, i64)| a + b);
+        f.register("blob.len", |(b,): (serde_bytes::ByteBuf,)| b.len() as u64);
+        let good = t.spawn("good", 0, f).await;
+        let ctx = t.context(good);
+        // One byte over the 128 MiB every link of the tree accepts.
+        let big = serde_bytes::ByteBuf::from(vec![0u8; econtext::wire::DEFAULT_MAX_MESSAGE_SIZE]);
+        let r = ctx
+            .call_with("blob", "len")
+            .args((&big,))
+            .unwrap()
+            .timeout(Duration::from_secs(30))
+            .returning::<u64>()
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(Error::Payload(
+                    econtext::wire::WireError::TooLargeToSend { .. }
+                ))
+            ),
+            "{r:?}"
+        );
+        // The link, and every other caller on it, is unaffected.
+        let sum: i64 = ctx
+            .call_with("math", "add")
+            .args((2, 3))
+            .unwrap()
+            .returning()
+            .await
+            .unwrap();
+        assert_eq!(sum, 5);
+    });
+}

@@ -35,6 +35,9 @@ pub struct Context {
     router: Arc<RouterRef>,
 }
 
+/// The largest request data that may skip the Router's turn.
+const FAST_MAX: usize = 1 << 20;
+
 /// The Router a Context sends through, and the room of the link its
 /// requests leave by, once the Router has said which (shared by the
 /// Context's clones).
@@ -210,6 +213,11 @@ impl Context {
         handle: Handle,
         data: Bytes,
     ) -> std::result::Result<Result<InFlight>, Bytes> {
+        // Large frames gain nothing from skipping the Router's turn, and
+        // that turn refuses a frame over the message size, typed.
+        if data.len() > FAST_MAX {
+            return Err(data);
+        }
         let Some(room) = self.router.room.get() else {
             return Err(data);
         };

@@ -150,6 +150,10 @@ pub struct CoreConfig {
     /// Seeds the handle numbers (random in production, fixed in tests).
     pub seed: u64,
     pub trace: Option<Trace>,
+    /// The largest frame data every link of the tree carries: a local
+    /// frame above it is refused here, before any link sees it (a link's
+    /// codec would end the whole stream on it).
+    pub max_message_size: usize,
 }
 
 impl CoreConfig {
@@ -164,6 +168,7 @@ impl CoreConfig {
             id_quarantine: DEFAULT_QUARANTINE,
             seed: rand::random(),
             trace: None,
+            max_message_size: econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -568,6 +573,9 @@ impl<S> RouterCore<S> {
         lane: Lane,
         now: Instant,
     ) -> Result<Handle, (Error, S)> {
+        if let Err(e) = self.check_size(data.len()) {
+            return Err((e, sink));
+        }
         if let Some(reason) = self.dead_reason(dst).cloned() {
             return Err((
                 Error::Dead {
@@ -624,7 +632,25 @@ impl<S> RouterCore<S> {
     /// A frame originated here; `lane` is [`Lane::Wait`] for senders that
     /// wait for room, [`Lane::Push`] for replies.
     pub fn send_local(&mut self, frame: Frame, lane: Lane, now: Instant) {
+        if let Err(e) = self.check_size(frame.data.len()) {
+            // Its requester (if it asked for a reply) hears why; the
+            // link, and everyone else's traffic on it, is untouched.
+            self.bounce(&frame.header, DeadReason::Protocol(e.to_string()), now);
+            return;
+        }
         self.route(frame, None, lane, now);
+    }
+
+    /// A local frame's data within the tree's message size.
+    fn check_size(&self, len: usize) -> Result<(), Error> {
+        let max = self.config.max_message_size;
+        match len > max {
+            true => Err(Error::Payload(econtext_wire::WireError::TooLargeToSend {
+                length: len,
+                max,
+            })),
+            false => Ok(()),
+        }
     }
 
     /// The pump could not queue a frame (its link is full or closed):

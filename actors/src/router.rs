@@ -107,6 +107,9 @@ pub struct RouterConfig {
     pub shutdown_grace: Duration,
     /// Freed context IDs are reused no sooner than this (the master).
     pub id_quarantine: Duration,
+    /// The largest frame data the tree's links carry (the streams'
+    /// `max_message_size`): larger local frames are refused, typed.
+    pub max_message_size: usize,
 }
 
 impl RouterConfig {
@@ -126,6 +129,7 @@ impl RouterConfig {
             stall_after: defaults.stall_after,
             shutdown_grace: defaults.shutdown_grace,
             id_quarantine: defaults.id_quarantine,
+            max_message_size: defaults.max_message_size,
         }
     }
 }
@@ -221,6 +225,7 @@ impl Router {
         cc.stall_after = config.stall_after;
         cc.shutdown_grace = config.shutdown_grace;
         cc.id_quarantine = config.id_quarantine;
+        cc.max_message_size = config.max_message_size;
         Router {
             core: RouterCore::new(cc, Instant::now()),
             peers: OwnKeyMap::default(),

@@ -69,6 +69,7 @@ where
         log.clone(),
     );
     rc.trace = config.trace.clone();
+    rc.max_message_size = config.max_message_size;
     let router = Router::new(rc).start();
     Dispatcher::new(config.id, router.clone(), functions, log.clone()).serve();
     // Its Python children import through it, with a per-hop cache.

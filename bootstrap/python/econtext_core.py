@@ -1163,7 +1163,8 @@ class Router(object):
     def __init__(self, cfg):
         self.id = cfg['context_id']
         self.ancestors = list(cfg.get('ancestors') or [cfg['parent_id']])
-        self.max_size = cfg.get('max_message_size') or 134217728
+        # At most 2 GiB - 1: the length field's top bit is TRAILER.
+        self.max_size = min(cfg.get('max_message_size') or 134217728, TRAILER - 1)
         self.handlers = {}
         self.streams = {}
         self.routes = {}

@@ -55,7 +55,7 @@ pub const TRAILER_FROM: usize = 1 << 20;
 
 /// The largest data length a frame can announce: the length field's other
 /// bit is the trailer flag.
-const MAX_FRAME_DATA: usize = (TRAILER_FLAG - 1) as usize;
+pub const MAX_FRAME_DATA: usize = (TRAILER_FLAG - 1) as usize;
 
 impl FrameCodec {
     /// `outgoing` is the direction this end sends in: a parent's codec for

@@ -52,7 +52,7 @@ pub mod messages;
 pub mod payload;
 pub mod sanitize;
 
-pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE, TRAILER_FROM};
+pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME_DATA, TRAILER_FROM};
 pub use error::WireError;
 pub use ext::{CallError, ContextRef, Dead, SenderRef};
 pub use header::{split_length, Header, HEADER_LEN, MAC_LEN, TRAILER_FLAG};
