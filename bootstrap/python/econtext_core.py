@@ -844,21 +844,34 @@ class Stream(object):
             h.update(f)
             out.append(_NO_MAC + f)
             try:
+                small = 0
                 for c in chunks:
                     if len(c) < TRAILER_PIECE:
+                        # Gathered, but never more than a piece at once.
                         h.update(c)
                         out.append(c)
+                        small += len(c)
+                        if small >= TRAILER_PIECE:
+                            _write(fd, b''.join(out))
+                            del out[:]
+                            small = 0
                         continue
                     _write(fd, b''.join(out))
                     del out[:]
+                    small = 0
                     for piece in _pieces(c, TRAILER_PIECE):
                         h.update(piece)
                         _write(fd, piece)
                 out.append(self.tx.end(st))
                 _write(fd, b''.join(out))
                 del out[:]
-            except EnvironmentError:
+            except BaseException:
+                # Part of a frame may be out and its sequence number is
+                # spent: nothing more can go on this stream (an interrupt
+                # in the main thread included), and nothing half-made may
+                # wait in held for the next flush.
                 self.closed = True
+                del out[:]
                 raise
 
     def flush(self):

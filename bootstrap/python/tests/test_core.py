@@ -349,6 +349,29 @@ class StreamTest(unittest.TestCase):
         data = core.pack(blob)
         self.assertEqual(got[0], self.trailing(data))
 
+    def test_an_interrupt_inside_a_trailing_frame_closes_the_stream(self):
+        # KeyboardInterrupt (or any exception) while a trailing frame is
+        # half written: its sequence number is spent, so the stream must
+        # close, and no half-made frame may wait in held for a flush.
+        self.ra.max_size = 8 << 20
+        real = core._write
+        calls = []
+
+        def interrupted(fd, b):
+            calls.append(len(b))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real(fd, b)
+        core._write = interrupted
+        try:
+            self.assertRaises(KeyboardInterrupt, self.sa.send, 1, 0, 101, 0,
+                              core.packl(os.urandom(3 << 20)))
+        finally:
+            core._write = real
+        self.assertTrue(self.sa.closed)
+        self.assertEqual(self.sa.held, [])
+        self.assertRaises(EOFError, self.sa.send, 1, 0, 101, 0, core.packl(1))
+
     def test_a_large_frame_with_a_forged_trailing_mac_is_refused(self):
         self.rb.max_size = 8 << 20
         data = core.pack(os.urandom(3 << 20))
