@@ -684,9 +684,9 @@ _refs = sys.getrefcount
 def _frame_buffer(pool, n):
     # A buffer of n bytes for an in-place frame: a pooled one only we hold
     # (its count is the pool's reference and the call's), else a new one.
-    if n <= REUSE_MAX:
+    if n <= REUSE_MAX and _REUSE[0]:
         for b in pool:
-            if len(b) == n and _refs(b) == 3:
+            if len(b) == n and _refs(b) == _ALONE + 1:
                 return b
         b = bytearray(n)
         pool.append(b)
@@ -712,7 +712,7 @@ def _alone():
 
 def _big_buffer(need):
     b, _SPARE[0] = _SPARE[0], None
-    if b is not None and need - 20 <= len(b) <= need and sys.getrefcount(b) == _ALONE:
+    if b is not None and _REUSE[0] and need - 20 <= len(b) <= need and sys.getrefcount(b) == _ALONE:
         if len(b) < need:
             b.extend(_NO_MAC[:need - len(b)])  # within its allocation
         return b
@@ -720,6 +720,33 @@ def _big_buffer(need):
 
 
 _ALONE = _alone()
+_REUSE = [True]
+
+
+def _reuse_is_safe():
+    # Checked once at start: reference counts are an implementation
+    # detail (3.14 borrows local loads, so getrefcount reads lower), and
+    # a buffer handed out while something still holds it would be
+    # overwritten by the next frame. Reuse only where the counts tell a
+    # held buffer from a free one exactly as assumed above.
+    pool = [bytearray(16)]
+    held = pool[0]
+    if _frame_buffer(pool, 16) is held:
+        return False
+    del held, pool[1:]
+    if _frame_buffer(pool, 16) is not pool[0]:
+        return False
+    _SPARE[0] = bytearray(16)
+    held = _SPARE[0]
+    if _big_buffer(16) is held:
+        return False
+    del held
+    _SPARE[0] = bytearray(16)
+    free = id(_SPARE[0])
+    return id(_big_buffer(16)) == free
+
+
+_REUSE[0] = _reuse_is_safe()
 
 
 def _pieces(b, size):
@@ -790,8 +817,12 @@ class Stream(object):
                 return
             try:
                 _write(self.wfd, held[0] if len(held) == 1 else b''.join(held))
-            except EnvironmentError:
+            except BaseException:
+                # Some bytes may be out and the frames' sequence numbers
+                # are spent (an interrupt included): the stream is done,
+                # and nothing may be written again by a later flush.
                 self.closed = True
+                del held[:]
                 raise
             del held[:]
 
@@ -825,8 +856,10 @@ class Stream(object):
                 del held[:]
                 for c in chunks:
                     _write(self.wfd, c)
-            except EnvironmentError:
+            except BaseException:
+                # As in seal: part of a frame may be out.
                 self.closed = True
+                del held[:]
                 raise
 
     def _send_trailing(self, f, chunks, n):

@@ -349,6 +349,33 @@ class StreamTest(unittest.TestCase):
         data = core.pack(blob)
         self.assertEqual(got[0], self.trailing(data))
 
+    def test_an_interrupt_after_a_small_frame_is_written_closes_the_stream(self):
+        # The frame went out, then KeyboardInterrupt: left in held, the
+        # next send would have written it again (a replay the receiver
+        # refuses by closing the link).
+        real = core._write
+
+        def interrupted(fd, b):
+            real(fd, b)
+            raise KeyboardInterrupt
+        core._write = interrupted
+        try:
+            self.assertRaises(KeyboardInterrupt, self.sa.seal,
+                              core._FLD.pack(1, 0, 1000, 0, 1) + core.pack(1), False)
+        finally:
+            core._write = real
+        self.assertTrue(self.sa.closed)
+        self.assertEqual(self.sa.held, [])
+
+    def test_buffer_reuse_is_on_only_where_reference_counts_are_as_assumed(self):
+        # The import-time self-check: on every interpreter tested here the
+        # counts are as assumed, so reuse is on (off would be safe, slower).
+        self.assertEqual(core._REUSE, [True])
+        pool = [bytearray(core.IN_PLACE)]
+        view = memoryview(pool[0])[10:20]
+        self.assertFalse(core._frame_buffer(pool, core.IN_PLACE) is pool[0])
+        del view
+
     def test_an_interrupt_inside_a_trailing_frame_closes_the_stream(self):
         # KeyboardInterrupt (or any exception) while a trailing frame is
         # half written: its sequence number is spent, so the stream must
