@@ -213,6 +213,16 @@ class StreamTest(unittest.TestCase):
         while len(s.router.frames) < n and not s.closed:
             s.on_read()
 
+    def send_and_pump(self, blobs):
+        # Each blob as one frame down, sent from a thread while b reads.
+        def send():
+            for b in blobs:
+                self.sa.send(1, 0, 1000, 0, [b])
+        t = threading.Thread(target=send)
+        t.start()
+        self.pump(self.sb, len(blobs))
+        t.join()
+
     def test_frames_both_ways(self):
         for i in range(50):
             self.sa.send(1, 0, 101, 1000 + i, core.packl([i, u('x') * i]))
@@ -235,14 +245,7 @@ class StreamTest(unittest.TestCase):
         # Frames from IN_PLACE up are read into pooled buffers: one that a
         # handler still holds must never be overwritten by the next frame.
         blobs = [os.urandom(core.IN_PLACE + 1000) for _ in range(6)]
-
-        def send():
-            for b in blobs:
-                self.sa.send(1, 0, 1000, 0, [b])
-        t = threading.Thread(target=send)
-        t.start()
-        self.pump(self.sb, len(blobs))
-        t.join()
+        self.send_and_pump(blobs)
         self.assertTrue([bytes(f[4]) for f in self.rb.frames] == blobs)
 
     def test_in_place_buffer_dropped_by_its_handler_is_reused(self):
@@ -253,14 +256,7 @@ class StreamTest(unittest.TestCase):
             self.rb.frames.append(None)
         self.sb.on_frame = route
         blobs = [os.urandom(core.IN_PLACE + 1000) for _ in range(4)]
-
-        def send():
-            for b in blobs:
-                self.sa.send(1, 0, 1000, 0, [b])
-        t = threading.Thread(target=send)
-        t.start()
-        self.pump(self.sb, len(blobs))
-        t.join()
+        self.send_and_pump(blobs)
         self.assertTrue([x[1] for x in seen] == blobs)
         if core._HAVE_READV:
             self.assertEqual(len(set(x[0] for x in seen)), 1)
