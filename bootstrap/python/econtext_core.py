@@ -786,6 +786,7 @@ class Stream(object):
         self.pend = None
         self.pmac = None
         self.pool = []
+        self.rpoll = None
         self.closed = False
 
     def send(self, dst, src, handle, reply_to, chunks):
@@ -1026,6 +1027,13 @@ class Stream(object):
             pos += need
         self.buf = s[pos:]
 
+    def _ready(self):
+        rp = self.rpoll
+        if rp is None:
+            rp = self.rpoll = select.poll()
+            rp.register(self.rfd, select.POLLIN)
+        return bool(rp.poll(0))
+
     def _readv(self):
         # Reads the rest of a large frame (and its trailing MAC, if any)
         # straight into its buffer, MACing the data as it comes.
@@ -1041,8 +1049,10 @@ class Stream(object):
                 self.plen += r
                 if a < n:
                     h.update(mv[a:min(a + r, n)])
-                # Back to poll unless more is ready right away.
-                if not select.select([self.rfd], [], [], 0)[0]:
+                # Back to poll unless more is ready right away (poll,
+                # not select: select refuses fds from 1024 up, which an
+                # intermediate with many children reaches).
+                if not self._ready():
                     break
         except EnvironmentError as e:
             return self.disconnect('read error: %s' % (e,))
