@@ -213,6 +213,14 @@ class StreamTest(unittest.TestCase):
         while len(s.router.frames) < n and not s.closed:
             s.on_read()
 
+    def assert_refused(self, wire):
+        # wire, fed to b from a thread, closes b with nothing delivered.
+        t = self.feed(wire)
+        self.pump(self.sb, 1)
+        t.join()
+        self.assertTrue(self.sb.closed)
+        self.assertEqual(self.rb.frames, [])
+
     def send_and_pump(self, blobs):
         # Each blob as one frame down, sent from a thread while b reads.
         def send():
@@ -422,29 +430,17 @@ class StreamTest(unittest.TestCase):
     def test_a_large_frame_with_a_forged_trailing_mac_is_refused(self):
         self.rb.max_size = 8 << 20
         data = core.pack(os.urandom(3 << 20))
-        t = self.feed(self.trailing(data, trailer=b'\x01' * 20))
-        self.pump(self.sb, 1)
-        t.join()
-        self.assertTrue(self.sb.closed)
-        self.assertEqual(self.rb.frames, [])
+        self.assert_refused(self.trailing(data, trailer=b'\x01' * 20))
 
     def test_a_small_frame_with_a_forged_trailing_mac_is_refused(self):
         wire = bytearray(self.trailing(core.pack(1)))
         wire[-1] ^= 1
-        t = self.feed(bytes(wire))
-        self.pump(self.sb, 1)
-        t.join()
-        self.assertTrue(self.sb.closed)
-        self.assertEqual(self.rb.frames, [])
+        self.assert_refused(bytes(wire))
 
     def test_a_frame_truncated_inside_its_trailing_mac_is_not_delivered(self):
         self.rb.max_size = 8 << 20
         for data in (core.pack(1), core.pack(os.urandom(3 << 20))):
-            t = self.feed(self.trailing(data)[:-1])
-            self.pump(self.sb, 1)
-            t.join()
-            self.assertTrue(self.sb.closed)
-            self.assertEqual(self.rb.frames, [])
+            self.assert_refused(self.trailing(data)[:-1])
             self.tearDown()
             self.setUp()
             self.rb.max_size = 8 << 20
@@ -453,18 +449,10 @@ class StreamTest(unittest.TestCase):
         self.rb.max_size = 8 << 20
         # Sealed as frames 0 and 1, sent second-first.
         one, two = core.pack(b'one'), core.pack(os.urandom(2 << 20))
-        t = self.feed(self.trailing(two, 1) + self.trailing(one, 0))
-        self.pump(self.sb, 1)
-        t.join()
-        self.assertTrue(self.sb.closed)
-        self.assertEqual(self.rb.frames, [])
+        self.assert_refused(self.trailing(two, 1) + self.trailing(one, 0))
 
     def test_a_trailing_mac_frame_with_bytes_in_its_header_mac_is_refused(self):
-        t = self.feed(self.trailing(core.pack(1), zero=b'\0' * 19 + b'\1'))
-        self.pump(self.sb, 1)
-        t.join()
-        self.assertTrue(self.sb.closed)
-        self.assertEqual(self.rb.frames, [])
+        self.assert_refused(self.trailing(core.pack(1), zero=b'\0' * 19 + b'\1'))
 
     def test_a_large_frame_still_held_is_never_overwritten(self):
         self.rb.max_size = 8 << 20
