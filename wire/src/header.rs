@@ -17,6 +17,18 @@ pub(crate) const FIELDS_LEN: usize = 2 + 2 + 4 + 4 + 4;
 /// byte can go.
 pub const TRAILER_FLAG: u32 = 1 << 31;
 
+// The `length` field's top bits, as allotted by the lead on 2026-12-01
+// (two developers each wanted bit 30 for a new frame kind):
+//   bit 31: TRAILER_FLAG, the trailing MAC (above).
+//   bit 30: BULK_FLAG, bulk frames of file chunks (developer onepass).
+//   bit 29: BATCH_FLAG, a batch of small frames under one MAC (developer
+//           batch).
+// Each flag is defined here by the change that implements it; the data
+// length is the bits below the lowest flag defined, so with all three a
+// frame carries at most 512 MiB - 1 bytes (max_message_size is clamped
+// below that). A kind's combination with another flag that the protocol
+// does not define is refused like a bad MAC.
+
 /// The data length announced by a raw `length` field, and whether the
 /// frame's MAC is a trailer (see [`TRAILER_FLAG`]).
 pub fn split_length(raw: u32) -> (u32, bool) {
