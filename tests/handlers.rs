@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::{run, Capture};
-use econtext::actors::router::{ContextDied, Watch};
+use econtext::actors::router::Subscribe;
 use econtext::actors::serve::{serve, Request};
 use econtext::testing::SimTree;
-use econtext::{CallError, Error, Functions};
+use econtext::{CallError, ContextEvent, Error, Functions};
 
 struct Counter(u64);
 
@@ -99,17 +99,20 @@ fn panic_in_a_users_handler_is_an_error_for_its_caller() {
     });
 }
 
-struct Watcher(tokio::sync::mpsc::UnboundedSender<ContextDied>);
+/// Passes on the ids of the contexts that die.
+struct Watcher(tokio::sync::mpsc::UnboundedSender<u16>);
 
 impl Actor for Watcher {
     type Context = Context<Self>;
 }
 
-impl Handler<ContextDied> for Watcher {
+impl Handler<ContextEvent> for Watcher {
     type Result = ();
 
-    fn handle(&mut self, m: ContextDied, _: &mut Context<Self>) {
-        let _ = self.0.send(m);
+    fn handle(&mut self, e: ContextEvent, _: &mut Context<Self>) {
+        if let ContextEvent::Died { id, .. } = e {
+            let _ = self.0.send(id);
+        }
     }
 }
 
@@ -122,7 +125,7 @@ fn watchers_hear_of_deaths_children_first() {
         let c = t.spawn("c", b, Functions::default()).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         t.master()
-            .send(Watch(Watcher(tx).start().recipient()))
+            .send(Subscribe(Watcher(tx).start().recipient()))
             .await
             .unwrap();
         let dead_b = t.context(b);
@@ -137,7 +140,7 @@ fn watchers_hear_of_deaths_children_first() {
                 .await
                 .unwrap()
                 .unwrap();
-            order.push(m.id);
+            order.push(m);
         }
         assert_eq!(order, vec![c, b, a], "children before parents");
     });

@@ -184,6 +184,95 @@ fn a_childs_exception_text_cannot_write_escapes_or_forge_lines() {
     assert!(err.contains("| econtext: call succeeded"), "{err}");
 }
 
+/// Runs `code` in a Python child through the CLI: its stderr and how long
+/// the run took.
+fn exec_in_child(code: &str) -> (String, Vec<u8>, f64) {
+    let started = std::time::Instant::now();
+    let out = econtext(&[
+        "call",
+        &py_target(),
+        "builtins.exec",
+        &serde_json::to_string(code).unwrap(),
+    ]);
+    let secs = started.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        &err[err.len().saturating_sub(2000)..]
+    );
+    (err, out.stderr, secs)
+}
+
+/// Lines of `err` containing `what`, and the records the summaries say
+/// were suppressed ("suppressed N log records (B bytes) ...").
+fn shown_and_suppressed(err: &str, what: &str) -> (u64, u64) {
+    let shown = err.lines().filter(|l| l.contains(what)).count() as u64;
+    let suppressed = err
+        .lines()
+        .filter_map(|l| l.split("suppressed ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    (shown, suppressed)
+}
+
+#[test]
+fn a_child_flooding_logs_cannot_flood_the_operator() {
+    // Hostile code sends FORWARD_LOG frames itself, past its core's own
+    // budget: a 10 MB record with an escape in it, then 30,000 small ones.
+    // The operator sees a burst, a trickle (the master's budget: 2,000,
+    // then 200 a second) and lines saying how many were suppressed.
+    let (err, raw_err, secs) = exec_in_child(concat!(
+        "import econtext.core as c\n",
+        "c.router.send(0, c.FORWARD_LOG, [u'evil', 30, u'\\x1b[2J' + u'x' * 10000000])\n",
+        "for i in range(30000): c.router.send(0, c.FORWARD_LOG, [u'evil', 30, u'raw flood %d' % i])\n",
+    ));
+    assert!(
+        !raw_err.contains(&0x1b),
+        "a raw escape reached the terminal"
+    );
+    assert!(
+        err.lines().all(|l| l.len() < 80 * 1024),
+        "a line longer than the cut"
+    );
+    let (raw, suppressed) = shown_and_suppressed(&err, "raw flood");
+    let (huge, _) = shown_and_suppressed(&err, "[record too long, cut]");
+    assert_eq!(huge, 1, "the 10 MB record is shown once, cut");
+    assert_eq!(
+        raw + huge + suppressed,
+        30_001,
+        "every record is shown or counted as suppressed"
+    );
+    // The bound grows with the time taken: a slow machine does not fail it.
+    let bound = 2_000 + (200.0 * (secs + 2.0)) as u64;
+    assert!(
+        raw + huge <= bound,
+        "{raw} records shown in {secs:.1} s (bound {bound})"
+    );
+
+    // User code printing and logging in a loop: the child's own budget
+    // (half the master's) suppresses and counts, so its summaries reach
+    // the operator too.
+    let (err, _, secs) = exec_in_child(concat!(
+        "import logging, sys\n",
+        "for i in range(5000):\n",
+        "    print('printed flood %d' % i)\n",
+        "    logging.getLogger('user').warning('logged flood %d', i)\n",
+        "sys.stdout.flush()\n",
+    ));
+    let (shown, suppressed) = shown_and_suppressed(&err, " flood ");
+    assert_eq!(
+        shown + suppressed,
+        10_000,
+        "every record is shown or counted as suppressed"
+    );
+    let bound = 1_000 + (100.0 * (secs + 2.0)) as u64;
+    assert!(
+        shown <= bound,
+        "{shown} records shown in {secs:.1} s (bound {bound})"
+    );
+}
+
 // ---- item 6: secrets ----
 
 #[test]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::{run, Capture};
-use econtext::actors::router::{GetStats, ShutdownGrace, Subscribe};
+use econtext::actors::router::{ContextStarted, GetStats, ShutdownGrace, Subscribe};
+use econtext::actors::supervision::EVENT_QUEUE;
 use econtext::agent::AgentOptions;
 use econtext::testing::SimTree;
 use econtext::wire::ContextId;
@@ -83,6 +84,90 @@ fn subscribers_see_starts_then_deaths_children_first_with_typed_reasons() {
 /// A tree with a well-behaved Rust child "good" and a raw child that
 /// never reads; the master's link to the raw child is filled past its
 /// mark by [`fill_link`].
+/// A subscriber that does not read: its actor handles nothing until `go`
+/// fires, then passes every event on.
+struct Stuck {
+    go: Option<tokio::sync::oneshot::Receiver<()>>,
+    to: tokio::sync::mpsc::UnboundedSender<ContextEvent>,
+}
+
+impl Actor for Stuck {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let go = self.go.take().expect("started once");
+        ctx.wait(
+            async move {
+                let _ = go.await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<ContextEvent> for Stuck {
+    type Result = ();
+
+    fn handle(&mut self, e: ContextEvent, _: &mut Context<Self>) {
+        let _ = self.to.send(e);
+    }
+}
+
+#[test]
+fn a_subscriber_that_never_reads_does_not_grow_the_router() {
+    run(async {
+        let t = SimTree::new(Capture::default().logger());
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let (to, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stuck = Stuck { go: Some(wait), to }.start();
+        t.master().send(Subscribe(stuck.recipient())).await.unwrap();
+        // Three queues' worth of events while it does not read.
+        let n = 3 * EVENT_QUEUE;
+        for i in 0..n {
+            t.master()
+                .send(ContextStarted {
+                    id: 1 + (i % 60_000) as ContextId,
+                    name: "x".into(),
+                    parent: 0,
+                })
+                .await
+                .unwrap();
+        }
+        let stats = t.master().send(GetStats).await.unwrap();
+        assert!(
+            stats.subscriber_backlog <= EVENT_QUEUE,
+            "{} events held for it",
+            stats.subscriber_backlog
+        );
+        // The one in its mailbox (handed over, not handled) is neither.
+        let held = stats.subscriber_backlog as u64 + stats.subscriber_missed;
+        assert!(
+            (n as u64 - 1..=n as u64).contains(&held),
+            "{held} held or counted of {n}"
+        );
+        // Once it reads: what was queued, then one Lagged with the count.
+        go.send(()).unwrap();
+        let (mut started, mut missed, mut lagged) = (0u64, 0u64, 0);
+        while started + missed < n as u64 {
+            match next(&mut rx).await {
+                ContextEvent::Started { .. } => started += 1,
+                ContextEvent::Lagged { missed: m } => {
+                    missed += m;
+                    lagged += 1;
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(
+            started + missed,
+            n as u64,
+            "every event delivered or counted"
+        );
+        assert_eq!(lagged, 1, "one gap, one Lagged");
+        assert!(started <= EVENT_QUEUE as u64 + 1, "{started} delivered");
+    });
+}
+
 async fn tree_with_a_stalled_child(
     stall_after: Duration,
 ) -> (SimTree, ContextId, tokio::io::DuplexStream) {

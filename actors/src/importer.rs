@@ -17,7 +17,7 @@ use econtext_wire::{handles, payload, CallError, ContextId};
 use slog::{debug, warn, Logger};
 
 use crate::refusals::{RefusalLog, DEFAULT_INTERVAL};
-use crate::router::{Router, Subscribe, SERVICE_MAILBOX};
+use crate::router::{Router, SubscribeService, SERVICE_MAILBOX};
 use crate::serve::{serve_with, Encoded, Request, ServeOptions};
 
 /// Replies to one requester queued and not yet written to its stream, at
@@ -249,7 +249,7 @@ impl Importer {
     pub fn serve(self) -> Addr<Importer> {
         let (router, me) = (self.router.clone(), self.me);
         let addr = self.start();
-        router.do_send(Subscribe(addr.clone().recipient()));
+        router.do_send(SubscribeService(addr.clone().recipient()));
         // The whole fleet may ask at once: the bound is the mailbox's.
         let opts = ServeOptions::default().with_max_in_flight(SERVICE_MAILBOX);
         serve_with(

@@ -4,13 +4,16 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::{Buf, BytesMut};
 use econtext_wire::sanitize;
-use slog::{info, Logger};
+use slog::{info, warn, Logger};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
+
+use crate::logbudget::{LogBudget, DEFAULT_LIMITS, REPORT_EVERY};
 
 /// Lines longer than this are cut (a child printing megabytes without a
 /// newline must not grow the master's memory).
@@ -153,11 +156,22 @@ impl Tail {
     }
 }
 
-/// The IoLogger actor: logs each line under `stream`, keeps a [`Tail`], and
-/// stops at EOF.
+/// The IoLogger actor: logs each line under `stream` within a
+/// [`LogBudget`] (a child printing in a loop shows a burst, then a trickle
+/// and a line a second saying how much was suppressed), keeps a [`Tail`]
+/// of every line, and stops at EOF.
 pub struct IoLogger {
     log: Logger,
     tail: Tail,
+    budget: LogBudget,
+}
+
+impl IoLogger {
+    fn report(&mut self, now: Instant, force: bool) {
+        if let Some(s) = self.budget.report(now, force) {
+            warn!(self.log, "{}", s);
+        }
+    }
 }
 
 impl IoLogger {
@@ -168,7 +182,12 @@ impl IoLogger {
     ) -> Addr<IoLogger> {
         IoLogger::create(|ctx| {
             ctx.add_stream(FramedRead::new(reader, ByteLines::new(MAX_LINE)));
-            IoLogger { log, tail }
+            ctx.run_interval(REPORT_EVERY, |me, _| me.report(Instant::now(), false));
+            IoLogger {
+                log,
+                tail,
+                budget: LogBudget::new(DEFAULT_LIMITS, Instant::now()),
+            }
         })
     }
 }
@@ -182,8 +201,17 @@ impl StreamHandler<Result<RawLine, std::io::Error>> for IoLogger {
         // An I/O error (EIO on a pty whose child exited) ends the stream.
         let Ok(raw) = item else { return };
         let line = show_line(&raw);
-        info!(self.log, "{}", line);
+        let now = Instant::now();
+        if self.budget.admit(raw.bytes.len(), now) {
+            self.report(now, false);
+            info!(self.log, "{}", line);
+        }
         self.tail.push(line);
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.report(Instant::now(), true);
+        ctx.stop();
     }
 }
 

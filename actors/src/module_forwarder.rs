@@ -21,7 +21,7 @@ use slog::{debug, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::handles::Accept;
-use crate::router::{Register, Router, Send, Sink, Subscribe};
+use crate::router::{Register, Router, Send, Sink, SubscribeService};
 use crate::serve::{serve_with, Request, ServeOptions};
 
 /// Longest name a child may ask for.
@@ -178,7 +178,7 @@ impl ModuleForwarder {
     pub fn serve(self) -> Addr<ModuleForwarder> {
         let (router, me) = (self.router.clone(), self.me);
         let addr = self.start();
-        router.do_send(Subscribe(addr.clone().recipient()));
+        router.do_send(SubscribeService(addr.clone().recipient()));
         serve_with::<String, ModuleReply>(
             &router,
             me,

@@ -36,6 +36,9 @@ use crate::keys::OwnKeyMap;
 use crate::link::{LinkRoom, PushError, Reservation, StreamLink};
 use crate::message::Message;
 use crate::refusals::RefusalLog;
+use crate::supervision::events::EventSink;
+use crate::supervision::queue::{Pushed, SharedQueue};
+use crate::supervision::EVENT_QUEUE;
 
 /// Messages a Channel buffers before its sender gets Dead (Overloaded).
 pub const CHANNEL_CAPACITY: usize = 4096;
@@ -137,14 +140,6 @@ impl RouterConfig {
 /// A shared record of `(router's context, frame header)` per routed frame.
 pub type Trace = std::sync::Arc<std::sync::Mutex<Vec<(ContextId, Header)>>>;
 
-/// Observes context deaths (the supervisor tree, users' watchers).
-#[derive(Debug, Clone, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub struct ContextDied {
-    pub id: ContextId,
-    pub reason: DeadReason,
-}
-
 struct Peer {
     link: StreamLink,
     closer: Recipient<CloseStream>,
@@ -193,8 +188,11 @@ impl Drop for Waiting {
 pub struct Router {
     core: RouterCore<Sink>,
     peers: OwnKeyMap<ContextId, Peer>,
-    watchers: Vec<Recipient<ContextDied>>,
+    /// This crate's services ([`SubscribeService`]): every event, by
+    /// `do_send`.
     subscribers: Vec<Recipient<ContextEvent>>,
+    /// [`Subscribe`]rs: each behind a bounded queue (Lagged on overflow).
+    bounded: Vec<EventSink>,
     on_stop: Vec<oneshot::Sender<()>>,
     /// Frames dropped because a link was over its cap, per peer.
     overflow: RefusalLog,
@@ -229,8 +227,8 @@ impl Router {
         Router {
             core: RouterCore::new(cc, Instant::now()),
             peers: OwnKeyMap::default(),
-            watchers: Vec::new(),
             subscribers: Vec::new(),
+            bounded: Vec::new(),
             on_stop: Vec::new(),
             overflow: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
             refused: RefusalLog::new(crate::refusals::DEFAULT_INTERVAL),
@@ -379,18 +377,21 @@ impl Router {
     fn emit(&mut self, event: ContextEvent) {
         if let ContextEvent::Died { id, reason } = &event {
             debug!(self.log, "context died"; "id" => *id, "reason" => %reason);
-            self.watchers.retain(|w| w.connected());
-            for w in &self.watchers {
-                w.do_send(ContextDied {
-                    id: *id,
-                    reason: reason.clone(),
-                });
-            }
         }
         self.subscribers.retain(|s| s.connected());
         for s in &self.subscribers {
             s.do_send(event.clone());
         }
+        let (now, log) = (Instant::now(), &self.log);
+        self.bounded.retain(|sink| match sink.deliver(&event, now) {
+            None => false,
+            Some(Pushed::Missed { warn: Some(n) }) => {
+                warn!(log, "event subscriber not keeping up: events counted, not queued (it gets Lagged)";
+                      "missed_since_last_warning" => n);
+                true
+            }
+            Some(_) => true,
+        });
     }
 
     fn tick(&mut self, ctx: &mut actix::Context<Self>) {
@@ -910,36 +911,19 @@ impl Handler<InRouterTurn> for Router {
     }
 }
 
-/// Subscribes to every death this router sees.
+/// Subscribes an actor to every [`ContextEvent`] this router emits
+/// (starts and deaths, children first).
 ///
-/// For this crate's own services and tests, not users' actors: deaths go
-/// out with `do_send`, past the watcher's mailbox capacity, because a
-/// watcher that missed one would keep state for a dead context forever;
-/// the watchers are ours and keep up. Users watch contexts through
-/// [`crate::supervision::Supervision`], whose queues are bounded.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Watch(pub Recipient<ContextDied>);
-
-impl Handler<Watch> for Router {
-    type Result = ();
-
-    fn handle(&mut self, msg: Watch, _: &mut Self::Context) {
-        self.watchers.push(msg.0);
-    }
-}
-
-/// Subscribes to every [`ContextEvent`] this router emits (starts and
-/// deaths, children first).
-///
-/// For this crate's built-in services (importer, module forwarder, log
-/// forwarder) and the supervision hub, not users' actors: events go out
-/// with `do_send`, past the subscriber's mailbox capacity, because these
-/// subscribers prune per-context state on each death and start a
-/// supervisor on each start, so they must never miss one; they handle
-/// each event without waiting. Users subscribe through
-/// [`crate::supervision::Supervision::subscribe_with`], which gives every
-/// subscriber a bounded queue and [`ContextEvent::Lagged`] on overflow.
+/// Bounded: the router holds at most
+/// [`EVENT_QUEUE`](crate::supervision::EVENT_QUEUE) events the actor has
+/// not handled yet (it hands them over one at a time, each after the one
+/// before was handled). Past that, events are counted, not queued, and
+/// the actor gets one [`ContextEvent::Lagged`] with the count where the
+/// gap is; the router warns once per 10 s. A subscriber that never reads
+/// costs a bounded queue, never the router's (or its own mailbox's)
+/// memory. The subscription ends when the actor stops.
+/// ([`crate::supervision::Supervision::subscribe_with`] is the same with
+/// a scope and a capacity of one's choosing.)
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<ContextEvent>);
@@ -948,6 +932,29 @@ impl Handler<Subscribe> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        let sink = EventSink {
+            queue: SharedQueue::new(EVENT_QUEUE),
+            actor: Some(msg.0),
+        };
+        sink.start();
+        self.bounded.push(sink);
+    }
+}
+
+/// [`Subscribe`] for this crate's built-in services (importer, module
+/// forwarder, log forwarder) and the supervision hub: events go out with
+/// `do_send`, past the subscriber's mailbox capacity, because these
+/// prune per-context state on each death and start a supervisor on each
+/// start, so they must never miss one; they handle each event without
+/// waiting.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscribeService(pub(crate) Recipient<ContextEvent>);
+
+impl Handler<SubscribeService> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeService, _: &mut Self::Context) {
         self.subscribers.push(msg.0);
     }
 }
@@ -1055,6 +1062,12 @@ pub struct RouterStats {
     pub waiting_bytes: usize,
     /// Requests that came by the fast path ([`Call`]), since the start.
     pub calls_fast: u64,
+    /// Events held for [`Subscribe`]rs that have not handled them yet
+    /// (each subscriber at most [`EVENT_QUEUE`]).
+    pub subscriber_backlog: usize,
+    /// Events counted instead of queued for [`Subscribe`]rs that were
+    /// behind (they got [`ContextEvent::Lagged`]), current subscribers.
+    pub subscriber_missed: u64,
 }
 
 impl Handler<GetStats> for Router {
@@ -1077,6 +1090,8 @@ impl Handler<GetStats> for Router {
             waiting_frames: self.waiting.frames.load(Ordering::Relaxed),
             waiting_bytes: self.waiting.bytes.load(Ordering::Relaxed),
             calls_fast: self.calls_fast,
+            subscriber_backlog: self.bounded.iter().map(|b| b.queue.len()).sum(),
+            subscriber_missed: self.bounded.iter().map(|b| b.queue.missed_total()).sum(),
             link_bytes: self.drained_closed
                 + self
                     .peers

@@ -79,7 +79,7 @@ class _Log(object):
             if exc:
                 import traceback
                 msg = '%s\n%s' % (msg, traceback.format_exc().rstrip())
-            router.send(0, FORWARD_LOG, [u'econtext', lvl, _text(msg)])
+            forward_log(u'econtext', lvl, _text(msg))
         except Exception:
             pass
         finally:
@@ -102,6 +102,88 @@ class _Log(object):
 
 
 LOG = _Log()
+
+# A record longer than this is cut (the master cuts at the same length).
+MAX_RECORD = 65536
+
+
+class _LogBudget(object):
+    # How much of this context's log goes to the master: the master's
+    # LogBudget (actors/src/logbudget.rs) with the same limits, 1,000
+    # records or 1 MiB at once, then 100 records or 256 KiB a second, so
+    # user code logging in a loop (or a grandchild's garbage making us warn
+    # per frame) costs the link and the operator's terminal a trickle.
+    # Past it records are counted; the next record that passes, at most
+    # once a second, or the end of the context (flush) says how many were
+    # suppressed. Any thread logs: a lock.
+    def __init__(self, burst=1000, rate=100, burst_bytes=1 << 20, byte_rate=256 << 10):
+        self.lock = _Lock()
+        self.burst, self.rate = float(burst), float(rate)
+        self.burst_bytes, self.byte_rate = float(max(burst_bytes, MAX_RECORD)), float(byte_rate)
+        self.records, self.bytes = self.burst, self.burst_bytes
+        self.at = time.time()
+        self.lost = self.lost_bytes = 0
+        self.reported = 0.0
+
+    def admit(self, n):
+        # (whether a record of n bytes may go now, the summary to send
+        # before it or None).
+        with self.lock:
+            now = time.time()
+            dt = max(now - self.at, 0.0)  # time.time() may step back
+            self.at = now
+            self.records = min(self.records + dt * self.rate, self.burst)
+            self.bytes = min(self.bytes + dt * self.byte_rate, self.burst_bytes)
+            n = min(n, MAX_RECORD)
+            if self.records < 1 or self.bytes < n:
+                self.lost += 1
+                self.lost_bytes += n
+                return False, None
+            self.records -= 1
+            self.bytes -= n
+            if not self.lost or now - self.reported < 1:
+                return True, None
+            self.reported = now
+            return True, self._take()
+
+    def _take(self):
+        note = u'suppressed %d log records (%d bytes) from this source: over its log rate' % (
+            self.lost, self.lost_bytes)
+        self.lost = self.lost_bytes = 0
+        return note
+
+    def flush(self):
+        # The summary still owed, or None.
+        with self.lock:
+            return self._take() if self.lost else None
+
+
+_BUDGET = _LogBudget()
+
+
+def forward_log(logger, level, msg, budget=_BUDGET):
+    # Sends one FORWARD_LOG record (msg: text, or bytes that are not
+    # UTF-8) within budget; raises what router.send raises.
+    if len(msg) > MAX_RECORD:
+        msg = msg[:MAX_RECORD] + (b' [record too long, cut]' if isinstance(msg, _BYTES)
+                                  else u' [record too long, cut]')
+    ok, note = budget.admit(len(msg))
+    if not ok:
+        return
+    if note:
+        router.send(0, FORWARD_LOG, [logger, 30, note])
+    router.send(0, FORWARD_LOG, [logger, level, msg])
+
+
+def flush_log(budget=_BUDGET, logger=u'econtext'):
+    # The suppressed-records summary still owed, sent now (at the end of
+    # the context, or of a child's stderr).
+    note = budget.flush()
+    if note:
+        try:
+            router.send(0, FORWARD_LOG, [logger, 30, note])
+        except Exception:
+            pass
 # Set on the main thread while replies may be held back (see _dispatch).
 _HOLD = _local()
 HOLD_MS = 1
@@ -1227,7 +1309,8 @@ class Router(object):
         self.parent = None
         self._rand = b''  # os.urandom bytes not yet used for handles
         self.refused = {}  # source -> replies refused from it (forged, misdirected)
-        self._warned = {}  # (what, source) -> when it was last logged
+        self._warned = {}  # (what, source) -> [when it was last logged, not logged since]
+        self._wlock = _Lock()
         self.lock = _Lock()
         self.calls = _Queue()
         self.lost = False
@@ -1302,12 +1385,24 @@ class Router(object):
                        'which it was not awaited from (%d so far)', handle, src, self.refused[src])
 
     def warn_once(self, what, src, msg, *args):
-        # At most one warning per kind and source every 10 s: a hostile
-        # child must not flood the log through us.
+        # At most one warning per kind and source every 10 s, saying how
+        # many were not logged before it: a hostile child must not flood
+        # the log through us. At most 1024 (kind, source) pairs are
+        # remembered (then the oldest half goes).
         now = time.time()
-        if now - self._warned.get((what, src), -60) >= 10:
-            self._warned[(what, src)] = now
-            LOG.warning(msg, *args)
+        with self._wlock:  # any thread routes; logged outside it
+            w = self._warned.get((what, src))
+            if w is not None and 0 <= now - w[0] < 10:
+                w[1] += 1
+                return
+            if len(self._warned) >= 1024:
+                for k in sorted(self._warned, key=lambda k: self._warned[k][0])[:512]:
+                    del self._warned[k]
+            self._warned[(what, src)] = [now, 0]
+        if w is not None and w[1]:
+            msg += ' (and %d more like it not logged)'
+            args += (w[1],)
+        LOG.warning(msg, *args)
 
     def del_handler(self, handle):
         self.handlers.pop(handle, None)
@@ -1320,7 +1415,7 @@ class Router(object):
             return self._local(src, handle, reply_to, data, via)
         s = self.streams.get(dst) or self.streams.get(self.routes.get(dst)) or self.parent
         if s is None or s is via or s.closed:
-            LOG.warning('no route to %d for handle %d from %d', dst, handle, src)
+            self.warn_once('no_route', src, 'no route to %d for handle %d from %d', dst, handle, src)
             self._dead(src, reply_to, 'no route to %d' % dst)
         else:
             s.send(dst, src, handle, reply_to, data)
@@ -1344,11 +1439,11 @@ class Router(object):
             return self.warn_once('del_route', src, 'refused DEL_ROUTE from context %d: '
                                   'not from a child stream', src)
         if handle in _AUTH and (via is None or via is not self.parent or src not in self.ancestors):
-            LOG.warning('refused message for handle %d from context %d', handle, src)
+            self.warn_once('refused', src, 'refused message for handle %d from context %d', handle, src)
             return self._dead(src, reply_to, 'refused: handle %d from context %d' % (handle, src))
         fn = self.handlers.get(handle)
         if fn is None:
-            LOG.warning('no handler for handle %d (from %d)', handle, src)
+            self.warn_once('no_handler', src, 'no handler for handle %d (from %d)', handle, src)
             return self._dead(src, reply_to, 'no handler %d in context %d' % (handle, self.id))
         fn(src, reply_to, data)
 
@@ -1613,6 +1708,7 @@ class Broker(object):
             # Graceful: the main thread asked us to stop; stdio is drained.
             for i in self.iologgers:
                 i.flush()
+            flush_log()
             router.parent.disconnect(None)
             return
         # The parent is gone: wake the main thread, and exit the process
@@ -1673,7 +1769,7 @@ class IoLogger(object):
         except UnicodeDecodeError:
             pass
         try:
-            router.send(0, FORWARD_LOG, [self.name, self.level, line])
+            forward_log(self.name, self.level, line)
         except Exception:
             pass
 
@@ -1694,7 +1790,7 @@ def _install_log_handler(logging):
                 return
             LOG.busy.on = True
             try:
-                router.send(0, FORWARD_LOG, [_text(rec.name), rec.levelno, _text(self.format(rec))])
+                forward_log(_text(rec.name), rec.levelno, _text(self.format(rec)))
             except Exception:
                 pass
             finally:

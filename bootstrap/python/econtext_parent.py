@@ -59,7 +59,7 @@ import time  # noqa: E402
 import zlib  # noqa: E402
 from collections import deque  # noqa: E402
 
-from econtext.core import (CALL_FUNCTION, DEL_ROUTE, FORWARD_LOG, GET_MODULE, LOG,
+from econtext.core import (CALL_FUNCTION, DEL_ROUTE, GET_MODULE, LOG,
                            PY3, SHUTDOWN, CallError, Dead, _text, packl, unpack)
 
 router, broker = core.router, core.broker
@@ -151,6 +151,8 @@ class _Stderr(object):
         self.text = u''  # what the prompt scanner has seen since the last prompt
         self.tail = deque(maxlen=20)
         self.polled = False
+        # Its own: a child printing in a loop does not use up ours.
+        self.budget = core._LogBudget()
 
     def fds(self):
         return [self.fd] if self.fd is not None else []
@@ -210,7 +212,7 @@ class _Stderr(object):
             return
         self.tail.append(t)
         try:
-            router.send(0, FORWARD_LOG, [self.logger, 30, sent])
+            core.forward_log(self.logger, 30, sent, self.budget)
         except Exception:
             pass
 
@@ -227,6 +229,7 @@ class _Stderr(object):
         os.close(self.fd)
         self.fd = None
         self.flush()
+        core.flush_log(self.budget, self.logger)
 
     def drain(self, secs):
         # After a failed handshake: what the child said last matters most.
@@ -329,8 +332,9 @@ class ChildStream(core.Stream):
     def _checked(self, dst, src, handle, reply_to, data, via):
         r = router
         if (r.streams.get(src) or r.streams.get(r.routes.get(src))) is not self:
-            LOG.warning('dropping frame from child %d: source %d is not in its subtree',
-                        self.remote_id, src)
+            # Keyed by the child, not the (forged) source: bounded.
+            r.warn_once('spoof', self.remote_id, 'dropping frame from child %d: source %d '
+                        'is not in its subtree', self.remote_id, src)
             return
         if _trace is not None:
             _trace.append([self.remote_id, u'in', src, dst, handle])
@@ -460,7 +464,8 @@ class ChildStream(core.Stream):
         try:
             target = unpack(data)
         except Exception:
-            return LOG.warning('bad DEL_ROUTE from child %d', self.remote_id)
+            return router.warn_once('bad_del_route', self.remote_id, 'bad DEL_ROUTE from child %d',
+                                    self.remote_id)
         if target != self.remote_id and router.routes.get(target) == self.remote_id:
             del router.routes[target]
             _lost([target], u'disconnected')

@@ -25,7 +25,7 @@ use super::tree::{
     StopAndWait, Supervise, SupervisorNode, TreeShared,
 };
 use crate::event::{ContextEvent, DeadReason};
-use crate::router::{InRouterTurn, Router, Subscribe, WithSubtree};
+use crate::router::{InRouterTurn, Router, SubscribeService, WithSubtree};
 use crate::Context;
 
 /// Counters for leak checks: what the supervision layer holds now.
@@ -316,7 +316,7 @@ impl Supervision {
         let master_router = router.clone();
         let hub = Hub::create(|ctx| {
             // Subscribed before this returns, so no start is missed.
-            router.do_send(Subscribe(ctx.address().recipient()));
+            router.do_send(SubscribeService(ctx.address().recipient()));
             let tree = TreeShared {
                 hub: ctx.address(),
                 router,

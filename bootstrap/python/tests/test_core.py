@@ -987,6 +987,41 @@ class SpawnTest(unittest.TestCase):
             c.shutdown()
 
 
+class LogFloodTest(unittest.TestCase):
+    # A child's log goes to the master within its budget (econtext_core
+    # _LogBudget): a burst, then a trickle, and summaries saying how many
+    # records were suppressed, so that none is lost silently.
+    def test_budget_passes_a_burst_then_counts(self):
+        b = core._LogBudget(burst=10, rate=0, burst_bytes=1 << 30, byte_rate=0)
+        got = [b.admit(5) for _ in range(25)]
+        self.assertEqual([ok for ok, _ in got].count(True), 10)
+        self.assertEqual(b.flush(), u('suppressed 15 log records (75 bytes) from this source: '
+                                      'over its log rate'))
+        self.assertEqual(b.flush(), None)
+
+    def test_a_child_logging_in_a_loop_sends_a_burst_a_trickle_and_a_summary(self):
+        n = 5000  # three records each: logging, print, the core's LOG
+        c = harness.Child(CHILD, name='flood')
+        try:
+            t0 = time.time()
+            self.assertEqual(c.call('ectest', 'flood_logs', n), n)
+            c.send(core.SHUTDOWN, None)  # the last summary comes at the end
+            end = time.time() + 20
+            while time.time() < end:
+                with c.lock:
+                    logs = list(c.logs)
+                passed = [r for r in logs if u('flood') in r[2] and u('suppressed') not in r[2]]
+                lost = sum(int(r[2].split()[1]) for r in logs if r[2].startswith(u('suppressed')))
+                if len(passed) + lost >= 3 * n:
+                    break
+                time.sleep(0.05)
+            secs = time.time() - t0
+        finally:
+            c.close()
+        self.assertEqual(len(passed) + lost, 3 * n, 'every record passed or counted')
+        self.assertGreater(lost, 0)
+        self.assertLessEqual(len(passed), 1000 + 100 * (secs + 1))
+
 class HostileTest(unittest.TestCase):
     # The parent stream plays the hostile contexts: a sibling's frames
     # reach a child through its parent, with the sibling's own source.

@@ -31,6 +31,19 @@ def logs():
     return 'logged'
 
 
+def flood_logs(n):
+    # User code logging in a loop, through each way a record leaves: the
+    # logging package, print (the stdout IoLogger) and the core's own LOG.
+    import econtext.core
+    log = logging.getLogger('ectest.flood')
+    for i in range(n):
+        log.warning('flood %d', i)
+        print('flood line %d' % i)
+        econtext.core.LOG.warning('core flood %d', i)
+    sys.stdout.flush()
+    return n
+
+
 def send_to(sender, obj):
     sender.send(obj)
     return sender.handle
