@@ -654,7 +654,12 @@ fn large_values_and_log_floods_cross_a_python_intermediate() {
             .unwrap();
         assert_eq!(back.len(), 8 << 20);
         assert_eq!(flood.result().await.unwrap(), 0);
-        assert!(cap.wait_for(&["100000", "ctx=leaf"], 10.0).await);
+        // The leaf's log budget shows a burst and counts the rest: its
+        // summary comes within a second or two of the flood's end.
+        assert!(
+            cap.wait_for(&["suppressed", "log records", "ctx=leaf"], 10.0)
+                .await
+        );
     });
     let _ = std::fs::remove_dir_all(&root);
 }

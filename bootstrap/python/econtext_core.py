@@ -124,6 +124,7 @@ class _LogBudget(object):
         self.at = time.time()
         self.lost = self.lost_bytes = 0
         self.reported = 0.0
+        self.owed = None  # the logger to report under, while queued in _OWED
 
     def admit(self, n):
         # (whether a record of n bytes may go now, the summary to send
@@ -155,10 +156,15 @@ class _LogBudget(object):
     def flush(self):
         # The summary still owed, or None.
         with self.lock:
+            self.reported = time.time()
             return self._take() if self.lost else None
 
 
 _BUDGET = _LogBudget()
+# Budgets that suppressed records since their last summary: the IO thread
+# wakes within a second to report them (_report_owed), so a flood that
+# stops is still told about without waiting for the next record.
+_OWED = deque()
 
 
 def forward_log(logger, level, msg, budget=_BUDGET):
@@ -169,10 +175,26 @@ def forward_log(logger, level, msg, budget=_BUDGET):
                                   else u' [record too long, cut]')
     ok, note = budget.admit(len(msg))
     if not ok:
+        if budget.owed is None:
+            budget.owed = logger
+            _OWED.append(budget)
+            broker.wake()
         return
     if note:
         router.send(0, FORWARD_LOG, [logger, 30, note])
     router.send(0, FORWARD_LOG, [logger, level, msg])
+
+
+def _report_owed():
+    # IO thread, after each poll while _OWED is not empty: the summaries
+    # at least a second after the last one go now.
+    for _ in range(len(_OWED)):
+        b = _OWED.popleft()
+        if time.time() - b.reported < 1:
+            _OWED.append(b)
+            continue
+        logger, b.owed = b.owed, None
+        flush_log(b, logger)
 
 
 def flush_log(budget=_BUDGET, logger=u'econtext'):
@@ -1685,7 +1707,10 @@ class Broker(object):
                                       not [i for i in self.iologgers if i.rfd is not None]):
                     break
                 try:
-                    evs = self.poller.poll(self.stopping and 100 or self.held and HOLD_MS or None)
+                    evs = self.poller.poll(self.stopping and 100 or self.held and HOLD_MS or
+                                           _OWED and 1000 or None)
+                    if _OWED:
+                        _report_owed()
                     if not evs and self.held:
                         self._flush_held()
                 except Exception as e:
