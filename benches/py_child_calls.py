@@ -12,6 +12,10 @@
 #   python benches/py_child_calls.py N unchecked   the calls, replies not checked (for callgrind)
 #   bash benches/py_child_calls.sh [PYTHON]        instructions per call (callgrind)
 #
+# The calls arrive as the master writes them: in batch frames of up to
+# BATCH_MAX bytes (docs/PROTOCOL.md, "Batch frames"), or each alone with
+# LONE=1 or a core without batches (what the master sent before them).
+#
 # docs/PERFORMANCE.md, "The Python child's CPU per call in flight".
 import os
 import socket
@@ -54,25 +58,48 @@ class Broker(object):
         pass
 
 
+BATCHED = hasattr(core, '_seal_batch') and not os.environ.get('LONE')
+
+
 def calls(n):
     tx = core.Mac(KEY, b'\0')
-    out = []
+    out, batch, size = [], [], 0
     for i in range(n):
         data = core.pack([u'copy', None, u'copy', [i], {}])
         f = core._FLD.pack(1, 0, core.CALL_FUNCTION, 1000 + i, len(data))
-        out.append(tx([f, data], len(data)) + f + data)
+        if not BATCHED:
+            out.append(tx([f, data], len(data)) + f + data)
+            continue
+        if size + 16 + len(data) > core.BATCH_MAX:
+            out.append(core._seal_batch(tx, batch, len(batch) // 2, size))
+            batch, size = [], 0
+        batch += [f, data]
+        size += 16 + len(data)
+    if batch:
+        out.append(core._seal_batch(tx, batch, len(batch) // 2, size))
     return b''.join(out)
 
 
 def check(path, n):
     out = open(path, 'rb').read()
     rx, pos, k = core.Mac(KEY, b'\1'), 0, 0
+    flags = getattr(core, 'BATCH', 0)
     while pos < len(out):
         h = core._HDR.unpack_from(out, pos)
-        body = out[pos + 20:pos + 36 + h[5]]
-        assert rx([body], len(body) - 16) == h[0] and core.unpack(body[16:]) == k and h[3] == 1000 + k
-        pos += 36 + h[5]
-        k += 1
+        ln = h[5] & ~flags
+        body = out[pos + 20:pos + 36 + ln]
+        assert rx.one(body) == h[0]
+        frames = [(h[3], body[16:])]
+        if h[5] & flags:
+            frames, p = [], 16
+            while p < len(body):
+                f = core._FLD.unpack_from(body, p)
+                frames.append((f[2], body[p + 16:p + 16 + f[4]]))
+                p += 16 + f[4]
+        for handle, data in frames:
+            assert core.unpack(data) == k and handle == 1000 + k
+            k += 1
+        pos += 36 + ln
     assert k == n, (k, n)
 
 

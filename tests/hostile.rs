@@ -725,6 +725,139 @@ mod router_side {
         });
     }
 
+    /// Writes `inner` (batch entries: each frame's 16 fields and data) as
+    /// one batch frame with a good MAC, well-formed or not.
+    async fn write_batch(raw: &mut Evil, inner: &[u8]) {
+        let header = raw.codec.seal_batch(inner).unwrap();
+        raw.end.write_all(&header).await.unwrap();
+        raw.end.write_all(inner).await.unwrap();
+    }
+
+    fn entry(h: Header, length: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = h.fields(length).to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn a_batch_cannot_smuggle_a_frame_from_another_source() {
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let sibling = t.spawn("sibling", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", 0).await;
+            let mut raw = Evil::new(&t, end);
+            let pending = t
+                .context(sibling)
+                .call_with("slow", "answer")
+                .start::<i64>()
+                .await
+                .unwrap();
+            let h = leaked_reply_handle(&t, sibling);
+            let forged = payload::encode(&666i64).unwrap();
+            let own = payload::encode(&()).unwrap();
+            // One MAC over a frame of evil's own (to a handle nobody has)
+            // and the sibling's answer, forged, then one from evil again.
+            let mut inner = entry(Header::new(0, evil, 4242, 0), own.len() as u32, &own);
+            inner.extend(entry(
+                Header::new(0, sibling, h, 0),
+                forged.len() as u32,
+                &forged,
+            ));
+            inner.extend(entry(Header::new(0, evil, 4243, 0), own.len() as u32, &own));
+            write_batch(&mut raw, &inner).await;
+            assert!(
+                cap.wait_for(&["refused frame"], 20.0).await,
+                "{}",
+                cap.text()
+            );
+            assert_eq!(pending.result().await.unwrap(), 42, "the real answer");
+            let s = t.master().send(GetStats).await.unwrap();
+            assert!(s.core.refused >= 1, "{:?}", s.core);
+        });
+    }
+
+    /// `inner` as a batch from a raw child closes that child's stream
+    /// (logged with `why`), and only that one: a sibling still answers.
+    fn assert_a_malformed_batch_closes_only_its_stream(inner: fn(ContextId) -> Vec<u8>, why: &str) {
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let good = t.spawn("good", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", 0).await;
+            let mut raw = Evil::new(&t, end);
+            write_batch(&mut raw, &inner(evil)).await;
+            assert!(cap.wait_for(&[why], 20.0).await, "{}", cap.text());
+            // The master closed its end: the raw child reads EOF.
+            let mut buf = BytesMut::new();
+            let eof = tokio::time::timeout(Duration::from_secs(20), async {
+                use tokio::io::AsyncReadExt;
+                while raw.end.read_buf(&mut buf).await.unwrap_or(0) > 0 {}
+            })
+            .await;
+            assert!(eof.is_ok(), "the evil stream stayed open");
+            let r: i64 = t.context(good).call("math", "add", (2, 2)).await.unwrap();
+            assert_eq!(r, 4);
+            let r = t
+                .context(evil)
+                .call_with("math", "add")
+                .args((1, 1))
+                .unwrap()
+                .timeout(Duration::from_secs(5))
+                .returning::<i64>()
+                .await;
+            assert!(matches!(r, Err(Error::Dead { .. })), "{r:?}");
+        });
+    }
+
+    #[test]
+    fn a_truncated_batch_closes_only_its_stream() {
+        assert_a_malformed_batch_closes_only_its_stream(
+            |evil| {
+                let mut inner = entry(Header::new(0, evil, 4242, 0), 1, &[0xc0]);
+                // The second frame claims 100 bytes; the batch ends after 3.
+                inner.extend(entry(Header::new(0, evil, 4243, 0), 100, &[0xc0; 3]));
+                inner
+            },
+            "an inner frame runs past its batch",
+        );
+    }
+
+    #[test]
+    fn a_nested_batch_is_refused() {
+        assert_a_malformed_batch_closes_only_its_stream(
+            |evil| {
+                let one = entry(Header::new(0, evil, 4242, 0), 1, &[0xc0]);
+                let nested = entry(
+                    Header::default(),
+                    one.len() as u32 | econtext::wire::BATCH_FLAG,
+                    &one,
+                );
+                [one, nested].concat()
+            },
+            "a batch inside a batch",
+        );
+    }
+
+    #[test]
+    fn a_batch_hiding_a_trailing_mac_frame_is_refused() {
+        assert_a_malformed_batch_closes_only_its_stream(
+            |evil| {
+                entry(
+                    Header::new(0, evil, 4242, 0),
+                    1 | econtext::wire::TRAILER_FLAG,
+                    &[0xc0; 21],
+                )
+            },
+            "an inner frame with a trailing MAC",
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_is_refused() {
+        assert_a_malformed_batch_closes_only_its_stream(|_| Vec::new(), "an empty batch");
+    }
+
     #[test]
     fn a_flood_of_forged_frames_logs_one_warning_and_stays_bounded() {
         run(async {

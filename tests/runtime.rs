@@ -307,7 +307,7 @@ async fn read_raw(
     end: &mut tokio::io::DuplexStream,
     enough: impl Fn(&[Wrote]) -> bool,
 ) -> Vec<Wrote> {
-    use econtext::wire::{handles, payload, Header, HEADER_LEN};
+    use econtext::wire::{handles, is_batch, payload, split_length, Header, HEADER_LEN};
     use serde::de::IgnoredAny;
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
@@ -324,20 +324,41 @@ async fn read_raw(
         buf.extend_from_slice(&chunk[..n]);
         while buf.len() >= HEADER_LEN {
             let fields: [u8; 16] = buf[20..36].try_into().unwrap();
-            let (h, len) = Header::parse_fields(&fields);
+            let (h, raw) = Header::parse_fields(&fields);
+            let (len, _) = split_length(raw);
             let total = HEADER_LEN + len as usize;
             if buf.len() < total {
                 break;
             }
-            match h.handle {
-                handles::CALL_FUNCTION => {
-                    let data = &buf[HEADER_LEN..total];
-                    let (_, _, _, args, _): (String, IgnoredAny, String, (i64, i64), IgnoredAny) =
-                        payload::decode(data).unwrap();
-                    wrote.push(Wrote::Call(args.0));
+            // Small frames written together come as one batch frame: its
+            // data is each frame's 16 fields and data.
+            let mut frames = vec![(h, HEADER_LEN..total)];
+            if is_batch(raw) {
+                frames.clear();
+                let mut pos = HEADER_LEN;
+                while pos < total {
+                    let f: [u8; 16] = buf[pos..pos + 16].try_into().unwrap();
+                    let (h, n) = Header::parse_fields(&f);
+                    frames.push((h, pos + 16..pos + 16 + n as usize));
+                    pos += 16 + n as usize;
                 }
-                handles::SHUTDOWN => wrote.push(Wrote::Shutdown),
-                _ => {}
+            }
+            for (h, range) in frames {
+                match h.handle {
+                    handles::CALL_FUNCTION => {
+                        let data = &buf[range];
+                        let (_, _, _, args, _): (
+                            String,
+                            IgnoredAny,
+                            String,
+                            (i64, i64),
+                            IgnoredAny,
+                        ) = payload::decode(data).unwrap();
+                        wrote.push(Wrote::Call(args.0));
+                    }
+                    handles::SHUTDOWN => wrote.push(Wrote::Shutdown),
+                    _ => {}
+                }
             }
             buf.drain(..total);
         }

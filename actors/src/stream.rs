@@ -260,17 +260,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let data = &item.frame.data;
                 direct = data.len() >= DIRECT_WRITE;
                 if codec.trails(data.len()) {
+                    codec.seal_gathered(&mut buf);
                     write_trailing(&mut writer, &mut codec, &mut buf, &item.frame).await?;
-                } else {
+                } else if direct {
+                    codec.seal_gathered(&mut buf);
                     let header = codec.seal(&item.frame.header, data)?;
                     buf.put_slice(&header);
-                    if direct {
-                        writer.write_all(&buf).await?;
-                        buf.clear();
-                        writer.write_all(data).await?;
-                    } else {
-                        buf.put_slice(data);
-                    }
+                    writer.write_all(&buf).await?;
+                    buf.clear();
+                    writer.write_all(data).await?;
+                } else {
+                    // Small frames written together share one MAC: a
+                    // batch frame (docs/PROTOCOL.md, "Batch frames").
+                    codec.gather(&mut buf, &item.frame.header, data)?;
                 }
                 written.push(item);
                 if direct || buf.len() >= BATCH {
@@ -297,6 +299,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             turns += 1;
             tokio::task::yield_now().await;
         }
+        codec.seal_gathered(&mut buf);
         if !buf.is_empty() {
             writer.write_all(&buf).await?;
             buf.clear();

@@ -622,6 +622,20 @@ TRAILER = 0x80000000
 # written TRAILER_PIECE bytes at a time; we accept either form at any size.
 TRAILER_FROM = 1048576
 TRAILER_PIECE = 262144
+# The length field's bit 29: a batch frame, whose data is small frames
+# (each its 16 fields and data, no MAC) under the batch's one MAC; its own
+# routing fields are zero. See docs/PROTOCOL.md, "Batch frames". (Bit 30
+# is reserved for bulk frames: a frame with it is refused as oversized.)
+BATCH = 0x20000000
+_FLAGS = TRAILER | BATCH
+_LENGTH = BATCH - 1
+# A batch we send holds at most this many data bytes (the Rust side's
+# BATCH_MAX): its MAC is one Mac.one call.
+BATCH_MAX = 16384
+# A batch up to this size that is not all here yet waits in the stream's
+# buffer for the next read (and is then handled inline, like the whole
+# ones); a larger one (never ours) is read as a large frame is.
+_BATCH_WAIT = 65536
 _NO_MAC = b'\0' * 20
 _T36 = _BYTES(bytearray(x ^ 0x36 for x in range(256)))
 _T5C = _BYTES(bytearray(x ^ 0x5c for x in range(256)))
@@ -768,6 +782,17 @@ def _one(pads, seqs):
     return one
 
 
+def _seal_batch(mac, chunks, count, size):
+    # The bytes of `count` small frames, each its fields and data, which
+    # are `chunks` (size bytes in all): one batch frame under one MAC (see
+    # docs/PROTOCOL.md, "Batch frames"), or the frame itself when alone.
+    # chunks is consumed.
+    if count > 1:
+        chunks.insert(0, _FLD.pack(0, 0, 0, 0, size | BATCH))
+    body = chunks[0] if len(chunks) == 1 else b''.join(chunks)
+    return mac.one(body) + body
+
+
 def _need_sha1():
     import hashlib  # neither SHA-1 above: whatever hashlib has
     return hashlib.sha1
@@ -883,9 +908,16 @@ class Stream(object):
         self.rx = Mac(key, down and b'\1' or b'\0')
         self.wlock = _Lock()
         # Replies the main thread holds back while more calls are queued,
-        # written together in one syscall (see _dispatch): sealed already,
-        # so their order and MACs are fixed.
+        # written together in one syscall (see _dispatch): the frames in
+        # held are sealed already, so their order and MACs are fixed; the
+        # small ones after them wait in batch (fields and data, no MAC) to
+        # be sealed as one batch frame (_close_batch) before anything is
+        # written or sealed after them.
         self.held = []
+        self.batch = []
+        self.blen = 0
+        # A batch never outgrows what the receiver takes as one frame.
+        self.bmax = min(BATCH_MAX, router.max_size)
         self.buf = b''
         self.pend = None
         self.pmac = None
@@ -914,22 +946,45 @@ class Stream(object):
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
-            held = self.held
-            if hold and not held:
-                broker.hold(self)
-            held.append(self.tx.one(body) + body)
-            if hold and len(held) < 128:
+            batch = self.batch
+            if batch:
+                n = self.blen + len(body)
+                if n > self.bmax:
+                    self._close_batch()
+                    n = len(body)
+            else:
+                n = len(body)
+                if hold and not self.held:
+                    broker.hold(self)
+            batch.append(body)
+            self.blen = n
+            if hold and len(batch) < 128:
                 return
-            try:
-                _write(self.wfd, held[0] if len(held) == 1 else b''.join(held))
-            except BaseException:
-                # Some bytes may be out and the frames' sequence numbers
-                # are spent (an interrupt included): the stream is done,
-                # and nothing may be written again by a later flush.
-                self.closed = True
-                del held[:]
-                raise
-            del held[:]
+            self._write_held()
+
+    def _close_batch(self):
+        # Under wlock: the small frames waiting in batch, sealed (their
+        # sequence number taken) as one batch frame, or alone if one.
+        batch = self.batch
+        if batch:
+            self.held.append(_seal_batch(self.tx, batch, len(batch), self.blen))
+            del batch[:]
+            self.blen = 0
+
+    def _write_held(self):
+        # Under wlock: everything held, in one write.
+        held = self.held
+        try:
+            self._close_batch()
+            _write(self.wfd, held[0] if len(held) == 1 else b''.join(held))
+        except BaseException:
+            # Some bytes may be out and the frames' sequence numbers
+            # are spent (an interrupt included): the stream is done,
+            # and nothing may be written again by a later flush.
+            self.closed = True
+            del held[:], self.batch[:]
+            raise
+        del held[:]
 
     def _send_big(self, f, chunks, n):
         if n >= TRAILER_FROM:
@@ -940,6 +995,7 @@ class Stream(object):
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
+            self._close_batch()  # before this frame takes its number
             m = self.tx(chunks, n)
             held = self.held
             try:
@@ -977,6 +1033,7 @@ class Stream(object):
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
+            self._close_batch()  # before this frame takes its number
             st = self.tx.begin(n)
             h, fd, out = st[0], self.wfd, self.held
             h.update(f)
@@ -1014,12 +1071,11 @@ class Stream(object):
 
     def flush(self):
         with self.wlock:
-            if self.held and not self.closed:
+            if (self.held or self.batch) and not self.closed:
                 try:
-                    _write(self.wfd, b''.join(self.held))
+                    self._write_held()
                 except EnvironmentError:
-                    self.closed = True
-                del self.held[:]
+                    pass  # closed by _write_held
 
     def on_read(self):
         p = self.pend
@@ -1092,11 +1148,32 @@ class Stream(object):
                 pos = j
                 continue
             need = n
-            if n & TRAILER:
-                n -= TRAILER  # the MAC follows the data
-                need = n + 20
+            flags = n & _FLAGS
+            if flags:
+                n -= flags
+                need = n
+                if flags & TRAILER:
+                    need = n + 20  # the MAC follows the data
             if n > limit:
                 return self.disconnect('frame of %d bytes exceeds max_message_size' % n)
+            if flags & BATCH:
+                fault = (flags & TRAILER and 'trailing' or h[1:5] != (0, 0, 0, 0) and 'addressed'
+                         or not n and 'empty')
+                if fault:
+                    return self.disconnect('malformed batch frame: %s' % fault)
+                j = pos + 36 + n
+                if j <= end:
+                    # A whole batch (what a busy master sends): verified
+                    # once, then each of its frames as above.
+                    if not _same(one(s[pos + 20:j]), mac):
+                        return self.disconnect('bad MAC on frame from %d' % src)
+                    if not self._unbatch(s, pos + 36, j, queue, me, anc):
+                        return
+                    pos = j
+                    continue
+                if n <= _BATCH_WAIT:
+                    break  # the rest of a small batch comes with the next read
+
             if need > n and h[0] != _NO_MAC:
                 # No MAC covers a trailing frame's header MAC bytes, so
                 # they must be zero: no bit of a frame changes unnoticed.
@@ -1130,6 +1207,58 @@ class Stream(object):
             self._frame(h, fld, s[pos:pos + n], None, need > n and s[pos + n:pos + need] or None)
             pos += need
         self.buf = s[pos:]
+
+    def _unbatch(self, s, pos, end, queue, me, anc):
+        # The frames of a verified batch, s[pos:end], each handled as if it
+        # had come alone (queue, me, anc as in _parse_frames). Every one is
+        # checked first: a malformed batch closes the stream with none of
+        # its frames handled. False when the stream is closed.
+        b = s[pos:end]
+        unfld, limit, p, e, n = _FLD.unpack_from, self.router.max_size, 0, len(b), 0
+        # The usual batch is all calls to us from an ancestor: checked and
+        # gathered for the call queue in one pass. Anything else in it
+        # (mixed) and every frame goes the long way below, in order.
+        calls, mixed = [], queue is None
+        add = calls.append
+        try:
+            while p < e:
+                dst, src, handle, reply_to, n = unfld(b, p)
+                if n > limit:
+                    break
+                j = p + 16 + n
+                if handle == CALL_FUNCTION and dst == me and src in anc:
+                    add((src, reply_to, b[p + 16:j]))
+                else:
+                    mixed = True
+                p = j
+        except struct.error:
+            pass  # fields past the end
+        if p != e:
+            if n & BATCH:
+                return self.disconnect('malformed batch frame: nested')
+            if n & TRAILER:
+                return self.disconnect('malformed batch frame: inner_trailer')
+            if n > limit:
+                return self.disconnect('frame of %d bytes exceeds max_message_size' % n)
+            return self.disconnect('malformed batch frame: runs_past')
+        if not mixed:
+            deque(_imap(queue, calls), 0)  # queue them all, at C speed
+            return True
+        on_frame, p = self.on_frame, 0
+        while p < e:
+            dst, src, handle, reply_to, n = h = unfld(b, p)
+            j = p + 16 + n
+            if handle == CALL_FUNCTION and dst == me and src in anc:
+                queue((src, reply_to, b[p + 16:j]))
+            else:
+                try:
+                    on_frame(dst, src, handle, reply_to, b[p + 16:j], self)
+                except Exception:
+                    LOG.exception('routing frame %r failed', h)
+                if self.closed:
+                    return False
+            p = j
+        return True
 
     def _ready(self):
         rp = self.rpoll
@@ -1179,11 +1308,16 @@ class Stream(object):
             return
         n = len(data)
         if mac is None:
-            if n >= BIG_FRAME:
-                self.rx.prepare(True)
-            mac = self.rx((fld, data), n)
+            if h[5] & BATCH:
+                mac = self.rx.one(fld + bytes(data))  # no OpenSSL for a batch
+            else:
+                if n >= BIG_FRAME:
+                    self.rx.prepare(True)
+                mac = self.rx((fld, data), n)
         if not _same(mac, got or h[0]):
             return self.disconnect('bad MAC on frame from %d' % h[2])
+        if h[5] & BATCH:
+            return self._unbatch(data, 0, n, None, None, None)
         try:
             self.on_frame(h[1], h[2], h[3], h[4], data, self)
         except Exception:
@@ -1323,8 +1457,8 @@ class Router(object):
     def __init__(self, cfg):
         self.id = cfg['context_id']
         self.ancestors = list(cfg.get('ancestors') or [cfg['parent_id']])
-        # At most 2 GiB - 1: the length field's top bit is TRAILER.
-        self.max_size = min(cfg.get('max_message_size') or 134217728, TRAILER - 1)
+        # At most 512 MiB - 1: the length field's top bits are flags.
+        self.max_size = min(cfg.get('max_message_size') or 134217728, _LENGTH)
         self.handlers = {}
         self.streams = {}
         self.routes = {}

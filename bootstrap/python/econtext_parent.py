@@ -396,22 +396,38 @@ class ChildStream(core.Stream):
     def _seal(self):
         # Under wlock, q empty: the next frames, MACed in the order they
         # will be written. Small ones are joined into one write of up to
-        # 256 KiB; a bulk one goes alone (the kernel takes what fits).
+        # 256 KiB, as batch frames of up to bmax bytes (one MAC each, see
+        # docs/PROTOCOL.md, "Batch frames"); a bulk one goes alone (the
+        # kernel takes what fits).
         parts, size, lanes = [], 0, self.lanes
+        batch, count, blen, bmax = [], 0, 0, self.bmax
         while size < 262144:
             f = lanes.pop()
             if f is None:
                 break
-            n, chunks = f
-            chunks.insert(0, self.tx(chunks, n))
-            if n >= 65536 and not parts:
-                self.q.append(chunks[0] + chunks[1])  # MAC and fields
-                self.q.extend(chunks[2:])
-                return
-            parts.extend(chunks)
+            n, chunks = f  # chunks[0] is the frame's fields
+            if n + 16 <= bmax:
+                if blen + n + 16 > bmax:
+                    parts.append(core._seal_batch(self.tx, batch, count, blen))
+                    batch, count, blen = [], 0, 0
+                batch.extend(chunks)
+                count += 1
+                blen += n + 16
+            else:
+                if count:
+                    parts.append(core._seal_batch(self.tx, batch, count, blen))
+                    batch, count, blen = [], 0, 0
+                chunks.insert(0, self.tx(chunks, n))
+                if n >= 65536 and not parts:
+                    self.q.append(chunks[0] + chunks[1])  # MAC and fields
+                    self.q.extend(chunks[2:])
+                    return
+                parts.extend(chunks)
             size += n + 36
             if lanes.next_is_bulk():
                 break
+        if count:
+            parts.append(core._seal_batch(self.tx, batch, count, blen))
         if parts:
             self.q.append(b''.join(parts))
 

@@ -1,7 +1,10 @@
+use std::collections::VecDeque;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::header::{split_length, Header, FIELDS_LEN, HEADER_LEN, MAC_LEN, TRAILER_FLAG};
+use crate::batch::{self, Gathered, BATCH_ENTRY_LEN, BATCH_MAX};
+use crate::header::{is_batch, split_length, Header, BATCH_FLAG, FIELDS_LEN, HEADER_LEN, MAC_LEN};
 use crate::mac::{Direction, FrameMac, Opening, Sealing};
 use crate::WireError;
 
@@ -41,6 +44,10 @@ pub struct FrameCodec {
     /// The MAC of a large frame still arriving, over its first `.1` data
     /// bytes (which stay where they are in the buffer until it is whole).
     opening: Option<(Opening, usize)>,
+    /// The frames of a verified batch not yet returned by `decode`.
+    unbatched: VecDeque<Frame>,
+    /// The batch being gathered at the end of the writer's buffer.
+    gathered: Option<Gathered>,
 }
 
 /// Frames at least this large are MACed as they arrive, so the hash of
@@ -53,9 +60,9 @@ const HASH_AS_IT_ARRIVES: usize = 1 << 20;
 /// Below it a leading MAC costs nothing (the frame is one write anyway).
 pub const TRAILER_FROM: usize = 1 << 20;
 
-/// The largest data length a frame can announce: the length field's other
-/// bit is the trailer flag.
-pub const MAX_FRAME_DATA: usize = (TRAILER_FLAG - 1) as usize;
+/// The largest data length a frame can announce: below the length
+/// field's flags (bit 31 the trailer, 30 reserved, 29 the batch).
+pub const MAX_FRAME_DATA: usize = (BATCH_FLAG - 1) as usize;
 
 impl FrameCodec {
     /// `outgoing` is the direction this end sends in: a parent's codec for
@@ -67,6 +74,8 @@ impl FrameCodec {
             max_message_size,
             trailer_from: TRAILER_FROM,
             opening: None,
+            unbatched: VecDeque::new(),
+            gathered: None,
         }
     }
 
@@ -103,6 +112,7 @@ impl FrameCodec {
     /// that send header and data separately (vectored writes of large data
     /// without copying it into a buffer).
     pub fn seal(&mut self, header: &Header, data: &[u8]) -> Result<[u8; HEADER_LEN], WireError> {
+        self.check_gathered();
         self.check_send(data.len())?;
         Ok(self.tx.seal(header, data))
     }
@@ -116,10 +126,126 @@ impl FrameCodec {
         header: &Header,
         len: usize,
     ) -> Result<([u8; HEADER_LEN], Sealing), WireError> {
+        self.check_gathered();
         let fields = header.fields_trailing(self.check_send(len)?);
         let mut out = [0u8; HEADER_LEN];
         out[MAC_LEN..].copy_from_slice(&fields);
         Ok((out, self.tx.begin_seal(&fields)))
+    }
+}
+
+impl FrameCodec {
+    /// Frames sealed one by one must not overtake a gathered batch: its
+    /// sequence number is taken when it is sealed.
+    fn check_gathered(&self) {
+        assert!(
+            self.gathered.is_none(),
+            "seal_gathered before sealing another frame"
+        );
+    }
+
+    /// The most data bytes one batch may carry.
+    fn batch_cap(&self) -> usize {
+        self.max_message_size.min(BATCH_MAX)
+    }
+
+    /// Appends a small frame to `buf`, in one batch with the small frames
+    /// gathered just before it (see `docs/PROTOCOL.md`, "Batch frames"):
+    /// [`FrameCodec::seal_gathered`] must seal them before `buf` is
+    /// written or another frame is sealed. A frame too large for a batch
+    /// (more than [`BATCH_MAX`] with its fields) follows what is gathered,
+    /// sealed alone. A batch of one frame is sealed as that frame.
+    pub fn gather(
+        &mut self,
+        buf: &mut BytesMut,
+        header: &Header,
+        data: &[u8],
+    ) -> Result<(), WireError> {
+        let len = self.check_send(data.len())?;
+        let entry = BATCH_ENTRY_LEN + data.len();
+        let cap = self.batch_cap();
+        if let Some(g) = self.gathered {
+            if buf.len() - g.start - HEADER_LEN + entry > cap {
+                self.seal_gathered(buf);
+            }
+        }
+        if entry > cap {
+            let sealed = self.seal(header, data)?;
+            buf.put_slice(&sealed);
+            buf.put_slice(data);
+            return Ok(());
+        }
+        let g = self.gathered.get_or_insert_with(|| {
+            let start = buf.len();
+            buf.put_bytes(0, HEADER_LEN);
+            Gathered { start, frames: 0 }
+        });
+        g.frames += 1;
+        buf.put_slice(&header.fields(len));
+        buf.put_slice(data);
+        Ok(())
+    }
+
+    /// Seals the frames [`FrameCodec::gather`] put in `buf` (nothing if
+    /// there are none): two or more as one batch frame, one as itself.
+    pub fn seal_gathered(&mut self, buf: &mut BytesMut) {
+        let Some(Gathered { start, frames }) = self.gathered.take() else {
+            return;
+        };
+        let sealed = if frames == 1 {
+            // Its entry is its fields and data: close the outer header's
+            // spare 16 bytes and give it a MAC of its own.
+            buf.copy_within(start + HEADER_LEN.., start + MAC_LEN);
+            buf.truncate(buf.len() - FIELDS_LEN);
+            let fields: [u8; FIELDS_LEN] = buf[start + MAC_LEN..start + HEADER_LEN]
+                .try_into()
+                .expect("16 bytes");
+            let mut out = [0u8; HEADER_LEN];
+            out[..MAC_LEN].copy_from_slice(&self.tx.mac(&fields, &buf[start + HEADER_LEN..]));
+            out[MAC_LEN..].copy_from_slice(&fields);
+            out
+        } else {
+            self.batch_header(&buf[start + HEADER_LEN..])
+        };
+        buf[start..start + HEADER_LEN].copy_from_slice(&sealed);
+    }
+
+    /// Seals `inner` (entries back to back: each frame's 16 fields, then
+    /// its data) as one batch frame and returns its header. The entries
+    /// are not checked: a receiver does that. For writers that build a
+    /// batch themselves (and tests that need a malformed one).
+    pub fn seal_batch(&mut self, inner: &[u8]) -> Result<[u8; HEADER_LEN], WireError> {
+        self.check_gathered();
+        self.check_send(inner.len())?;
+        Ok(self.batch_header(inner))
+    }
+
+    fn batch_header(&mut self, inner: &[u8]) -> [u8; HEADER_LEN] {
+        let fields = Header::default().fields(inner.len() as u32 | BATCH_FLAG);
+        let mut out = [0u8; HEADER_LEN];
+        out[..MAC_LEN].copy_from_slice(&self.tx.mac(&fields, inner));
+        out[MAC_LEN..].copy_from_slice(&fields);
+        out
+    }
+
+    /// Seals `frames` into `dst` the way a stream's writer does: the small
+    /// ones gathered into batches (see [`FrameCodec::gather`]), a frame
+    /// with a trailing MAC (see [`FrameCodec::set_trailer_from`]) alone.
+    pub fn encode_gathered(
+        &mut self,
+        frames: impl IntoIterator<Item = Frame>,
+        dst: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        for frame in frames {
+            if self.trails(frame.data.len()) {
+                self.seal_gathered(dst);
+                self.encode(frame, dst)?;
+            } else {
+                self.gather(dst, &frame.header, &frame.data)?;
+            }
+        }
+        self.seal_gathered(dst);
+        Ok(())
     }
 }
 
@@ -158,6 +284,9 @@ impl Decoder for FrameCodec {
     type Error = WireError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if let Some(frame) = self.unbatched.pop_front() {
+            return Ok(Some(frame));
+        }
         if src.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -177,6 +306,10 @@ impl Decoder for FrameCodec {
                 length: length.into(),
                 max: self.max_message_size,
             });
+        }
+        let batch = is_batch(raw);
+        if batch {
+            batch::check_header(&header, length, trailer)?;
         }
         // A trailing frame's leading MAC bytes are zero: the MAC does not
         // cover them, so anything else there is refused (no bit of a
@@ -214,6 +347,10 @@ impl Decoder for FrameCodec {
         };
         if !good {
             return Err(bad_mac());
+        }
+        if batch {
+            batch::split(&data, self.max_message_size, &mut self.unbatched)?;
+            return Ok(self.unbatched.pop_front());
         }
         Ok(Some(Frame { header, data }))
     }
@@ -264,6 +401,8 @@ impl Encoder<Frame> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::TRAILER_FLAG;
+    use crate::BatchFault;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -471,7 +610,7 @@ mod tests {
         assert!(matches!(
             rx.decode(&mut buf),
             Err(WireError::Oversized {
-                length: 0x7fff_ffff,
+                length: 0x5fff_ffff,
                 ..
             })
         ));
@@ -745,6 +884,244 @@ mod tests {
                 "bit {bit}"
             );
         }
+    }
+
+    fn batch_frames(n: u32) -> Vec<Frame> {
+        (0..n).map(|i| frame(i, (i as usize * 3) % 17)).collect()
+    }
+
+    fn gathered(tx: &mut FrameCodec, frames: &[Frame]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        tx.encode_gathered(frames.iter().cloned(), &mut buf)
+            .unwrap();
+        buf
+    }
+
+    /// A batch frame sealed by hand around `inner` (entries as given, any
+    /// fault included), with a good MAC, sequence number 0.
+    fn raw_batch(fields: Header, flags: u32, inner: &[u8]) -> BytesMut {
+        let mut tx = FrameCodec::new(KEY, Direction::Down, 1 << 20);
+        let f = fields.fields(inner.len() as u32 | flags);
+        let mac = tx.tx.mac(&f, inner);
+        let mut buf = BytesMut::new();
+        buf.put_slice(&mac);
+        buf.put_slice(&f);
+        buf.put_slice(inner);
+        buf
+    }
+
+    fn entry(h: Header, len_field: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = h.fields(len_field).to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn decode_all(rx: &mut FrameCodec, buf: &mut BytesMut) -> Result<Vec<Frame>, WireError> {
+        let mut got = Vec::new();
+        while let Some(f) = rx.decode(buf)? {
+            got.push(f);
+        }
+        Ok(got)
+    }
+
+    #[test]
+    fn gathered_frames_go_as_one_batch_with_one_mac() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let frames = batch_frames(30);
+        let mut wire = gathered(&mut tx, &frames);
+        let data: usize = frames.iter().map(|f| f.data.len()).sum();
+        assert_eq!(wire.len(), HEADER_LEN + 30 * BATCH_ENTRY_LEN + data);
+        assert_eq!(&wire[MAC_LEN..MAC_LEN + 12], &[0; 12], "unaddressed");
+        assert_eq!(wire[MAC_LEN + 12] & 0xe0, 0x20, "the batch flag");
+        assert_eq!(tx.tx.next_seq(), 1, "one sequence number");
+        assert_eq!(decode_all(&mut rx, &mut wire).unwrap(), frames);
+        assert_eq!(rx.rx.next_seq(), 1);
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn a_batch_split_at_every_byte_boundary_decodes() {
+        let frames = batch_frames(5);
+        let wire = gathered(&mut pair(1 << 20).0, &frames);
+        assert_every_split_decodes(&wire, &frames);
+    }
+
+    #[test]
+    fn a_gathered_frame_alone_is_an_ordinary_frame() {
+        let f = frame(1, 10);
+        let alone = gathered(&mut pair(1 << 20).0, std::slice::from_ref(&f));
+        let plain = encode_all(&mut pair(1 << 20).0, std::slice::from_ref(&f));
+        assert_eq!(alone, plain);
+    }
+
+    #[test]
+    fn batches_mix_with_lone_and_trailing_frames_in_sequence() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut wire = gathered(&mut tx, &batch_frames(3));
+        wire.extend(encode_all(&mut tx, &[frame(9, 4)]));
+        tx.set_trailer_from(20);
+        let mixed = vec![frame(1, 2), frame(2, 30), frame(3, 1), frame(4, 1)];
+        wire.extend(gathered(&mut tx, &mixed));
+        let mut want = batch_frames(3);
+        want.push(frame(9, 4));
+        want.extend(mixed);
+        assert_eq!(tx.tx.next_seq(), 5, "batch, lone, lone, trailing, batch");
+        assert_eq!(decode_in_pieces(&mut rx, &wire, 7).unwrap(), want);
+    }
+
+    #[test]
+    fn batches_stay_within_the_cap_and_the_message_size() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let frames: Vec<Frame> = (0..100).map(|n| frame(n, 1000)).collect();
+        let wire = gathered(&mut tx, &frames);
+        let mut pos = 0;
+        let mut batches = 0;
+        while pos < wire.len() {
+            let len = FrameCodec::next_frame_len(&wire[pos..]).unwrap();
+            assert!(len - HEADER_LEN <= BATCH_MAX, "batch of {len}");
+            pos += len;
+            batches += 1;
+        }
+        assert_eq!(batches, 7, "16 entries of 1,016 bytes fit in 16 KiB");
+        assert_eq!(decode_in_pieces(&mut rx, &wire, 4096).unwrap(), frames);
+        // A limit below an entry's size: every frame goes alone.
+        let mut tx = FrameCodec::new(KEY, Direction::Down, 20);
+        let mut rx = FrameCodec::new(KEY, Direction::Up, 20);
+        let small = vec![frame(1, 5), frame(2, 5), frame(3, 0)];
+        let wire = gathered(&mut tx, &small);
+        assert_eq!(wire.len(), 3 * HEADER_LEN + 10);
+        assert_eq!(decode_in_pieces(&mut rx, &wire, 3).unwrap(), small);
+    }
+
+    #[test]
+    fn a_frame_too_large_for_a_batch_follows_the_gathered_ones_alone() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let frames = vec![frame(1, 3), frame(2, 4), frame(3, BATCH_MAX), frame(4, 5)];
+        let wire = gathered(&mut tx, &frames);
+        assert_eq!(tx.tx.next_seq(), 3);
+        assert_eq!(decode_in_pieces(&mut rx, &wire, 1000).unwrap(), frames);
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_batch_is_a_bad_mac() {
+        let wire = gathered(&mut pair(1 << 20).0, &batch_frames(3));
+        for byte in (0..MAC_LEN).chain(HEADER_LEN..wire.len()) {
+            let mut bad = BytesMut::from(&wire[..]);
+            bad[byte] ^= 4;
+            let (_, mut rx) = pair(1 << 20);
+            assert!(
+                matches!(rx.decode(&mut bad), Err(WireError::BadMac { .. })),
+                "byte {byte}"
+            );
+        }
+    }
+
+    fn assert_batch_refused(mut wire: BytesMut, want: WireError) {
+        let (_, mut rx) = pair(1 << 20);
+        assert_eq!(decode_all(&mut rx, &mut wire), Err(want));
+    }
+
+    fn bad(fault: BatchFault) -> WireError {
+        WireError::BadBatch { fault }
+    }
+
+    #[test]
+    fn an_inner_frame_running_past_its_batch_is_refused() {
+        let h = Header::new(1, 0, 101, 1000);
+        let mut inner = entry(h, 3, b"abc");
+        inner.extend(entry(h, 10, b"short"));
+        assert_batch_refused(
+            raw_batch(Header::default(), BATCH_FLAG, &inner),
+            bad(BatchFault::RunsPast),
+        );
+        let mut inner = entry(h, 3, b"abc");
+        inner.extend(&h.fields(0)[..9]);
+        assert_batch_refused(
+            raw_batch(Header::default(), BATCH_FLAG, &inner),
+            bad(BatchFault::RunsPast),
+        );
+    }
+
+    #[test]
+    fn a_nested_batch_is_refused() {
+        let h = Header::new(1, 0, 101, 1000);
+        let inner = entry(Header::default(), 3 | BATCH_FLAG, &entry(h, 0, b"")[..3]);
+        assert_batch_refused(
+            raw_batch(Header::default(), BATCH_FLAG, &inner),
+            bad(BatchFault::Nested),
+        );
+    }
+
+    #[test]
+    fn an_inner_trailing_mac_frame_is_refused() {
+        let h = Header::new(1, 0, 101, 1000);
+        let mut inner = entry(h, 2 | TRAILER_FLAG, b"ab");
+        inner.extend([0; MAC_LEN]);
+        assert_batch_refused(
+            raw_batch(Header::default(), BATCH_FLAG, &inner),
+            bad(BatchFault::InnerTrailer),
+        );
+    }
+
+    #[test]
+    fn an_inner_frame_over_the_limit_is_refused() {
+        // A whole inner frame over the limit makes its batch oversized;
+        // an inner length field alone can claim more than the batch holds.
+        let h = Header::new(1, 0, 101, 1000);
+        let inner = entry(h, 101, &[1; 5]);
+        let mut wire = raw_batch(Header::default(), BATCH_FLAG, &inner);
+        let mut rx = FrameCodec::new(KEY, Direction::Up, 100);
+        assert_eq!(
+            decode_all(&mut rx, &mut wire),
+            Err(WireError::Oversized {
+                length: 101,
+                max: 100
+            })
+        );
+    }
+
+    #[test]
+    fn an_empty_or_addressed_or_trailing_batch_is_refused_from_its_header() {
+        let cases = [
+            (Header::default(), BATCH_FLAG, 0, BatchFault::Empty),
+            (
+                Header::new(1, 0, 0, 0),
+                BATCH_FLAG,
+                20,
+                BatchFault::Addressed,
+            ),
+            (
+                Header::new(0, 0, 101, 0),
+                BATCH_FLAG,
+                20,
+                BatchFault::Addressed,
+            ),
+            (
+                Header::default(),
+                BATCH_FLAG | TRAILER_FLAG,
+                20,
+                BatchFault::Trailing,
+            ),
+        ];
+        for (h, flags, len, fault) in cases {
+            let h = raw_batch(h, flags, &vec![0; len]);
+            // The header alone: nothing of the data has to arrive.
+            assert_batch_refused(BytesMut::from(&h[..HEADER_LEN]), bad(fault));
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_one_sequence_number_and_its_replay_fails() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let one = gathered(&mut tx, &batch_frames(2));
+        let mut twice = one.clone();
+        twice.extend_from_slice(&one);
+        assert_eq!(rx.decode(&mut twice).unwrap().unwrap(), batch_frames(2)[0]);
+        assert_eq!(rx.decode(&mut twice).unwrap().unwrap(), batch_frames(2)[1]);
+        assert!(matches!(
+            rx.decode(&mut twice),
+            Err(WireError::BadMac { .. })
+        ));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 use thiserror::Error;
 
+use crate::batch::BatchFault;
+
 /// Everything that can be wrong with bytes received from a peer.
 ///
 /// Each variant is a distinct fault a caller may want to tell apart: a
@@ -20,6 +22,12 @@ pub enum WireError {
         handle: u32,
         length: u32,
     },
+
+    /// A batch frame (its MAC good) whose content breaks the batch rules:
+    /// the peer is broken or hostile, and the stream is closed as for a
+    /// bad MAC, none of the batch's frames delivered.
+    #[error("malformed batch frame: {fault}")]
+    BadBatch { fault: BatchFault },
 
     /// The header announced more data than `max_message_size` allows. It is
     /// refused before any of the data is buffered.

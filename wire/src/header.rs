@@ -29,10 +29,26 @@ pub const TRAILER_FLAG: u32 = 1 << 31;
 // below that). A kind's combination with another flag that the protocol
 // does not define is refused like a bad MAC.
 
-/// The data length announced by a raw `length` field, and whether the
-/// frame's MAC is a trailer (see [`TRAILER_FLAG`]).
+/// Set in the `length` field of a batch frame: its data is other frames,
+/// each its 16 fields (no MAC) and its data, back to back, which the one
+/// MAC of the batch covers (see `docs/PROTOCOL.md`, "Batch frames"). A
+/// batch's own routing fields are zero.
+pub const BATCH_FLAG: u32 = 1 << 29;
+
+/// The flags defined so far: the rest of a raw `length` field is the data
+/// length (a bit above them that no flag defines yet is left in it, so
+/// such a frame is refused as oversized).
+pub(crate) const FLAGS: u32 = TRAILER_FLAG | BATCH_FLAG;
+
+/// The data length announced by a raw `length` field (without the
+/// flags), and whether the frame's MAC is a trailer (see [`TRAILER_FLAG`]).
 pub fn split_length(raw: u32) -> (u32, bool) {
-    (raw & !TRAILER_FLAG, raw & TRAILER_FLAG != 0)
+    (raw & !FLAGS, raw & TRAILER_FLAG != 0)
+}
+
+/// True when a raw `length` field marks a batch frame ([`BATCH_FLAG`]).
+pub fn is_batch(raw: u32) -> bool {
+    raw & BATCH_FLAG != 0
 }
 
 /// The routing fields of a frame. The MAC is not part of this struct: it is
@@ -74,7 +90,7 @@ impl Header {
     /// The 16 bytes after the (zeroed) MAC of a frame whose MAC follows
     /// its `length` bytes of data.
     pub fn fields_trailing(&self, length: u32) -> [u8; FIELDS_LEN] {
-        debug_assert!(length & TRAILER_FLAG == 0, "data length below 2 GiB");
+        debug_assert!(length & FLAGS == 0, "data length below 512 MiB");
         self.fields(length | TRAILER_FLAG)
     }
 
@@ -120,5 +136,15 @@ mod tests {
         assert_eq!(back, h);
         assert_eq!(split_length(raw), (0x0102_0304, true));
         assert_eq!(split_length(7), (7, false));
+    }
+
+    #[test]
+    fn the_batch_flag_is_the_length_fields_bit_29() {
+        let f = Header::default().fields(5 | BATCH_FLAG);
+        assert_eq!(&f[12..], &[0x20, 0, 0, 5]);
+        let (_, raw) = Header::parse_fields(&f);
+        assert!(is_batch(raw));
+        assert_eq!(split_length(raw), (5, false));
+        assert!(!is_batch(5 | TRAILER_FLAG));
     }
 }

@@ -16,7 +16,9 @@
 //!   it checks `length` against the size limit before buffering anything,
 //!   verifies MACs in constant time and yields [`Frame`]s. A large frame's
 //!   MAC may follow its data instead ([`TRAILER_FLAG`], [`Sealing`]), so
-//!   that its writer hashes it while writing.
+//!   that its writer hashes it while writing. Small frames written together
+//!   may share one MAC as a batch ([`BATCH_FLAG`], [`FrameCodec::gather`]),
+//!   split again by the receiver's codec.
 //!
 //! Frame data is one MessagePack value ([`payload`]). The special values of
 //! the protocol are MessagePack ext types ([`ext`]); the well-known handle
@@ -42,6 +44,7 @@
 //! assert_eq!(got, frame);
 //! ```
 
+mod batch;
 mod codec;
 mod error;
 pub mod ext;
@@ -52,10 +55,11 @@ pub mod messages;
 pub mod payload;
 pub mod sanitize;
 
+pub use batch::{BatchFault, BATCH_ENTRY_LEN, BATCH_MAX};
 pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME_DATA, TRAILER_FROM};
 pub use error::WireError;
 pub use ext::{CallError, ContextRef, Dead, SenderRef};
-pub use header::{split_length, Header, HEADER_LEN, MAC_LEN, TRAILER_FLAG};
+pub use header::{is_batch, split_length, Header, BATCH_FLAG, HEADER_LEN, MAC_LEN, TRAILER_FLAG};
 pub use mac::{Direction, FrameMac, Sealing};
 pub use payload::{decode, encode, Reply, Value};
 

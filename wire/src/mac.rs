@@ -85,7 +85,9 @@ impl FrameMac {
         h
     }
 
-    fn next(&mut self, fields: &[u8; FIELDS_LEN], data: &[u8]) -> [u8; MAC_LEN] {
+    /// The MAC of the next frame, whose fields (as sent) and data are
+    /// given; the sequence moves on.
+    pub(crate) fn mac(&mut self, fields: &[u8; FIELDS_LEN], data: &[u8]) -> [u8; MAC_LEN] {
         let mut h = self.start(fields);
         h.update(data);
         h.finalize().into_bytes().into()
@@ -118,7 +120,7 @@ impl FrameMac {
     pub fn seal(&mut self, header: &Header, data: &[u8]) -> [u8; HEADER_LEN] {
         let len = u32::try_from(data.len()).expect("frame data longer than u32::MAX");
         let fields = header.fields(len);
-        let mac = self.next(&fields, data);
+        let mac = self.mac(&fields, data);
         let mut out = [0u8; HEADER_LEN];
         out[..MAC_LEN].copy_from_slice(&mac);
         out[MAC_LEN..].copy_from_slice(&fields);
@@ -129,7 +131,7 @@ impl FrameMac {
     /// mismatch the stream must be closed: the sequence has moved on, and
     /// a frame that failed is never retried.
     pub fn open(&mut self, mac: &[u8; MAC_LEN], fields: &[u8; FIELDS_LEN], data: &[u8]) -> bool {
-        let expected = self.next(fields, data);
+        let expected = self.mac(fields, data);
         bool::from(expected.ct_eq(mac))
     }
 }

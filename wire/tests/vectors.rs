@@ -19,15 +19,15 @@ use econtext_wire::messages::{
 };
 use econtext_wire::payload::{self, decode_value, Value};
 use econtext_wire::{
-    handles, Direction, Frame, FrameCodec, Header, WireError, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN,
-    MAC_LEN, TRAILER_FLAG,
+    handles, Direction, Frame, FrameCodec, Header, WireError, BATCH_FLAG, DEFAULT_MAX_MESSAGE_SIZE,
+    HEADER_LEN, MAC_LEN, TRAILER_FLAG,
 };
 use serde_json::{json, Value as Json};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The key every vector is sealed with (its bytes, not its hex).
 const KEY: &[u8] = b"econtext test vector key, not a secret";
-const FORMAT: u64 = 3;
+const FORMAT: u64 = 4;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
@@ -164,6 +164,27 @@ struct FrameSpec {
     message: Option<&'static str>,
     /// Sealed with a trailing MAC (the `TRAILER` length bit).
     trailer: bool,
+    /// Gathered into batch number k of its file with the frames next to
+    /// it that have the same k (see `docs/PROTOCOL.md`, "Batch frames").
+    batch: Option<u64>,
+    /// A batch frame sealed around exactly these bytes (which may break
+    /// the batch rules): `header` and `data` are unused.
+    raw_batch: Option<Bytes>,
+}
+
+/// What `encode_frames` seals: header, data, trailer, batch, raw batch.
+type Sealed = (Header, Bytes, bool, Option<u64>, Option<Bytes>);
+
+impl FrameSpec {
+    fn sealed(&self) -> Sealed {
+        (
+            self.header,
+            self.data.clone(),
+            self.trailer,
+            self.batch,
+            self.raw_batch.clone(),
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -248,7 +269,32 @@ fn f(header: Header, data: Bytes) -> FrameSpec {
         data,
         message: None,
         trailer: false,
+        batch: None,
+        raw_batch: None,
     }
+}
+
+/// `spec` gathered into batch `k` of its file.
+fn b(k: u64, spec: FrameSpec) -> FrameSpec {
+    FrameSpec {
+        batch: Some(k),
+        ..spec
+    }
+}
+
+/// A batch frame sealed around `inner` as it is.
+fn raw_batch(inner: Vec<u8>) -> FrameSpec {
+    FrameSpec {
+        raw_batch: Some(Bytes::from(inner)),
+        ..f(Header::default(), Bytes::new())
+    }
+}
+
+/// A batch entry: fields with the raw length field `length`, then `data`.
+fn entry(h: Header, length: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = h.fields(length).to_vec();
+    v.extend_from_slice(data);
+    v
 }
 
 /// A frame sealed with its MAC after the data.
@@ -264,7 +310,7 @@ fn msg(message: &'static str, header: Header, data: Bytes) -> FrameSpec {
         header,
         data,
         message: Some(message),
-        trailer: false,
+        ..f(header, Bytes::new())
     }
 }
 
@@ -933,6 +979,238 @@ fn specs() -> Vec<VectorSpec> {
             0,
         ),
     ]);
+
+    // Batch frames: small frames under one MAC (the length field's bit 29
+    // set, the batch's own routing fields zero, its data each inner
+    // frame's 16 fields and data).
+    let call = |n: u32| {
+        msg(
+            "CALL_FUNCTION",
+            Header::new(1, 0, handles::CALL_FUNCTION, 1000 + n),
+            typed(&CallFunction {
+                module: "copy",
+                class: None,
+                function: "copy",
+                args: vec![n],
+                kwargs: NoKwargs::new(),
+            }),
+        )
+    };
+    out.push(valid(
+        "batches",
+        "parent to child: a batch of three calls, a lone frame, a batch of an ADD_ROUTE, \
+         an empty bin and nil, a trailing frame, then a batch of two calls",
+        Down,
+        vec![
+            b(0, call(1)),
+            b(0, call(2)),
+            b(0, call(3)),
+            small(4),
+            b(
+                1,
+                msg(
+                    "ADD_ROUTE",
+                    Header::new(1, 0, handles::ADD_ROUTE, 0),
+                    typed(&AddRoute { target: 5, via: 2 }),
+                ),
+            ),
+            b(1, f(h(), data(&Value::Binary(vec![])))),
+            b(1, f(Header::new(1, 0, 1001, 0), data(&Value::Nil))),
+            tten(),
+            b(2, call(5)),
+            b(2, call(6)),
+        ],
+    ));
+    out.push(valid(
+        "batches_up",
+        "child to parent: one batch of replies (ints, None, a CallError) and a FORWARD_LOG",
+        Up,
+        vec![
+            b(0, f(Header::new(0, 1, 1001, 0), data(&Value::from(1u64)))),
+            b(0, f(Header::new(0, 1, 1002, 0), data(&Value::from(300u64)))),
+            b(0, f(Header::new(0, 1, 1003, 0), data(&Value::Nil))),
+            b(
+                0,
+                f(
+                    Header::new(0, 1, 1004, 0),
+                    typed(&CallError {
+                        type_name: "builtins.ZeroDivisionError".into(),
+                        message: "division by zero".into(),
+                        traceback: String::new(),
+                    }),
+                ),
+            ),
+            b(
+                0,
+                msg(
+                    "FORWARD_LOG",
+                    Header::new(0, 1, handles::FORWARD_LOG, 0),
+                    typed(&ForwardLog {
+                        logger: "stdout".into(),
+                        level: 20,
+                        message: "hi".into(),
+                    }),
+                ),
+            ),
+        ],
+    ));
+    // Offsets in a stream that starts with a batch of call(1) and call(2):
+    // the batch's header, then each entry's 16 fields and its data.
+    let call_len = call(1).data.len();
+    let second_entry = HEADER_LEN + 16 + call_len;
+    let two_calls = || vec![b(0, call(1)), b(0, call(2))];
+    let inner = |h: Header, data: &[u8]| entry(h, data.len() as u32, data);
+    let ch = Header::new(1, 0, 1000, 0);
+    let one_int = inner(ch, &[7]);
+    let then = |bad: Vec<u8>| {
+        let mut v = one_int.clone();
+        v.extend(bad);
+        v
+    };
+    out.extend([
+        corrupt(
+            "bad_mac_batch_data_bit",
+            "a batch of two calls with one bit of the second call's data flipped: \
+             neither call is delivered",
+            two_calls(),
+            vec![Mutation::Xor {
+                offset: second_entry + 16 + 2,
+                mask: 1,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_batch_inner_field_bit",
+            "a batch of two calls with a bit of the second call's handle flipped",
+            two_calls(),
+            vec![Mutation::Xor {
+                offset: second_entry + 7,
+                mask: 1,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_batch_bit_cleared",
+            "a batch with its batch bit cleared: now an ordinary frame to context 0",
+            two_calls(),
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x20,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "batch_bit_set_on_a_frame",
+            "an ordinary frame to context 1 given the batch bit: refused from its header \
+             (a batch has no routing fields)",
+            vec![ten()],
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x20,
+            }],
+            "bad_batch",
+            0,
+        ),
+        corrupt(
+            "batch_addressed",
+            "a batch whose own dst is set: refused from its header",
+            two_calls(),
+            vec![Mutation::Xor {
+                offset: 21,
+                mask: 1,
+            }],
+            "bad_batch",
+            0,
+        ),
+        corrupt(
+            "batch_with_a_trailing_mac",
+            "a batch given the trailer bit: refused from its header",
+            two_calls(),
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x80,
+            }],
+            "bad_batch",
+            0,
+        ),
+        corrupt(
+            "truncated_in_batch",
+            "the stream ends inside the second call of a batch",
+            two_calls(),
+            vec![Mutation::Truncate {
+                length: second_entry + 5,
+            }],
+            "truncated",
+            0,
+        ),
+        corrupt(
+            "batch_empty",
+            "a valid frame, then a batch with no frames (its MAC good)",
+            vec![small(1), raw_batch(vec![])],
+            vec![],
+            "bad_batch",
+            1,
+        ),
+        corrupt(
+            "batch_inner_runs_past",
+            "a valid frame and a valid batch of two calls, then a batch whose second inner \
+             frame announces more data than the batch holds (MAC good): only the first \
+             three frames are delivered",
+            vec![
+                small(1),
+                b(0, call(1)),
+                b(0, call(2)),
+                raw_batch(then(entry(ch, 10, b"short"))),
+            ],
+            vec![],
+            "bad_batch",
+            3,
+        ),
+        corrupt(
+            "batch_inner_fields_run_past",
+            "a batch that ends nine bytes into its second inner frame's fields (MAC good)",
+            vec![raw_batch(then(ch.fields(0)[..9].to_vec()))],
+            vec![],
+            "bad_batch",
+            0,
+        ),
+        corrupt(
+            "batch_nested",
+            "a batch holding a batch (MAC good)",
+            vec![raw_batch(then(entry(
+                Header::default(),
+                one_int.len() as u32 | BATCH_FLAG,
+                &one_int,
+            )))],
+            vec![],
+            "bad_batch",
+            0,
+        ),
+        corrupt(
+            "batch_inner_trailer",
+            "a batch holding a frame with the trailer bit (MAC good)",
+            vec![raw_batch(then(entry(
+                ch,
+                1 | TRAILER_FLAG,
+                &[7; 1 + MAC_LEN],
+            )))],
+            vec![],
+            "bad_batch",
+            0,
+        ),
+        corrupt(
+            "batch_inner_oversized",
+            "a batch whose inner frame announces max_message_size + 1 bytes (MAC good): \
+             refused as oversized",
+            vec![raw_batch(then(entry(ch, max + 1, &[7; 4])))],
+            vec![],
+            "oversized",
+            0,
+        ),
+    ]);
     out
 }
 
@@ -954,13 +1232,27 @@ fn parse_dir(s: &str) -> Direction {
     }
 }
 
-fn encode_frames(direction: Direction, frames: &[(Header, Bytes, bool)]) -> Vec<u8> {
+fn encode_frames(direction: Direction, frames: &[Sealed]) -> Vec<u8> {
     let mut tx = FrameCodec::new(KEY, direction, DEFAULT_MAX_MESSAGE_SIZE);
     let mut buf = BytesMut::new();
-    for (h, d, trailer) in frames {
-        tx.set_trailer_from(if *trailer { 0 } else { usize::MAX });
-        tx.encode(Frame::new(*h, d.clone()), &mut buf).unwrap();
+    let mut open = None;
+    for (h, d, trailer, batch, raw) in frames {
+        if open != *batch {
+            tx.seal_gathered(&mut buf);
+            open = *batch;
+        }
+        if let Some(inner) = raw {
+            let header = tx.seal_batch(inner).unwrap();
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(inner);
+        } else if batch.is_some() {
+            tx.gather(&mut buf, h, d).unwrap();
+        } else {
+            tx.set_trailer_from(if *trailer { 0 } else { usize::MAX });
+            tx.encode(Frame::new(*h, d.clone()), &mut buf).unwrap();
+        }
     }
+    tx.seal_gathered(&mut buf);
     buf.to_vec()
 }
 
@@ -996,6 +1288,7 @@ fn error_json(e: &WireError) -> Json {
         WireError::Truncated { have, need } => {
             json!({"kind": "truncated", "have": have, "need": need})
         }
+        WireError::BadBatch { fault } => json!({"kind": "bad_batch", "fault": fault.name()}),
         other => panic!("not a stream error: {other:?}"),
     }
 }
@@ -1033,11 +1326,7 @@ fn regenerate() {
     let mut vectors = Vec::new();
     let mut compact_frames = Vec::new();
     for spec in specs() {
-        let pairs: Vec<(Header, Bytes, bool)> = spec
-            .frames
-            .iter()
-            .map(|f| (f.header, f.data.clone(), f.trailer))
-            .collect();
+        let pairs: Vec<Sealed> = spec.frames.iter().map(FrameSpec::sealed).collect();
         let mut wire = encode_frames(spec.direction, &pairs);
         for m in &spec.mutations {
             m.apply(&mut wire);
@@ -1057,10 +1346,16 @@ fn regenerate() {
             .frames
             .iter()
             .map(|f| {
-                let mut o = header_json(&f.header, f.data.len());
-                o.insert("trailer".into(), json!(f.trailer));
-                o.insert("message".into(), json!(f.message));
-                o.insert("value".into(), to_json(&decode_value(&f.data).unwrap()));
+                let mut o = serde_json::Map::new();
+                if let Some(raw) = &f.raw_batch {
+                    o.insert("raw_batch".into(), json!(hex::encode(raw)));
+                } else {
+                    o = header_json(&f.header, f.data.len());
+                    o.insert("trailer".into(), json!(f.trailer));
+                    o.insert("batch".into(), json!(f.batch));
+                    o.insert("message".into(), json!(f.message));
+                    o.insert("value".into(), to_json(&decode_value(&f.data).unwrap()));
+                }
                 let compact = serde_json::to_string(&Json::Object(o)).unwrap();
                 let tag = format!("@@frame{}@@", compact_frames.len());
                 compact_frames.push((tag.clone(), compact));
@@ -1089,7 +1384,9 @@ fn regenerate() {
         "key_hex": hex::encode(KEY),
         "direction_bytes": {"down": 0, "up": 1},
         "mac": "frame n (from 0) of a file: HMAC-SHA1(key, direction_byte || n:u64be || header[20:36] || data), \
-                in header[0:20], or after the data when the length field's top bit (trailer) is set",
+                in header[0:20], or after the data when the length field's top bit (trailer) is set; \
+                a batch (the length field's bit 29) is one frame n whose data is its inner frames' \
+                header[20:36] and data back to back",
         "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
         "vectors": vectors,
     });
@@ -1133,9 +1430,13 @@ fn vectors_match_their_description() {
         let decoded = v["decoded"].as_u64().unwrap() as usize;
 
         // JSON -> bytes: the description re-encodes to the file exactly.
-        let pairs: Vec<(Header, Bytes, bool)> = frames
+        let pairs: Vec<Sealed> = frames
             .iter()
             .map(|fj| {
+                if let Some(raw) = fj["raw_batch"].as_str() {
+                    let inner = Bytes::from(hex::decode(raw).unwrap());
+                    return (Header::default(), Bytes::new(), false, None, Some(inner));
+                }
                 let n = |k: &str| fj[k].as_u64().unwrap();
                 let h = Header::new(
                     n("dst") as u16,
@@ -1145,7 +1446,8 @@ fn vectors_match_their_description() {
                 );
                 let d = Bytes::from(value_bytes(&from_json(&fj["value"])));
                 assert_eq!(n("length") as usize, d.len(), "{name}: length");
-                (h, d, fj["trailer"].as_bool().unwrap())
+                let batch = fj["batch"].as_u64();
+                (h, d, fj["trailer"].as_bool().unwrap(), batch, None)
             })
             .collect();
         let mut again = encode_frames(direction, &pairs);
@@ -1167,6 +1469,7 @@ fn vectors_match_their_description() {
             let mut o = header_json(&frame.header, frame.data.len());
             // How the frame was sealed is checked by re-encoding, above.
             o.insert("trailer".into(), fj["trailer"].clone());
+            o.insert("batch".into(), fj["batch"].clone());
             o.insert("message".into(), fj["message"].clone());
             let value =
                 decode_value(&frame.data).unwrap_or_else(|e| panic!("{name} frame {i}: {e}"));

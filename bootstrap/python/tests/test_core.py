@@ -393,7 +393,7 @@ class StreamTest(unittest.TestCase):
         finally:
             core._write = real
         self.assertTrue(self.sa.closed)
-        self.assertEqual(self.sa.held, [])
+        self.assertEqual((self.sa.held, self.sa.batch), ([], []))
 
     def test_buffer_reuse_is_on_only_where_reference_counts_are_as_assumed(self):
         # The import-time self-check: on every interpreter tested here the
@@ -480,6 +480,123 @@ class StreamTest(unittest.TestCase):
         self.assertEqual([v for _, v in seen], blobs)
         if core._HAVE_READV:
             self.assertEqual(len(set(i for i, _ in seen)), 1)
+
+    # Batch frames (docs/PROTOCOL.md, "Batch frames"): small frames under
+    # one MAC, the length field's second bit set, routing fields zero.
+    def entry(self, i, length=None, data=None):
+        data = core.pack(i) if data is None else data
+        n = len(data) if length is None else length
+        return core._FLD.pack(1, 0, 1000 + i, 0, n) + data
+
+    def batch(self, inner, seq=0, fields=None):
+        fld = fields or core._FLD.pack(0, 0, 0, 0, len(inner) | core.BATCH)
+        return _ref_mac(self.key, b'\x00', seq, fld, inner) + fld + inner
+
+    def test_held_small_frames_go_as_one_batch_frame(self):
+        for i in range(50):
+            self.sa.seal(self.entry(i), True)
+        self.sa.flush()
+        wire = self.b.recv(1 << 20, socket.MSG_PEEK)
+        h = core._HDR.unpack_from(wire)
+        self.assertEqual(h[1:5], (0, 0, 0, 0))
+        self.assertEqual(h[5], core.BATCH | (len(wire) - 36))
+        self.pump(self.sb, 50)
+        self.assertEqual([f[2] for f in self.rb.frames], list(range(1000, 1050)))
+        self.assertEqual([core.unpack(f[4]) for f in self.rb.frames], list(range(50)))
+        self.assertEqual(next(self.sa.tx.seqs), core._SEQ.pack(0, 1), 'one number')
+
+    def test_a_held_batch_goes_before_a_larger_frame_in_order(self):
+        for i in range(3):
+            self.sa.seal(self.entry(i), True)
+        big = os.urandom(20000)
+        self.sa.send(1, 0, 1003, 0, core.packl(big))  # sealed after the batch
+        for i in range(4, 6):
+            self.sa.seal(self.entry(i), False)
+        self.pump(self.sb, 6)
+        self.assertFalse(self.sb.closed)
+        self.assertEqual([f[2] for f in self.rb.frames], [1000, 1001, 1002, 1003, 1004, 1005])
+        self.assertEqual(core.unpack(self.rb.frames[3][4]), big)
+
+    def test_batches_stay_within_batch_max(self):
+        blob = b'x' * 1000
+        for i in range(40):
+            self.sa.seal(self.entry(i, data=core.pack(blob)), True)
+        self.sa.flush()
+        self.pump(self.sb, 40)
+        self.assertEqual(len(self.rb.frames), 40)
+        self.assertEqual(next(self.sa.tx.seqs), core._SEQ.pack(0, 3), '16 + 16 + 8 frames')
+
+    def test_a_batch_split_at_every_byte_arrives(self):
+        inner = b''.join(self.entry(i) for i in range(3))
+        wire = self.batch(inner)
+        for cut in range(len(wire) + 1):
+            r, w = os.pipe()
+            sink = _Sink()
+            s = core.Stream(sink, 0, r, os.open(os.devnull, os.O_WRONLY), self.key)
+            for part in wire[:cut], wire[cut:]:
+                if part:
+                    os.write(w, part)
+                    s.on_read()
+            os.close(w)
+            while not s.closed:
+                s.on_read()
+            self.assertEqual([f[2] for f in sink.frames], [1000, 1001, 1002], cut)
+            self.assertEqual((len(s.buf), s.pend), (0, None), cut)
+
+    def test_batches_larger_than_a_read_arrive(self):
+        # Never sent by us (a batch is at most BATCH_MAX), but accepted:
+        # 100 KiB waits in pieces, 300 KiB is read in place.
+        self.rb.max_size = 8 << 20
+        for seq, k in enumerate((100, 300)):
+            inner = b''.join(self.entry(i, data=core.pack(os.urandom(1000))) for i in range(k))
+            t = self.feed(self.batch(inner, seq), close=False)
+            self.pump(self.sb, len(self.rb.frames) + k)
+            t.join()
+        self.assertFalse(self.sb.closed)
+        self.assertEqual(len(self.rb.frames), 400)
+
+    def assert_batch_refused(self, inner, reason, fields=None):
+        wire = self.batch(inner, fields=fields)
+        reasons = []
+        self.sb.disconnect = lambda why, d=self.sb.disconnect: (reasons.append(why), d(why))
+        self.assert_refused(wire)
+        self.assertEqual(reasons, [reason])
+
+    def test_a_batch_with_an_inner_frame_running_past_it_is_refused(self):
+        self.assert_batch_refused(self.entry(1) + self.entry(2, length=10), 'malformed batch frame: runs_past')
+        self.tearDown()
+        self.setUp()
+        self.assert_batch_refused(self.entry(1) + self.entry(2)[:9], 'malformed batch frame: runs_past')
+
+    def test_a_nested_batch_is_refused(self):
+        inner = self.entry(1)
+        nested = core._FLD.pack(0, 0, 0, 0, len(inner) | core.BATCH) + inner
+        self.assert_batch_refused(self.entry(0) + nested, 'malformed batch frame: nested')
+
+    def test_a_batch_holding_a_trailing_mac_frame_is_refused(self):
+        inner = self.entry(1, length=1 | core.TRAILER, data=core.pack(1) + b'\0' * 20)
+        self.assert_batch_refused(inner, 'malformed batch frame: inner_trailer')
+
+    def test_a_batch_holding_a_frame_over_the_limit_is_refused(self):
+        self.assert_batch_refused(self.entry(1, length=(1 << 20) + 1),
+                                  'frame of 1048577 bytes exceeds max_message_size')
+
+    def test_an_empty_addressed_or_trailing_batch_is_refused_from_its_header(self):
+        one = self.entry(1)
+        n = len(one)
+        for fields, reason in ((core._FLD.pack(0, 0, 0, 0, core.BATCH), 'empty'),
+                               (core._FLD.pack(1, 0, 0, 0, n | core.BATCH), 'addressed'),
+                               (core._FLD.pack(0, 0, 0, 9, n | core.BATCH), 'addressed'),
+                               (core._FLD.pack(0, 0, 0, 0, n | core.BATCH | core.TRAILER), 'trailing')):
+            inner = one if reason != 'empty' else b''
+            self.assert_batch_refused(inner, 'malformed batch frame: ' + reason, fields)
+            self.tearDown()
+            self.setUp()
+
+    def test_a_batch_with_a_flipped_bit_is_a_bad_mac(self):
+        wire = bytearray(self.batch(self.entry(1) + self.entry(2)))
+        wire[-3] ^= 1
+        self.assert_refused(bytes(wire))
 
     def test_a_trailing_mac_frame_over_the_limit_is_refused_from_its_header(self):
         fld = core._FLD.pack(1, 0, 101, 0, ((1 << 20) + 1) | core.TRAILER)
