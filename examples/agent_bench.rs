@@ -106,6 +106,7 @@ fn main() {
                 ancestors: vec![0],
                 module_path: String::new(),
                 import_timeout_ms: 30_000,
+                spin_us: 50,
             },
         );
         println!("| child | connect + first call (median of 5) | round trip | child RSS | bytes shipped |");

@@ -2,7 +2,7 @@
 //! runs on Mitogen and execnet, printed as a table (and as JSON with
 //! `--json`). Run it in the same sitting as peer-bench and compare ratios.
 //!
-//! `cargo run --release --example bench [-- --json] [--python PATH] [--children N] [--imports]`
+//! `cargo run --release --example bench [-- --json] [--python PATH] [--children N] [--imports] [--spin-us N]`
 //!
 //! `--imports` runs the import rows only (20-module package, first call
 //! into requests and into rich), beside `benches/mitogen_realpkg.py`.
@@ -148,11 +148,13 @@ async fn main() {
     // benches/mitogen_realpkg.py serves to Mitogen), made on first use.
     let real_dir = real_packages(&python);
     let master = Master::new(
-        MasterOptions::default().module_path(
-            std::iter::once(pkg_dir.clone())
-                .chain(real_dir.clone())
-                .collect(),
-        ),
+        MasterOptions::default()
+            .module_path(
+                std::iter::once(pkg_dir.clone())
+                    .chain(real_dir.clone())
+                    .collect(),
+            )
+            .spin_window(common::spin_window(&args)),
     );
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut out = serde_json::Map::new();
@@ -198,6 +200,7 @@ async fn main() {
         ancestors: vec![0],
         module_path: String::new(),
         import_timeout_ms: 30_000,
+        spin_us: 50,
     };
     let bytes = python_c_arg("local.1").len() + framed_payload(&config).len();
     let c = median(&mut connect_ms);

@@ -1,7 +1,7 @@
 //! Round trip of a trivial call to a local Python context, alone, for
 //! profiling the child (`--pause` prints the child's pid and waits 5 s
 //! before measuring, so a profiler can attach).
-//! `cargo run --release --example py_roundtrip [-- --python PATH] [--n N] [--inflight N] [--echo N] [--connect N] [--threads]`
+//! `cargo run --release --example py_roundtrip [-- --python PATH] [--n N] [--inflight N] [--echo N] [--connect N] [--threads] [--spin-us N]`
 //!
 //! Besides the latency it prints counts that do not depend on the
 //! machine's load, per call: context switches (voluntary: a thread went
@@ -158,7 +158,7 @@ async fn main() {
     };
     let python = arg("--python").unwrap_or_else(|| "/usr/bin/python3".into());
     let n: usize = arg("--n").and_then(|v| v.parse().ok()).unwrap_or(5000);
-    let master = Master::new(MasterOptions::default());
+    let master = Master::new(MasterOptions::default().spin_window(common::spin_window(&args)));
     if let Some(k) = arg("--connect").and_then(|v| v.parse::<usize>().ok()) {
         // Connect + first call, k times (as bench's first row).
         let mut ms = Vec::new();

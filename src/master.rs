@@ -13,6 +13,7 @@ use econtext_actors::importer::{Importer, ImporterStats};
 use econtext_actors::logforwarder::{LogForwarder, NameContext};
 use econtext_actors::router::{ShutdownContext, WhenStopped};
 use econtext_actors::rust_context::RustContextConfig;
+use econtext_actors::spin::{LinkSpin, SpinPolicy};
 use econtext_actors::supervision::{Stopper, Supervision, SupervisionOptions};
 use econtext_actors::supervisor::DEFAULT_GRACE;
 use econtext_actors::{Context, Router, RouterConfig};
@@ -56,6 +57,13 @@ pub struct MasterOptions {
     /// A dead context's ID is handed out again no sooner than this, so
     /// late frames for it are never delivered to a successor.
     pub id_quarantine: Duration,
+    /// How long a reader awaiting a reply polls before its thread sleeps,
+    /// in the master (on a child's link while it awaits replies there)
+    /// and in every Python child (after it writes to its parent). Zero
+    /// turns it off; at most 1 ms. Default 50 µs: on a VM a halted vCPU's
+    /// wake-up costs more than that much polling (docs/ARCHITECTURE.md,
+    /// "Spinning before sleeping").
+    pub spin_window: Duration,
 }
 
 impl Default for MasterOptions {
@@ -69,6 +77,7 @@ impl Default for MasterOptions {
             module_path: ModuleFinder::path_from_env(),
             module_allow: None,
             id_quarantine: econtext_actors::ids::DEFAULT_QUARANTINE,
+            spin_window: SpinPolicy::DEFAULT_WINDOW,
         }
     }
 }
@@ -100,6 +109,8 @@ impl MasterOptions {
         module_allow: Option<Vec<String>>;
         /// A dead context's ID is handed out again no sooner than this.
         id_quarantine: Duration;
+        /// How long a reader awaiting a reply polls before sleeping (0: off).
+        spin_window: Duration;
     }
 }
 
@@ -496,7 +507,13 @@ impl Master {
                 .connect_timeout
                 .unwrap_or(self.inner.opts.connect_timeout)
                 .as_millis() as u64,
+            spin_us: self.spin_policy().window().as_micros() as u64,
         }
+    }
+
+    /// The spin rule for the master's links and its children's.
+    fn spin_policy(&self) -> SpinPolicy {
+        SpinPolicy::new(self.inner.opts.spin_window)
     }
 
     /// Creates a context through `via`: routes first (so that nothing the
@@ -639,6 +656,7 @@ impl Master {
             max_message_size: inner.opts.max_message_size,
             initial: connected.initial,
             log,
+            spin: Some(LinkSpin::new(self.spin_policy(), handles::MASTER_ID)),
         };
         let child = ChildProcess {
             reader,

@@ -1129,3 +1129,79 @@ mod router_side {
         });
     }
 }
+
+// ---- spinning before sleeping (actors/src/spin.rs) ----
+
+mod spin_side {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use econtext::actors::spin::SpinPolicy;
+    use econtext::testing::SimTree;
+    use econtext::wire::{handles, Header};
+
+    use super::common::{run, Capture};
+
+    /// utime + stime of the calling thread, in clock ticks (100 a second).
+    fn thread_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc");
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .expect("a stat line")
+            .1
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    }
+
+    #[test]
+    fn a_child_trickling_bytes_cannot_make_the_master_spin() {
+        run(async {
+            let mut t = SimTree::new(Capture::default().logger());
+            // The longest window, far longer than the gaps between the
+            // child's bytes: a rule that spun after whatever arrives would
+            // never stop.
+            let window = SpinPolicy::MAX_WINDOW;
+            let (evil, mut sock) = t
+                .attach_raw_socket("evil", 0, SpinPolicy::new(window))
+                .await;
+            // Never called, it announces a 1 MiB frame and sends its
+            // bytes one at a time, every 200-400 µs, for a second.
+            let mut codec = t.raw_codec();
+            let data = vec![7u8; 1 << 20];
+            let header = codec
+                .seal(&Header::new(0, evil, handles::FORWARD_LOG, 0), &data)
+                .unwrap();
+            let peer = std::thread::spawn(move || {
+                sock.write_all(&header).unwrap();
+                let end = Instant::now() + Duration::from_secs(1);
+                let mut sent = 0;
+                while Instant::now() < end && sent < data.len() {
+                    sock.write_all(&data[sent..sent + 1]).unwrap();
+                    sent += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                (sent, sock)
+            });
+            // This thread runs the master. Its CPU while the bytes come is
+            // a resource bound, not a timing: each byte costs a wake-up
+            // and a read (17-19 ticks for 3,000 bytes in a debug build); a
+            // master spinning through the second used 88-95.
+            let before = thread_ticks();
+            let started = Instant::now();
+            while !peer.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let used = thread_ticks() - before;
+            let elapsed = started.elapsed();
+            let (sent, _sock) = peer.join().unwrap();
+            assert!(sent > 1000, "the attack ran: {sent} bytes");
+            assert!(
+                used < 50,
+                "the master used {used} ticks of CPU in {elapsed:?} while a child it never \
+                 called sent {sent} bytes"
+            );
+        });
+    }
+}

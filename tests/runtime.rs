@@ -911,3 +911,57 @@ fn a_call_larger_than_the_message_limit_fails_alone() {
         assert_eq!(sum, 5);
     });
 }
+
+/// utime + stime of a thread or process (`/proc/.../stat`), in clock
+/// ticks (100 a second).
+fn cpu_ticks(stat_path: &str) -> u64 {
+    let stat = std::fs::read_to_string(stat_path).expect("/proc");
+    let f: Vec<u64> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f[11] + f[12]
+}
+
+#[test]
+fn an_idle_context_does_not_spin() {
+    // Both ends spin for a while after a call (actors/src/spin.rs, the
+    // Python core's should_spin), the largest window here: once the calls
+    // stop, neither the master (this thread) nor the child may use more
+    // than a sliver of a second of idleness. A resource bound with a wide
+    // margin: a side that kept spinning would use about 100 ticks.
+    run(async {
+        let cap = Capture::default();
+        let master = Master::new(
+            MasterOptions::default()
+                .log(cap.logger())
+                .spin_window(Duration::from_millis(1)),
+        );
+        let ctx = master
+            .connect(ConnectOptions::new(Method::Local(common::local(
+                &common::python3(),
+            ))))
+            .await
+            .unwrap();
+        let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+        for i in 0..50i64 {
+            let r: i64 = ctx.call("copy", "copy", (i,)).await.unwrap();
+            assert_eq!(r, i);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let child = format!("/proc/{pid}/stat");
+        let (m0, c0) = (cpu_ticks("/proc/thread-self/stat"), cpu_ticks(&child));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (m1, c1) = (cpu_ticks("/proc/thread-self/stat"), cpu_ticks(&child));
+        assert!(
+            m1 - m0 < 10,
+            "the idle master used {} ticks in 1 s",
+            m1 - m0
+        );
+        assert!(c1 - c0 < 10, "the idle child used {} ticks in 1 s", c1 - c0);
+        master.shutdown().await;
+    });
+}

@@ -29,6 +29,7 @@ use crate::event::DeadReason;
 use crate::ids::IdsExhausted;
 use crate::router::{AllocateId, Ancestors, ContextStarted, DeclareDead, Router};
 use crate::rust_context::{start_rust_context, RustContextConfig};
+use crate::spin::LinkSpin;
 use crate::stream::{Stream, StreamConfig};
 use crate::supervision::ProcessExited;
 use crate::supervisor::{Carrier, ProcessWatch};
@@ -131,6 +132,9 @@ pub struct ChildLink<'a> {
     /// Bytes read past the handshake.
     pub initial: BytesMut,
     pub log: Logger,
+    /// Spinning before the parent's reader sleeps (`crate::spin`): for a
+    /// child in another process; None when it runs on this thread.
+    pub spin: Option<LinkSpin>,
 }
 
 /// Starts the parent's end of `link` on `parent_router`.
@@ -147,6 +151,7 @@ where
     let mut sc = StreamConfig::new(link.id, false, link.key, link.log);
     sc.max_message_size = link.max_message_size;
     sc.initial = link.initial;
+    sc.spin = link.spin;
     Stream::start(sc, reader, writer, parent_router.clone())
 }
 
@@ -210,6 +215,7 @@ pub fn start_in_process(
         max_message_size: config.max_message_size,
         initial: BytesMut::new(),
         log: config.log.clone(),
+        spin: None,
     };
     let uplink = attach_stream(parent_router, link, pr, pw);
     let router = start_rust_context(config, functions, cr, cw, BytesMut::new());

@@ -25,6 +25,10 @@
 //!   [`ContextEvent`]s, monitors, `kill` and restart policies
 //!   ([`supervision::RestartCore`], a plain struct).
 //!
+//! - [`spin::SpinPolicy`] and [`spin::LinkSpin`]: spinning before a
+//!   child process's reader sleeps, only while this context awaits its
+//!   own replies on that link (a plain rule; [`spin::SpinRead`] acts on it).
+//!
 //! A Stream reads frames and hands each to its Router, waiting until the
 //! Router has queued it on the next hop; the Router's handlers are thin and
 //! all decisions live in [`routing`] and [`handles`].
@@ -56,6 +60,7 @@ pub mod rust_context;
 pub mod serve;
 pub mod socket;
 mod spare;
+pub mod spin;
 pub mod stream;
 pub mod supervision;
 pub mod supervisor;

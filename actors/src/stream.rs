@@ -15,6 +15,7 @@ use crate::lanes::Lanes;
 use crate::link::{LinkReceiver, Queued, StreamLink, DEFAULT_HIGH_WATER_MARK};
 use crate::router::{AttachStream, CloseStream, Inbound, Router, StreamClosed};
 use crate::spare::{Spare, LARGE};
+use crate::spin::{self, LinkSpin, SharedSpin, SpinRead};
 
 /// Frames at least this large are written straight from their buffer
 /// instead of being copied into the batch buffer.
@@ -45,6 +46,9 @@ pub struct StreamConfig {
     /// Bytes already read from the transport (after a handshake).
     pub initial: BytesMut,
     pub log: Logger,
+    /// Spinning before the reader sleeps (`spin.rs`): None (the default)
+    /// for links whose peer runs on this thread, where it cannot help.
+    pub spin: Option<LinkSpin>,
 }
 
 impl StreamConfig {
@@ -57,6 +61,7 @@ impl StreamConfig {
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             initial: BytesMut::new(),
             log,
+            spin: None,
         }
     }
 }
@@ -97,16 +102,32 @@ impl Stream {
         let is_parent = config.is_parent;
         let initial = config.initial;
         let log = config.log.new(slog::o!("stream" => peer));
+        let spin = spin::shared(config.spin);
+        let read: LoopFuture = match &spin {
+            Some(s) => Box::pin(read_loop(
+                SpinRead::new(reader, s.clone()),
+                rx_codec,
+                initial,
+                peer,
+                router.clone(),
+                spin.clone(),
+            )),
+            None => Box::pin(read_loop(
+                reader,
+                rx_codec,
+                initial,
+                peer,
+                router.clone(),
+                None,
+            )),
+        };
         let addr = Stream {
             peer,
             router: router.clone(),
             reason: None,
             link: link.clone(),
             log,
-            loops: Some((
-                Box::pin(read_loop(reader, rx_codec, initial, peer, router.clone())),
-                Box::pin(write_loop(writer, tx_codec, queue)),
-            )),
+            loops: Some((read, Box::pin(write_loop(writer, tx_codec, queue, spin)))),
         }
         .start();
         router.do_send(AttachStream {
@@ -181,6 +202,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut buf: BytesMut,
     peer: ContextId,
     router: Addr<Router>,
+    spin: Option<SharedSpin>,
 ) -> Result<(), WireError> {
     let mut batch = Vec::new();
     let mut spare = Spare::default();
@@ -198,6 +220,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         if !batch.is_empty() {
+            spin::received(&spin, batch.len());
             // Waiting for the Router to queue the frames onward is what
             // stops us reading faster than the next hop drains.
             match router
@@ -232,6 +255,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut codec: FrameCodec,
     mut queue: LinkReceiver,
+    spin: Option<SharedSpin>,
 ) -> Result<(), WireError> {
     let mut buf = BytesMut::with_capacity(BATCH);
     let mut written = Vec::new();
@@ -304,6 +328,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             writer.write_all(&buf).await?;
             buf.clear();
         }
+        // The reader may spin for the replies to requests now sent.
+        spin::sent(&spin, written.iter().map(|q| &q.frame.header)).await;
         // Releasing the budget only now keeps the bound honest: bytes
         // count until the kernel has them.
         written.clear();

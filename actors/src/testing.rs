@@ -32,6 +32,7 @@ use crate::context::Context;
 use crate::dispatch::Functions;
 use crate::router::{CloseStream, Router, RouterConfig, Trace};
 use crate::rust_context::RustContextConfig;
+use crate::spin::{LinkSpin, SpinPolicy};
 use crate::stream::Stream;
 use crate::supervision::{
     ChildFactory, RestartPolicy, Stopper, Supervised, Supervision, SupervisionOptions,
@@ -297,22 +298,58 @@ impl SimTree {
         name: &str,
         parent: ContextId,
     ) -> (ContextId, tokio::io::DuplexStream) {
+        let (parent_end, raw_end) = tokio::io::duplex(self.pipe_capacity);
+        let (pr, pw) = tokio::io::split(parent_end);
+        let id = self.attach_raw_with(name, parent, pr, pw, None).await;
+        (id, raw_end)
+    }
+
+    /// [`SimTree::attach_raw`] over a real Unix socket pair, the parent
+    /// reading it as a master reads a child process (`crate::socket`) and
+    /// spinning by `spin` (`crate::spin`). The returned end is blocking,
+    /// for a peer on a thread of its own.
+    pub async fn attach_raw_socket(
+        &mut self,
+        name: &str,
+        parent: ContextId,
+        spin: SpinPolicy,
+    ) -> (ContextId, std::os::unix::net::UnixStream) {
+        let (parent_end, raw_end) = tokio::net::UnixStream::pair().expect("a socket pair");
+        let (pr, pw) = crate::socket::split(parent_end).expect("a socket split");
+        let spin = Some(LinkSpin::new(spin, parent));
+        let id = self.attach_raw_with(name, parent, pr, pw, spin).await;
+        let raw_end = raw_end.into_std().expect("a std socket");
+        raw_end.set_nonblocking(false).expect("a blocking socket");
+        (id, raw_end)
+    }
+
+    async fn attach_raw_with<R, W>(
+        &mut self,
+        name: &str,
+        parent: ContextId,
+        reader: R,
+        writer: W,
+        spin: Option<LinkSpin>,
+    ) -> ContextId
+    where
+        R: tokio::io::AsyncRead + Unpin + 'static,
+        W: tokio::io::AsyncWrite + Unpin + 'static,
+    {
         let (joining, parent_router) = self
             .env
             .join(parent)
             .await
             .expect("the tree can take a raw context");
         let id = joining.id;
-        let (parent_end, raw_end) = tokio::io::duplex(self.pipe_capacity);
-        let (pr, pw) = tokio::io::split(parent_end);
         let link = ChildLink {
             id,
             key: &self.env.key,
             max_message_size: econtext_wire::DEFAULT_MAX_MESSAGE_SIZE,
             initial: BytesMut::new(),
             log: self.env.log.new(slog::o!("ctx" => self.env.name(parent))),
+            spin,
         };
-        let uplink = attach_stream(&parent_router, link, pr, pw);
+        let uplink = attach_stream(&parent_router, link, reader, writer);
         // A raw context has no router of its own; calls "to" it go to
         // the parent's stream and wait for whatever the test writes back.
         let child = InProcess {
@@ -321,7 +358,7 @@ impl SimTree {
         };
         self.env.record(id, name, child);
         joining.started(name);
-        (id, raw_end)
+        id
     }
 
     /// A codec for the raw end of [`SimTree::attach_raw`].

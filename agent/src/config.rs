@@ -74,6 +74,7 @@ mod tests {
             ancestors: vec![0],
             module_path: String::new(),
             import_timeout_ms: 30_000,
+            spin_us: 50,
         };
         let bytes = encode(&c);
         let nl = bytes.iter().position(|&b| b == b'\n').unwrap();

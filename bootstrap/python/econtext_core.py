@@ -56,6 +56,19 @@ IMPORT_TIMEOUT = 30.0
 # The real interpreter path: the first stage re-executed Python with a
 # decorated argv[0], so sys.executable is not usable for grandchildren.
 PYTHON = sys.executable
+# Spinning before sleeping (docs/ARCHITECTURE.md): for SPIN seconds after
+# writing to its parent (config 'spin_us'; 0: never) a thread about to
+# wait for the parent polls without blocking first. On a VM whose idle
+# vCPU halts at once, the wake-up costs more CPU than that much polling,
+# and the next call usually comes within it. The time of the last write
+# to the parent and the parent's write fd (set by main).
+SPIN = 5e-05
+_now = getattr(time, 'perf_counter', time.time)  # 2.7 has no perf_counter
+# Between polls: under load both ends of a link often share one CPU, where
+# a spin that kept it would only delay the message it waits for (2.7 has
+# no sched_yield: it spins without).
+_yield = getattr(os, 'sched_yield', None) or (lambda: None)
+_WROTE = [0.0, None]
 
 
 class _Log(object):
@@ -893,6 +906,27 @@ def _write(fd, b):
         mv = memoryview(b)
         while n < len(mv):
             n += os.write(fd, mv[n:])
+    if fd == _WROTE[1]:
+        _WROTE[0] = _now()  # a reply is out: the next call may come soon
+
+
+def should_spin(now, last, window):
+    # The rule, as econtext_actors::spin::SpinPolicy::should_spin: poll
+    # again while less than the window has passed since the last write to
+    # the parent. A child spins only after it has written (a reply), so an
+    # idle child never does, and what it reads does not extend it.
+    return 0 <= now - last < window
+
+
+def _spin(p):
+    # Polls p without blocking while the rule says so: its events, or []
+    # once the window is over (the caller's blocking poll then sleeps).
+    while should_spin(_now(), _WROTE[0], SPIN):
+        evs = p.poll(0)
+        if evs:
+            return evs
+        _yield()
+    return []
 
 
 class Stream(object):
@@ -1741,7 +1775,7 @@ class Broker(object):
             while not q.q and s.rfd is not None and not router.lost \
                     and 'econtext.parent' not in sys.modules:
                 try:
-                    evs = self.mpoll.poll()
+                    evs = _spin(self.mpoll) or self.mpoll.poll()
                 except Exception as e:
                     if e.args and e.args[0] == errno.EINTR:
                         continue  # Python 2: a signal
@@ -1841,8 +1875,11 @@ class Broker(object):
                                       not [i for i in self.iologgers if i.rfd is not None]):
                     break
                 try:
-                    evs = self.poller.poll(self.stopping and 100 or self.held and HOLD_MS or
-                                           _OWED and 1000 or None)
+                    # Spins only while it reads the parent (not while the
+                    # main thread leads: that one spins then).
+                    evs = not self.off and self.pfd is not None and _spin(self.poller)
+                    evs = evs or self.poller.poll(self.stopping and 100 or self.held and HOLD_MS or
+                                                  _OWED and 1000 or None)
                     if _OWED:
                         _report_owed()
                     if not evs and self.held:
@@ -2478,8 +2515,9 @@ def _preload(name, filename, source):
 
 def main(cfg, preload=None):
     global context_id, parent_id, context_name, router, broker, importer, CORE_SOURCE, PYTHON, MODULE_PATH
-    global IMPORT_TIMEOUT, COMPILED
+    global IMPORT_TIMEOUT, COMPILED, SPIN
     context_id, parent_id, context_name = cfg['context_id'], cfg['parent_id'], cfg['name']
+    SPIN = min(cfg.get('spin_us', 50), 1000) / 1e6
     MODULE_PATH = cfg.get('module_path') or ''
     IMPORT_TIMEOUT = cfg.get('import_timeout', 30000) / 1000.0
     PYTHON = os.environ.pop('ARGV0', None) or sys.executable
@@ -2518,6 +2556,7 @@ def main(cfg, preload=None):
     import binascii
     key = binascii.unhexlify(cfg['key'])
     router.parent = router.streams[parent_id] = Stream(router, parent_id, rfd, wfd, key)
+    _WROTE[1] = wfd
     broker.add_parent(router.parent)
     importer = Importer()
     if PY3:

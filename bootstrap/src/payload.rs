@@ -18,6 +18,11 @@ pub fn minimized_core() -> &'static str {
     CORE.get_or_init(|| minimize_source(CORE_SOURCE))
 }
 
+/// The child's spin window when the config does not say (the master's
+/// own default, econtext_actors::spin::SpinPolicy::DEFAULT_WINDOW).
+pub const DEFAULT_SPIN_US: u64 =
+    econtext_actors::spin::SpinPolicy::DEFAULT_WINDOW.as_micros() as u64;
+
 /// What a child is told in its `main(config)` call. `Debug` never shows
 /// the key, and the key is wiped from memory when the config is dropped.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,6 +42,10 @@ pub struct ChildConfig {
     /// How long an import waits for the parent's GET_MODULE reply before
     /// it is an ImportError (the connect timeout), in milliseconds.
     pub import_timeout_ms: u64,
+    /// How long the child polls its parent stream after writing to it
+    /// before it sleeps, in microseconds (0: never; see
+    /// econtext_actors::spin and docs/ARCHITECTURE.md).
+    pub spin_us: u64,
 }
 
 impl std::fmt::Debug for ChildConfig {
@@ -50,6 +59,7 @@ impl std::fmt::Debug for ChildConfig {
             .field("max_message_size", &self.max_message_size)
             .field("ancestors", &self.ancestors)
             .field("module_path", &self.module_path)
+            .field("spin_us", &self.spin_us)
             .finish()
     }
 }
@@ -82,6 +92,7 @@ impl ChildConfig {
             ),
             ("module_path", Value::from(self.module_path.as_str())),
             ("import_timeout", Value::from(self.import_timeout_ms)),
+            ("spin_us", Value::from(self.spin_us)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -94,7 +105,8 @@ impl ChildConfig {
         let anc: Vec<String> = self.ancestors.iter().map(|a| a.to_string()).collect();
         format!(
             "{{'context_id': {}, 'parent_id': {}, 'name': {}, 'key': '{}', 'log_level': {}, \
-             'max_message_size': {}, 'ancestors': [{}], 'module_path': {}, 'import_timeout': {}}}",
+             'max_message_size': {}, 'ancestors': [{}], 'module_path': {}, 'import_timeout': {}, \
+             'spin_us': {}}}",
             self.context_id,
             self.parent_id,
             py_str(&self.name),
@@ -103,7 +115,8 @@ impl ChildConfig {
             self.max_message_size,
             anc.join(", "),
             py_str(&self.module_path),
-            self.import_timeout_ms
+            self.import_timeout_ms,
+            self.spin_us
         )
     }
 }
@@ -291,6 +304,7 @@ mod tests {
             ancestors: vec![0],
             module_path: String::new(),
             import_timeout_ms: 30_000,
+            spin_us: 50,
         }
     }
 
@@ -358,6 +372,7 @@ mod tests {
             ancestors: vec![0],
             module_path: "/srv/lib".into(),
             import_timeout_ms: 30_000,
+            spin_us: 50,
         };
         let s = c.to_python();
         assert!(s.contains("'name': 'it\\'s\\\\x'"));

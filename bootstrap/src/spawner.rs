@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use crate::connect::connect;
 use crate::error::ConnectError;
 use crate::method::SpawnSpec;
-use crate::payload::{framed_payload, ChildConfig};
+use crate::payload::{framed_payload, ChildConfig, DEFAULT_SPIN_US};
 use crate::prompt::{PromptRules, Secret};
 
 /// Answers SPAWN for the context whose Router it serves.
@@ -119,6 +119,8 @@ impl ChildConfig {
             ancestors,
             module_path: text("module_path").unwrap_or_default(),
             import_timeout_ms: int("import_timeout").unwrap_or(30_000),
+            // From a master that does not say: the child's own default.
+            spin_us: int("spin_us").unwrap_or(DEFAULT_SPIN_US),
         })
     }
 }
@@ -201,6 +203,9 @@ impl Handler<Request<Spawn, Vec<u32>>> for Spawner {
                     max_message_size: config.max_message_size,
                     initial: connected.initial,
                     log: act.log.clone(),
+                    // An intermediate forwards others' calls: it awaits
+                    // none of its own, so it would not spin.
+                    spin: None,
                 };
                 let child = ChildProcess {
                     reader,
@@ -237,6 +242,7 @@ mod tests {
             ancestors: vec![3, 1, 0],
             module_path: "/a:/b".into(),
             import_timeout_ms: 2_500,
+            spin_us: 70,
         };
         assert_eq!(
             ChildConfig::from_msgpack_map(&c.to_msgpack_map()).unwrap(),

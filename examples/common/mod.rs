@@ -6,6 +6,19 @@ use futures::future::join_all;
 /// Starts `per_context` calls of `module.function(i)` on each of `ctxs`
 /// (a function that answers its argument), all in flight at once, then
 /// waits for every result and checks that each one succeeded.
+/// `--spin-us N`: the master's and its children's spin window
+/// (`MasterOptions::spin_window`, 0: off), for A/B runs; the default
+/// otherwise.
+#[allow(dead_code)]
+pub fn spin_window(args: &[String]) -> std::time::Duration {
+    args.iter()
+        .position(|a| a == "--spin-us")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros)
+        .unwrap_or(econtext::actors::spin::SpinPolicy::DEFAULT_WINDOW)
+}
+
 pub async fn calls_in_flight(ctxs: &[Context], per_context: usize, module: &str, function: &str) {
     let mut pending = Vec::with_capacity(ctxs.len() * per_context);
     for c in ctxs {

@@ -140,7 +140,7 @@ class Child(object):
     max_size = 128 * 1024 * 1024
 
     def __init__(self, python=None, name='test', context_id=1, log_level=10,
-                 modules=None, related=None, timeout=30.0):
+                 modules=None, related=None, timeout=30.0, spin_us=None):
         core.broker = _NoBroker()
         self.python = python or sys.executable
         self.context_id = context_id
@@ -170,6 +170,8 @@ class Child(object):
         cfg = {'context_id': context_id, 'parent_id': 0, 'name': name,
                'key': base64.b16encode(self.key).decode('ascii').lower(),
                'log_level': log_level, 'max_message_size': self.max_size, 'ancestors': [0]}
+        if spin_us is not None:  # else the core's default
+            cfg['spin_us'] = spin_us
         payload = core_source() + u'\nmain(%s)\n' % config_literal(cfg)
         z = zlib.compress(payload.encode('utf-8'), 9)
         a.sendall(('%d\n' % len(z)).encode('ascii') + z)

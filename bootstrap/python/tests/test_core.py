@@ -971,7 +971,9 @@ class LeaderTest(unittest.TestCase):
     # a call: what needs the IO thread while the main thread is idle, or
     # the main thread while a call blocks, must still work.
     def setUp(self):
-        self.c = harness.Child(CHILD)
+        # Not spinning: the switch counts below would depend on how soon
+        # this test master sends the next call.
+        self.c = harness.Child(CHILD, spin_us=0)
 
     def tearDown(self):
         self.c.shutdown()
@@ -1225,6 +1227,85 @@ class HostileTest(unittest.TestCase):
             self.c.send(core.DEL_ROUTE, 3, src=src)
         self.assertIn([9, 3], self.call('routes'))
         self.assertTrue(self.c.wait_log(lambda r: 'refused DEL_ROUTE' in r[2]), self.c.logs)
+
+
+def _cpu_ticks(pid):
+    # utime + stime of a local process, in clock ticks (/proc/PID/stat).
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class _Poller(object):
+    # A poll object whose poll(0) reports an event from its nth call on.
+    def __init__(self, ready_at):
+        self.calls, self.ready_at = 0, ready_at
+
+    def poll(self, timeout=None):
+        assert timeout == 0, 'a spin never blocks'
+        self.calls += 1
+        return self.calls >= self.ready_at and [(3, 1)] or []
+
+
+class SpinTest(unittest.TestCase):
+    # Spinning before sleeping: the rule (the same cases as
+    # actors/src/spin.rs's SpinPolicy tests, no clock) and the child's use
+    # of it after it writes to its parent.
+    def test_the_rule_spins_only_inside_the_window(self):
+        # In microseconds (any unit works; floats would round the edges).
+        t0, w = 10000000, 50
+        self.assertTrue(core.should_spin(t0, t0, w))
+        self.assertTrue(core.should_spin(t0 + 49, t0, w))
+        self.assertFalse(core.should_spin(t0 + 50, t0, w))
+        self.assertFalse(core.should_spin(t0 + 5000, t0, w))
+        # A last write after now (a clock stepped back, on 2.7's
+        # time.time) is no reason to spin.
+        self.assertFalse(core.should_spin(t0, t0 + 1, w))
+
+    def test_a_zero_window_never_spins(self):
+        self.assertFalse(core.should_spin(10.0, 10.0, 0))
+        self.assertFalse(core.should_spin(10.0, 10.0, 0.0))
+
+    def test_a_spin_returns_the_first_events_it_polls(self):
+        saved = core.SPIN, core._WROTE[0]
+        try:
+            core.SPIN, core._WROTE[0] = 3600.0, core._now()
+            p = _Poller(3)
+            self.assertEqual(core._spin(p), [(3, 1)])
+            self.assertEqual(p.calls, 3)
+        finally:
+            core.SPIN, core._WROTE[0] = saved
+
+    def test_no_spin_without_a_recent_write_or_with_a_zero_window(self):
+        saved = core.SPIN, core._WROTE[0]
+        try:
+            core.SPIN, core._WROTE[0] = 3600.0, core._now() - 7200.0
+            p = _Poller(1)
+            self.assertEqual(core._spin(p), [])
+            core.SPIN, core._WROTE[0] = 0.0, core._now()
+            self.assertEqual(core._spin(p), [])
+            self.assertEqual(p.calls, 0)
+        finally:
+            core.SPIN, core._WROTE[0] = saved
+
+    def test_an_idle_child_does_not_spin(self):
+        # After its replies a child spins for at most the window (here the
+        # largest allowed, 1 ms), then sleeps: over a second of idleness
+        # it uses (next to) no CPU. A resource bound, with a wide margin:
+        # a child that kept spinning would use about 100 ticks.
+        if not os.path.exists('/proc/self/stat'):
+            self.skipTest('no /proc')
+        c = harness.Child(CHILD, spin_us=1000)
+        try:
+            for i in range(20):
+                self.assertEqual(c.call('ectest', 'echo', i), i)
+            time.sleep(0.2)
+            before = _cpu_ticks(c.proc.pid)
+            time.sleep(1.0)
+            used = _cpu_ticks(c.proc.pid) - before
+            self.assertTrue(used < 10, '%d ticks of CPU in 1 s idle' % used)
+        finally:
+            c.shutdown()
 
 
 class BenchTest(unittest.TestCase):
