@@ -444,6 +444,48 @@ fn child_calling_its_parent_or_sibling_is_refused() {
 }
 
 #[test]
+fn a_batch_through_a_python_intermediate_cannot_smuggle_a_frame_from_another_source() {
+    let root = module_root("batch-spoof");
+    let r = root.clone();
+    run(async move {
+        let cap = Capture::default();
+        let master = master_with(&cap, &r);
+        let py = python3();
+        let mid = spawn(&master, &py, "mid", None).await;
+        let leaf1 = spawn(&master, &py, "leaf1", Some(&mid)).await;
+        let leaf2 = spawn(&master, &py, "leaf2", Some(&mid)).await;
+        // One batch frame (one good MAC) from leaf1: a log record of its
+        // own, one claiming to come from leaf2, another of its own.
+        let records = (
+            ("batcher", 40, "OWN RECORD ONE"),
+            ("batcher", 40, "SPOOFED RECORD"),
+            ("batcher", 40, "OWN RECORD TWO"),
+        );
+        let _: bool = leaf1
+            .call("ecvia", "spoof_in_batch", (0, leaf2.id(), 102, records))
+            .await
+            .unwrap();
+        assert!(
+            cap.wait_for(&["not in its subtree", "ctx=mid"], 10.0).await,
+            "{}",
+            cap.text()
+        );
+        assert!(
+            cap.wait_for(&["OWN RECORD TWO"], 10.0).await,
+            "{}",
+            cap.text()
+        );
+        assert!(cap.text().contains("OWN RECORD ONE"), "{}", cap.text());
+        let _: i64 = mid.call("os", "getpid", ()).await.unwrap();
+        assert!(!cap.text().contains("SPOOFED RECORD"), "{}", cap.text());
+        for c in [&mid, &leaf1, &leaf2] {
+            let _: i64 = c.call("os", "getpid", ()).await.unwrap();
+        }
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn master_going_away_takes_every_context_below_with_it() {
     let mut cli = Command::new(env!("CARGO_BIN_EXE_econtext"))
         .args(["call", "local,local,local", "time.sleep", "60"])

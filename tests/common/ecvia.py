@@ -59,6 +59,22 @@ def spoof(dst, src, handle, obj):
     return True
 
 
+def spoof_in_batch(dst, src, handle, objs):
+    # One batch frame up (one MAC): objs[0] and objs[2] from us, objs[1]
+    # claiming src. The parent must drop that one and deliver the others.
+    s, me = c.router.parent, c.router.id
+    bodies = []
+    for i, obj in enumerate(objs):
+        data = c.pack(obj)
+        bodies.append(c._FLD.pack(dst, i == 1 and src or me, handle, 0, len(data)) + data)
+    size = sum(map(len, bodies))
+    with s.wlock:
+        s._close_batch()
+        s.held.append(c._seal_batch(s.tx, bodies, len(bodies), size))
+        s._write_held()
+    return True
+
+
 def trace(on=True):
     import econtext.parent as p
     return p.trace(on)
