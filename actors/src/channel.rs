@@ -50,6 +50,28 @@ impl Channel {
         watch: Option<ContextId>,
         accept: Accept,
     ) -> Result<Channel> {
+        Channel::register(router, context, watch, accept, false).await
+    }
+
+    /// [`Channel::open`] for a file receiver's data: it also takes bulk
+    /// frames (`Message::bulk`), whose bytes no frame MAC covered, so its
+    /// reader must authenticate them (econtext-files checks each chunk
+    /// against the file's running SHA-256). No other handle takes them.
+    pub async fn open_bulk(
+        router: &Addr<Router>,
+        context: ContextId,
+        watch: ContextId,
+    ) -> Result<Channel> {
+        Channel::register(router, context, Some(watch), Accept::From(watch), true).await
+    }
+
+    async fn register(
+        router: &Addr<Router>,
+        context: ContextId,
+        watch: Option<ContextId>,
+        accept: Accept,
+        bulk: bool,
+    ) -> Result<Channel> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let handle = router
             .send(Register {
@@ -58,6 +80,7 @@ impl Channel {
                 persistent: true,
                 waiting_on: watch,
                 accept,
+                bulk,
             })
             .await
             .map_err(|_| Error::RouterGone)?;
@@ -144,6 +167,19 @@ impl Sender {
     /// Sends already-encoded data.
     pub async fn send_raw(&self, data: bytes::Bytes) -> Result<()> {
         let frame = Frame::new(
+            Header::new(self.target.context, self.me, self.target.handle, 0),
+            data,
+        );
+        dispatch(&self.router, frame, false).await
+    }
+
+    /// Sends a bulk frame: `data` is `covered_len:u32be covered bytes`
+    /// (`econtext_wire::bulk`); the frame MAC covers only up to the end of
+    /// `covered`. The target must be a handle opened with
+    /// [`Channel::open_bulk`] (or a Python file receiver's): anything else
+    /// refuses it.
+    pub async fn send_bulk(&self, data: bytes::Bytes) -> Result<()> {
+        let frame = Frame::bulk(
             Header::new(self.target.context, self.me, self.target.handle, 0),
             data,
         );

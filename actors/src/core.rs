@@ -79,6 +79,9 @@ pub enum Refusal {
     Loop,
     /// Malformed control payload.
     Malformed(String),
+    /// A bulk frame (bytes no frame MAC covers) for a handle that no
+    /// file receiver registered for bulk frames.
+    BulkToNonFileHandle,
 }
 
 impl std::fmt::Display for Refusal {
@@ -94,6 +97,9 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::Loop => f.write_str("frame would loop back to its stream"),
             Refusal::Malformed(e) => write!(f, "malformed: {e}"),
+            Refusal::BulkToNonFileHandle => {
+                f.write_str("bulk frame for a handle not registered for bulk frames")
+            }
         }
     }
 }
@@ -541,6 +547,11 @@ impl<S> RouterCore<S> {
         }
     }
 
+    /// Lets `handle` take bulk frames (see [`Refusal::BulkToNonFileHandle`]).
+    pub fn allow_bulk(&mut self, handle: Handle) -> bool {
+        self.handles.allow_bulk(handle)
+    }
+
     pub fn unregister(&mut self, handle: Handle) -> Option<S> {
         self.handles.remove(handle)
     }
@@ -632,6 +643,12 @@ impl<S> RouterCore<S> {
     /// A frame originated here; `lane` is [`Lane::Wait`] for senders that
     /// wait for room, [`Lane::Push`] for replies.
     pub fn send_local(&mut self, frame: Frame, lane: Lane, now: Instant) {
+        if frame.bulk && econtext_wire::bulk::covered_end(&frame.data).is_none() {
+            // A writer could not seal it: refused here, not on the link.
+            let why = DeadReason::Protocol("bulk frame without its covered part".into());
+            self.bounce(&frame.header, why, now);
+            return;
+        }
         if let Err(e) = self.check_size(frame.data.len()) {
             // Its requester (if it asked for a reply) hears why; the
             // link, and everyone else's traffic on it, is untouched.
@@ -736,6 +753,18 @@ impl<S> RouterCore<S> {
                 self.bounce(&h, why, now);
                 return;
             }
+        }
+        if frame.bulk && !self.handles.takes_bulk(h.handle) {
+            // Its bytes are covered by no MAC: only a receiver that checks
+            // them itself (a file's running SHA-256) may have them. Dropped,
+            // logged (rate-limited per source) and its sender told.
+            self.refuse(&h, from, Refusal::BulkToNonFileHandle, now);
+            let why = DeadReason::Refused(format!(
+                "bulk frame for handle {}, which takes none",
+                h.handle
+            ));
+            self.bounce(&h, why, now);
+            return;
         }
         match (h.handle, from) {
             (handles::ADD_ROUTE, Some(_)) => return self.on_add_route(&frame, from, now),

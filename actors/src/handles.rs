@@ -58,6 +58,9 @@ pub struct HandleEntry<S> {
     pub persistent: bool,
     pub waiting_on: Option<ContextId>,
     pub accept: Accept,
+    /// Takes bulk frames (file chunks whose bytes no frame MAC covers:
+    /// its owner authenticates them); every other handle refuses them.
+    pub bulk: bool,
 }
 
 /// Handle number allocation and lookup. `S` is the sink type (the Router
@@ -100,6 +103,7 @@ impl<S> HandleTable<S> {
                     persistent,
                     waiting_on,
                     accept,
+                    bulk: false,
                 });
                 return h;
             }
@@ -127,6 +131,7 @@ impl<S> HandleTable<S> {
                 persistent,
                 waiting_on,
                 accept,
+                bulk: false,
             },
         );
         drawn
@@ -142,6 +147,7 @@ impl<S> HandleTable<S> {
                     persistent: true,
                     waiting_on: None,
                     accept: Accept::Any,
+                    bulk: false,
                 },
             )
             .map(|e| e.sink)
@@ -153,6 +159,20 @@ impl<S> HandleTable<S> {
 
     pub fn get(&self, handle: Handle) -> Option<&HandleEntry<S>> {
         self.entries.get(&handle)
+    }
+
+    /// Lets `handle` take bulk frames (a file receiver's data handle);
+    /// false when there is no such handle.
+    pub fn allow_bulk(&mut self, handle: Handle) -> bool {
+        self.entries
+            .get_mut(&handle)
+            .map(|e| e.bulk = true)
+            .is_some()
+    }
+
+    /// Whether `handle` takes bulk frames.
+    pub fn takes_bulk(&self, handle: Handle) -> bool {
+        self.entries.get(&handle).is_some_and(|e| e.bulk)
     }
 
     pub fn sink_mut(&mut self, handle: Handle) -> Option<&mut S> {
@@ -272,6 +292,18 @@ mod tests {
         hit.sort();
         assert_eq!(hit, vec![1, 2]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn only_a_handle_allowed_bulk_takes_it() {
+        let mut t = HandleTable::with_seed(7);
+        let a = t.allocate("a", true, None, Accept::Any);
+        let b = t.allocate("b", true, None, Accept::Any);
+        assert!(t.allow_bulk(a));
+        assert!(t.takes_bulk(a) && !t.takes_bulk(b));
+        assert!(!t.allow_bulk(1), "no such handle");
+        t.remove(a);
+        assert!(!t.takes_bulk(a), "gone with its handle");
     }
 
     #[test]

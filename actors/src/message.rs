@@ -12,8 +12,11 @@ pub struct Message {
     pub handle: Handle,
     /// Where the sender wants a reply (0: nowhere).
     pub reply_to: Handle,
-    /// One encoded MessagePack value.
+    /// One encoded MessagePack value; for a bulk frame (only delivered to
+    /// a handle registered for them) `covered_len:u32be covered bytes`,
+    /// whose bytes no frame MAC covered (`econtext_wire::bulk`).
     pub data: Bytes,
+    pub bulk: bool,
 }
 
 impl Message {
@@ -23,6 +26,7 @@ impl Message {
             handle: frame.header.handle,
             reply_to: frame.header.reply_to,
             data: frame.data,
+            bulk: frame.bulk,
         }
     }
 
@@ -48,6 +52,7 @@ impl Message {
             handle,
             reply_to: 0,
             data: payload::encode(&econtext_wire::Dead::from(reason)).expect("Dead encodes"),
+            bulk: false,
         }
     }
 }

@@ -226,6 +226,7 @@ impl ModuleForwarder {
                     persistent: false,
                     waiting_on: Some(parent),
                     accept: Accept::From(parent),
+                    bulk: false,
                 })
                 .await
                 .map_err(|_| ())?;

@@ -728,6 +728,9 @@ pub struct Register {
     pub waiting_on: Option<ContextId>,
     /// Whose messages it takes (local ones always).
     pub accept: Accept,
+    /// Takes bulk frames too (a file receiver's data handle, which checks
+    /// their bytes itself); every other handle refuses them.
+    pub bulk: bool,
 }
 
 impl Handler<Register> for Router {
@@ -741,6 +744,9 @@ impl Handler<Register> for Router {
             msg.waiting_on,
             msg.accept,
         );
+        if msg.bulk {
+            self.core.allow_bulk(h);
+        }
         self.pump(ctx);
         MessageResult(h)
     }

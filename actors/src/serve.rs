@@ -212,6 +212,7 @@ where
         persistent: true,
         waiting_on: None,
         accept: crate::handles::Accept::Any,
+        bulk: false,
     }
 }
 
@@ -304,6 +305,7 @@ where
         // The task keeps the reply's address, not the request's bytes.
         let back = Message {
             data: Bytes::new(),
+            bulk: false,
             ..msg
         };
         let sent = self.target.send(Request {

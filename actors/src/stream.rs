@@ -283,12 +283,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let Some(item) = lanes.pop() else { break };
                 let data = &item.frame.data;
                 direct = data.len() >= DIRECT_WRITE;
-                if codec.trails(data.len()) {
+                if codec.trails(data.len()) && !item.frame.bulk {
                     codec.seal_gathered(&mut buf);
                     write_trailing(&mut writer, &mut codec, &mut buf, &item.frame).await?;
-                } else if direct {
+                } else if direct || item.frame.bulk {
+                    // A bulk frame is never batched, and its MAC covers its
+                    // small covered part only: its bytes are not hashed here.
                     codec.seal_gathered(&mut buf);
-                    let header = codec.seal(&item.frame.header, data)?;
+                    let header = match item.frame.bulk {
+                        true => codec.seal_bulk(&item.frame.header, data)?,
+                        false => codec.seal(&item.frame.header, data)?,
+                    };
                     buf.put_slice(&header);
                     writer.write_all(&buf).await?;
                     buf.clear();

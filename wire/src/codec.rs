@@ -4,7 +4,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::batch::{self, Gathered, BATCH_ENTRY_LEN, BATCH_MAX};
-use crate::header::{is_batch, split_length, Header, BATCH_FLAG, FIELDS_LEN, HEADER_LEN, MAC_LEN};
+use crate::header::{
+    is_batch, is_bulk, split_length, Header, BATCH_FLAG, FIELDS_LEN, HEADER_LEN, MAC_LEN,
+};
 use crate::mac::{Direction, FrameMac, Opening, Sealing};
 use crate::WireError;
 
@@ -14,10 +16,16 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 
 /// One authenticated frame: routing fields plus the data (one MessagePack
 /// value, left encoded so that forwarding contexts never decode it).
+///
+/// A bulk frame's data is `covered_len:u32be covered bytes` ([`crate::bulk`]):
+/// its MAC covers only the part up to the end of `covered`, so the
+/// receiving layer authenticates the bytes itself; a relay forwards it as
+/// a bulk frame, re-MACing only that part. It is never batched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub header: Header,
     pub data: Bytes,
+    pub bulk: bool,
 }
 
 impl Frame {
@@ -25,6 +33,17 @@ impl Frame {
         Frame {
             header,
             data: data.into(),
+            bulk: false,
+        }
+    }
+
+    /// A bulk frame: `data` is `covered_len:u32be covered bytes`
+    /// ([`crate::bulk::join`] or built in place).
+    pub fn bulk(header: Header, data: impl Into<Bytes>) -> Self {
+        Frame {
+            header,
+            data: data.into(),
+            bulk: true,
         }
     }
 }
@@ -115,6 +134,18 @@ impl FrameCodec {
         self.check_gathered();
         self.check_send(data.len())?;
         Ok(self.tx.seal(header, data))
+    }
+
+    /// Seals an outgoing bulk frame ([`Frame::bulk`]) and returns its
+    /// header bytes: the MAC covers the fields (bulk flag set) and `data`
+    /// up to the end of its covered part only. Data without a well-formed
+    /// covered part is refused.
+    pub fn seal_bulk(&mut self, header: &Header, data: &[u8]) -> Result<[u8; HEADER_LEN], WireError> {
+        self.check_gathered();
+        let len = self.check_send(data.len())?;
+        let end = crate::bulk::covered_end(data)
+            .ok_or_else(|| WireError::Malformed("bulk frame without its covered part".into()))?;
+        Ok(self.tx.seal_fields(&header.fields_bulk(len), &data[..end]))
     }
 
     /// Starts an outgoing frame of `len` data bytes whose MAC follows the
@@ -237,7 +268,7 @@ impl FrameCodec {
         dst: &mut BytesMut,
     ) -> Result<(), WireError> {
         for frame in frames {
-            if self.trails(frame.data.len()) {
+            if self.trails(frame.data.len()) || frame.bulk {
                 self.seal_gathered(dst);
                 self.encode(frame, dst)?;
             } else {
@@ -308,19 +339,22 @@ impl Decoder for FrameCodec {
             });
         }
         let batch = is_batch(raw);
+        let bulk = is_bulk(raw);
         if batch {
             batch::check_header(&header, length, trailer)?;
         }
-        // A trailing frame's leading MAC bytes are zero: the MAC does not
-        // cover them, so anything else there is refused (no bit of a
-        // frame may change unnoticed).
-        if trailer && src[..MAC_LEN].iter().any(|&b| b != 0) {
+        // A bulk frame's MAC is always in its header (it covers only a
+        // small part of the data), and it is never a batch: with either
+        // other flag it is refused. A trailing frame's leading MAC bytes
+        // are zero: the MAC does not cover them, so anything else there is
+        // refused (no bit of a frame may change unnoticed).
+        if (bulk && (trailer || batch)) || (trailer && src[..MAC_LEN].iter().any(|&b| b != 0)) {
             return Err(bad_mac());
         }
         let data_end = HEADER_LEN + length as usize;
         let total = wire_len(raw);
         if src.len() < total {
-            if length as usize >= HASH_AS_IT_ARRIVES {
+            if length as usize >= HASH_AS_IT_ARRIVES && !bulk {
                 let arrived = src.len().min(data_end);
                 self.hash_arrived(&fields, &src[HEADER_LEN..arrived]);
             }
@@ -343,6 +377,12 @@ impl Decoder for FrameCodec {
                 o.update(&data[hashed..]);
                 o.verify(&mac)
             }
+            // A bulk frame whose prefix claims more than its data holds
+            // has no covered part to check: refused like a bad MAC.
+            None if bulk => match crate::bulk::covered_end(&data) {
+                Some(end) => self.rx.open(&mac, &fields, &data[..end]),
+                None => false,
+            },
             None => self.rx.open(&mac, &fields, &data),
         };
         if !good {
@@ -352,7 +392,7 @@ impl Decoder for FrameCodec {
             batch::split(&data, self.max_message_size, &mut self.unbatched)?;
             return Ok(self.unbatched.pop_front());
         }
-        Ok(Some(Frame { header, data }))
+        Ok(Some(Frame { header, data, bulk }))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
@@ -381,6 +421,13 @@ impl Encoder<Frame> for FrameCodec {
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
         let data = &frame.data;
+        if frame.bulk {
+            let header = self.seal_bulk(&frame.header, data)?;
+            dst.reserve(HEADER_LEN + data.len());
+            dst.put_slice(&header);
+            dst.put_slice(data);
+            return Ok(());
+        }
         if self.trails(data.len()) {
             let (header, mut sealing) = self.seal_trailing(&frame.header, data.len())?;
             sealing.update(data);
@@ -610,7 +657,7 @@ mod tests {
         assert!(matches!(
             rx.decode(&mut buf),
             Err(WireError::Oversized {
-                length: 0x5fff_ffff,
+                length: 0x1fff_ffff,
                 ..
             })
         ));
@@ -1122,6 +1169,153 @@ mod tests {
             rx.decode(&mut twice),
             Err(WireError::BadMac { .. })
         ));
+    }
+
+    fn bulk(n: u32, covered: usize, bytes: usize) -> Frame {
+        let data = crate::bulk::join(&vec![n as u8; covered], &vec![!(n as u8); bytes]);
+        Frame::bulk(Header::new(1, 0, 100 + n, 0), data)
+    }
+
+    #[test]
+    fn bulk_frames_split_at_every_byte_boundary_among_other_frames() {
+        let frames = vec![bulk(1, 5, 40), frame(2, 3), bulk(3, 0, 0), bulk(4, 2, 1)];
+        let (mut tx, _) = pair(1 << 20);
+        let mut wire = BytesMut::new();
+        for (i, f) in frames.iter().enumerate() {
+            tx.set_trailer_from(if i == 1 { 0 } else { usize::MAX });
+            tx.encode(f.clone(), &mut wire).unwrap();
+        }
+        assert_eq!(wire[MAC_LEN + 12] & 0xc0, 0x40, "the bulk flag, not the trailer's");
+        assert_every_split_decodes(&wire, &frames);
+    }
+
+    #[test]
+    fn a_large_bulk_frame_is_sent_with_its_mac_in_the_header() {
+        let (mut tx, mut rx) = pair(8 << 20);
+        let frames = vec![bulk(1, 50, 3 << 20), frame(2, 10)];
+        let wire = encode_all(&mut tx, &frames);
+        assert_ne!(&wire[..MAC_LEN], &[0u8; MAC_LEN]);
+        assert_eq!(wire.len(), 2 * HEADER_LEN + 4 + 50 + (3 << 20) + 10);
+        assert_eq!(decode_in_pieces(&mut rx, &wire, 100_000).unwrap(), frames);
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_bulk_frames_covered_part_or_header_is_a_bad_mac() {
+        let wire = encode_all(&mut pair(1 << 20).0, &[bulk(1, 6, 10)]);
+        let covered_end = HEADER_LEN + 4 + 6;
+        for bit in 0..covered_end * 8 {
+            let byte = bit / 8;
+            // Length bits other than the flags: oversized or incomplete.
+            if (MAC_LEN + 12..HEADER_LEN).contains(&byte) && bit != (MAC_LEN + 12) * 8 + 1 {
+                continue;
+            }
+            let mut bad = BytesMut::from(&wire[..]);
+            bad[byte] ^= 0x80 >> (bit % 8);
+            let (_, mut rx) = pair(1 << 20);
+            assert!(
+                matches!(rx.decode(&mut bad), Err(WireError::BadMac { .. })),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_bulk_frames_bytes_is_left_to_its_receiver() {
+        // The frame MAC does not cover a bulk frame's bytes: the file
+        // layer's running SHA-256 does (files/src/writer.rs).
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let got = rx.decode(&mut wire).unwrap().unwrap();
+        assert!(got.bulk);
+        assert_ne!(got, bulk(1, 6, 10));
+    }
+
+    #[test]
+    fn a_bulk_frame_with_the_trailer_flag_too_is_refused() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
+        wire[..MAC_LEN].fill(0);
+        wire[MAC_LEN + 12] |= 0x80;
+        let mut header = BytesMut::from(&wire[..HEADER_LEN]);
+        assert!(matches!(rx.decode(&mut header), Err(WireError::BadMac { .. })));
+    }
+
+    #[test]
+    fn the_bulk_flag_set_or_cleared_on_the_way_is_refused() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
+        wire[MAC_LEN + 12] &= !0x40;
+        assert!(matches!(rx.decode(&mut wire), Err(WireError::BadMac { .. })));
+        let (mut tx, mut rx) = pair(1 << 20);
+        // A plain frame whose data happens to parse as a bulk one.
+        let plain = Frame::new(Header::new(1, 0, 5, 0), crate::bulk::join(b"ab", b"cd"));
+        let mut wire = encode_all(&mut tx, &[plain]);
+        wire[MAC_LEN + 12] |= 0x40;
+        assert!(matches!(rx.decode(&mut wire), Err(WireError::BadMac { .. })));
+    }
+
+    #[test]
+    fn a_bulk_frame_whose_prefix_claims_more_than_its_data_is_refused() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
+        wire[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&100u32.to_be_bytes());
+        assert!(matches!(rx.decode(&mut wire), Err(WireError::BadMac { .. })));
+        let mut tx = FrameCodec::new(KEY, Direction::Down, 1 << 20);
+        let mut buf = BytesMut::new();
+        let short = Frame::bulk(Header::new(1, 0, 5, 0), &[0u8, 0, 0, 9, 1][..]);
+        assert!(matches!(tx.encode(short, &mut buf), Err(WireError::Malformed(_))));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_bulk_frame_over_the_limit_is_refused_from_its_header() {
+        let (mut tx, _) = pair(1 << 20);
+        let mut rx = FrameCodec::new(KEY, Direction::Up, 64);
+        let mut buf = encode_all(&mut tx, &[bulk(1, 6, 60)]);
+        buf.truncate(HEADER_LEN);
+        assert_eq!(
+            rx.decode(&mut buf),
+            Err(WireError::Oversized { length: 70, max: 64 })
+        );
+        let mut small = FrameCodec::new(KEY, Direction::Down, 64);
+        assert!(matches!(
+            small.encode(bulk(1, 6, 60), &mut BytesMut::new()),
+            Err(WireError::TooLargeToSend { length: 70, max: 64 })
+        ));
+    }
+
+    #[test]
+    fn a_replayed_bulk_frame_is_refused() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let one = encode_all(&mut tx, &[bulk(1, 6, 10)]);
+        let mut twice = one.clone();
+        twice.extend_from_slice(&one);
+        assert!(rx.decode(&mut twice).unwrap().is_some());
+        assert!(matches!(rx.decode(&mut twice), Err(WireError::BadMac { .. })));
+    }
+
+    #[test]
+    fn a_bulk_frame_is_never_gathered_into_a_batch() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let frames = vec![frame(1, 3), bulk(2, 4, 5), frame(3, 2), frame(4, 1)];
+        let mut buf = gathered(&mut tx, &frames);
+        assert_eq!(decode_all(&mut rx, &mut buf).unwrap(), frames);
+    }
+
+    #[test]
+    fn a_bulk_frame_with_the_batch_flag_or_inside_a_batch_is_refused() {
+        let (mut tx, mut rx) = pair(1 << 20);
+        let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
+        wire[MAC_LEN + 12] |= 0x20;
+        assert!(rx.decode(&mut wire).is_err(), "bulk and batch at once");
+        let data = crate::bulk::join(b"c", b"b");
+        let len = data.len() as u32 | crate::header::BULK_FLAG;
+        let inner = entry(Header::new(1, 0, 5, 0), len, &data);
+        let mut buf = raw_batch(Header::default(), BATCH_FLAG, &inner);
+        let (_, mut rx) = pair(1 << 20);
+        assert!(rx.decode(&mut buf).is_err(), "an inner length with the bulk bit");
     }
 
     #[test]

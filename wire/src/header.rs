@@ -29,6 +29,15 @@ pub const TRAILER_FLAG: u32 = 1 << 31;
 // below that). A kind's combination with another flag that the protocol
 // does not define is refused like a bad MAC.
 
+/// Set in the `length` field of a bulk frame (a file chunk): its data is
+/// `covered_len:u32be covered[covered_len] bytes`, and the frame's MAC
+/// (in the header, never a trailer) covers the fields and the data up to
+/// the end of `covered` only. The bytes after it are authenticated by the
+/// layer that asked for a bulk frame (the file's running SHA-256, in
+/// `covered`), and only handles registered for bulk frames take them. A
+/// bulk frame is never a batch nor inside one.
+pub const BULK_FLAG: u32 = 1 << 30;
+
 /// Set in the `length` field of a batch frame: its data is other frames,
 /// each its 16 fields (no MAC) and its data, back to back, which the one
 /// MAC of the batch covers (see `docs/PROTOCOL.md`, "Batch frames"). A
@@ -38,12 +47,17 @@ pub const BATCH_FLAG: u32 = 1 << 29;
 /// The flags defined so far: the rest of a raw `length` field is the data
 /// length (a bit above them that no flag defines yet is left in it, so
 /// such a frame is refused as oversized).
-pub(crate) const FLAGS: u32 = TRAILER_FLAG | BATCH_FLAG;
+pub(crate) const FLAGS: u32 = TRAILER_FLAG | BULK_FLAG | BATCH_FLAG;
 
 /// The data length announced by a raw `length` field (without the
 /// flags), and whether the frame's MAC is a trailer (see [`TRAILER_FLAG`]).
 pub fn split_length(raw: u32) -> (u32, bool) {
     (raw & !FLAGS, raw & TRAILER_FLAG != 0)
+}
+
+/// Whether a raw `length` field announces a bulk frame ([`BULK_FLAG`]).
+pub fn is_bulk(raw: u32) -> bool {
+    raw & BULK_FLAG != 0
 }
 
 /// True when a raw `length` field marks a batch frame ([`BATCH_FLAG`]).
@@ -94,6 +108,12 @@ impl Header {
         self.fields(length | TRAILER_FLAG)
     }
 
+    /// The 16 bytes after the MAC of a bulk frame of `length` data bytes.
+    pub fn fields_bulk(&self, length: u32) -> [u8; FIELDS_LEN] {
+        debug_assert!(length & FLAGS == 0, "data length below the flags");
+        self.fields(length | BULK_FLAG)
+    }
+
     /// Parses the 16 field bytes into a header and the raw `length` field
     /// (the data length, with [`TRAILER_FLAG`] set for a trailing MAC:
     /// see [`split_length`]).
@@ -136,6 +156,19 @@ mod tests {
         assert_eq!(back, h);
         assert_eq!(split_length(raw), (0x0102_0304, true));
         assert_eq!(split_length(7), (7, false));
+    }
+
+    #[test]
+    fn the_bulk_flag_is_the_length_fields_second_bit() {
+        let h = Header::new(1, 2, 3, 4);
+        let f = h.fields_bulk(0x0102_0304);
+        assert_eq!(&f[12..], &[0x41, 2, 3, 4]);
+        let (back, raw) = Header::parse_fields(&f);
+        assert_eq!(back, h);
+        assert!(is_bulk(raw) && !is_batch(raw));
+        assert_eq!(split_length(raw), (0x0102_0304, false));
+        let (_, trailing) = Header::parse_fields(&h.fields_trailing(5));
+        assert!(!is_bulk(trailing));
     }
 
     #[test]

@@ -45,6 +45,7 @@
 //! ```
 
 mod batch;
+pub mod bulk;
 mod codec;
 mod error;
 pub mod ext;
@@ -59,7 +60,10 @@ pub use batch::{BatchFault, BATCH_ENTRY_LEN, BATCH_MAX};
 pub use codec::{Frame, FrameCodec, DEFAULT_MAX_MESSAGE_SIZE, MAX_FRAME_DATA, TRAILER_FROM};
 pub use error::WireError;
 pub use ext::{CallError, ContextRef, Dead, SenderRef};
-pub use header::{is_batch, split_length, Header, BATCH_FLAG, HEADER_LEN, MAC_LEN, TRAILER_FLAG};
+pub use header::{
+    is_batch, is_bulk, split_length, Header, BATCH_FLAG, BULK_FLAG, HEADER_LEN, MAC_LEN,
+    TRAILER_FLAG,
+};
 pub use mac::{Direction, FrameMac, Sealing};
 pub use payload::{decode, encode, Reply, Value};
 

@@ -127,6 +127,17 @@ impl FrameMac {
         out
     }
 
+    /// Seals the next outgoing frame whose MAC covers `fields` as given
+    /// (a bulk frame's, [`Header::fields_bulk`]) and `covered`, the part
+    /// of its data the MAC covers; returns the complete 36-byte header.
+    pub fn seal_fields(&mut self, fields: &[u8; FIELDS_LEN], covered: &[u8]) -> [u8; HEADER_LEN] {
+        let mac = self.mac(fields, covered);
+        let mut out = [0u8; HEADER_LEN];
+        out[..MAC_LEN].copy_from_slice(&mac);
+        out[MAC_LEN..].copy_from_slice(fields);
+        out
+    }
+
     /// Checks the next incoming frame's MAC in constant time. After a
     /// mismatch the stream must be closed: the sequence has moved on, and
     /// a frame that failed is never retried.

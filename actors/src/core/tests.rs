@@ -277,6 +277,53 @@ fn channels_accept_only_their_sources() {
     );
 }
 
+fn bulk_frame(dst: ContextId, src: ContextId, handle: Handle, reply_to: Handle) -> Frame {
+    let data = econtext_wire::bulk::join(b"covered", b"bytes no MAC covers");
+    Frame::bulk(Header::new(dst, src, handle, reply_to), data)
+}
+
+#[test]
+fn a_bulk_frame_reaches_only_a_handle_allowed_bulk() {
+    let now = t0();
+    let mut m = master_tree(now);
+    let plain = m.register(None, "plain", true, Some(1), Accept::From(1));
+    let files = m.register(None, "files", true, Some(1), Accept::From(1));
+    assert!(m.allow_bulk(files));
+    m.inbound(1, bulk_frame(0, 1, plain, 77), now);
+    let a = drain(&mut m);
+    assert_eq!(refusals(&a), vec![Refusal::BulkToNonFileHandle]);
+    assert!(!a.iter().any(|x| matches!(x, Action::Deliver { .. })));
+    assert!(
+        matches!(&bounced(&a)[..], [(1, DeadReason::Refused(_))]),
+        "its sender hears why: {a:?}"
+    );
+    for handle in [handles::CALL_FUNCTION, handles::GET_MODULE] {
+        m.inbound(1, bulk_frame(0, 1, handle, 0), now);
+        assert!(!drain(&mut m).iter().any(|x| matches!(x, Action::Deliver { .. })));
+    }
+    m.inbound(1, bulk_frame(0, 1, files, 0), now);
+    match &drain(&mut m)[..] {
+        [Action::Deliver { handle, msg }] => assert!(*handle == files && msg.bulk),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_bulk_frame_is_forwarded_as_one() {
+    let now = t0();
+    let mut m = master_tree(now);
+    m.send_local(bulk_frame(5, 0, 4000, 0), Lane::Wait, now);
+    match &drain(&mut m)[..] {
+        [Action::Forward { peer: 1, frame, .. }] => assert!(frame.bulk),
+        other => panic!("{other:?}"),
+    }
+    // One a writer could not seal is bounced here, never put on a link.
+    let bad = Frame::bulk(Header::new(5, 0, 4000, 9), &[0u8, 0, 0, 9][..]);
+    m.send_local(bad, Lane::Wait, now);
+    let a = drain(&mut m);
+    assert!(forwards(&a).is_empty(), "{a:?}");
+}
+
 #[test]
 fn a_sibling_cannot_make_a_child_declare_contexts_dead() {
     let now = t0();
