@@ -305,6 +305,10 @@ class Sender(_Ext):
     def send(self, obj):
         router.send(self.context_id, self.handle, obj)
 
+    def send_bulk(self, covered, body):
+        # A bulk frame (see Bulk): only a file receiver's handle takes it.
+        router.route(self.context_id, router.id, self.handle, 0, bulk(covered, body))
+
 
 _EXT = dict((c._code, c) for c in (Dead, CallError, Context, Sender))
 
@@ -631,6 +635,11 @@ _FLD = _S('>HHIII')
 # header's 20 MAC bytes are zero), so its writer hashes each piece as it
 # writes it instead of all of it first. See docs/PROTOCOL.md.
 TRAILER = 0x80000000
+# The length field's second bit: a bulk frame (a file chunk), whose data is
+# covered_len:u32 covered bytes and whose MAC (in the header) covers the
+# fields and `covered` only; see Bulk and docs/PROTOCOL.md. Never with
+# TRAILER or BATCH, and never inside a batch.
+BULK = 0x40000000
 # We send frames this big or bigger with a trailing MAC, hashed and
 # written TRAILER_PIECE bytes at a time; we accept either form at any size.
 TRAILER_FROM = 1048576
@@ -638,9 +647,9 @@ TRAILER_PIECE = 262144
 # The length field's bit 29: a batch frame, whose data is small frames
 # (each its 16 fields and data, no MAC) under the batch's one MAC; its own
 # routing fields are zero. See docs/PROTOCOL.md, "Batch frames". (Bit 30
-# is reserved for bulk frames: a frame with it is refused as oversized.)
+# is BULK; an inner frame with it is refused as oversized.)
 BATCH = 0x20000000
-_FLAGS = TRAILER | BATCH
+_FLAGS = TRAILER | BULK | BATCH
 _LENGTH = BATCH - 1
 # A batch we send holds at most this many data bytes (the Rust side's
 # BATCH_MAX): its MAC is one Mac.one call.
@@ -811,6 +820,43 @@ def _need_sha1():
     return hashlib.sha1
 
 
+class Bulk(object):
+    # A bulk frame's data as delivered and forwarded: head is covered_len
+    # and the covered part (MACed), body the bytes no frame MAC covers.
+    # The router hands one only to a handle in router.bulk (a file
+    # receiver, which checks the body against the file's SHA-256 in the
+    # covered part before writing it); a relay forwards it as it came,
+    # MACing the head only, and never hashes the body.
+    __slots__ = ('head', 'body')
+
+    def __init__(self, head, body):
+        self.head, self.body = head, body
+
+    def covered(self):
+        return bytes(self.head[4:])
+
+    def __len__(self):
+        return len(self.head) + len(self.body)
+
+
+def bulk(covered, body):
+    return Bulk(_L32.pack(len(covered)) + covered, body)
+
+
+def _bulk_data(data):
+    # A received bulk frame's data as a Bulk, or None when its prefix
+    # claims more than the frame holds. Views on Python 3 (no copy).
+    if len(data) < 4:
+        return None
+    k = 4 + _L32.unpack_from(data, 0)[0]
+    if k > len(data):
+        return None
+    if PY3:
+        mv = memoryview(data)
+        return Bulk(mv[:k], mv[k:])
+    return Bulk(data[:k], data[k:])
+
+
 _HAVE_READV = hasattr(os, 'readv')
 # Frames at least this big are read in place (readv into their buffer):
 # a file chunk (256 KiB) read as a list of os.read pieces and joined cost
@@ -955,6 +1001,7 @@ class Stream(object):
         self.buf = b''
         self.pend = None
         self.pmac = None
+        self.pbulk = 0
         self.pool = []
         self.rpoll = None
         self.closed = False
@@ -963,6 +1010,8 @@ class Stream(object):
         # Called from any thread; the lock also guards the send MAC state,
         # so the main thread writes its replies here with no extra hop.
         if type(chunks) is not list:
+            if type(chunks) is Bulk:
+                return self._send_bulk(dst, src, handle, reply_to, chunks)
             chunks = [chunks]
         n = sum(map(len, chunks))
         if n > self.router.max_size:
@@ -971,6 +1020,34 @@ class Stream(object):
         if n >= BIG_FRAME:
             return self._send_big(f, chunks, n)
         self.seal(f + b''.join(chunks), getattr(_HOLD, 'on', False))
+
+    def _send_bulk(self, dst, src, handle, reply_to, b):
+        # MAC over the fields (BULK set) and the head only, in the header;
+        # then the body as it is (a file chunk: never hashed here).
+        head, body = b.head, b.body
+        n = len(head) + len(body)
+        if n > self.router.max_size:
+            raise MsgError('message of %d bytes exceeds max_message_size' % n)
+        f = _FLD.pack(dst, src, handle, reply_to, n | BULK)
+        if len(head) >= BIG_FRAME:
+            self.tx.prepare(False)
+        with self.wlock:
+            if self.closed:
+                raise EOFError('stream to %d is closed' % self.remote_id)
+            self._close_batch()  # before this frame takes its number
+            held = self.held
+            try:
+                held.append(self.tx((f, head), len(head)))
+                held.append(f)
+                held.append(head)
+                _write(self.wfd, b''.join(held))
+                del held[:]
+                _write(self.wfd, body)
+            except BaseException:
+                # As in seal: part of a frame may be out.
+                self.closed = True
+                del held[:]
+                raise
 
     def seal(self, body, hold):
         # A small frame (its fields and data in body) is sealed in one
@@ -1135,7 +1212,7 @@ class Stream(object):
             self.pend = None
             n, need = self.pn, self.need
             self._frame(self.phdr, self.pfld, s if len(s) == n else s[:n], None,
-                        need > n and s[n:need] or None)
+                        need > n and s[n:need] or None, self.pbulk)
             s = s[need:]
         elif self.buf:
             s = self.buf + s
@@ -1190,6 +1267,12 @@ class Stream(object):
                     need = n + 20  # the MAC follows the data
             if n > limit:
                 return self.disconnect('frame of %d bytes exceeds max_message_size' % n)
+            # BULK: the MAC covers its head only (_frame). Never with
+            # TRAILER or BATCH: its MAC is in the header, and it is never
+            # batched.
+            bulk = flags & BULK
+            if bulk and flags != BULK:
+                return self.disconnect('bad MAC on frame from %d (bulk with another flag)' % src)
             if flags & BATCH:
                 fault = (flags & TRAILER and 'trailing' or h[1:5] != (0, 0, 0, 0) and 'addressed'
                          or not n and 'empty')
@@ -1216,6 +1299,7 @@ class Stream(object):
             pos += 36
             if end - pos < need:
                 self.phdr, self.pfld, self.pn, self.need = h, fld, n, need
+                self.pbulk = bulk
                 self.plen = end - pos
                 self.buf = b''
                 if _HAVE_READV and n >= IN_PLACE:
@@ -1231,14 +1315,16 @@ class Stream(object):
                     else:
                         self.pend = _big_buffer(need)
                     self.pend[:self.plen] = memoryview(s)[pos:]
-                    self.rx.prepare(True)
-                    self.pmac = self.rx.begin(n)
-                    self.pmac[0].update(fld)
-                    self.pmac[0].update(memoryview(self.pend)[:min(self.plen, n)])
+                    if not bulk:  # a bulk frame's head is MACed whole
+                        self.rx.prepare(True)
+                        self.pmac = self.rx.begin(n)
+                        self.pmac[0].update(fld)
+                        self.pmac[0].update(memoryview(self.pend)[:min(self.plen, n)])
                 else:
                     self.pend = [s[pos:]]
                 return
-            self._frame(h, fld, s[pos:pos + n], None, need > n and s[pos + n:pos + need] or None)
+            self._frame(h, fld, s[pos:pos + n], None, need > n and s[pos + n:pos + need] or None,
+                        bulk)
             pos += need
         self.buf = s[pos:]
 
@@ -1306,7 +1392,7 @@ class Stream(object):
         # straight into its buffer, MACing the data as it comes.
         p, n, need = self.pend, self.pn, self.need
         mv = memoryview(p)
-        h = self.pmac[0]
+        h = self.pmac and self.pmac[0]
         try:
             while self.plen < need:
                 a = self.plen
@@ -1314,7 +1400,7 @@ class Stream(object):
                 if not r:
                     return self.disconnect(None)
                 self.plen += r
-                if a < n:
+                if a < n and h:
                     h.update(mv[a:min(a + r, n)])
                 # Back to poll unless more is ready right away (poll,
                 # not select: select refuses fds from 1024 up, which an
@@ -1333,13 +1419,24 @@ class Stream(object):
                 del p[n:]  # a small shrink: the buffer stays where it is
             if need > n or n > REUSE_MAX:
                 _SPARE[0] = p  # not a pool buffer: the next large frame's
-            self._frame(self.phdr, self.pfld, p, self.rx.end(self.pmac), got)
-            self.pmac = None
+            pmac, self.pmac = self.pmac, None
+            self._frame(self.phdr, self.pfld, p, pmac and self.rx.end(pmac), got, self.pbulk)
 
-    def _frame(self, h, fld, data, mac=None, got=None):
+    def _frame(self, h, fld, data, mac=None, got=None, bulk=0):
         # got: the frame's trailing MAC, or None for the one in its header.
         if self.closed:
             return
+        if bulk:
+            # The MAC covers the fields and the head (covered_len and the
+            # covered part) only; the body goes on as a Bulk, which only a
+            # file receiver's handle takes (Router._local).
+            data = _bulk_data(data)
+            if data is None:
+                return self.disconnect('bad MAC on frame from %d (bulk prefix)' % h[2])
+            k = len(data.head)
+            if k >= BIG_FRAME:
+                self.rx.prepare(True)
+            mac = self.rx((fld, data.head), k)
         n = len(data)
         if mac is None:
             if h[5] & BATCH:
@@ -1494,6 +1591,9 @@ class Router(object):
         # At most 512 MiB - 1: the length field's top bits are flags.
         self.max_size = min(cfg.get('max_message_size') or 134217728, _LENGTH)
         self.handlers = {}
+        # Handles that take bulk frames (file receivers': they check the
+        # bytes themselves); every other handle refuses them.
+        self.bulk = set()
         self.streams = {}
         self.routes = {}
         self.parent = None
@@ -1596,6 +1696,7 @@ class Router(object):
 
     def del_handler(self, handle):
         self.handlers.pop(handle, None)
+        self.bulk.discard(handle)
 
     def send(self, dst, handle, obj, reply_to=0):
         self.route(dst, self.id, handle, reply_to, packl(obj))
@@ -1621,6 +1722,12 @@ class Router(object):
                 pass
 
     def _local(self, src, handle, reply_to, data, via):
+        if type(data) is Bulk and handle not in self.bulk:
+            # Bytes no MAC covered, for a handle that would not check them.
+            self.refused[src] = self.refused.get(src, 0) + 1
+            self.warn_once('bulk', src, 'refused a bulk frame for handle %d from context %d: '
+                           'not a file receiver (%d refused so far)', handle, src, self.refused[src])
+            return self._dead(src, reply_to, 'refused: bulk frame for handle %d' % handle)
         if handle == DEL_ROUTE:
             # Deaths travel up: DEL_ROUTE is honoured only from a child
             # stream (econtext.parent's ChildStream applies it for that
@@ -1661,6 +1768,7 @@ class Router(object):
                     except Exception:
                         pass
             self.handlers.clear()
+            self.bulk.clear()
 
 
 class Broker(object):

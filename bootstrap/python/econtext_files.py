@@ -17,11 +17,18 @@
 #   several of our children at once, acking upward at the pace of the
 #   slowest, so the data crosses the link above us once.
 #
+# Chunks travel as bulk frames (core.Bulk): the frame MAC covers
+# [D_BULK, index, offset, sha256, last] only, where sha256 is the file's
+# digest from its start through the chunk; the receiver hashes the chunk
+# into its running SHA-256, compares, and only then writes it. One hash
+# pass per byte on each side instead of two (HMAC-SHA1 and SHA-256).
+#
 # Flow control: the sender keeps at most `window` bytes of chunk data
 # unacknowledged; the receiver acks what it has written. Memory on every
 # hop is bounded by the window, whatever the file size.
 from __future__ import absolute_import
 
+import binascii
 import errno
 import fcntl
 import hashlib
@@ -37,8 +44,9 @@ from econtext.core import CALL_FUNCTION, CallError, Dead, Sender, _Queue, _text
 
 router = core.router
 F_FILE, F_DIR, F_LINK = 0, 1, 2
-# Data messages (sender -> receiver's data handle).
-D_CHUNK, D_FAIL, D_END = 0, 2, 3
+# Data messages (sender -> receiver's data handle). D_BULK: a bulk frame's
+# covered part (a chunk); D_CHUNK: a chunk in an ordinary frame (accepted).
+D_CHUNK, D_BULK, D_FAIL, D_END = 0, 1, 2, 3
 # Ack messages (receiver -> sender's ack handle).
 A_CREDIT, A_ERROR, A_DONE, A_START = 0, 1, 2, 5
 CHUNK = 262144
@@ -192,6 +200,24 @@ def _raw_chunk(b):
         return None
 
 
+def _raw_bulk(b):
+    # A bulk frame's covered part [D_BULK, index, offset, sha256, last]
+    # and its body, as the message the writer thread takes; a malformed
+    # one (MAC-covered, so from a broken sender) fails the transfer.
+    try:
+        m = core.unpack(b.covered())
+        if type(m) is list and len(m) == 5 and m[0] == D_BULK and type(m[1]) in core._INTS and \
+                type(m[2]) in core._INTS and m[1] >= 0 and m[2] >= 0 and \
+                isinstance(m[3], bytes) and len(m[3]) == 32 and type(m[4]) is bool:
+            return [D_BULK, m[1], m[2], b.body, m[3], m[4]]
+    except core.MsgError:
+        pass
+    return [D_BAD, u'malformed bulk frame']
+
+
+D_BAD = -1  # on the writer's queue only: a malformed bulk frame
+
+
 def _writeall(fd, data):
     mv = memoryview(data)
     n = 0
@@ -290,12 +316,17 @@ class _Recv(object):
         def on_frame(src, reply_to, data):
             # IO thread. Chunks (nearly every frame) are parsed in place;
             # the rest (and any other source) go through the usual checks.
+            if type(data) is core.Bulk:
+                if src != self.ack.context_id:
+                    return router._refuse(src, self.handle)
+                return self.q.put(_raw_bulk(data))
             if src == self.ack.context_id and not isinstance(data, Dead):
                 m = _raw_chunk(data)
                 if m is not None:
                     return self.q.put(m)
             decoded(src, reply_to, data)
         router.handlers[self.handle] = on_frame
+        router.bulk.add(self.handle)
         self.nfin = FINISHERS if len(entries) > 1 else 1
         for _ in range(self.nfin):
             t = threading.Thread(target=self._finisher)
@@ -352,8 +383,12 @@ class _Recv(object):
                 break
             t = m[0]
             try:
-                if t == D_CHUNK:
+                if t == D_BULK:
+                    self._bulk(m[1], m[2], m[3], m[4], m[5])
+                elif t == D_CHUNK:
                     self._chunk(m[1], m[2], m[3], m[4])
+                elif t == D_BAD:
+                    self._fail(-1, u'protocol', m[1])
                 elif t == D_FAIL:
                     self._discard(m[1])
                 elif t == D_END:
@@ -415,6 +450,43 @@ class _Recv(object):
                 with self.lock:
                     self.fin_pending += 1
                 self.fin.put((i, f, sha))
+        self.done_bytes += n
+        _stats[u'bytes_in'] += n
+        self._credit()
+
+    def _bulk(self, i, off, data, sha256, last):
+        # A chunk no frame MAC covered: hashed into the file's running
+        # SHA-256 and compared with the sender's digest through it before
+        # it is written (the one pass over its bytes here).
+        n = len(data)
+        if i not in self.failed:
+            f = self.open.get(i)
+            try:
+                if not 0 <= i < len(self.entries) or self.entries[i][1] != F_FILE:
+                    raise ValueError('chunk for entry %d, not a file' % i)
+                if f is None:
+                    f = self._open(i, off)
+                elif off != f[3]:
+                    raise ValueError('chunk at %d, expected %d' % (off, f[3]))
+                if f[3] + n > self.entries[i][2]:
+                    raise ValueError('more data than the manifest said')
+                f[2].update(data)
+                if not core._same(f[2].digest(), sha256):
+                    self._fail(i, u'checksum', u"the chunk at offset %d does not match the "
+                               u"sender's SHA-256" % off)
+                else:
+                    _writeall(f[0], data)
+                    f[3] += n
+                    self._writeback(f)
+            except EnvironmentError as e:
+                self._fail(i, _kind(e), e.strerror or str(e))
+            except ValueError as e:
+                self._fail(i, u'protocol', str(e))
+            if last and i not in self.failed:
+                del self.open[i]
+                with self.lock:
+                    self.fin_pending += 1
+                self.fin.put((i, f, _text(binascii.hexlify(sha256))))
         self.done_bytes += n
         _stats[u'bytes_in'] += n
         self._credit()
@@ -584,14 +656,18 @@ class _Relay(object):
             self.ack.send([A_DONE, cid, 0, 0])
         self.handle = router.add_handler(None)
         router.handlers[self.handle] = self._forward  # raw: no decode, no copy
+        router.bulk.add(self.handle)  # chunks go on as the bulk frames they are
         return {u'handle': self.handle, u'resume': [], u'relayed': sorted(self.data)}
 
     def _forward(self, src, reply_to, data):
         # IO thread: the same bytes go to every child (queued by its stream).
         if not isinstance(data, Dead):
+            # A Bulk goes on as one (its body is never hashed here); a
+            # list is consumed by each stream's send: one per child.
+            bulk = type(data) is core.Bulk
             for cid, h in list(self.data.items()):
                 try:
-                    router.route(cid, core.context_id, h, 0, [data])
+                    router.route(cid, core.context_id, h, 0, data if bulk else [data])
                     _stats[u'relayed'] += len(data)
                 except Exception:
                     core.LOG.warning('relay to %d failed', cid, exc_info=True)
@@ -754,7 +830,9 @@ class _Send(object):
                     if changed or (b == b'' and off < size) or os.read(fd, 1):
                         self.data.send([D_FAIL, i, _err(u'changed', path, u'file changed while it was read')])
                         return sent + len(b)
-                self.data.send([D_CHUNK, i, off, b, _text(h.hexdigest()) if last else None])
+                # A bulk frame: the MAC covers the file's SHA-256 through
+                # this chunk (one more block), not the chunk's bytes.
+                self.data.send_bulk(core.pack([D_BULK, i, off, bytearray(h.digest()), last]), b)
                 off += len(b)
                 sent += len(b)
                 _stats[u'bytes_out'] += len(b)

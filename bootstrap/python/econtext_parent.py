@@ -253,6 +253,11 @@ def _suffix(sides):
     return '; last output: %s' % ' | '.join(tail) if tail else ''
 
 
+class _BulkChunks(list):
+    # A queued bulk frame: [fields, head, body]; its MAC covers the first two.
+    pass
+
+
 class _Lanes(object):
     # The order a child's queued frames are written in (actors/src/lanes.rs
     # has the same rules): a frame of BULK bytes or more is bulk, and so is
@@ -338,7 +343,7 @@ class ChildStream(core.Stream):
             return
         if _trace is not None:
             _trace.append([self.remote_id, u'in', src, dst, handle])
-        if dst == r.id and handle == DEL_ROUTE:
+        if dst == r.id and handle == DEL_ROUTE and type(data) is not core.Bulk:
             return self._del_route(data)
         r.route(dst, src, handle, reply_to, data, self)
 
@@ -348,12 +353,21 @@ class ChildStream(core.Stream):
         # get their MAC, numbered in write order, when _flush takes them.
         if _trace is not None:
             _trace.append([self.remote_id, u'out', src, dst, handle])
-        if type(chunks) is not list:
-            chunks = [chunks]
-        n = sum(map(len, chunks))
-        if n > router.max_size:
-            raise core.MsgError('message of %d bytes exceeds max_message_size' % n)
-        chunks.insert(0, core._FLD.pack(dst, src, handle, reply_to, n))
+        if type(chunks) is core.Bulk:
+            # Forwarded as the bulk frame it came as: _seal MACs the fields
+            # and its head only; the body (file bytes) is never hashed here.
+            n = len(chunks)
+            if n > router.max_size:
+                raise core.MsgError('message of %d bytes exceeds max_message_size' % n)
+            chunks = _BulkChunks([core._FLD.pack(dst, src, handle, reply_to, n | core.BULK),
+                                  chunks.head, chunks.body])
+        else:
+            if type(chunks) is not list:
+                chunks = [chunks]
+            n = sum(map(len, chunks))
+            if n > router.max_size:
+                raise core.MsgError('message of %d bytes exceeds max_message_size' % n)
+            chunks.insert(0, core._FLD.pack(dst, src, handle, reply_to, n))
         if n >= core.BIG_FRAME:
             self.tx.prepare(False)
         with self.wlock:
@@ -406,7 +420,8 @@ class ChildStream(core.Stream):
             if f is None:
                 break
             n, chunks = f  # chunks[0] is the frame's fields
-            if n + 16 <= bmax:
+            bulk = type(chunks) is _BulkChunks  # never batched
+            if n + 16 <= bmax and not bulk:
                 if blen + n + 16 > bmax:
                     parts.append(core._seal_batch(self.tx, batch, count, blen))
                     batch, count, blen = [], 0, 0
@@ -417,7 +432,10 @@ class ChildStream(core.Stream):
                 if count:
                     parts.append(core._seal_batch(self.tx, batch, count, blen))
                     batch, count, blen = [], 0, 0
-                chunks.insert(0, self.tx(chunks, n))
+                if bulk:  # the MAC covers its fields and head only
+                    chunks.insert(0, self.tx(chunks[:2], len(chunks[1])))
+                else:
+                    chunks.insert(0, self.tx(chunks, n))
                 if n >= 65536 and not parts:
                     self.q.append(chunks[0] + chunks[1])  # MAC and fields
                     self.q.extend(chunks[2:])

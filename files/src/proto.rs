@@ -1,10 +1,14 @@
 //! The file protocol's messages and flow-control window, as plain data:
 //! no I/O and no clock, so every rule is unit-tested here.
 //!
-//! Data (sender to the receiver's data handle):
-//! `[0, index, offset, bytes, sha256_hex|nil]` a chunk (the sha on a
-//! file's last chunk), `[2, index, [kind, path, detail]]` the sender gave
-//! up on a file, `[3]` the end of the transfer.
+//! Data (sender to the receiver's data handle): a bulk frame per chunk
+//! (`econtext_wire::bulk`), whose MAC-covered part is `[1, index, offset,
+//! sha256, last]` (`sha256`: the 32-byte digest of the file from its
+//! start through this chunk) and whose bytes are the chunk, which no frame
+//! MAC covers: the receiver checks them against `sha256` before writing
+//! them. `[0, index, offset, bytes, sha256_hex|nil]` a chunk in an
+//! ordinary frame (accepted, no longer sent), `[2, index, [kind, path,
+//! detail]]` the sender gave up on a file, `[3]` the end of the transfer.
 //!
 //! Acks (receiver to the sender's ack handle): `[0, bytes, files]`
 //! credit (bytes written so far), `[1, index, [kind, path, detail], ctx?]`
@@ -18,6 +22,7 @@ use econtext_wire::Value;
 use crate::error::{FileError, FileErrorKind};
 
 pub const D_CHUNK: u8 = 0;
+pub const D_BULK: u8 = 1;
 pub const D_FAIL: u8 = 2;
 pub const D_END: u8 = 3;
 pub const A_CREDIT: u8 = 0;
@@ -25,9 +30,13 @@ pub const A_ERROR: u8 = 1;
 pub const A_DONE: u8 = 2;
 pub const A_START: u8 = 5;
 
-/// Room kept before a chunk's data for its MessagePack header, so the
-/// data is read into place and never copied into a frame.
-pub const CHUNK_HEADROOM: usize = 32;
+/// Room kept before a chunk's data for its bulk prefix and covered part
+/// (or an ordinary chunk's MessagePack header), so the data is read into
+/// place and never copied into a frame.
+pub const CHUNK_HEADROOM: usize = 64;
+
+/// Bytes of a file chunk's running SHA-256.
+pub const DIGEST_LEN: usize = 32;
 
 /// A sender's view of one transfer's window: at most `size` bytes sent
 /// and not yet acknowledged.
@@ -116,11 +125,71 @@ pub const CHUNK_TRAILER: usize = 2 + 64;
 
 /// A buffer for a chunk of `len` bytes: its headroom, then room for the
 /// data (appended, e.g. by `read_to_end`, which reads into spare capacity
-/// without zeroing it first) and the trailer.
+/// without zeroing it first) and an ordinary chunk's trailer.
 pub fn chunk_buffer(len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(CHUNK_HEADROOM + len + CHUNK_TRAILER);
     v.resize(CHUNK_HEADROOM, 0);
     v
+}
+
+/// One chunk as a bulk frame's data, built around data read straight
+/// into `buf` after [`CHUNK_HEADROOM`] bytes: `covered_len`, then
+/// `[D_BULK, index, offset, sha256, last]` end just before the data, which
+/// is never copied. `sha256` is the file's digest from its start through
+/// this chunk (sha2's `clone().finalize()` of the running hash).
+pub fn bulk_chunk(
+    mut buf: Vec<u8>,
+    index: u32,
+    offset: u64,
+    sha256: &[u8; DIGEST_LEN],
+    last: bool,
+) -> Bytes {
+    let mut covered = Vec::with_capacity(CHUNK_HEADROOM);
+    rmp::encode::write_array_len(&mut covered, 5).expect("vec");
+    rmp::encode::write_uint(&mut covered, D_BULK as u64).expect("vec");
+    rmp::encode::write_uint(&mut covered, index as u64).expect("vec");
+    rmp::encode::write_uint(&mut covered, offset).expect("vec");
+    rmp::encode::write_bin(&mut covered, sha256).expect("vec");
+    rmp::encode::write_bool(&mut covered, last).expect("vec");
+    let start = CHUNK_HEADROOM - covered.len() - econtext_wire::bulk::BULK_PREFIX;
+    buf[start..start + 4].copy_from_slice(&(covered.len() as u32).to_be_bytes());
+    buf[start + 4..CHUNK_HEADROOM].copy_from_slice(&covered);
+    Bytes::from(buf).slice(start..)
+}
+
+/// Decodes a bulk frame's data (`Message::bulk`): only a chunk may come
+/// as one. The bytes stay a slice of the frame; nothing here checks them
+/// (the writer does, against `sha256`, before writing them).
+pub fn decode_bulk(frame: &Bytes) -> Result<Data, String> {
+    let end = econtext_wire::bulk::covered_end(frame).ok_or_else(|| bad("bulk prefix"))?;
+    let mut rd: &[u8] = &frame[econtext_wire::bulk::BULK_PREFIX..end];
+    let len = rmp::decode::read_array_len(&mut rd).map_err(|_| bad("not an array"))?;
+    let tag: u8 = rmp::decode::read_int(&mut rd).map_err(|_| bad("no type"))?;
+    if (tag, len) != (D_BULK, 5) {
+        return Err(bad("a bulk frame that is not a chunk"));
+    }
+    let index: u32 = rmp::decode::read_int(&mut rd).map_err(|_| bad("index"))?;
+    let offset: u64 = rmp::decode::read_int(&mut rd).map_err(|_| bad("offset"))?;
+    // A Python 2 sender may send the digest as str.
+    let marker = rmp::decode::read_marker(&mut rd).map_err(|_| bad("sha256"))?;
+    let n = read_len(marker, &mut rd).ok_or_else(|| bad("sha256 is not bytes"))?;
+    if n != DIGEST_LEN || rd.len() < n {
+        return Err(bad("sha256 is not 32 bytes"));
+    }
+    let sha256: [u8; DIGEST_LEN] = rd[..n].try_into().expect("32 bytes");
+    rd = &rd[n..];
+    let last = match rd {
+        [0xc3] => true,
+        [0xc2] => false,
+        _ => return Err(bad("last")),
+    };
+    Ok(Data::Bulk {
+        index,
+        offset,
+        data: frame.slice(end..),
+        sha256,
+        last,
+    })
 }
 
 /// One chunk message, built around data read straight into `buf` after
@@ -151,6 +220,15 @@ pub enum Data {
         /// A slice of the frame: no copy.
         data: Bytes,
         sha: Option<String>,
+    },
+    /// A chunk from a bulk frame: `sha256` is the sender's digest of the
+    /// file from its start through `data`, which no frame MAC covered.
+    Bulk {
+        index: u32,
+        offset: u64,
+        data: Bytes,
+        sha256: [u8; DIGEST_LEN],
+        last: bool,
     },
     Fail {
         index: u32,
@@ -395,6 +473,58 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_bulk_chunk_is_built_in_its_read_buffer_and_round_trips() {
+        let mut buf = chunk_buffer(256 << 10);
+        buf.resize(CHUNK_HEADROOM + (256 << 10), 7);
+        let data_at = buf[CHUNK_HEADROOM..].as_ptr();
+        let cap = buf.capacity();
+        let d = [9u8; DIGEST_LEN];
+        for (index, offset) in [(0, 0), (u32::MAX, u64::MAX)] {
+            let f = bulk_chunk(buf.clone(), index, offset, &d, true);
+            let (covered, bytes) = econtext_wire::bulk::split(&f).unwrap();
+            assert_eq!(bytes.len(), 256 << 10);
+            let v = econtext_wire::payload::decode_value(covered).unwrap();
+            assert_eq!(v[0].as_u64(), Some(D_BULK as u64));
+            assert_eq!(
+                decode_bulk(&f).unwrap(),
+                Data::Bulk {
+                    index,
+                    offset,
+                    data: Bytes::copy_from_slice(bytes),
+                    sha256: d,
+                    last: true
+                }
+            );
+        }
+        let f = bulk_chunk(buf, 3, 0, &d, false);
+        match decode_bulk(&f).unwrap() {
+            Data::Bulk { data, last, .. } => {
+                assert_eq!(data.as_ptr(), data_at, "the data was copied");
+                assert!(!last);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(cap >= CHUNK_HEADROOM + (256 << 10), "never grown");
+    }
+
+    #[test]
+    fn hostile_bulk_chunks_are_typed_errors() {
+        let good = econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 32]), true)).unwrap();
+        assert!(decode_bulk(&Bytes::from(econtext_wire::bulk::join(&good, b"x"))).is_ok());
+        for covered in [
+            econtext_wire::payload::encode(&(0, 0, 0, serde_bytes::Bytes::new(&[0; 32]), true)).unwrap(),
+            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 31]), true)).unwrap(),
+            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 32]), 1)).unwrap(),
+            econtext_wire::payload::encode(&(1, -1, 0, serde_bytes::Bytes::new(&[0; 32]), true)).unwrap(),
+            econtext_wire::payload::encode(&(3,)).unwrap(),
+        ] {
+            let f = Bytes::from(econtext_wire::bulk::join(&covered, b"x"));
+            assert!(decode_bulk(&f).is_err(), "{covered:?}");
+        }
+        assert!(decode_bulk(&Bytes::from_static(&[0, 0, 1, 0])).is_err());
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub(crate) async fn pull(
     let host = ctx.name().to_string();
     let src_text = String::from_utf8_lossy(src).into_owned();
     let proto_err = |why: String| FileError::new(FileErrorKind::Protocol, &host, &src_text, why);
-    let mut data = Channel::open(ctx.router(), ctx.me(), Some(ctx.id()))
+    let mut data = Channel::open_bulk(ctx.router(), ctx.me(), ctx.id())
         .await
         .map_err(|e| call_error(&host, &src_text, e))?;
     let o = Value::Map(vec![

@@ -23,6 +23,13 @@ enum Job {
         data: bytes::Bytes,
         sha: Option<String>,
     },
+    Bulk {
+        index: u32,
+        offset: u64,
+        data: bytes::Bytes,
+        sha256: [u8; proto::DIGEST_LEN],
+        last: bool,
+    },
     Fail(u32),
     End,
 }
@@ -83,6 +90,17 @@ pub(crate) async fn receive(
                             let _ = out_tx.send(Written::Error(e));
                         }
                     }
+                    Job::Bulk {
+                        index,
+                        offset,
+                        data,
+                        sha256,
+                        last,
+                    } => {
+                        if let Err(e) = writer.bulk_chunk(index, offset, &data, &sha256, last) {
+                            let _ = out_tx.send(Written::Error(e));
+                        }
+                    }
                     Job::Fail(i) => writer.discard(i),
                     Job::End => {
                         let errs = writer.end();
@@ -126,7 +144,13 @@ pub(crate) async fn receive(
                         let _ = ack.send(&(proto::A_CREDIT, written, files)).await;
                     }
                 }
-                Some(Written::Error(e)) => errors.push(e),
+                Some(Written::Error(mut e)) => {
+                    if e.kind == FileErrorKind::Checksum {
+                        // The bytes came from the sender: say which.
+                        e.detail = format!("{} (sent by {})", e.detail, r.host);
+                    }
+                    errors.push(e)
+                }
                 Some(Written::Finished(errs)) => break errs,
                 None => return Err(proto_err("writer thread stopped".into())),
             },
@@ -143,10 +167,18 @@ pub(crate) async fn receive(
                     }
                     Ok(Some(m)) => m,
                 };
-                match proto::decode_data(&m.data) {
+                let decoded = match m.bulk {
+                    true => proto::decode_bulk(&m.data),
+                    false => proto::decode_data(&m.data),
+                };
+                match decoded {
                     Ok(Data::Chunk { index, offset, data, sha }) => {
                         inflow.received(data.len() as u64).map_err(&proto_err)?;
                         jobs_send(&jobs, Job::Chunk { index, offset, data, sha })?;
+                    }
+                    Ok(Data::Bulk { index, offset, data, sha256, last }) => {
+                        inflow.received(data.len() as u64).map_err(&proto_err)?;
+                        jobs_send(&jobs, Job::Bulk { index, offset, data, sha256, last })?;
                     }
                     Ok(Data::Fail { index, error }) => {
                         errors.push(error.on(r.host));

@@ -204,7 +204,7 @@ pub(crate) async fn relay_begin(
         }
     }
     // Data from the caller only; the channel ends if it dies.
-    let data = Channel::open(&env.router, env.me, Some(env.src))
+    let data = Channel::open_bulk(&env.router, env.me, env.src)
         .await
         .map_err(|e| failure(FileErrorKind::Io, &root_text, e.to_string()))?;
     let handle = data.handle();
@@ -266,11 +266,18 @@ async fn pump(
                 Ok(Some(m)) => {
                     // The end marker: nothing more comes; the children
                     // still write and fsync, and their acks end the pump.
-                    if m.data.len() < 16 && matches!(proto::decode_data(&m.data), Ok(proto::Data::End)) {
+                    if !m.bulk && m.data.len() < 16 && matches!(proto::decode_data(&m.data), Ok(proto::Data::End)) {
                         upstream_open = false;
                     }
                     for s in children.iter().filter(|s| live.contains(&s.id)) {
-                        if s.data.send_raw(m.data.clone()).await.is_ok() {
+                        // A chunk goes on as the bulk frame it came as: its
+                        // bytes are never hashed here (each child checks
+                        // them against the file's SHA-256 it carries).
+                        let sent = match m.bulk {
+                            true => s.data.send_bulk(m.data.clone()).await,
+                            false => s.data.send_raw(m.data.clone()).await,
+                        };
+                        if sent.is_ok() {
                             RELAYED.fetch_add(m.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         }
                         // A failed send: the child is gone, and its ack

@@ -185,7 +185,7 @@ async fn recv_begin(
     let writer = writer.trust_sender();
     // Data from the caller only (this writer trusts its sender with
     // set-id bits and owners); the channel ends if it dies.
-    let mut data = Channel::open(&env.router, env.me, Some(env.src))
+    let mut data = Channel::open_bulk(&env.router, env.me, env.src)
         .await
         .map_err(|e| failure(FileErrorKind::Io, &root, &e.to_string()))?;
     let handle = data.handle();
@@ -291,7 +291,7 @@ async fn stream_out(
         tokio::select! {
             item = rx.recv(), if w.open() => match item {
                 Some(ReadItem::Chunk { frame, len }) => {
-                    if out.send_raw(frame).await.is_err() {
+                    if out.send_bulk(frame).await.is_err() {
                         return;
                     }
                     w.sent(len);

@@ -15,9 +15,20 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::{FileError, FileErrorKind, LOCAL_HOST};
 use crate::manifest::{self, Entry, KIND_DIR, KIND_FILE, KIND_LINK};
+
+/// How a chunk's bytes are authenticated.
+enum Check<'a> {
+    /// An ordinary frame's (its MAC covered them): the file's SHA-256 is
+    /// checked at its last chunk, which carries it.
+    AtEnd(Option<&'a str>),
+    /// A bulk frame's: the file's SHA-256 through this chunk, checked
+    /// before the chunk is written.
+    Running { sha256: &'a [u8; 32], last: bool },
+}
 
 /// A file that can be resumed: `(index, offset, sha256 hex of the prefix)`.
 pub type Resume = (u32, u64, String);
@@ -239,7 +250,8 @@ impl LocalWriter {
         manifest::join(&self.root, e.rel())
     }
 
-    /// One chunk; at the file's last chunk (`sha`), the file is finished.
+    /// One chunk of an ordinary frame; at the file's last chunk (`sha`),
+    /// the file is finished.
     pub fn chunk(
         &mut self,
         index: u32,
@@ -247,10 +259,38 @@ impl LocalWriter {
         data: &[u8],
         sha: Option<&str>,
     ) -> Result<(), FileError> {
+        self.checked(index, offset, data, Check::AtEnd(sha))
+    }
+
+    /// One chunk of a bulk frame, whose bytes no frame MAC covered:
+    /// `sha256` is the sender's digest of the file from its start through
+    /// `data`. The chunk is hashed into the file's running SHA-256, and
+    /// written only if the digest matches (one pass over the bytes: the
+    /// same buffer is hashed, then written); a mismatch fails the file
+    /// (`checksum`) and removes its temporary. With `last`, the file is
+    /// finished.
+    pub fn bulk_chunk(
+        &mut self,
+        index: u32,
+        offset: u64,
+        data: &[u8],
+        sha256: &[u8; 32],
+        last: bool,
+    ) -> Result<(), FileError> {
+        self.checked(index, offset, data, Check::Running { sha256, last })
+    }
+
+    fn checked(
+        &mut self,
+        index: u32,
+        offset: u64,
+        data: &[u8],
+        check: Check<'_>,
+    ) -> Result<(), FileError> {
         if self.failed.contains(&index) {
             return Ok(());
         }
-        let r = self.write(index, offset, data, sha);
+        let r = self.write(index, offset, data, check);
         if r.is_err() {
             self.discard(index);
         }
@@ -262,7 +302,7 @@ impl LocalWriter {
         index: u32,
         offset: u64,
         data: &[u8],
-        sha: Option<&str>,
+        check: Check<'_>,
     ) -> Result<(), FileError> {
         let e = self
             .entries
@@ -285,10 +325,21 @@ impl LocalWriter {
         if o.written + data.len() as u64 > e.size() {
             return Err(protocol(&path, "more data than the manifest said"));
         }
+        o.hash.update(data);
+        if let Check::Running { sha256, .. } = check {
+            let got: [u8; 32] = o.hash.clone().finalize().into();
+            if !bool::from(got.ct_eq(sha256)) {
+                return Err(FileError::new(
+                    FileErrorKind::Checksum,
+                    LOCAL_HOST,
+                    path.to_string_lossy(),
+                    format!("the chunk at offset {offset} does not match the sender's SHA-256"),
+                ));
+            }
+        }
         o.file
             .write_all(data)
             .map_err(|x| FileError::local(&path, &x))?;
-        o.hash.update(data);
         o.written += data.len() as u64;
         if self.fsync && o.written - o.flushed >= WRITEBACK_STEP {
             // Only an optimisation: the fsync at the end still comes.
@@ -301,9 +352,13 @@ impl LocalWriter {
             o.flushed = o.written;
         }
         self.bytes_written += data.len() as u64;
+        let sha = match check {
+            Check::AtEnd(sha) => sha.map(str::to_string),
+            Check::Running { sha256, last } => last.then(|| hex::encode(sha256)),
+        };
         if let Some(sha) = sha {
             let o = self.open.remove(&index).expect("open");
-            self.finish_file(&e, &path, o, sha)?;
+            self.finish_file(&e, &path, o, &sha)?;
             self.files_done += 1;
         }
         Ok(())
@@ -550,6 +605,37 @@ mod tests {
         assert_eq!(err.kind, FileErrorKind::Checksum);
         assert_eq!(std::fs::read(&dest).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_bulk_chunk_that_does_not_match_its_digest_is_never_written() {
+        let d = std::env::temp_dir().join(format!("ecfiles-bulk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let dest = d.join("f");
+        std::fs::write(&dest, b"old").unwrap();
+        let mut ent = e("", KIND_FILE);
+        ent.2 = 6;
+        ent.8 = Some("k2".into());
+        let (mut w, _) = LocalWriter::begin(dest.clone(), vec![ent.clone()], false, false).unwrap();
+        let first: [u8; 32] = Sha256::digest(b"abc").into();
+        w.bulk_chunk(0, 0, b"abc", &first, false).unwrap();
+        let tmp = manifest::tmp_path(&dest, "k2");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"abc");
+        // The second chunk flipped on the way: its digest is the file's.
+        let both: [u8; 32] = Sha256::digest(b"abcdef").into();
+        let err = w.bulk_chunk(0, 3, b"dEf", &both, true).unwrap_err();
+        assert_eq!(err.kind, FileErrorKind::Checksum);
+        assert!(err.detail.contains("offset 3"), "{err}");
+        assert!(!tmp.exists(), "the temporary is removed");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+        // Good chunks: finished at the last one.
+        let (mut w, _) = LocalWriter::begin(dest.clone(), vec![ent], false, false).unwrap();
+        w.bulk_chunk(0, 0, b"abc", &first, false).unwrap();
+        w.bulk_chunk(0, 3, b"def", &both, true).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abcdef");
+        assert_eq!(w.files_done, 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
