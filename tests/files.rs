@@ -1256,3 +1256,114 @@ fn cli_copy_to_10_hosts_behind_one_bastion_crosses_the_masters_link_once() {
     );
     assert!(temporaries(&dir.0).is_empty());
 }
+
+/// Pushes `src` over `dest` (which holds "old") with a bit of the file
+/// byte at `at` flipped after its chunk was sealed (a bulk frame's MAC
+/// does not cover the chunk's bytes, so this is what a corruption below
+/// the frame MAC looks like to the receiver): a checksum error naming the
+/// path and host, the old file intact, no temporary; a clean push after
+/// it lands the file whole, from offset 0.
+async fn push_corrupted(ctx: &econtext::Context, src: &Path, dest: &Path, at: u64, data: &[u8]) {
+    std::fs::write(dest, b"old").unwrap();
+    let opts = TransferOptions::default().corrupt_after_sealing(at);
+    let e = ctx.push_with(src, dest, &opts).await.unwrap_err();
+    assert_eq!(e.kind, FileErrorKind::Checksum, "{e}");
+    assert_eq!(e.host, ctx.name(), "{e}");
+    assert!(e.path.contains("dest.bin"), "{e}");
+    assert!(e.detail.contains("offset"), "{e}");
+    assert_eq!(std::fs::read(dest).unwrap(), b"old", "the old version stays");
+    assert!(
+        temporaries(dest.parent().unwrap()).is_empty(),
+        "{:?}",
+        temporaries(dest.parent().unwrap())
+    );
+    let r = ctx.push(src, dest).await.unwrap();
+    assert_eq!(r.bytes_resumed, 0);
+    assert_eq!(std::fs::read(dest).unwrap(), data);
+}
+
+#[test]
+fn a_flipped_byte_in_a_chunk_fails_the_transfer_and_leaves_no_temporary() {
+    let dir = TempDir::new("files-flipped");
+    let src = dir.path("src.bin");
+    let data = random_file(&src, (1 << 20) + 5);
+    let dest = dir.path("dest.bin");
+    run(async {
+        let master = master(&Capture::default());
+        // Every Python receiver (econtext_files.py)...
+        for (py, version) in interpreters() {
+            let ctx = master
+                .local(local(py.to_str().unwrap()))
+                .await
+                .unwrap_or_else(|e| panic!("{version}: {e}"));
+            // In the second chunk, then in the last byte of the last one.
+            push_corrupted(&ctx, &src, &dest, 300_000, &data).await;
+            push_corrupted(&ctx, &src, &dest, (1 << 20) + 4, &data).await;
+            ctx.shutdown().await.unwrap();
+        }
+        // ...and the Rust one (files/src/writer.rs, a Rust context's).
+        let ctx = master
+            .rust_context("rusty", None, econtext::Functions::default())
+            .await
+            .unwrap();
+        push_corrupted(&ctx, &src, &dest, 300_000, &data).await;
+        push_corrupted(&ctx, &src, &dest, 0, &data).await;
+    });
+}
+
+#[test]
+fn a_flipped_byte_relayed_by_a_python_intermediate_fails_at_each_leaf() {
+    // The intermediate forwards chunks as bulk frames without hashing
+    // them; each leaf checks them against the file's SHA-256.
+    let dir = TempDir::new("files-flipped-fanout");
+    let src = dir.path("src.bin");
+    random_file(&src, 600_000);
+    run(async {
+        let master = master(&Capture::default());
+        let via = master.local(local(&python3())).await.unwrap();
+        let mut kids = Vec::new();
+        for i in 0..2 {
+            let leaf = ConnectOptions::new(Method::Local(local(&python3())))
+                .name(format!("leaf{i}"))
+                .via(&via);
+            kids.push(master.connect(leaf).await.unwrap());
+        }
+        let dest = dir.path("fanned.bin");
+        let opts = TransferOptions::default().corrupt_after_sealing(599_999);
+        let results = via
+            .push_fanout(&kids, &src, &dest, false, &opts)
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 2);
+        for (id, r) in &results {
+            let e = r.as_ref().expect_err("corrupted");
+            assert_eq!(e.kind, FileErrorKind::Checksum, "{id}: {e}");
+            assert!(e.host.starts_with("leaf"), "{e}");
+        }
+        assert!(!dest.exists());
+        assert!(temporaries(&dir.0).is_empty());
+    });
+}
+
+#[test]
+fn push_and_pull_through_a_python_intermediate_match() {
+    let dir = TempDir::new("files-through");
+    let src = dir.path("src.bin");
+    let data = random_file(&src, (2 << 20) + 3);
+    run(async {
+        let master = master(&Capture::default());
+        let via = master.local(local(&python3())).await.unwrap();
+        let leaf = master
+            .connect(ConnectOptions::new(Method::Local(local(&python3()))).via(&via))
+            .await
+            .unwrap();
+        let there = dir.path("there.bin");
+        leaf.push(&src, &there).await.unwrap();
+        assert_eq!(std::fs::read(&there).unwrap(), data);
+        let back = dir.path("back.bin");
+        let r = leaf.pull(&there, &back).await.unwrap();
+        assert_eq!(r.bytes, data.len() as u64);
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+        assert!(temporaries(&dir.0).is_empty());
+    });
+}

@@ -32,6 +32,9 @@ pub struct TransferOptions {
     pub stall_timeout: Duration,
     /// Called with progress events.
     pub progress: Option<ProgressFn>,
+    /// Tests only ([`TransferOptions::corrupt_after_sealing`]).
+    #[doc(hidden)]
+    pub corrupt_at: Option<u64>,
 }
 
 impl Default for TransferOptions {
@@ -42,6 +45,7 @@ impl Default for TransferOptions {
             fsync: false,
             stall_timeout: Duration::from_secs(60),
             progress: None,
+            corrupt_at: None,
         }
     }
 }
@@ -64,6 +68,16 @@ impl TransferOptions {
 
     pub fn stall_timeout(mut self, t: Duration) -> Self {
         self.stall_timeout = t;
+        self
+    }
+
+    /// Tests only: the pushing reader flips one bit of the file byte at
+    /// `offset` after that chunk's SHA-256 is computed, as a corruption
+    /// on a link below the frame MAC would (a bulk frame's MAC does not
+    /// cover the chunk's bytes): the receiver must refuse the chunk.
+    #[doc(hidden)]
+    pub fn corrupt_after_sealing(mut self, offset: u64) -> Self {
+        self.corrupt_at = Some(offset);
         self
     }
 

@@ -158,9 +158,10 @@ pub(crate) async fn push(
     let chunk = opts.chunk;
     let entries = plan.entries.clone();
     let sources = plan.sources;
+    let corrupt = opts.corrupt_at;
     std::thread::Builder::new()
         .name("econtext-push-reader".into())
-        .spawn(move || read_all(entries, sources, resume, chunk, tx))
+        .spawn(move || read_all(entries, sources, resume, chunk, corrupt, tx))
         .map_err(|e| FileError::local(std::path::Path::new("reader thread"), &e))?;
 
     let mut window = Window::new(opts.window);
@@ -269,12 +270,14 @@ pub(crate) async fn push(
 }
 
 /// The reader thread: every file entry in order, as chunk messages (the
-/// data of bulk frames: [`proto::bulk_chunk`]).
+/// data of bulk frames: [`proto::bulk_chunk`]). `corrupt`: see
+/// [`TransferOptions::corrupt_after_sealing`] (tests only).
 pub(crate) fn read_all(
     entries: Vec<Entry>,
     sources: Vec<Option<PathBuf>>,
     resume: HashMap<u32, (u64, String)>,
     chunk: usize,
+    corrupt: Option<u64>,
     tx: mpsc::Sender<ReadItem>,
 ) {
     for (i, e) in entries.iter().enumerate() {
@@ -282,7 +285,7 @@ pub(crate) fn read_all(
             continue;
         };
         let i = i as u32;
-        let r = read_file(i, e, path, resume.get(&i), chunk, &tx);
+        let r = read_file(i, e, path, resume.get(&i), chunk, corrupt, &tx);
         match r {
             Ok(true) => {}
             Ok(false) => return, // the transfer is gone
@@ -309,6 +312,7 @@ fn read_file(
     path: &PathBuf,
     resume: Option<&(u64, String)>,
     chunk: usize,
+    corrupt: Option<u64>,
     tx: &mpsc::Sender<ReadItem>,
 ) -> Result<bool, FileError> {
     let io = |err: std::io::Error| FileError::local(path, &err);
@@ -361,6 +365,9 @@ fn read_file(
             {
                 return Err(changed());
             }
+        }
+        if let Some(at) = corrupt.filter(|at| (off..off + want as u64).contains(at)) {
+            buf[CHUNK_HEADROOM + (at - off) as usize] ^= 1;
         }
         let frame = proto::bulk_chunk(buf, index, off, &sha256, last);
         if tx

@@ -145,7 +145,7 @@ pub(crate) async fn receive(
                     }
                 }
                 Some(Written::Error(mut e)) => {
-                    if e.kind == FileErrorKind::Checksum {
+                    if e.kind == FileErrorKind::Checksum && r.host != crate::LOCAL_HOST {
                         // The bytes came from the sender: say which.
                         e.detail = format!("{} (sent by {})", e.detail, r.host);
                     }

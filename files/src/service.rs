@@ -281,7 +281,7 @@ async fn stream_out(
     let (tx, mut rx) = mpsc::channel::<ReadItem>(4);
     if std::thread::Builder::new()
         .name("econtext-file-reader".into())
-        .spawn(move || read_all(entries, sources, resume, chunk, tx))
+        .spawn(move || read_all(entries, sources, resume, chunk, None, tx))
         .is_err()
     {
         return;

@@ -287,12 +287,19 @@ impl LocalWriter {
         data: &[u8],
         check: Check<'_>,
     ) -> Result<(), FileError> {
+        // A chunk of a failed file still counts as received: credits
+        // (and the sender's window) move on to the transfer's next file.
         if self.failed.contains(&index) {
+            self.bytes_written += data.len() as u64;
             return Ok(());
         }
+        let before = self.bytes_written;
         let r = self.write(index, offset, data, check);
         if r.is_err() {
             self.discard(index);
+            if self.bytes_written == before {
+                self.bytes_written += data.len() as u64;
+            }
         }
         r
     }
