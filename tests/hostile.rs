@@ -667,6 +667,59 @@ mod router_side {
     }
 
     #[test]
+    fn a_bulk_frame_to_a_non_file_handle_is_refused() {
+        // A bulk frame's bytes are covered by no MAC: only a file
+        // receiver's data handle (which checks them against the file's
+        // SHA-256) may take one. To a reply handle or a service it is
+        // dropped with a refusal (a log line), and the real traffic goes on.
+        run(async {
+            let cap = Capture::default();
+            let mut t = SimTree::new(cap.logger());
+            let sibling = t.spawn("sibling", 0, functions()).await;
+            let (evil, end) = t.attach_raw("evil", 0).await;
+            let mut raw = Evil::new(&t, end);
+            let pending = t
+                .context(evil)
+                .call_with("anything", "at_all")
+                .start::<i64>()
+                .await
+                .unwrap();
+            let mut buf = BytesMut::new();
+            let call = raw.read(&mut buf, 20).await;
+            assert_eq!(call.header.handle, handles::CALL_FUNCTION);
+            let reply_to = call.header.reply_to;
+            let bulk = |dst: ContextId, handle: Handle, v: i64| {
+                let covered = payload::encode(&v).unwrap();
+                let data = econtext::wire::bulk::join(&covered, b"uncovered bytes");
+                Frame::bulk(Header::new(dst, evil, handle, 0), data)
+            };
+            let call_sibling = {
+                let covered = payload::encode(&("math", (), "add", (1, 2), ())).unwrap();
+                let data = econtext::wire::bulk::join(&covered, b"");
+                Frame::bulk(Header::new(sibling, evil, handles::CALL_FUNCTION, 7), data)
+            };
+            raw.write(vec![bulk(0, reply_to, 666), call_sibling]).await;
+            assert!(
+                cap.wait_for(&["refused frame", "bulk frame for a handle not registered"], 20.0)
+                    .await,
+                "{}",
+                cap.text()
+            );
+            // The sibling refused it too, and told evil why (a Dead to 7).
+            let back = raw.read(&mut buf, 20).await;
+            assert_eq!((back.header.dst, back.header.handle), (evil, 7));
+            assert!(payload::is_dead(&back.data), "{back:?}");
+            // The refused frame answered nothing: the real reply does.
+            let value = payload::encode(&42i64).unwrap();
+            raw.write(vec![Frame::new(Header::new(0, evil, reply_to, 0), value)])
+                .await;
+            assert_eq!(pending.result().await.unwrap(), 42);
+            let s = t.router(0).send(GetStats).await.unwrap();
+            assert!(s.core.refused >= 1, "{:?}", s.core);
+        });
+    }
+
+    #[test]
     fn reply_handles_cannot_be_guessed() {
         run(async {
             let mut t = SimTree::new(Capture::default().logger());
