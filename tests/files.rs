@@ -1271,7 +1271,11 @@ async fn push_corrupted(ctx: &econtext::Context, src: &Path, dest: &Path, at: u6
     assert_eq!(e.host, ctx.name(), "{e}");
     assert!(e.path.contains("dest.bin"), "{e}");
     assert!(e.detail.contains("offset"), "{e}");
-    assert_eq!(std::fs::read(dest).unwrap(), b"old", "the old version stays");
+    assert_eq!(
+        std::fs::read(dest).unwrap(),
+        b"old",
+        "the old version stays"
+    );
     assert!(
         temporaries(dest.parent().unwrap()).is_empty(),
         "{:?}",

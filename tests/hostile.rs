@@ -700,8 +700,11 @@ mod router_side {
             };
             raw.write(vec![bulk(0, reply_to, 666), call_sibling]).await;
             assert!(
-                cap.wait_for(&["refused frame", "bulk frame for a handle not registered"], 20.0)
-                    .await,
+                cap.wait_for(
+                    &["refused frame", "bulk frame for a handle not registered"],
+                    20.0
+                )
+                .await,
                 "{}",
                 cap.text()
             );

@@ -512,13 +512,19 @@ mod tests {
 
     #[test]
     fn hostile_bulk_chunks_are_typed_errors() {
-        let good = econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 32]), true)).unwrap();
+        let good =
+            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 32]), true))
+                .unwrap();
         assert!(decode_bulk(&Bytes::from(econtext_wire::bulk::join(&good, b"x"))).is_ok());
         for covered in [
-            econtext_wire::payload::encode(&(0, 0, 0, serde_bytes::Bytes::new(&[0; 32]), true)).unwrap(),
-            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 31]), true)).unwrap(),
-            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 32]), 1)).unwrap(),
-            econtext_wire::payload::encode(&(1, -1, 0, serde_bytes::Bytes::new(&[0; 32]), true)).unwrap(),
+            econtext_wire::payload::encode(&(0, 0, 0, serde_bytes::Bytes::new(&[0; 32]), true))
+                .unwrap(),
+            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 31]), true))
+                .unwrap(),
+            econtext_wire::payload::encode(&(1, 0, 0, serde_bytes::Bytes::new(&[0; 32]), 1))
+                .unwrap(),
+            econtext_wire::payload::encode(&(1, -1, 0, serde_bytes::Bytes::new(&[0; 32]), true))
+                .unwrap(),
             econtext_wire::payload::encode(&(3,)).unwrap(),
         ] {
             let f = Bytes::from(econtext_wire::bulk::join(&covered, b"x"));

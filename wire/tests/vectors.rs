@@ -19,7 +19,7 @@ use econtext_wire::messages::{
 };
 use econtext_wire::payload::{self, decode_value, Value};
 use econtext_wire::{
-    handles, Direction, Frame, FrameCodec, Header, WireError, BATCH_FLAG, DEFAULT_MAX_MESSAGE_SIZE,
+    handles, Direction, Frame, FrameCodec, Header, WireError, BATCH_FLAG, BULK_FLAG, DEFAULT_MAX_MESSAGE_SIZE,
     HEADER_LEN, MAC_LEN, TRAILER_FLAG,
 };
 use serde_json::{json, Value as Json};
@@ -27,7 +27,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// The key every vector is sealed with (its bytes, not its hex).
 const KEY: &[u8] = b"econtext test vector key, not a secret";
-const FORMAT: u64 = 4;
+const FORMAT: u64 = 5;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
@@ -170,10 +170,22 @@ struct FrameSpec {
     /// A batch frame sealed around exactly these bytes (which may break
     /// the batch rules): `header` and `data` are unused.
     raw_batch: Option<Bytes>,
+    /// A bulk frame (the `BULK` length bit): `data` is its covered part
+    /// (one MessagePack value), these the bytes after it, which no MAC
+    /// covers.
+    bulk: Option<Bytes>,
 }
 
-/// What `encode_frames` seals: header, data, trailer, batch, raw batch.
-type Sealed = (Header, Bytes, bool, Option<u64>, Option<Bytes>);
+/// What `encode_frames` seals: header, data, trailer, batch, raw batch,
+/// a bulk frame's bytes.
+type Sealed = (
+    Header,
+    Bytes,
+    bool,
+    Option<u64>,
+    Option<Bytes>,
+    Option<Bytes>,
+);
 
 impl FrameSpec {
     fn sealed(&self) -> Sealed {
@@ -183,6 +195,7 @@ impl FrameSpec {
             self.trailer,
             self.batch,
             self.raw_batch.clone(),
+            self.bulk.clone(),
         )
     }
 }
@@ -271,6 +284,15 @@ fn f(header: Header, data: Bytes) -> FrameSpec {
         trailer: false,
         batch: None,
         raw_batch: None,
+        bulk: None,
+    }
+}
+
+/// A bulk frame: `covered`, then `bytes` that no MAC covers.
+fn bk(header: Header, covered: Bytes, bytes: Vec<u8>) -> FrameSpec {
+    FrameSpec {
+        bulk: Some(Bytes::from(bytes)),
+        ..f(header, covered)
     }
 }
 
@@ -1211,6 +1233,140 @@ fn specs() -> Vec<VectorSpec> {
             0,
         ),
     ]);
+    // Bulk frames (file chunks): the MAC covers the fields and data up to
+    // the end of the covered part; the bytes after it no MAC covers.
+    let chunk = |index: u64, offset: u64, last: bool| {
+        data(&Value::Array(vec![
+            Value::from(1),
+            Value::from(index),
+            Value::from(offset),
+            Value::Binary((0..32).map(|i| (i * 7) as u8).collect()),
+            Value::from(last),
+        ]))
+    };
+    let bh = || Header::new(1, 0, handles::FIRST_DYNAMIC + 1, 0);
+    let bten = || bk(bh(), chunk(0, 0, true), b"0123456789".to_vec());
+    let bten_len = HEADER_LEN + 4 + chunk(0, 0, true).len() + 10;
+    out.push(valid(
+        "bulk",
+        "bulk frames mixed with a leading and a trailing frame on one stream: file chunks \
+         of 10 bytes, of 70,000 bytes and of none (an empty file), and a covered nil with \
+         no bytes",
+        Down,
+        vec![
+            bten(),
+            small(7),
+            bk(bh(), chunk(3, 1 << 33, false), (0..70_000).map(|i| i as u8).collect()),
+            t(h(), data(&Value::Nil)),
+            bk(bh(), chunk(0, 0, true), vec![]),
+            bk(bh(), data(&Value::Nil), vec![]),
+        ],
+    ));
+    out.extend([
+        corrupt(
+            "bad_mac_bulk_covered_bit",
+            "a bulk frame with one bit of its covered part flipped",
+            vec![bten()],
+            vec![Mutation::Xor {
+                offset: HEADER_LEN + 4 + 2,
+                mask: 1,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_bulk_bit_cleared",
+            "a bulk frame with the bulk bit cleared: now an ordinary frame",
+            vec![bten(), bten()],
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x40,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_bulk_bit_set_on_a_leading_frame",
+            "an ordinary frame given the bulk bit",
+            vec![ten(), ten()],
+            vec![Mutation::Xor {
+                offset: 32,
+                mask: 0x40,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_bulk_with_the_trailer_bit",
+            "a bulk frame given the trailer bit too, its header MAC bytes zeroed: the two \
+             never go together",
+            vec![bten()],
+            vec![
+                Mutation::Xor {
+                    offset: 32,
+                    mask: 0x80,
+                },
+                Mutation::SetBe32 {
+                    offset: 0,
+                    value: 0,
+                },
+                Mutation::SetBe32 {
+                    offset: 4,
+                    value: 0,
+                },
+                Mutation::SetBe32 {
+                    offset: 8,
+                    value: 0,
+                },
+                Mutation::SetBe32 {
+                    offset: 12,
+                    value: 0,
+                },
+                Mutation::SetBe32 {
+                    offset: 16,
+                    value: 0,
+                },
+            ],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "bad_mac_bulk_prefix_past_the_data",
+            "a bulk frame whose covered length claims more than its data holds",
+            vec![bten()],
+            vec![Mutation::SetBe32 {
+                offset: HEADER_LEN,
+                value: 1000,
+            }],
+            "bad_mac",
+            0,
+        ),
+        corrupt(
+            "oversized_bulk",
+            "a bulk frame's header announcing max_message_size + 1 bytes and nothing after \
+             it: refused from the header alone",
+            vec![bten()],
+            vec![
+                Mutation::SetBe32 {
+                    offset: 32,
+                    value: (max + 1) | BULK_FLAG,
+                },
+                Mutation::Truncate { length: HEADER_LEN },
+            ],
+            "oversized",
+            0,
+        ),
+        corrupt(
+            "truncated_in_bulk_bytes",
+            "the stream ends one byte short of a bulk frame's (uncovered) bytes",
+            vec![bten()],
+            vec![Mutation::Truncate {
+                length: bten_len - 1,
+            }],
+            "truncated",
+            0,
+        ),
+    ]);
     out
 }
 
@@ -1236,7 +1392,7 @@ fn encode_frames(direction: Direction, frames: &[Sealed]) -> Vec<u8> {
     let mut tx = FrameCodec::new(KEY, direction, DEFAULT_MAX_MESSAGE_SIZE);
     let mut buf = BytesMut::new();
     let mut open = None;
-    for (h, d, trailer, batch, raw) in frames {
+    for (h, d, trailer, batch, raw, bulk) in frames {
         if open != *batch {
             tx.seal_gathered(&mut buf);
             open = *batch;
@@ -1247,6 +1403,9 @@ fn encode_frames(direction: Direction, frames: &[Sealed]) -> Vec<u8> {
             buf.extend_from_slice(inner);
         } else if batch.is_some() {
             tx.gather(&mut buf, h, d).unwrap();
+        } else if let Some(bytes) = bulk {
+            tx.encode(Frame::bulk(*h, econtext_wire::bulk::join(d, bytes)), &mut buf)
+                .unwrap();
         } else {
             tx.set_trailer_from(if *trailer { 0 } else { usize::MAX });
             tx.encode(Frame::new(*h, d.clone()), &mut buf).unwrap();
@@ -1254,6 +1413,25 @@ fn encode_frames(direction: Direction, frames: &[Sealed]) -> Vec<u8> {
     }
     tx.seal_gathered(&mut buf);
     buf.to_vec()
+}
+
+/// The JSON of a decoded frame's data: its value and, for a bulk frame,
+/// the value of its covered part and its bytes in hex.
+fn data_json(frame: &Frame, o: &mut serde_json::Map<String, Json>) -> Result<(), String> {
+    let (value, bytes) = match frame.bulk {
+        true => {
+            let (covered, bytes) =
+                econtext_wire::bulk::split(&frame.data).ok_or("no covered part")?;
+            (covered, Some(bytes))
+        }
+        false => (&frame.data[..], None),
+    };
+    let v = decode_value(value).map_err(|e| e.to_string())?;
+    o.insert("value".into(), to_json(&v));
+    if let Some(b) = bytes {
+        o.insert("bytes".into(), json!(hex::encode(b)));
+    }
+    Ok(())
 }
 
 /// Decodes a whole file the way a receiver does at EOF: frames until the
@@ -1350,11 +1528,19 @@ fn regenerate() {
                 if let Some(raw) = &f.raw_batch {
                     o.insert("raw_batch".into(), json!(hex::encode(raw)));
                 } else {
-                    o = header_json(&f.header, f.data.len());
+                    let whole = f
+                        .bulk
+                        .as_ref()
+                        .map_or(f.data.len(), |b| 4 + f.data.len() + b.len());
+                    o = header_json(&f.header, whole);
                     o.insert("trailer".into(), json!(f.trailer));
                     o.insert("batch".into(), json!(f.batch));
+                    o.insert("bulk".into(), json!(f.bulk.is_some()));
                     o.insert("message".into(), json!(f.message));
                     o.insert("value".into(), to_json(&decode_value(&f.data).unwrap()));
+                    if let Some(b) = &f.bulk {
+                        o.insert("bytes".into(), json!(hex::encode(b)));
+                    }
                 }
                 let compact = serde_json::to_string(&Json::Object(o)).unwrap();
                 let tag = format!("@@frame{}@@", compact_frames.len());
@@ -1386,7 +1572,8 @@ fn regenerate() {
         "mac": "frame n (from 0) of a file: HMAC-SHA1(key, direction_byte || n:u64be || header[20:36] || data), \
                 in header[0:20], or after the data when the length field's top bit (trailer) is set; \
                 a batch (the length field's bit 29) is one frame n whose data is its inner frames' \
-                header[20:36] and data back to back",
+                header[20:36] and data back to back; for a bulk frame (bit 30) the MAC covers data \
+                only up to the end of its covered part (data = covered_len:u32be covered bytes)",
         "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
         "vectors": vectors,
     });
@@ -1435,7 +1622,7 @@ fn vectors_match_their_description() {
             .map(|fj| {
                 if let Some(raw) = fj["raw_batch"].as_str() {
                     let inner = Bytes::from(hex::decode(raw).unwrap());
-                    return (Header::default(), Bytes::new(), false, None, Some(inner));
+                    return (Header::default(), Bytes::new(), false, None, Some(inner), None);
                 }
                 let n = |k: &str| fj[k].as_u64().unwrap();
                 let h = Header::new(
@@ -1445,9 +1632,14 @@ fn vectors_match_their_description() {
                     n("reply_to") as u32,
                 );
                 let d = Bytes::from(value_bytes(&from_json(&fj["value"])));
-                assert_eq!(n("length") as usize, d.len(), "{name}: length");
+                let bulk = fj["bulk"]
+                    .as_bool()
+                    .unwrap()
+                    .then(|| Bytes::from(hex::decode(fj["bytes"].as_str().unwrap()).unwrap()));
+                let whole = bulk.as_ref().map_or(d.len(), |b| 4 + d.len() + b.len());
+                assert_eq!(n("length") as usize, whole, "{name}: length");
                 let batch = fj["batch"].as_u64();
-                (h, d, fj["trailer"].as_bool().unwrap(), batch, None)
+                (h, d, fj["trailer"].as_bool().unwrap(), batch, None, bulk)
             })
             .collect();
         let mut again = encode_frames(direction, &pairs);
@@ -1470,10 +1662,9 @@ fn vectors_match_their_description() {
             // How the frame was sealed is checked by re-encoding, above.
             o.insert("trailer".into(), fj["trailer"].clone());
             o.insert("batch".into(), fj["batch"].clone());
+            o.insert("bulk".into(), json!(frame.bulk));
             o.insert("message".into(), fj["message"].clone());
-            let value =
-                decode_value(&frame.data).unwrap_or_else(|e| panic!("{name} frame {i}: {e}"));
-            o.insert("value".into(), to_json(&value));
+            data_json(frame, &mut o).unwrap_or_else(|e| panic!("{name} frame {i}: {e}"));
             assert!(
                 Json::Object(o) == *fj,
                 "{name} frame {i} differs from its description"

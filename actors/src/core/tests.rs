@@ -299,7 +299,9 @@ fn a_bulk_frame_reaches_only_a_handle_allowed_bulk() {
     );
     for handle in [handles::CALL_FUNCTION, handles::GET_MODULE] {
         m.inbound(1, bulk_frame(0, 1, handle, 0), now);
-        assert!(!drain(&mut m).iter().any(|x| matches!(x, Action::Deliver { .. })));
+        assert!(!drain(&mut m)
+            .iter()
+            .any(|x| matches!(x, Action::Deliver { .. })));
     }
     m.inbound(1, bulk_frame(0, 1, files, 0), now);
     match &drain(&mut m)[..] {
