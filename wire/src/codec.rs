@@ -140,7 +140,11 @@ impl FrameCodec {
     /// header bytes: the MAC covers the fields (bulk flag set) and `data`
     /// up to the end of its covered part only. Data without a well-formed
     /// covered part is refused.
-    pub fn seal_bulk(&mut self, header: &Header, data: &[u8]) -> Result<[u8; HEADER_LEN], WireError> {
+    pub fn seal_bulk(
+        &mut self,
+        header: &Header,
+        data: &[u8],
+    ) -> Result<[u8; HEADER_LEN], WireError> {
         self.check_gathered();
         let len = self.check_send(data.len())?;
         let end = crate::bulk::covered_end(data)
@@ -1185,7 +1189,11 @@ mod tests {
             tx.set_trailer_from(if i == 1 { 0 } else { usize::MAX });
             tx.encode(f.clone(), &mut wire).unwrap();
         }
-        assert_eq!(wire[MAC_LEN + 12] & 0xc0, 0x40, "the bulk flag, not the trailer's");
+        assert_eq!(
+            wire[MAC_LEN + 12] & 0xc0,
+            0x40,
+            "the bulk flag, not the trailer's"
+        );
         assert_every_split_decodes(&wire, &frames);
     }
 
@@ -1239,7 +1247,10 @@ mod tests {
         wire[..MAC_LEN].fill(0);
         wire[MAC_LEN + 12] |= 0x80;
         let mut header = BytesMut::from(&wire[..HEADER_LEN]);
-        assert!(matches!(rx.decode(&mut header), Err(WireError::BadMac { .. })));
+        assert!(matches!(
+            rx.decode(&mut header),
+            Err(WireError::BadMac { .. })
+        ));
     }
 
     #[test]
@@ -1247,13 +1258,19 @@ mod tests {
         let (mut tx, mut rx) = pair(1 << 20);
         let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
         wire[MAC_LEN + 12] &= !0x40;
-        assert!(matches!(rx.decode(&mut wire), Err(WireError::BadMac { .. })));
+        assert!(matches!(
+            rx.decode(&mut wire),
+            Err(WireError::BadMac { .. })
+        ));
         let (mut tx, mut rx) = pair(1 << 20);
         // A plain frame whose data happens to parse as a bulk one.
         let plain = Frame::new(Header::new(1, 0, 5, 0), crate::bulk::join(b"ab", b"cd"));
         let mut wire = encode_all(&mut tx, &[plain]);
         wire[MAC_LEN + 12] |= 0x40;
-        assert!(matches!(rx.decode(&mut wire), Err(WireError::BadMac { .. })));
+        assert!(matches!(
+            rx.decode(&mut wire),
+            Err(WireError::BadMac { .. })
+        ));
     }
 
     #[test]
@@ -1261,11 +1278,17 @@ mod tests {
         let (mut tx, mut rx) = pair(1 << 20);
         let mut wire = encode_all(&mut tx, &[bulk(1, 6, 10)]);
         wire[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&100u32.to_be_bytes());
-        assert!(matches!(rx.decode(&mut wire), Err(WireError::BadMac { .. })));
+        assert!(matches!(
+            rx.decode(&mut wire),
+            Err(WireError::BadMac { .. })
+        ));
         let mut tx = FrameCodec::new(KEY, Direction::Down, 1 << 20);
         let mut buf = BytesMut::new();
         let short = Frame::bulk(Header::new(1, 0, 5, 0), &[0u8, 0, 0, 9, 1][..]);
-        assert!(matches!(tx.encode(short, &mut buf), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            tx.encode(short, &mut buf),
+            Err(WireError::Malformed(_))
+        ));
         assert!(buf.is_empty());
     }
 
@@ -1277,12 +1300,18 @@ mod tests {
         buf.truncate(HEADER_LEN);
         assert_eq!(
             rx.decode(&mut buf),
-            Err(WireError::Oversized { length: 70, max: 64 })
+            Err(WireError::Oversized {
+                length: 70,
+                max: 64
+            })
         );
         let mut small = FrameCodec::new(KEY, Direction::Down, 64);
         assert!(matches!(
             small.encode(bulk(1, 6, 60), &mut BytesMut::new()),
-            Err(WireError::TooLargeToSend { length: 70, max: 64 })
+            Err(WireError::TooLargeToSend {
+                length: 70,
+                max: 64
+            })
         ));
     }
 
@@ -1293,7 +1322,10 @@ mod tests {
         let mut twice = one.clone();
         twice.extend_from_slice(&one);
         assert!(rx.decode(&mut twice).unwrap().is_some());
-        assert!(matches!(rx.decode(&mut twice), Err(WireError::BadMac { .. })));
+        assert!(matches!(
+            rx.decode(&mut twice),
+            Err(WireError::BadMac { .. })
+        ));
     }
 
     #[test]
@@ -1315,7 +1347,10 @@ mod tests {
         let inner = entry(Header::new(1, 0, 5, 0), len, &data);
         let mut buf = raw_batch(Header::default(), BATCH_FLAG, &inner);
         let (_, mut rx) = pair(1 << 20);
-        assert!(rx.decode(&mut buf).is_err(), "an inner length with the bulk bit");
+        assert!(
+            rx.decode(&mut buf).is_err(),
+            "an inner length with the bulk bit"
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use econtext_wire::messages::{
 };
 use econtext_wire::payload::{self, decode_value, Value};
 use econtext_wire::{
-    handles, Direction, Frame, FrameCodec, Header, WireError, BATCH_FLAG, BULK_FLAG, DEFAULT_MAX_MESSAGE_SIZE,
-    HEADER_LEN, MAC_LEN, TRAILER_FLAG,
+    handles, Direction, Frame, FrameCodec, Header, WireError, BATCH_FLAG, BULK_FLAG,
+    DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN, MAC_LEN, TRAILER_FLAG,
 };
 use serde_json::{json, Value as Json};
 use tokio_util::codec::{Decoder, Encoder};
@@ -1256,7 +1256,11 @@ fn specs() -> Vec<VectorSpec> {
         vec![
             bten(),
             small(7),
-            bk(bh(), chunk(3, 1 << 33, false), (0..70_000).map(|i| i as u8).collect()),
+            bk(
+                bh(),
+                chunk(3, 1 << 33, false),
+                (0..70_000).map(|i| i as u8).collect(),
+            ),
             t(h(), data(&Value::Nil)),
             bk(bh(), chunk(0, 0, true), vec![]),
             bk(bh(), data(&Value::Nil), vec![]),
@@ -1404,8 +1408,11 @@ fn encode_frames(direction: Direction, frames: &[Sealed]) -> Vec<u8> {
         } else if batch.is_some() {
             tx.gather(&mut buf, h, d).unwrap();
         } else if let Some(bytes) = bulk {
-            tx.encode(Frame::bulk(*h, econtext_wire::bulk::join(d, bytes)), &mut buf)
-                .unwrap();
+            tx.encode(
+                Frame::bulk(*h, econtext_wire::bulk::join(d, bytes)),
+                &mut buf,
+            )
+            .unwrap();
         } else {
             tx.set_trailer_from(if *trailer { 0 } else { usize::MAX });
             tx.encode(Frame::new(*h, d.clone()), &mut buf).unwrap();
@@ -1622,7 +1629,14 @@ fn vectors_match_their_description() {
             .map(|fj| {
                 if let Some(raw) = fj["raw_batch"].as_str() {
                     let inner = Bytes::from(hex::decode(raw).unwrap());
-                    return (Header::default(), Bytes::new(), false, None, Some(inner), None);
+                    return (
+                        Header::default(),
+                        Bytes::new(),
+                        false,
+                        None,
+                        Some(inner),
+                        None,
+                    );
                 }
                 let n = |k: &str| fj[k].as_u64().unwrap();
                 let h = Header::new(
