@@ -578,6 +578,72 @@ fn a_call_past_its_links_cap_is_never_queued_and_fails_typed() {
     });
 }
 
+/// VmRSS of process `pid` in KiB (/proc/PID/status).
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[test]
+fn buffers_kept_after_a_large_echo_are_freed_once_idle() {
+    // A 64 MiB echo leaves a read buffer (spare.rs) and an encode buffer
+    // (bufpool.rs) in the master and the read buffer (_SPARE) in the
+    // Python child, for the next large frame; once idle (KEEP_IDLE, 2 s)
+    // they are freed. A resource bound: the waits are bounded, not timed.
+    run(async {
+        let master = Master::new(MasterOptions::default().log(Capture::default().logger()));
+        let ctx = master
+            .local(LocalOptions::new(common::python3()))
+            .await
+            .unwrap();
+        let pid: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+        let (child_idle, master_idle) = (vm_rss_kib(pid), vm_rss_kib(std::process::id()));
+        let blob = serde_bytes::ByteBuf::from(vec![7u8; 64 << 20]);
+        for _ in 0..2 {
+            let back = ctx
+                .call_with("builtins", "bytes")
+                .args((&blob,))
+                .unwrap()
+                .returning_bytes()
+                .await
+                .unwrap();
+            assert_eq!(back.len(), 64 << 20);
+        }
+        let kept = || async {
+            master
+                .router()
+                .send(GetStats)
+                .await
+                .unwrap()
+                .kept_buffer_bytes
+        };
+        let (child_busy, master_busy) = (vm_rss_kib(pid), vm_rss_kib(std::process::id()));
+        assert!(kept().await >= 64 << 20, "kept for the next large frame");
+        // Other tests of this binary may keep buffers of a few MiB.
+        let end = Instant::now() + Duration::from_secs(30);
+        while (kept().await >= 64 << 20 || vm_rss_kib(pid) > child_idle + 24 * 1024)
+            && Instant::now() < end
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (child_after, master_after) = (vm_rss_kib(pid), vm_rss_kib(std::process::id()));
+        eprintln!(
+            "VmRSS KiB: child {child_idle} idle, {child_busy} after the echoes, {child_after} once idle; \
+             master (this test process) {master_idle}, {master_busy}, {master_after}"
+        );
+        assert!(kept().await < 64 << 20, "the master's buffers were freed");
+        assert!(
+            child_after <= child_idle + 24 * 1024,
+            "the child's were freed: {child_idle} KiB idle, {child_busy} busy, {child_after} now"
+        );
+        master.shutdown().await;
+    });
+}
+
 #[test]
 fn a_bytes_result_comes_back_whole_without_a_copy_and_anything_else_is_refused() {
     run(async {

@@ -8,10 +8,12 @@
 //! a kept buffer when there is one big enough, and the frame's data
 //! ([`frozen`]) returns its buffer here when the last slice of it is
 //! dropped. At most [`KEEP`] buffers and [`KEEP_BYTES`] bytes are kept
-//! for the whole process.
+//! for the whole process, and none unused for longer than
+//! [`crate::spare::KEEP_IDLE`] ([`release_idle`]).
 
 use std::io::Write;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -22,13 +24,14 @@ const KEEP: usize = 2;
 /// Bytes of kept buffers at most.
 pub const KEEP_BYTES: usize = 256 << 20;
 
-static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Kept buffers, each with when [`release_idle`] first saw it unused.
+static KEPT: Mutex<Vec<(Vec<u8>, Option<Instant>)>> = Mutex::new(Vec::new());
 
 /// A kept buffer with room for at least `need` bytes, emptied.
 fn take(need: usize) -> Option<Vec<u8>> {
     let mut kept = KEPT.lock().ok()?;
-    let i = kept.iter().position(|v| v.capacity() >= need)?;
-    let mut v = kept.swap_remove(i);
+    let i = kept.iter().position(|(v, _)| v.capacity() >= need)?;
+    let (mut v, _) = kept.swap_remove(i);
     v.clear();
     Some(v)
 }
@@ -36,10 +39,31 @@ fn take(need: usize) -> Option<Vec<u8>> {
 /// Keeps `v` for a later large encode, if the bounds allow.
 fn give(v: Vec<u8>) {
     let Ok(mut kept) = KEPT.lock() else { return };
-    let bytes: usize = kept.iter().map(Vec::capacity).sum();
+    let bytes: usize = kept.iter().map(|(v, _)| v.capacity()).sum();
     if kept.len() < KEEP && bytes + v.capacity() <= KEEP_BYTES {
-        kept.push(v);
+        kept.push((v, None));
     }
+}
+
+/// Frees the kept buffers unused for `idle` by `now` (as first seen
+/// unused by an earlier call): a context that sent one large value does
+/// not keep its buffer for life ([`crate::spare::release_idle`] calls
+/// this from every Router's tick).
+pub(crate) fn release_idle(now: Instant, idle: Duration) {
+    if let Ok(mut kept) = KEPT.lock() {
+        keep_recent(&mut kept, now, idle);
+    }
+}
+
+fn keep_recent(kept: &mut Vec<(Vec<u8>, Option<Instant>)>, now: Instant, idle: Duration) {
+    kept.retain_mut(|(_, seen)| now.saturating_duration_since(*seen.get_or_insert(now)) < idle);
+}
+
+/// Bytes of kept buffers now.
+pub(crate) fn kept_bytes() -> usize {
+    KEPT.lock()
+        .map(|k| k.iter().map(|(v, _)| v.capacity()).sum())
+        .unwrap_or(0)
 }
 
 /// The encoded bytes of a large buffer; the buffer goes back to the pool
@@ -126,6 +150,22 @@ mod tests {
         Growing(&mut b).write_all(&[4u8; 2 << 20]).unwrap();
         assert_ne!(held.as_ptr(), b.as_ptr());
         assert!(held.iter().all(|&x| x == 3));
+    }
+
+    #[test]
+    fn a_kept_buffer_unused_for_the_idle_time_is_freed() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(2);
+        let mut kept = vec![(vec![0u8; 16], None)];
+        keep_recent(&mut kept, t0, idle);
+        keep_recent(&mut kept, t0 + idle / 2, idle);
+        assert_eq!(kept.len(), 1);
+        // One given back meanwhile is seen from the next call on.
+        kept.push((vec![0u8; 16], None));
+        keep_recent(&mut kept, t0 + idle, idle);
+        assert_eq!(kept.len(), 1, "the first one went, the second stays");
+        keep_recent(&mut kept, t0 + 2 * idle, idle);
+        assert!(kept.is_empty());
     }
 
     #[test]

@@ -406,6 +406,8 @@ impl Router {
         self.sweep_unguarded();
         self.overflow.prune(now);
         self.refused.prune(now);
+        // Large read and encode buffers nobody used lately are freed.
+        crate::spare::release_idle(now);
         self.pump(ctx);
     }
 
@@ -1074,6 +1076,10 @@ pub struct RouterStats {
     /// Events counted instead of queued for [`Subscribe`]rs that were
     /// behind (they got [`ContextEvent::Lagged`]), current subscribers.
     pub subscriber_missed: u64,
+    /// Bytes of large read and encode buffers this process keeps for
+    /// reuse now (all streams' spares and the encode pool), freed once
+    /// unused for [`crate::spare::KEEP_IDLE`].
+    pub kept_buffer_bytes: usize,
 }
 
 impl Handler<GetStats> for Router {
@@ -1098,6 +1104,7 @@ impl Handler<GetStats> for Router {
             calls_fast: self.calls_fast,
             subscriber_backlog: self.bounded.iter().map(|b| b.queue.len()).sum(),
             subscriber_missed: self.bounded.iter().map(|b| b.queue.missed_total()).sum(),
+            kept_buffer_bytes: crate::spare::retained() + crate::bufpool::kept_bytes(),
             link_bytes: self.drained_closed
                 + self
                     .peers

@@ -869,9 +869,50 @@ REUSE_MAX = 4 << 20
 _refs = sys.getrefcount
 
 
+# Kept buffers (_SPARE, the streams' pools) are freed by the IO thread once
+# no in-place frame has taken or made one for KEEP_IDLE seconds
+# (_release_idle): one large transfer must not make a context that much
+# bigger for life, and back-to-back ones still reuse them. _KEPT: in-place
+# frames at the last look, and when the count last changed (None: nothing
+# is watched, the IO thread polls without a timeout for it).
+KEEP_IDLE = 2.0
+_KEPT = [0, None]
+_USES = [0]
+
+
+def _kept():
+    # An in-place frame takes or makes a buffer that may be kept.
+    _USES[0] += 1
+    if _KEPT[1] is None:
+        _KEPT[1] = time.time()
+        wake = getattr(broker, 'wake', None)
+        if wake is not None:
+            wake()  # the IO thread starts watching
+
+
+def _release_idle():
+    # IO thread, after each poll while _KEPT is watched. A frame being
+    # read counts as a use (a slow sender's 64 MiB takes seconds).
+    now = time.time()
+    if _USES[0] != _KEPT[0] or _filling():
+        _KEPT[0], _KEPT[1] = _USES[0], now
+    elif now - _KEPT[1] >= KEEP_IDLE:
+        _KEPT[1] = None  # from here on a new frame's _kept() wakes us
+        _SPARE[0] = None  # a frame still using it holds its own reference
+        for s in list(router.streams.values()):
+            del s.pool[:]
+        if _filling() or _SPARE[0] is not None:
+            _KEPT[1] = now  # a frame began meanwhile: watch what it keeps
+
+
+def _filling():
+    return any(s.pend is not None for s in list(router.streams.values()))
+
+
 def _frame_buffer(pool, n):
     # A buffer of n bytes for an in-place frame: a pooled one only we hold
     # (its count is the pool's reference and the call's), else a new one.
+    _kept()
     if n <= REUSE_MAX and _REUSE[0]:
         for b in pool:
             if len(b) == n and _refs(b) == _ALONE + 1:
@@ -899,6 +940,7 @@ def _alone():
 
 
 def _big_buffer(need):
+    _kept()
     b, _SPARE[0] = _SPARE[0], None
     if b is not None and _REUSE[0] and need - 20 <= len(b) <= need and sys.getrefcount(b) == _ALONE:
         if len(b) < need:
@@ -935,6 +977,7 @@ def _reuse_is_safe():
 
 
 _REUSE[0] = _reuse_is_safe()
+_KEPT[1] = None  # the check's buffers are gone
 
 
 def _pieces(b, size):
@@ -1987,9 +2030,11 @@ class Broker(object):
                     # main thread leads: that one spins then).
                     evs = not self.off and self.pfd is not None and _spin(self.poller)
                     evs = evs or self.poller.poll(self.stopping and 100 or self.held and HOLD_MS or
-                                                  _OWED and 1000 or None)
+                                                  (_OWED or _KEPT[1]) and 1000 or None)
                     if _OWED:
                         _report_owed()
+                    if _KEPT[1] is not None:
+                        _release_idle()
                     if not evs and self.held:
                         self._flush_held()
                 except Exception as e:

@@ -44,6 +44,14 @@ def flood_logs(n):
     return n
 
 
+def kept_buffers():
+    # (bytes of buffers kept for the next large frame, whether this child
+    # reads large frames in place, i.e. keeps any).
+    import econtext.core as c
+    n = len(c._SPARE[0] or b'') + sum(len(b) for s in c.router.streams.values() for b in s.pool)
+    return [n, bool(c._HAVE_READV and c._REUSE[0])]
+
+
 def send_to(sender, obj):
     sender.send(obj)
     return sender.handle
