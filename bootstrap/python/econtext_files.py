@@ -73,8 +73,19 @@ _stats = {u'bytes_in': 0, u'bytes_out': 0, u'files_in': 0, u'files_out': 0, u're
           u'fsynced': 0}
 
 
+# Counted from the writer, finisher and sender threads of every transfer
+# at once: `d[k] += n` is not atomic, so each goes through _count.
+_stats_lock = threading.Lock()
+
+
+def _count(key, n=1):
+    with _stats_lock:
+        _stats[key] += n
+
+
 def stats():
-    return dict(_stats)
+    with _stats_lock:
+        return dict(_stats)
 
 
 def _kind(e):
@@ -451,7 +462,7 @@ class _Recv(object):
                     self.fin_pending += 1
                 self.fin.put((i, f, sha))
         self.done_bytes += n
-        _stats[u'bytes_in'] += n
+        _count(u'bytes_in', n)
         self._credit()
 
     def _bulk(self, i, off, data, sha256, last):
@@ -488,7 +499,7 @@ class _Recv(object):
                     self.fin_pending += 1
                 self.fin.put((i, f, _text(binascii.hexlify(sha256))))
         self.done_bytes += n
-        _stats[u'bytes_in'] += n
+        _count(u'bytes_in', n)
         self._credit()
 
     def _fail(self, i, kind, msg):
@@ -518,7 +529,7 @@ class _Recv(object):
                 self._finish_file(e, f, sha, path)
                 with self.lock:
                     self.files_ok += 1
-                _stats[u'files_in'] += 1
+                _count(u'files_in')
             except EnvironmentError as x:
                 self._cleanup(f)
                 self.ack.send([A_ERROR, i, _err(_kind(x), getattr(x, 'filename', None) or path,
@@ -554,7 +565,7 @@ class _Recv(object):
         if self.fsync:
             os.fsync(fd)
             with self.lock:
-                _stats[u'fsynced'] += 1
+                _count(u'fsynced')
         os.close(fd)
         f[0] = -1
         _utime(tmp, e[4])
@@ -668,7 +679,7 @@ class _Relay(object):
             for cid, h in list(self.data.items()):
                 try:
                     router.route(cid, core.context_id, h, 0, data if bulk else [data])
-                    _stats[u'relayed'] += len(data)
+                    _count(u'relayed', len(data))
                 except Exception:
                     core.LOG.warning('relay to %d failed', cid, exc_info=True)
 
@@ -835,9 +846,9 @@ class _Send(object):
                 self.data.send_bulk(core.pack([D_BULK, i, off, bytearray(h.digest()), last]), b)
                 off += len(b)
                 sent += len(b)
-                _stats[u'bytes_out'] += len(b)
+                _count(u'bytes_out', len(b))
                 if last:
-                    _stats[u'files_out'] += 1
+                    _count(u'files_out')
                     return sent
         finally:
             os.close(fd)

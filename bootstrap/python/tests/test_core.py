@@ -1121,6 +1121,13 @@ class VectorTest(unittest.TestCase):
         n = vectors.check_all(self, VECTORS)
         self.assertTrue(n > 0)
 
+    def test_large_vectors_are_the_rust_encoders_bytes_and_decode(self):
+        # Frames of 1 MiB and more, generated (wire/vectors/large.json).
+        if not os.path.exists(os.path.join(VECTORS, 'large.json')):
+            raise unittest.SkipTest('no large.json at %s' % VECTORS)
+        import vectors
+        self.assertEqual(vectors.check_large(self, VECTORS), 4)
+
 
 class SpawnTest(unittest.TestCase):
     # The child as an intermediate (econtext.parent served like the Rust
@@ -1263,6 +1270,20 @@ class KeptMemoryTest(unittest.TestCase):
             self.assertEqual(kept, 0)
             if in_place:
                 self.assertLess(harness.rss_kib(pid), base + 24 * 1024, (base, busy, faults))
+        finally:
+            c.shutdown()
+
+
+class FilesStatsTest(unittest.TestCase):
+    def test_counters_updated_from_many_threads_lose_nothing(self):
+        import zlib
+        mods = harness.load_served()
+        path = os.path.join(os.path.dirname(HERE), 'econtext_files.py')
+        with open(path, 'rb') as f:
+            mods['econtext.files'] = ['econtext.files', path, False, zlib.compress(f.read()), []]
+        c = harness.Child(CHILD, name='stats', modules=mods)
+        try:
+            self.assertEqual(c.call('ectest', 'count_files_stat_from_threads', 8, 20000), 160000)
         finally:
             c.shutdown()
 

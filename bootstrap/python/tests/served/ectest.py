@@ -52,6 +52,34 @@ def kept_buffers():
     return [n, bool(c._HAVE_READV and c._REUSE[0])]
 
 
+def count_files_stat_from_threads(threads, n):
+    # econtext.files' counters from many threads at once, with the GIL
+    # switched as often as it can be: none may be lost.
+    import threading
+    import econtext.files as f
+    before = f.stats()[u'relayed']
+    if hasattr(sys, 'setswitchinterval'):
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+    else:
+        old = sys.getcheckinterval()
+        sys.setcheckinterval(1)
+
+    def run():
+        for _ in range(n):
+            f._count(u'relayed', 1)
+    ts = [threading.Thread(target=run) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if hasattr(sys, 'setswitchinterval'):
+        sys.setswitchinterval(old)
+    else:
+        sys.setcheckinterval(old)
+    return f.stats()[u'relayed'] - before
+
+
 def send_to(sender, obj):
     sender.send(obj)
     return sender.handle
