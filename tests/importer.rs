@@ -594,3 +594,31 @@ fn module_allow_refuses_a_name_not_listed_with_a_clear_import_error() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_preloaded_module_has_a_spec_so_find_spec_reload_and_pickle_work() {
+    // `econtext.fleet` sent with the payload (ConnectOptions::preload, what
+    // `econtext run` does) was made without a __spec__: find_spec raised
+    // ValueError ("__spec__ is not set") and importlib.reload failed.
+    run(async {
+        let master = Master::new(MasterOptions::default().log(Capture::default().logger()));
+        let ctx = master
+            .connect(
+                ConnectOptions::new(Method::Local(LocalOptions::new(python3())))
+                    .preload(&["econtext.fleet"]),
+            )
+            .await
+            .unwrap();
+        let expr = concat!(
+            "(lambda sys, il, pickle: (",
+            "'econtext.fleet' in sys.modules and sys.modules['econtext.fleet'].__spec__.name,",
+            " il.util.find_spec('econtext.fleet').name,",
+            " il.reload(sys.modules['econtext.fleet']).__name__,",
+            " pickle.loads(pickle.dumps(sys.modules['econtext.fleet'].run)).__module__))",
+            "(__import__('sys'), __import__('importlib.util'), __import__('pickle'))",
+        );
+        let got: Vec<String> = ctx.call("builtins", "eval", (expr,)).await.unwrap();
+        assert_eq!(got, ["econtext.fleet"; 4]);
+        master.shutdown().await;
+    });
+}

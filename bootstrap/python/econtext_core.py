@@ -2660,6 +2660,12 @@ def _preload(name, filename, source):
     mod.__file__, mod.__loader__ = filename, importer
     pkg, _, short = name.rpartition('.')
     mod.__package__ = pkg
+    if PY3:
+        # A spec as the importer would give (find_spec, reload and pickle
+        # by reference need one), from the frozen bootstrap already loaded.
+        spec = sys.modules['_frozen_importlib'].ModuleSpec(name, importer, origin=filename)
+        spec.has_location = True
+        mod.__spec__ = spec
     exec(compile(source, filename, 'exec'), mod.__dict__)
     sys.modules[name] = mod
     if pkg in sys.modules:
