@@ -672,6 +672,13 @@ class _Relay(object):
 
     def _forward(self, src, reply_to, data):
         # IO thread: the same bytes go to every child (queued by its stream).
+        # Only the caller's frames: what we forward is sourced from us, which
+        # every leaf accepts, and a hostile leaf of the same fan-out knows the
+        # file's prefix, so it could forge chunks whose running SHA-256 its
+        # siblings would accept (the Rust relay opens its channel for the
+        # caller alone too).
+        if src != self.ack.context_id:
+            return router._refuse(src, self.handle)
         if not isinstance(data, Dead):
             # A Bulk goes on as one (its body is never hashed here); a
             # list is consumed by each stream's send: one per child.

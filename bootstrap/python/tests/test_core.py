@@ -1382,6 +1382,58 @@ def _cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+class FilesRelayTest(unittest.TestCase):
+    # econtext.files' relay (an intermediate fanning a push out to its
+    # children) in this process, with a real Router and a sink for the
+    # parent stream: what reaches its data handle goes on to every leaf.
+    def setUp(self):
+        import types
+        self.saved = dict((k, sys.modules.get(k)) for k in ('econtext', 'econtext.core'))
+        self.router, self.ctx = getattr(core, 'router', None), getattr(core, 'context_id', None)
+        pkg = types.ModuleType('econtext')
+        pkg.__path__, pkg.core = [], core
+        sys.modules['econtext'], sys.modules['econtext.core'] = pkg, core
+        core.router = core.Router({'context_id': 3, 'parent_id': 0})
+        core.context_id = 3
+        sys.modules.pop('econtext_files', None)
+        import econtext_files
+        self.files = econtext_files
+        self.sent = []
+        sent = self.sent
+
+        class Up(object):
+            closed = False
+
+            def send(self, dst, src, handle, reply_to, data):
+                sent.append((dst, src, handle))
+        core.router.parent = Up()
+
+    def tearDown(self):
+        for k, v in self.saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.modules.pop('econtext_files', None)
+        core.router, core.context_id = self.router, self.ctx
+
+    def test_a_leaf_cannot_feed_its_siblings_through_the_relay(self):
+        r = core.router
+        relay = self.files._Relay(b'/x', [], {u'relay': []}, core.Sender(0, 1234))
+        relay.data = {7: 4242}  # one leaf, context 7, its data handle
+        relay.handle = r.add_handler(None)
+        r.handlers[relay.handle] = relay._forward
+        r.bulk.add(relay.handle)
+        forged = core.bulk(core.pack([1, 0, 0, bytearray(32), True]), b'evil bytes')
+        def to_leaf():  # (the refusal's log record goes up to context 0)
+            return [f for f in self.sent if f[0] == 7]
+        r.route(3, 99, relay.handle, 0, forged)  # from 99, not the caller (0)
+        self.assertEqual(to_leaf(), [])
+        self.assertEqual(r.refused.get(99), 1)
+        r.route(3, 0, relay.handle, 0, forged)  # the caller's go on
+        self.assertEqual(to_leaf(), [(7, 3, 4242)])
+
+
 class _Poller(object):
     # A poll object whose poll(0) reports an event from its nth call on.
     def __init__(self, ready_at):
