@@ -623,6 +623,38 @@ fn failed_spawns_through_a_python_intermediate_are_typed_and_reaped() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// An intermediate with many children has fds past select()'s limit of
+/// 1024: spawning through it (the handshake's wait) and reading a failed
+/// child's last words (its stderr) must not depend on that limit.
+#[test]
+fn an_intermediate_whose_fds_pass_1024_still_spawns_and_reports_failures() {
+    let root = module_root("fds");
+    let r = root.clone();
+    run(async move {
+        let cap = Capture::default();
+        let master = master_with(&cap, &r);
+        let mid = spawn(&master, &python3(), "mid", None).await;
+        let high: i64 = mid.call("ecvia", "hold_fds_past", (1100,)).await.unwrap();
+        assert!(high > 1100, "{high}");
+        let leaf = spawn(&master, &python3(), "leaf", Some(&mid)).await;
+        let ppid: i64 = leaf.call("os", "getppid", ()).await.unwrap();
+        assert_eq!(ppid, ids(&mid).await[2]);
+        let early = fake_python(&r, "early.sh", "echo 'boom: no python here' >&2\nexit 3");
+        let err = master
+            .connect(
+                ConnectOptions::new(Method::Local(local(&early)))
+                    .via(&mid)
+                    .connect_timeout(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exited early"), "{text}");
+        assert!(text.contains("boom: no python here"), "{text}");
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn leaf_killed_under_a_python_intermediate_is_reported_and_reaped() {
     let root = module_root("leafkill");

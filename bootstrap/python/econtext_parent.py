@@ -235,7 +235,7 @@ class _Stderr(object):
         # After a failed handshake: what the child said last matters most.
         end = time.time() + secs
         while self.fd is not None and time.time() < end:
-            if select.select([self.fd], [], [], max(0, end - time.time()))[0]:
+            if _readable([self.fd], end - time.time()):
                 self.read()
             else:
                 break
@@ -664,6 +664,18 @@ class _Auth(object):
         return None
 
 
+def _readable(fds, timeout):
+    # The fds of `fds` readable (or hung up) within `timeout` seconds.
+    # poll, not select: select refuses fds from 1024 up, which an
+    # intermediate with many children reaches (every spawn's handshake
+    # would fail with ValueError). EINTR reaches the caller on Python 2.
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    ms = max(0, timeout) * 1000
+    return [fd for fd, ev in p.poll(int(ms) + (ms % 1 > 0))]
+
+
 def _handshake(a, proc, sides, auth, payload, timeout, skippable=False):
     # Returns whatever was read past EC1 (the start of the frame stream).
     # sides: the child's stderr, and its pty (or None). skippable: a Rust
@@ -678,7 +690,7 @@ def _handshake(a, proc, sides, auth, payload, timeout, skippable=False):
             raise _Fail('Timeout', 'timed out after %.1fs waiting for %s' % (timeout, STAGES[stage]))
         live = [x for x in sides if x and x.fd is not None]
         try:
-            r = select.select([afd] + [x.fd for x in live], [], [], left)[0]
+            r = _readable([afd] + [x.fd for x in live], left)
         except (select.error, EnvironmentError) as e:
             if e.args[0] == errno.EINTR:
                 continue

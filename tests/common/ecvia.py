@@ -108,3 +108,18 @@ def flood(dst, handle, n, size):
         except Exception as e:
             return [i, repr(e)]
     return [n, None]
+
+
+_held_fds = []
+
+
+def hold_fds_past(n):
+    # Opens pipes until an fd number passes n (an intermediate with many
+    # children): select() refuses such fds. Returns the highest.
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(n + 64, soft), hard), hard))
+    while not _held_fds or _held_fds[-1] <= n:
+        _held_fds.extend(os.pipe())
+    return _held_fds[-1]
