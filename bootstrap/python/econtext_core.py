@@ -658,6 +658,11 @@ BATCH_MAX = 16384
 # buffer for the next read (and is then handled inline, like the whole
 # ones); a larger one (never ours) is read as a large frame is.
 _BATCH_WAIT = 65536
+# Held small replies (see Stream.seal) are written once this many frames
+# or bytes wait, even while more calls are queued: a bound on a reply's
+# wait and on the memory held, as before batches.
+HOLD_FRAMES = 128
+HOLD_BYTES = 262144
 _NO_MAC = b'\0' * 20
 _T36 = _BYTES(bytearray(x ^ 0x36 for x in range(256)))
 _T5C = _BYTES(bytearray(x ^ 0x5c for x in range(256)))
@@ -1039,6 +1044,13 @@ class Stream(object):
         self.held = []
         self.batch = []
         self.blen = 0
+        # How many small frames and bytes seal has held since the last
+        # write (in held and batch): past HOLD_FRAMES or HOLD_BYTES the
+        # held replies go out at once, whatever the call queue holds (a
+        # hint only: a count an interrupt leaves stale costs one early
+        # or late write, never a wrong frame).
+        self.hframes = 0
+        self.hbytes = 0
         # A batch never outgrows what the receiver takes as one frame.
         self.bmax = min(BATCH_MAX, router.max_size)
         self.buf = b''
@@ -1100,20 +1112,22 @@ class Stream(object):
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
-            batch = self.batch
+            batch, n = self.batch, len(body)
             if batch:
-                n = self.blen + len(body)
-                if n > self.bmax:
+                if self.blen + n > self.bmax:
                     self._close_batch()
-                    n = len(body)
-            else:
-                n = len(body)
-                if hold and not self.held:
-                    broker.hold(self)
+            elif hold and not self.held:
+                broker.hold(self)
             batch.append(body)
-            self.blen = n
-            if hold and len(batch) < 128:
-                return
+            self.blen += n
+            if hold:
+                # Held until the queue is empty, or until enough is held
+                # (counted across batches: one batch alone never reaches
+                # HOLD_FRAMES when its replies are over bmax / 128 bytes).
+                self.hframes += 1
+                self.hbytes += n
+                if self.hframes < HOLD_FRAMES and self.hbytes < HOLD_BYTES:
+                    return
             self._write_held()
 
     def _close_batch(self):
@@ -1121,13 +1135,16 @@ class Stream(object):
         # sequence number taken) as one batch frame, or alone if one.
         batch = self.batch
         if batch:
-            self.held.append(_seal_batch(self.tx, batch, len(batch), self.blen))
+            # The length from the parts (at most HOLD_FRAMES of them), not
+            # blen, which an interrupt inside seal can leave short.
+            self.held.append(_seal_batch(self.tx, batch, len(batch), sum(_imap(len, batch))))
             del batch[:]
             self.blen = 0
 
     def _write_held(self):
         # Under wlock: everything held, in one write.
         held = self.held
+        self.hframes = self.hbytes = 0
         try:
             self._close_batch()
             _write(self.wfd, held[0] if len(held) == 1 else b''.join(held))

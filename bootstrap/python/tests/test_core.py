@@ -6,6 +6,7 @@ import hashlib
 import struct
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -570,6 +571,59 @@ class StreamTest(unittest.TestCase):
         self.assertEqual([f[2] for f in self.rb.frames], list(range(1000, 1050)))
         self.assertEqual([core.unpack(f[4]) for f in self.rb.frames], list(range(50)))
         self.assertEqual(next(self.sa.tx.seqs), core._SEQ.pack(0, 1), 'one number')
+
+    def pump_within(self, s, n, bound=10.0):
+        # pump, but a read that would wait past bound seconds stops it
+        # (the test then fails on the count instead of hanging).
+        fd = s.rfd
+        while len(s.router.frames) < n and not s.closed:
+            if not select.select([fd], [], [], bound)[0]:
+                break
+            s.on_read()
+
+    def test_held_replies_over_128_bytes_are_written_before_the_queue_empties(self):
+        # 200 held replies of 200 bytes: no one batch (16 KiB) reaches 128
+        # frames, so before the fix nothing went out until the call queue
+        # was empty (a flush); now the first 128 go at once.
+        reply = core.pack(b'x' * 200)
+        for i in range(200):
+            self.sa.seal(self.entry(i, data=reply), True)
+        self.pump_within(self.sb, 128)
+        self.assertEqual([f[2] for f in self.rb.frames], list(range(1000, 1128)))
+        self.assertEqual((self.sa.hframes, len(self.sa.batch)), (72, 72))
+        self.sa.flush()
+        self.pump_within(self.sb, 200)
+        self.assertEqual([f[2] for f in self.rb.frames], list(range(1000, 1200)))
+        self.assertFalse(self.sb.closed)
+
+    def test_held_replies_past_256_kib_are_written_before_the_queue_empties(self):
+        # 40 held replies of 14000 bytes: each written once 256 KiB wait
+        # (19 frames), not all 560 KB held until the queue is empty.
+        reply = core.pack(b'x' * 14000)
+        t = threading.Thread(target=self.pump_within, args=(self.sb, 38))
+        t.start()
+        try:
+            for i in range(40):
+                self.sa.seal(self.entry(i, data=reply), True)
+        finally:
+            t.join()
+        self.assertEqual([f[2] for f in self.rb.frames], list(range(1000, 1038)))
+        self.assertEqual(self.sa.hframes, 2)
+        self.sa.flush()
+        self.pump_within(self.sb, 40)
+        self.assertEqual(len(self.rb.frames), 40)
+        self.assertFalse(self.sb.closed)
+
+    def test_a_batch_length_left_short_by_an_interrupt_is_not_sent(self):
+        # KeyboardInterrupt between seal's batch.append and its blen
+        # update: the batch's length comes from its parts, not blen.
+        for i in range(3):
+            self.sa.seal(self.entry(i), True)
+        self.sa.blen -= len(self.entry(2))
+        self.sa.flush()
+        self.pump_within(self.sb, 3)
+        self.assertFalse(self.sb.closed)
+        self.assertEqual([f[2] for f in self.rb.frames], [1000, 1001, 1002])
 
     def test_a_held_batch_goes_before_a_larger_frame_in_order(self):
         for i in range(3):
