@@ -8,13 +8,12 @@
 //! module, before any is handed on), then handles each exactly as if it
 //! had arrived alone. See `docs/PROTOCOL.md`, "Batch frames".
 
-use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::Bytes;
 
 use crate::codec::Frame;
-use crate::header::{Header, BATCH_FLAG, FIELDS_LEN, TRAILER_FLAG};
+use crate::header::{Header, BATCH_FLAG, BULK_FLAG, FIELDS_LEN, TRAILER_FLAG};
 use crate::WireError;
 
 /// A sender puts at most this many data bytes in one batch (and at most
@@ -92,48 +91,77 @@ pub(crate) fn check_header(header: &Header, length: u32, trailer: bool) -> Resul
     Ok(())
 }
 
-/// Splits a verified batch's data into its frames, appended to `out`
-/// (slices of `data`, no copy). Every inner frame is checked first: on
-/// any fault nothing is appended.
-pub(crate) fn split(data: &Bytes, max: usize, out: &mut VecDeque<Frame>) -> Result<(), WireError> {
-    let before = out.len();
-    let res = split_into(data, max, out);
-    if res.is_err() {
-        out.truncate(before);
-    }
-    res
+/// The frames of a verified batch, handed out one at a time: the batch's
+/// data and where the next inner frame starts. Every inner frame is
+/// checked when it is made ([`Unbatched::new`], one pass that allocates
+/// nothing), so a batch with any fault yields none, and a batch of
+/// millions of empty frames costs its bytes and this, never a `Frame`
+/// per entry held at once.
+#[derive(Debug)]
+pub(crate) struct Unbatched {
+    data: Bytes,
+    pos: usize,
 }
 
-fn split_into(data: &Bytes, max: usize, out: &mut VecDeque<Frame>) -> Result<(), WireError> {
-    let mut pos = 0;
-    while pos < data.len() {
-        let fields: &[u8; FIELDS_LEN] = data
-            .get(pos..pos + FIELDS_LEN)
-            .and_then(|f| f.try_into().ok())
-            .ok_or(fault(BatchFault::RunsPast))?;
-        let (header, raw) = Header::parse_fields(fields);
-        if raw & BATCH_FLAG != 0 {
-            return Err(fault(BatchFault::Nested));
+impl Unbatched {
+    /// Checks every inner frame of `data` (each at most `max` bytes).
+    pub(crate) fn new(data: Bytes, max: usize) -> Result<Self, WireError> {
+        let mut pos = 0;
+        while pos < data.len() {
+            pos = entry_at(&data, pos, max)?.2;
         }
-        if raw & TRAILER_FLAG != 0 {
-            return Err(fault(BatchFault::InnerTrailer));
-        }
-        let length = raw as usize;
-        if length > max {
-            return Err(WireError::Oversized {
-                length: length as u64,
-                max,
-            });
-        }
-        let start = pos + FIELDS_LEN;
-        let end = start + length;
-        if end > data.len() {
-            return Err(fault(BatchFault::RunsPast));
-        }
-        out.push_back(Frame::new(header, data.slice(start..end)));
-        pos = end;
+        Ok(Unbatched { data, pos: 0 })
     }
-    Ok(())
+
+    /// The next inner frame (a slice of the batch, no copy), or `None`
+    /// once all are out.
+    pub(crate) fn next_frame(&mut self) -> Option<Frame> {
+        if self.pos >= self.data.len() {
+            return None;
+        }
+        // Checked in new: cannot fail here.
+        let (header, start, end) = entry_at(&self.data, self.pos, usize::MAX).ok()?;
+        self.pos = end;
+        Some(Frame::new(header, self.data.slice(start..end)))
+    }
+}
+
+/// The inner frame whose fields start at `pos` in `data`: its header and
+/// where its data starts and ends, or the fault that refuses the batch.
+fn entry_at(data: &[u8], pos: usize, max: usize) -> Result<(Header, usize, usize), WireError> {
+    let fields: &[u8; FIELDS_LEN] = data
+        .get(pos..pos + FIELDS_LEN)
+        .and_then(|f| f.try_into().ok())
+        .ok_or(fault(BatchFault::RunsPast))?;
+    let (header, raw) = Header::parse_fields(fields);
+    if raw & BATCH_FLAG != 0 {
+        return Err(fault(BatchFault::Nested));
+    }
+    if raw & TRAILER_FLAG != 0 {
+        return Err(fault(BatchFault::InnerTrailer));
+    }
+    if raw & BULK_FLAG != 0 {
+        // Never inside a batch, whatever max_message_size is: refused as
+        // oversized (its length with the flag is past any frame's), as
+        // the Python core refuses it.
+        return Err(WireError::Oversized {
+            length: raw.into(),
+            max,
+        });
+    }
+    let length = raw as usize;
+    if length > max {
+        return Err(WireError::Oversized {
+            length: length as u64,
+            max,
+        });
+    }
+    let start = pos + FIELDS_LEN;
+    let end = start + length;
+    if end > data.len() {
+        return Err(fault(BatchFault::RunsPast));
+    }
+    Ok((header, start, end))
 }
 
 /// Where the batch being gathered starts in the writer's buffer (its
@@ -155,8 +183,8 @@ mod tests {
     }
 
     fn split_all(data: Vec<u8>, max: usize) -> Result<Vec<Frame>, WireError> {
-        let mut out = VecDeque::new();
-        split(&Bytes::from(data), max, &mut out).map(|()| out.into_iter().collect())
+        let mut batch = Unbatched::new(Bytes::from(data), max)?;
+        Ok(std::iter::from_fn(|| batch.next_frame()).collect())
     }
 
     #[test]
@@ -201,10 +229,8 @@ mod tests {
         let mut nested = entry(h, b"x");
         nested[12] |= 0x20;
         data.extend(nested);
-        let mut out = VecDeque::new();
-        let res = split(&Bytes::from(data), 1 << 20, &mut out);
+        let res = split_all(data, 1 << 20);
         assert_eq!(res, Err(fault(BatchFault::Nested)));
-        assert!(out.is_empty());
     }
 
     #[test]
@@ -221,6 +247,32 @@ mod tests {
             Err(WireError::Oversized { length: 9, max: 8 })
         );
         assert!(split_all(entry(h, &[7; 8]), 8).is_ok());
+    }
+
+    #[test]
+    fn an_inner_bulk_frame_is_refused_whatever_the_limit() {
+        // Not only because its flag makes it larger than a clamped
+        // max_message_size: a codec made with no limit refuses it too.
+        let h = Header::new(1, 0, 101, 1000);
+        let mut bulk = entry(h, b"x");
+        bulk[12] |= 0x40;
+        assert_eq!(
+            split_all(bulk, usize::MAX),
+            Err(WireError::Oversized {
+                length: (BULK_FLAG | 1).into(),
+                max: usize::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn inner_frames_are_made_one_at_a_time() {
+        let h = Header::new(1, 0, 101, 1000);
+        let data: Vec<u8> = (0..1000).flat_map(|_| entry(h, b"")).collect();
+        let mut batch = Unbatched::new(Bytes::from(data), 1 << 20).unwrap();
+        assert_eq!(batch.pos, 0, "checked, nothing made yet");
+        assert!(batch.next_frame().is_some());
+        assert_eq!(batch.pos, FIELDS_LEN, "one made");
     }
 
     #[test]

@@ -1,5 +1,3 @@
-use std::collections::VecDeque;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -63,8 +61,9 @@ pub struct FrameCodec {
     /// The MAC of a large frame still arriving, over its first `.1` data
     /// bytes (which stay where they are in the buffer until it is whole).
     opening: Option<(Opening, usize)>,
-    /// The frames of a verified batch not yet returned by `decode`.
-    unbatched: VecDeque<Frame>,
+    /// The verified batch whose frames `decode` is handing out, one per
+    /// call (never all of them made at once).
+    unbatched: Option<batch::Unbatched>,
     /// The batch being gathered at the end of the writer's buffer.
     gathered: Option<Gathered>,
 }
@@ -93,7 +92,7 @@ impl FrameCodec {
             max_message_size,
             trailer_from: TRAILER_FROM,
             opening: None,
-            unbatched: VecDeque::new(),
+            unbatched: None,
             gathered: None,
         }
     }
@@ -319,8 +318,11 @@ impl Decoder for FrameCodec {
     type Error = WireError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-        if let Some(frame) = self.unbatched.pop_front() {
-            return Ok(Some(frame));
+        if let Some(b) = &mut self.unbatched {
+            match b.next_frame() {
+                Some(frame) => return Ok(Some(frame)),
+                None => self.unbatched = None,
+            }
         }
         if src.len() < HEADER_LEN {
             return Ok(None);
@@ -393,8 +395,10 @@ impl Decoder for FrameCodec {
             return Err(bad_mac());
         }
         if batch {
-            batch::split(&data, self.max_message_size, &mut self.unbatched)?;
-            return Ok(self.unbatched.pop_front());
+            let mut frames = batch::Unbatched::new(data, self.max_message_size)?;
+            let first = frames.next_frame();
+            self.unbatched = Some(frames);
+            return Ok(first);
         }
         Ok(Some(Frame { header, data, bulk }))
     }
