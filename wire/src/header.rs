@@ -12,9 +12,9 @@ pub(crate) const FIELDS_LEN: usize = 2 + 2 + 4 + 4 + 4;
 /// Set in the `length` field when the frame's MAC follows its data (a
 /// trailer) instead of leading the header, whose MAC bytes are then
 /// zero. The flag is one of the fields the MAC covers; the data length
-/// is the other 31 bits. A sender hashes a trailing frame while writing
-/// it, where a leading MAC makes it hash all the data before the first
-/// byte can go.
+/// is the 29 bits below the flags ([`split_length`]). A sender hashes a
+/// trailing frame while writing it, where a leading MAC makes it hash
+/// all the data before the first byte can go.
 pub const TRAILER_FLAG: u32 = 1 << 31;
 
 // The `length` field's top bits, as allotted by the lead on 2026-12-01
