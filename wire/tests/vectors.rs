@@ -1232,6 +1232,15 @@ fn specs() -> Vec<VectorSpec> {
             "oversized",
             0,
         ),
+        corrupt(
+            "batch_inner_bulk",
+            "a batch holding a frame with the bulk bit (MAC good): bulk frames \
+             are never batched, refused as oversized whatever the limit",
+            vec![raw_batch(then(entry(ch, 1 | BULK_FLAG, &[7; 1])))],
+            vec![],
+            "oversized",
+            0,
+        ),
     ]);
     // Bulk frames (file chunks): the MAC covers the fields and data up to
     // the end of the covered part; the bytes after it no MAC covers.
