@@ -1211,6 +1211,20 @@ mod spin_side {
         f[11] + f[12]
     }
 
+    /// `k` calls to `evil` that it never answers: `k` replies due.
+    async fn calls_never_answered(
+        t: &SimTree,
+        evil: econtext::wire::ContextId,
+        k: usize,
+    ) -> Vec<impl Sized> {
+        let mut pending = Vec::new();
+        for _ in 0..k {
+            let call = t.context(evil).call_with("never", "answered");
+            pending.push(call.start::<i64>().await.expect("a call sent"));
+        }
+        pending
+    }
+
     #[test]
     fn a_child_trickling_bytes_cannot_make_the_master_spin() {
         run(async {
@@ -1222,28 +1236,47 @@ mod spin_side {
             let (evil, mut sock) = t
                 .attach_raw_socket("evil", 0, SpinPolicy::new(window))
                 .await;
-            // Never called, it announces a 1 MiB frame and sends its
-            // bytes one at a time, every 200-400 µs, for a second.
+            // The master calls it k times (k replies due: the most windows
+            // anything it sends can restart) and the windows those calls
+            // opened run out.
+            const K: u64 = 3;
+            let _pending = calls_never_answered(&t, evil, K as usize).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // It answers none, but sends 200 tiny whole frames, one every
+            // 200 µs or more, then announces a 1 MiB frame and sends its
+            // bytes one at a time: 3,000 of them.
             let mut codec = t.raw_codec();
+            let mut tiny = Vec::new();
+            for _ in 0..200 {
+                let mut f = codec
+                    .seal(&Header::new(0, evil, 4242, 0), &[0xc0])
+                    .unwrap()
+                    .to_vec();
+                f.push(0xc0);
+                tiny.push(f);
+            }
             let data = vec![7u8; 1 << 20];
             let header = codec
                 .seal(&Header::new(0, evil, handles::FORWARD_LOG, 0), &data)
                 .unwrap();
             let peer = std::thread::spawn(move || {
-                sock.write_all(&header).unwrap();
-                let end = Instant::now() + Duration::from_secs(1);
-                let mut sent = 0;
-                while Instant::now() < end && sent < data.len() {
-                    sock.write_all(&data[sent..sent + 1]).unwrap();
-                    sent += 1;
+                for f in &tiny {
+                    sock.write_all(f).unwrap();
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                (sent, sock)
+                sock.write_all(&header).unwrap();
+                for sent in 0..3000 {
+                    sock.write_all(&data[sent..sent + 1]).unwrap();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                sock
             });
-            // This thread runs the master. Its CPU while the bytes come is
-            // a resource bound, not a timing: each byte costs a wake-up
-            // and a read (17-19 ticks for 3,000 bytes in a debug build); a
-            // master spinning through the second used 88-95.
+            // This thread runs the master. The spin windows its links
+            // started are counted (deterministic); its CPU while the bytes
+            // come is a resource bound, not a timing: each byte costs a
+            // wake-up and a read (17-19 ticks for 3,000 bytes in a debug
+            // build); a master spinning through it used 88-95.
+            let windows = econtext::actors::spin::windows_started();
             let before = thread_ticks();
             let started = Instant::now();
             while !peer.is_finished() {
@@ -1251,12 +1284,45 @@ mod spin_side {
             }
             let used = thread_ticks() - before;
             let elapsed = started.elapsed();
-            let (sent, _sock) = peer.join().unwrap();
-            assert!(sent > 1000, "the attack ran: {sent} bytes");
+            let _sock = peer.join().unwrap();
+            let paid = econtext::actors::spin::windows_started() - windows;
             assert!(
-                used < 50,
-                "the master used {used} ticks of CPU in {elapsed:?} while a child it never \
-                 called sent {sent} bytes"
+                paid <= K,
+                "{paid} spin windows for 200 frames and 3,000 bytes from a child with {K} \
+                 replies due"
+            );
+            assert!(
+                used < 60,
+                "the master used {used} ticks of CPU in {elapsed:?} while a child with {K} \
+                 calls unanswered sent 200 frames and 3,000 bytes"
+            );
+        });
+    }
+
+    #[test]
+    fn a_master_awaiting_a_reply_spins_for_it() {
+        // The other side of the rule: a call's window is spun in (counted
+        // per window, not timed). One call at a time until one window
+        // was spun (the first, unless a loaded machine let the whole
+        // window pass before the reader was polled).
+        run(async {
+            let mut t = SimTree::new(Capture::default().logger());
+            let (evil, _sock) = t
+                .attach_raw_socket("evil", 0, SpinPolicy::new(SpinPolicy::MAX_WINDOW))
+                .await;
+            let before = econtext::actors::spin::windows_started();
+            let mut pending = Vec::new();
+            for _ in 0..100 {
+                pending.extend(calls_never_answered(&t, evil, 1).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if econtext::actors::spin::windows_started() > before {
+                    break;
+                }
+            }
+            assert!(
+                econtext::actors::spin::windows_started() > before,
+                "no window spun in {} calls",
+                pending.len()
             );
         });
     }

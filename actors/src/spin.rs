@@ -38,11 +38,12 @@
 //! other link's traffic waits behind it; when data arrives, the epoll of
 //! that turn reports it and the read completes as usual.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use econtext_wire::{ContextId, Header};
@@ -95,6 +96,50 @@ impl Default for SpinPolicy {
     }
 }
 
+/// What a read that would block does (decided by [`ThreadSpin::decide`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinAction {
+    /// Wait for readiness as usual: the thread may sleep.
+    Sleep,
+    /// Poll again after the runtime's next non-blocking driver pass.
+    Spin,
+    /// The same, after letting another runnable thread on this CPU run
+    /// first (at most once per runtime thread per turn).
+    YieldAndSpin,
+}
+
+/// The rule for one runtime thread (all its links at once), with no
+/// clock and no I/O: the thread keeps what it needs in thread-locals
+/// ([`SpinRead`]) and asks this.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSpin {
+    /// Links on this thread with replies to own requests still due.
+    pub awaiting_links: u32,
+    /// Whether a reader on this thread already yielded the CPU in this
+    /// turn (since the runtime's last driver pass).
+    pub yielded_this_turn: bool,
+}
+
+impl ThreadSpin {
+    /// At most this many links awaiting replies: a latency-bound caller
+    /// (one call at a time, perhaps one per child of two). A fan-out to
+    /// more children is throughput-bound: replies keep arriving anyway,
+    /// and spinning on each link only burns the master's CPU.
+    pub const MAX_AWAITING_LINKS: u32 = 2;
+
+    /// What a would-block read on a link whose own rule says
+    /// `link_spins` does.
+    pub fn decide(&self, link_spins: bool) -> SpinAction {
+        if !link_spins || self.awaiting_links > Self::MAX_AWAITING_LINKS {
+            SpinAction::Sleep
+        } else if self.yielded_this_turn {
+            SpinAction::Spin
+        } else {
+            SpinAction::YieldAndSpin
+        }
+    }
+}
+
 /// One link's spinning state: its policy, the replies this context awaits
 /// on it, and when the window last (re)started. No clock: every method
 /// takes `now`.
@@ -108,6 +153,10 @@ pub struct LinkSpin {
     /// upper bound on the replies still due, never grown by the peer.
     awaited: u32,
     last: Option<Instant>,
+    /// Whether the window started at `last` has been spun in yet.
+    spun: bool,
+    /// Windows in which this link spun at least once.
+    windows: u64,
 }
 
 impl LinkSpin {
@@ -118,11 +167,25 @@ impl LinkSpin {
             local,
             awaited: 0,
             last: None,
+            spun: false,
+            windows: 0,
         }
     }
 
     pub fn policy(&self) -> SpinPolicy {
         self.policy
+    }
+
+    /// Whether replies to own requests are still due on this link.
+    pub fn awaits(&self) -> bool {
+        self.awaited > 0
+    }
+
+    /// Windows in which this link spun (each paid for by an own request
+    /// or by a frame back while replies were due: at most two per own
+    /// request).
+    pub fn windows(&self) -> u64 {
+        self.windows
     }
 
     /// True when `header`, written on this link, is this context's own
@@ -135,7 +198,7 @@ impl LinkSpin {
     pub fn sent_requests(&mut self, n: usize, now: Instant) {
         if n > 0 {
             self.awaited = self.awaited.saturating_add(n.min(u32::MAX as usize) as u32);
-            self.last = Some(now);
+            self.restart(now);
         }
     }
 
@@ -144,9 +207,14 @@ impl LinkSpin {
     /// a peer that was not asked anything cannot start a spin.
     pub fn received(&mut self, n: usize, now: Instant) {
         if n > 0 && self.awaited > 0 {
-            self.last = Some(now);
+            self.restart(now);
             self.awaited = self.awaited.saturating_sub(n.min(u32::MAX as usize) as u32);
         }
+    }
+
+    fn restart(&mut self, now: Instant) {
+        self.last = Some(now);
+        self.spun = false;
     }
 
     /// Whether a read that would block should poll again at `now`.
@@ -156,23 +224,85 @@ impl LinkSpin {
                 .last
                 .is_some_and(|last| self.policy.should_spin(now, last))
     }
+
+    /// A read is spinning now: counts the window once.
+    pub fn spinning(&mut self) {
+        if !self.spun {
+            self.spun = true;
+            self.windows += 1;
+        }
+    }
+}
+
+thread_local! {
+    /// Links on this thread whose `LinkSpin::awaits()` (kept by [`SpinCell`]).
+    static AWAITING_LINKS: Cell<u32> = const { Cell::new(0) };
+    /// A reader on this thread yielded the CPU since the last driver pass.
+    static YIELDED: Cell<bool> = const { Cell::new(false) };
+    /// Spin windows started on this thread (all links, ever).
+    static WINDOWS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Spin windows the links on the calling thread have spun in, ever (each
+/// link's [`LinkSpin::windows`], summed): a deterministic count for tests
+/// and benchmarks of what spinning cost.
+pub fn windows_started() -> u64 {
+    WINDOWS.with(Cell::get)
 }
 
 /// A link's spin state, shared by its Stream's read and write loops (one
-/// thread: the Stream actor's).
-pub type SharedSpin = Rc<RefCell<LinkSpin>>;
+/// thread: the Stream actor's), keeping the thread's count of awaiting
+/// links true, also when the link goes away with replies due.
+pub struct SpinCell {
+    state: RefCell<LinkSpin>,
+}
+
+impl SpinCell {
+    /// Applies `f` and brings the thread's awaiting count up to date.
+    fn update(&self, f: impl FnOnce(&mut LinkSpin)) {
+        let mut s = self.state.borrow_mut();
+        let before = s.awaits();
+        f(&mut s);
+        match (before, s.awaits()) {
+            (false, true) => AWAITING_LINKS.with(|c| c.set(c.get().saturating_add(1))),
+            (true, false) => AWAITING_LINKS.with(|c| c.set(c.get().saturating_sub(1))),
+            _ => {}
+        }
+    }
+
+    /// This link's spin state (a copy).
+    pub fn get(&self) -> LinkSpin {
+        *self.state.borrow()
+    }
+}
+
+impl Drop for SpinCell {
+    fn drop(&mut self) {
+        if self.state.get_mut().awaits() {
+            AWAITING_LINKS.with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+}
+
+/// See [`SpinCell`].
+pub type SharedSpin = Rc<SpinCell>;
 
 /// The shared state for a Stream's two loops, or None when the link does
 /// not spin (none given, or a zero window): then nothing reads the clock.
 pub fn shared(spin: Option<LinkSpin>) -> Option<SharedSpin> {
-    spin.filter(|s| !s.policy().is_off())
-        .map(|s| Rc::new(RefCell::new(s)))
+    spin.filter(|s| !s.policy().is_off()).map(|s| {
+        Rc::new(SpinCell {
+            state: RefCell::new(s),
+        })
+    })
 }
 
 /// The read loop handed `n` whole frames on.
 pub fn received(spin: &Option<SharedSpin>, n: usize) {
     if let Some(s) = spin {
-        s.borrow_mut().received(n, Instant::now());
+        if s.state.borrow().awaits() {
+            s.update(|s| s.received(n, Instant::now()));
+        }
     }
 }
 
@@ -183,11 +313,11 @@ pub fn received(spin: &Option<SharedSpin>, n: usize) {
 pub async fn sent<'a>(spin: &Option<SharedSpin>, headers: impl Iterator<Item = &'a Header>) {
     let Some(s) = spin else { return };
     let requests = {
-        let s = s.borrow();
+        let s = s.state.borrow();
         headers.filter(|h| s.is_own_request(h)).count()
     };
     if requests > 0 {
-        s.borrow_mut().sent_requests(requests, Instant::now());
+        s.update(|s| s.sent_requests(requests, Instant::now()));
         std::future::poll_fn(|cx| {
             wake_after_driver(cx);
             Poll::Ready(())
@@ -196,9 +326,10 @@ pub async fn sent<'a>(spin: &Option<SharedSpin>, headers: impl Iterator<Item = &
     }
 }
 
-/// A reader that, when a read would block and its link's rule says so,
-/// has its task polled again after the runtime's next non-blocking pass
-/// over the I/O driver (see the module's comment) instead of sleeping.
+/// A reader that, when a read would block and the rules say so (its
+/// link's [`LinkSpin`], then its thread's [`ThreadSpin`]), has its task
+/// polled again after the runtime's next non-blocking pass over the I/O
+/// driver (see the module's comment) instead of sleeping.
 pub struct SpinRead<R> {
     inner: R,
     spin: SharedSpin,
@@ -219,8 +350,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for SpinRead<R> {
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         // Pending: the inner reader has registered our waker with the I/O
         // driver, so data wakes us as usual; spinning adds a deferred wake.
-        if res.is_pending() && self.spin.borrow().should_spin(Instant::now()) {
-            yield_cpu();
+        // Nothing awaited (the usual case): no clock read.
+        if res.is_pending() && self.spin.state.borrow().awaits() {
+            let link_spins = self.spin.state.borrow().should_spin(Instant::now());
+            let thread = ThreadSpin {
+                awaiting_links: AWAITING_LINKS.with(Cell::get),
+                yielded_this_turn: YIELDED.with(Cell::get),
+            };
+            match thread.decide(link_spins) {
+                SpinAction::Sleep => return res,
+                SpinAction::YieldAndSpin => yield_cpu_once_this_turn(),
+                SpinAction::Spin => {}
+            }
+            let mut s = self.spin.state.borrow_mut();
+            if !s.spun {
+                WINDOWS.with(|c| c.set(c.get() + 1));
+            }
+            s.spinning();
+            drop(s);
             wake_after_driver(cx);
         }
         res
@@ -230,10 +377,26 @@ impl<R: AsyncRead + Unpin> AsyncRead for SpinRead<R> {
 /// Lets another runnable thread on this CPU run first (the peer, often:
 /// under load the scheduler keeps both ends of a link on one CPU, where
 /// a spin that kept the CPU would only delay the reply it waits for).
-/// Without other runnable threads it returns at once.
-fn yield_cpu() {
+/// Without other runnable threads it returns at once. With a CPU hog
+/// runnable it can keep this thread off the CPU for a time slice
+/// (milliseconds), which is why it happens at most once per thread per
+/// turn: the flag is cleared by a deferred wake, run after the driver pass
+/// that ends the turn, before any spinning reader is polled again.
+fn yield_cpu_once_this_turn() {
+    YIELDED.with(|y| y.set(true));
     // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
     unsafe { nix::libc::sched_yield() };
+    let waker = Waker::from(Arc::new(TurnEnds));
+    wake_after_driver(&mut Context::from_waker(&waker));
+}
+
+/// Woken (through the scheduler's deferred list) when a turn ends.
+struct TurnEnds;
+
+impl Wake for TurnEnds {
+    fn wake(self: Arc<Self>) {
+        YIELDED.with(|y| y.set(false));
+    }
 }
 
 /// Wakes this task once the runtime has polled its I/O driver without
@@ -355,5 +518,65 @@ mod tests {
         assert!(s.should_spin(t0));
         s.received(usize::MAX, t0);
         assert!(!s.should_spin(t0));
+    }
+
+    #[test]
+    fn a_thread_yields_at_most_once_a_turn_and_spins_only_for_few_awaiting_links() {
+        let t = |awaiting_links, yielded_this_turn| ThreadSpin {
+            awaiting_links,
+            yielded_this_turn,
+        };
+        assert_eq!(
+            t(1, false).decide(false),
+            SpinAction::Sleep,
+            "the link's window is over"
+        );
+        assert_eq!(t(1, false).decide(true), SpinAction::YieldAndSpin);
+        assert_eq!(
+            t(1, true).decide(true),
+            SpinAction::Spin,
+            "one yield a turn"
+        );
+        assert_eq!(t(2, true).decide(true), SpinAction::Spin);
+        // A fan-out (200 children called at once) is throughput-bound.
+        assert_eq!(t(3, false).decide(true), SpinAction::Sleep);
+        assert_eq!(t(200, true).decide(true), SpinAction::Sleep);
+    }
+
+    #[test]
+    fn a_window_is_counted_once_however_many_turns_spin_in_it() {
+        let t0 = Instant::now();
+        let mut s = LinkSpin::new(SpinPolicy::new(us(50)), 0);
+        s.sent_requests(2, t0);
+        for _ in 0..100 {
+            s.spinning();
+        }
+        assert_eq!(s.windows(), 1);
+        s.received(1, t0 + us(10));
+        s.spinning();
+        assert_eq!(s.windows(), 2, "a reply restarted the window");
+        s.received(5, t0 + us(20));
+        s.received(5, t0 + us(30));
+        assert!(!s.awaits());
+        assert_eq!(s.windows(), 2, "frames not awaited start none");
+    }
+
+    #[test]
+    fn the_threads_awaiting_count_follows_links_and_their_drop() {
+        let count = || AWAITING_LINKS.with(Cell::get);
+        let base = count();
+        let a = shared(Some(LinkSpin::new(SpinPolicy::default(), 0))).unwrap();
+        let b = shared(Some(LinkSpin::new(SpinPolicy::default(), 0))).unwrap();
+        a.update(|s| s.sent_requests(3, Instant::now()));
+        b.update(|s| s.sent_requests(1, Instant::now()));
+        assert_eq!(count(), base + 2);
+        a.update(|s| s.received(1, Instant::now()));
+        assert_eq!(count(), base + 2, "two replies still due on a");
+        b.update(|s| s.received(1, Instant::now()));
+        assert_eq!(count(), base + 1);
+        drop(a);
+        assert_eq!(count(), base, "a link gone with replies due");
+        drop(b);
+        assert_eq!(count(), base);
     }
 }

@@ -1012,10 +1012,11 @@ def should_spin(now, last, window):
     return 0 <= now - last < window
 
 
-def _spin(p):
-    # Polls p without blocking while the rule says so: its events, or []
+def _spin(p, may=None):
+    # Polls p without blocking while the rule says so and may() (when
+    # given) still holds, checked before every poll: its events, or []
     # once the window is over (the caller's blocking poll then sleeps).
-    while should_spin(_now(), _WROTE[0], SPIN):
+    while should_spin(_now(), _WROTE[0], SPIN) and (may is None or may()):
         evs = p.poll(0)
         if evs:
             return evs
@@ -2036,6 +2037,16 @@ class Broker(object):
         self.stopping = True
         self.wake()
 
+    def _may_spin(self):
+        # The IO thread spins only while it reads the parent: not once lead
+        # or quiet switched its poll off (the main thread spins then), not
+        # while replies are held (they are due within HOLD_MS), and never
+        # in a parent of other contexts: there _write also stamps frames
+        # forwarded from grandchildren, which would let a chatty one keep
+        # this thread spinning.
+        return not self.off and not self.held and self.pfd is not None \
+            and 'econtext.parent' not in sys.modules
+
     def _run(self):
         try:
             while not router.lost:
@@ -2043,9 +2054,7 @@ class Broker(object):
                                       not [i for i in self.iologgers if i.rfd is not None]):
                     break
                 try:
-                    # Spins only while it reads the parent (not while the
-                    # main thread leads: that one spins then).
-                    evs = not self.off and self.pfd is not None and _spin(self.poller)
+                    evs = self._may_spin() and _spin(self.poller, self._may_spin)
                     evs = evs or self.poller.poll(self.stopping and 100 or self.held and HOLD_MS or
                                                   (_OWED or _KEPT[1]) and 1000 or None)
                     if _OWED:

@@ -1540,6 +1540,41 @@ class SpinTest(unittest.TestCase):
         finally:
             core.SPIN, core._WROTE[0] = saved
 
+    def test_a_spin_stops_at_once_when_its_condition_fails(self):
+        # lead/quiet switch the IO thread's poll off in mid-spin: the
+        # condition is checked before every poll, not only on entry.
+        saved = core.SPIN, core._WROTE[0]
+        try:
+            core.SPIN, core._WROTE[0] = 3600.0, core._now()
+            p = _Poller(1000000)
+            self.assertEqual(core._spin(p, lambda: p.calls < 5), [])
+            self.assertEqual(p.calls, 5)
+        finally:
+            core.SPIN, core._WROTE[0] = saved
+
+    def test_the_io_thread_spins_only_while_it_reads_the_parent(self):
+        class B(object):
+            off, held, pfd = False, None, 5
+        may = core.Broker.__dict__['_may_spin']
+        b = B()
+        self.assertTrue(may(b) or 'econtext.parent' in sys.modules)
+        b.off = True
+        self.assertFalse(may(b), 'lead or quiet switched its poll off')
+        b.off, b.held = False, set([object()])
+        self.assertFalse(may(b), 'held replies are due within HOLD_MS')
+        b.held, b.pfd = None, None
+        self.assertFalse(may(b), 'no parent to read')
+        b.pfd = 5
+        saved = sys.modules.get('econtext.parent')
+        sys.modules['econtext.parent'] = core
+        try:
+            self.assertFalse(may(b), 'a parent forwards its children\'s frames')
+        finally:
+            if saved is None:
+                del sys.modules['econtext.parent']
+            else:
+                sys.modules['econtext.parent'] = saved
+
     def test_an_idle_child_does_not_spin(self):
         # After its replies a child spins for at most the window (here the
         # largest allowed, 1 ms), then sleeps: over a second of idleness
