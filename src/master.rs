@@ -61,8 +61,10 @@ pub struct MasterOptions {
     /// in the master (on a child's link while it awaits replies there)
     /// and in every Python child (after it writes to its parent). Zero
     /// turns it off; at most 1 ms. Default 50 µs: on a VM a halted vCPU's
-    /// wake-up costs more than that much polling (docs/ARCHITECTURE.md,
-    /// "Spinning before sleeping").
+    /// wake-up costs more than that much polling. The master spins only
+    /// while at most two of a thread's links await replies (not in a
+    /// fan-out). docs/ARCHITECTURE.md, "actors: the runtime" (`spin`);
+    /// docs/PERFORMANCE.md, "Spinning before sleeping (fifth session, spin)".
     pub spin_window: Duration,
 }
 

@@ -27,7 +27,9 @@
 //!
 //! - [`spin::SpinPolicy`] and [`spin::LinkSpin`]: spinning before a
 //!   child process's reader sleeps, only while this context awaits its
-//!   own replies on that link (a plain rule; [`spin::SpinRead`] acts on it).
+//!   own replies on that link, and [`spin::ThreadSpin`]: only while few
+//!   links on the thread await replies, one `sched_yield` a turn (plain
+//!   rules; [`spin::SpinRead`] acts on them).
 //!
 //! A Stream reads frames and hands each to its Router, waiting until the
 //! Router has queued it on the next hop; the Router's handlers are thin and

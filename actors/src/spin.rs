@@ -8,7 +8,7 @@
 //! socketpair took 95-147 µs and 87-126 µs of CPU (both sides) per round
 //! trip when each slept in `poll()`, and 7-9 µs and 21-25 µs of CPU when
 //! each polled `poll(0)` for up to 50 µs first (docs/PERFORMANCE.md,
-//! "Spinning before sleeping"): bounded spinning is both faster and
+//! "Spinning before sleeping (fifth session, spin)"): bounded spinning is both faster and
 //! cheaper there. The Python child does the same after writing to its
 //! parent (`econtext_core.py`, `should_spin`).
 //!
@@ -57,7 +57,7 @@ pub struct SpinPolicy {
 
 impl SpinPolicy {
     /// What measured best on the project's 2-vCPU Firecracker VM
-    /// (docs/PERFORMANCE.md, "Spinning before sleeping").
+    /// (docs/PERFORMANCE.md, "Spinning before sleeping (fifth session, spin)").
     pub const DEFAULT_WINDOW: Duration = Duration::from_micros(50);
     /// Longer windows are cut to this: past a wake-up's cost (tens of µs)
     /// a longer spin only burns CPU.
