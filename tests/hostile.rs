@@ -1326,4 +1326,34 @@ mod spin_side {
             );
         });
     }
+
+    #[test]
+    fn a_fan_out_to_three_children_does_not_spin() {
+        // Three links awaiting replies on the master's thread: a fan-out,
+        // throughput-bound, where spinning (and its sched_yield, which a
+        // CPU hog can stretch to a time slice) would only cost the
+        // master. Further calls start no window (counted, not timed).
+        run(async {
+            let mut t = SimTree::new(Capture::default().logger());
+            let policy = SpinPolicy::new(SpinPolicy::MAX_WINDOW);
+            let mut links = Vec::new();
+            for name in ["a", "b", "c"] {
+                links.push(t.attach_raw_socket(name, 0, policy).await);
+            }
+            let mut pending = Vec::new();
+            for (id, _) in &links {
+                pending.extend(calls_never_answered(&t, *id, 1).await);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let before = econtext::actors::spin::windows_started();
+            for _ in 0..20 {
+                for (id, _) in &links {
+                    pending.extend(calls_never_answered(&t, *id, 1).await);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let paid = econtext::actors::spin::windows_started() - before;
+            assert_eq!(paid, 0, "{} calls to three children", pending.len());
+        });
+    }
 }
