@@ -13,7 +13,7 @@ use slog::{info, warn, Logger};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use crate::logbudget::{LogBudget, DEFAULT_LIMITS, REPORT_EVERY};
+use crate::logbudget::{cut_shown, LogBudget, DEFAULT_LIMITS, REPORT_EVERY};
 
 /// Lines longer than this are cut (a child printing megabytes without a
 /// newline must not grow the master's memory).
@@ -112,7 +112,9 @@ impl Decoder for ByteLines {
 pub fn show_line(line: &RawLine) -> String {
     let b = line.bytes.strip_suffix(b"\r").unwrap_or(&line.bytes);
     let mut s = sanitize::field_bytes(b);
-    if line.cut {
+    // Escaped, a line of control bytes is four times longer: cut again,
+    // so what the budget counts (the shown length) is what is shown.
+    if cut_shown(&mut s) || line.cut {
         s.push_str(CUT_MARK);
     }
     s
@@ -202,7 +204,7 @@ impl StreamHandler<Result<RawLine, std::io::Error>> for IoLogger {
         let Ok(raw) = item else { return };
         let line = show_line(&raw);
         let now = Instant::now();
-        if self.budget.admit(raw.bytes.len(), now) {
+        if self.budget.admit(line.len(), now) {
             self.report(now, false);
             info!(self.log, "{}", line);
         }
@@ -255,6 +257,19 @@ mod tests {
                 "tail".into()
             ]
         );
+    }
+
+    #[test]
+    fn a_line_of_control_bytes_is_shown_no_longer_than_it_is_counted() {
+        // 64 KiB of ESC escape to 256 KiB; the budget counts at most
+        // MAX_RECORD a line, so that is all that may be shown.
+        let line = RawLine {
+            bytes: vec![0x1b; MAX_LINE],
+            cut: false,
+        };
+        let shown = show_line(&line);
+        assert_eq!(shown.len(), crate::logbudget::MAX_RECORD + CUT_MARK.len());
+        assert!(shown.ends_with(CUT_MARK));
     }
 
     #[test]

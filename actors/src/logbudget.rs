@@ -141,13 +141,16 @@ impl LogBudget {
         Some(std::mem::take(&mut self.suppressed))
     }
 
-    /// Whether this budget is back to its full burst with nothing left to
-    /// report: a caller keeping many may forget it.
+    /// Whether this budget is back to its full burst, in records and in
+    /// bytes, with nothing left to report: a caller keeping many may
+    /// forget it (a fresh one then starts full, so forgetting one whose
+    /// bytes were spent would hand the source another burst).
     pub fn idle(&self, now: Instant) -> bool {
         let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        let mut r = self.records;
+        let (mut r, mut b) = (self.records, self.bytes);
         r.refill(secs);
-        self.suppressed.records == 0 && r.tokens >= r.burst
+        b.refill(secs);
+        self.suppressed.records == 0 && r.tokens >= r.burst && b.tokens >= b.burst
     }
 }
 
@@ -163,6 +166,22 @@ pub fn cut_record(b: &[u8]) -> (&[u8], bool) {
         end -= 1;
     }
     (&b[..end], true)
+}
+
+/// `s` (already escaped) cut to at most [`MAX_RECORD`] bytes at a
+/// character boundary; whether it was cut. Escaping can make a record
+/// four times longer (`\xNN` for every control byte): the budget counts,
+/// and the operator sees, what is shown, never more than this.
+pub fn cut_shown(s: &mut String) -> bool {
+    if s.len() <= MAX_RECORD {
+        return false;
+    }
+    let mut end = MAX_RECORD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
 }
 
 #[cfg(test)]
@@ -239,6 +258,43 @@ mod tests {
         assert!(b.admit(1, t0));
         assert!(!b.idle(t0));
         assert!(b.idle(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_budget_whose_bytes_are_spent_is_not_forgotten() {
+        // Records to spare, bytes gone: forgetting it (a fresh budget is
+        // full) would let a source send 4x its byte limit.
+        let t0 = Instant::now();
+        let mut b = LogBudget::new(
+            LogLimits {
+                burst_records: 1000,
+                records_per_sec: 1000,
+                burst_bytes: 4 * MAX_RECORD as u32,
+                bytes_per_sec: MAX_RECORD as u32,
+            },
+            t0,
+        );
+        for _ in 0..4 {
+            assert!(b.admit(MAX_RECORD, t0));
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(!b.idle(t1), "records full again, bytes a quarter");
+        assert!(!b.idle(t0 + Duration::from_secs(3)));
+        assert!(b.idle(t0 + Duration::from_secs(4)), "both full again");
+    }
+
+    #[test]
+    fn an_escaped_record_is_cut_to_the_limit_it_is_counted_at() {
+        // 64 KiB of control bytes escape to 256 KiB: cut back to 64 KiB.
+        let mut s = econtext_wire::sanitize::text_bytes(&vec![0x1b; MAX_RECORD]);
+        assert_eq!(s.len(), 4 * MAX_RECORD);
+        assert!(cut_shown(&mut s));
+        assert_eq!(s.len(), MAX_RECORD);
+        let mut s = "é".repeat(MAX_RECORD / 2 + 1);
+        assert!(cut_shown(&mut s));
+        assert_eq!(s.len(), MAX_RECORD);
+        let mut s = String::from("short");
+        assert!(!cut_shown(&mut s));
     }
 
     #[test]

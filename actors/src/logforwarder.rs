@@ -7,7 +7,7 @@ use actix::prelude::*;
 use econtext_wire::{handles, sanitize, CallError, ContextId};
 use slog::{debug, error, info, o, warn, Logger};
 
-use crate::logbudget::{cut_record, LogBudget, LogLimits, DEFAULT_LIMITS, REPORT_EVERY};
+use crate::logbudget::{cut_record, cut_shown, LogBudget, LogLimits, DEFAULT_LIMITS, REPORT_EVERY};
 use crate::router::{Router, SubscribeService, SERVICE_MAILBOX};
 use crate::serve::{serve_with, Request, ServeOptions};
 
@@ -133,22 +133,24 @@ impl Handler<LogRequest> for LogForwarder {
     fn handle(&mut self, req: LogRequest, _: &mut Self::Context) -> Self::Result {
         let rec = req.value;
         let now = Instant::now();
+        // Everything in the record came from the child: escaped before it
+        // reaches a terminal or a log file, and counted as escaped (up to
+        // four times its raw length), cut again to MAX_RECORD.
         let (bytes, cut) = cut_record(&rec.message);
+        let logger =
+            sanitize::field_bytes(&rec.logger.as_bytes()[..rec.logger.len().min(MAX_LOGGER)]);
+        let mut message = sanitize::text_bytes(bytes);
+        let cut = cut_shown(&mut message) || cut;
         let limits = self.limits;
         let budget = self
             .budgets
             .entry(req.src)
             .or_insert_with(|| LogBudget::new(limits, now));
-        if !budget.admit(bytes.len() + rec.logger.len().min(MAX_LOGGER), now) {
+        if !budget.admit(message.len() + logger.len(), now) {
             return Ok(());
         }
         // Before the first record that passes after some were suppressed.
         self.report(req.src, now, false);
-        // Everything in the record came from the child: escaped before it
-        // reaches a terminal or a log file.
-        let logger =
-            sanitize::field_bytes(&rec.logger.as_bytes()[..rec.logger.len().min(MAX_LOGGER)]);
-        let mut message = sanitize::text_bytes(bytes);
         if cut {
             message.push_str(" [record too long, cut]");
         }
