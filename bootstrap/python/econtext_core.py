@@ -120,6 +120,17 @@ LOG = _Log()
 MAX_RECORD = 65536
 
 
+# The clock of log budgets and warn_once: one that never steps back where
+# there is one (2.7 has no monotonic; its time.time() may step back, and an
+# age below zero then counts as due, never as a long wait).
+_mono = getattr(time, 'monotonic', time.time)
+
+
+def _due(now, then, every):
+    # Whether `every` seconds passed since `then` (None: never happened).
+    return then is None or not 0 <= now - then < every
+
+
 class _LogBudget(object):
     # How much of this context's log goes to the master: the master's
     # LogBudget (actors/src/logbudget.rs) with the same limits, 1,000
@@ -127,38 +138,81 @@ class _LogBudget(object):
     # user code logging in a loop (or a grandchild's garbage making us warn
     # per frame) costs the link and the operator's terminal a trickle.
     # Past it records are counted; the next record that passes, at most
-    # once a second, or the end of the context (flush) says how many were
-    # suppressed. Any thread logs: a lock.
-    def __init__(self, burst=1000, rate=100, burst_bytes=1 << 20, byte_rate=256 << 10):
+    # once a second, the IO thread within a second (_OWED), or the end of
+    # the context (flush) says how many were suppressed. Any thread logs:
+    # a lock. `parent`: a Python intermediate's budget for a child's
+    # stderr, whose lines the master sees under the intermediate's id:
+    # each is charged to the intermediate's own (_BUDGET) too, and counted
+    # here when either refuses (the child's summaries say so; they are
+    # not charged: at most one a second per child).
+    def __init__(self, burst=1000, rate=100, burst_bytes=1 << 20, byte_rate=256 << 10,
+                 parent=None):
         self.lock = _Lock()
         self.burst, self.rate = float(burst), float(rate)
         self.burst_bytes, self.byte_rate = float(max(burst_bytes, MAX_RECORD)), float(byte_rate)
         self.records, self.bytes = self.burst, self.burst_bytes
-        self.at = time.time()
+        self.at = _mono()
         self.lost = self.lost_bytes = 0
-        self.reported = 0.0
+        self.reported = None  # when the last summary went (None: never)
         self.owed = None  # the logger to report under, while queued in _OWED
+        self.parent = parent
 
-    def admit(self, n):
-        # (whether a record of n bytes may go now, the summary to send
-        # before it or None).
-        with self.lock:
-            now = time.time()
-            dt = max(now - self.at, 0.0)  # time.time() may step back
-            self.at = now
+    def _fits(self, n, now):
+        # Under self.lock: refilled to now; whether n bytes may go.
+        dt = now - self.at
+        self.at = now
+        if dt > 0:
             self.records = min(self.records + dt * self.rate, self.burst)
             self.bytes = min(self.bytes + dt * self.byte_rate, self.burst_bytes)
-            n = min(n, MAX_RECORD)
-            if self.records < 1 or self.bytes < n:
-                self.lost += 1
-                self.lost_bytes += n
-                return False, None
+        return self.records >= 1 and self.bytes >= n
+
+    def _charge(self, n, now):
+        # A child's line that passed its own budget, charged to this one
+        # (never counted here when refused: the child's budget counts it).
+        with self.lock:
+            if not self._fits(n, now):
+                return False
             self.records -= 1
             self.bytes -= n
-            if not self.lost or now - self.reported < 1:
-                return True, None
+            return True
+
+    def admit(self, n, logger=u'econtext', now=None):
+        # (whether a record of n bytes may go now, the summary to send
+        # before it or None, whether this budget is newly owed a summary
+        # under `logger`: the caller queues it in _OWED). `owed` is set
+        # under the lock, so one budget is queued once however many
+        # threads it refuses at once.
+        now = _mono() if now is None else now
+        n = min(n, MAX_RECORD)
+        with self.lock:
+            if self._fits(n, now) and (self.parent is None or self.parent._charge(n, now)):
+                self.records -= 1
+                self.bytes -= n
+                if not self.lost or not _due(now, self.reported, 1):
+                    return True, None, False
+                self.reported = now
+                return True, self._take(), False
+            self.lost += 1
+            self.lost_bytes += n
+            if self.owed is None:
+                self.owed = logger
+                return False, None, True
+            return False, None, False
+
+    def take_owed(self, now=None, force=False):
+        # For _report_owed (IO thread): (whether its summary is due, the
+        # logger, the summary or None). Once due it is no longer owed (the
+        # caller drops it from _OWED); the same lock as admit, so a record
+        # refused meanwhile either is in this summary or queues it again.
+        now = _mono() if now is None else now
+        with self.lock:
+            if not force and not _due(now, self.reported, 1):
+                return False, None, None
+            logger, self.owed = self.owed or u'econtext', None
+            if not self.lost:
+                return True, logger, None
             self.reported = now
-            return True, self._take()
+            return True, logger, self._take()
 
     def _take(self):
         note = u'suppressed %d log records (%d bytes) from this source: over its log rate' % (
@@ -166,10 +220,10 @@ class _LogBudget(object):
         self.lost = self.lost_bytes = 0
         return note
 
-    def flush(self):
+    def flush(self, now=None):
         # The summary still owed, or None.
         with self.lock:
-            self.reported = time.time()
+            self.reported = _mono() if now is None else now
             return self._take() if self.lost else None
 
 
@@ -186,28 +240,29 @@ def forward_log(logger, level, msg, budget=_BUDGET):
     if len(msg) > MAX_RECORD:
         msg = msg[:MAX_RECORD] + (b' [record too long, cut]' if isinstance(msg, _BYTES)
                                   else u' [record too long, cut]')
-    ok, note = budget.admit(len(msg))
+    ok, note, owed = budget.admit(len(msg), logger)
+    if owed:
+        _OWED.append(budget)
+        broker.wake()
     if not ok:
-        if budget.owed is None:
-            budget.owed = logger
-            _OWED.append(budget)
-            broker.wake()
         return
     if note:
         router.send(0, FORWARD_LOG, [logger, 30, note])
     router.send(0, FORWARD_LOG, [logger, level, msg])
 
 
-def _report_owed():
+def _report_owed(force=False):
     # IO thread, after each poll while _OWED is not empty: the summaries
-    # at least a second after the last one go now.
+    # at least a second after the last one go now (force: all of them, at
+    # the end of the context).
+    now = _mono()
     for _ in range(len(_OWED)):
         b = _OWED.popleft()
-        if time.time() - b.reported < 1:
+        due, logger, note = b.take_owed(now, force)
+        if not due:
             _OWED.append(b)
-            continue
-        logger, b.owed = b.owed, None
-        flush_log(b, logger)
+        elif note:
+            _send_note(logger, note)
 
 
 def flush_log(budget=_BUDGET, logger=u'econtext'):
@@ -215,10 +270,16 @@ def flush_log(budget=_BUDGET, logger=u'econtext'):
     # the context, or of a child's stderr).
     note = budget.flush()
     if note:
-        try:
-            router.send(0, FORWARD_LOG, [logger, 30, note])
-        except Exception:
-            pass
+        _send_note(logger, note)
+
+
+def _send_note(logger, note):
+    try:
+        router.send(0, FORWARD_LOG, [logger, 30, note])
+    except Exception:
+        pass
+
+
 # Set on the main thread while replies may be held back (see _dispatch).
 _HOLD = _local()
 HOLD_MS = 1
@@ -1662,6 +1723,7 @@ class Router(object):
         self.refused = {}  # source -> replies refused from it (forged, misdirected)
         self._warned = {}  # (what, source) -> [when it was last logged, not logged since]
         self._wlock = _Lock()
+        self._wforgot = 0  # not logged by pairs forgotten since the last warning
         self.lock = _Lock()
         self.calls = _Queue()
         self.lost = False
@@ -1739,20 +1801,27 @@ class Router(object):
         # At most one warning per kind and source every 10 s, saying how
         # many were not logged before it: a hostile child must not flood
         # the log through us. At most 1024 (kind, source) pairs are
-        # remembered (then the oldest half goes).
-        now = time.time()
+        # remembered (then the oldest half goes, and what they had not
+        # logged is told with the next warning logged).
+        now = _mono()
         with self._wlock:  # any thread routes; logged outside it
             w = self._warned.get((what, src))
-            if w is not None and 0 <= now - w[0] < 10:
+            if w is not None and not _due(now, w[0], 10):
                 w[1] += 1
                 return
+            if w is not None:
+                del self._warned[(what, src)]  # its count goes with this one
             if len(self._warned) >= 1024:
                 for k in sorted(self._warned, key=lambda k: self._warned[k][0])[:512]:
-                    del self._warned[k]
+                    self._wforgot += self._warned.pop(k)[1]
             self._warned[(what, src)] = [now, 0]
+            forgot, self._wforgot = self._wforgot, 0
         if w is not None and w[1]:
             msg += ' (and %d more like it not logged)'
             args += (w[1],)
+        if forgot:
+            msg += ' (and %d other warnings not logged, of kinds and sources forgotten since)'
+            args += (forgot,)
         LOG.warning(msg, *args)
 
     def del_handler(self, handle):
@@ -2083,6 +2152,8 @@ class Broker(object):
             # Graceful: the main thread asked us to stop; stdio is drained.
             for i in self.iologgers:
                 i.flush()
+            # Every summary still owed (children's stderr budgets too).
+            _report_owed(True)
             flush_log()
             router.parent.disconnect(None)
             return

@@ -151,8 +151,10 @@ class _Stderr(object):
         self.text = u''  # what the prompt scanner has seen since the last prompt
         self.tail = deque(maxlen=20)
         self.polled = False
-        # Its own: a child printing in a loop does not use up ours.
-        self.budget = core._LogBudget()
+        # Its own (a child printing in a loop does not silence another),
+        # and charged to ours too: the master counts every child's lines
+        # under our id, within one budget (econtext_core._LogBudget).
+        self.budget = core._LogBudget(parent=core._BUDGET)
 
     def fds(self):
         return [self.fd] if self.fd is not None else []

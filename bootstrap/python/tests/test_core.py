@@ -1186,15 +1186,20 @@ class VectorTest(unittest.TestCase):
 class SpawnTest(unittest.TestCase):
     # The child as an intermediate (econtext.parent served like the Rust
     # master serves it): a grandchild of the same interpreter.
-    def test_grandchild_through_the_child(self):
-        import binascii
+    @staticmethod
+    def _with_parent():
+        # The served modules and econtext.parent, as the master serves it.
         import zlib
         mods = harness.load_served()
         with open(os.path.join(harness.PYDIR, 'econtext_parent.py'), 'rb') as f:
             src = harness.minimize(f.read().decode('utf-8')).encode('utf-8')
         mods['econtext.parent'] = ['econtext.parent', '<econtext builtin econtext.parent>',
                                    False, zlib.compress(src, 9), []]
-        c = harness.Child(CHILD, name='mid', modules=mods)
+        return mods
+
+    def test_grandchild_through_the_child(self):
+        import binascii
+        c = harness.Child(CHILD, name='mid', modules=self._with_parent())
         try:
             cfg = {'context_id': 2, 'parent_id': 1, 'name': 'gc', 'log_level': 10,
                    'key': binascii.hexlify(c.key).decode('ascii'), 'max_message_size': c.max_size,
@@ -1233,17 +1238,180 @@ class SpawnTest(unittest.TestCase):
             c.shutdown()
 
 
+    def test_two_children_flooding_stderr_stay_within_the_intermediates_budget(self):
+        # Each child's stderr used to have a budget of its own under the
+        # intermediate's id: N children passed N bursts, over the master's
+        # per-context budget, whose refusals then ate the children's
+        # summaries. Now they share ours (1,000 records, then 100 a
+        # second), and every line is shown or counted.
+        n = 3000
+        flood = 'i=0; while [ $i -lt %d ]; do echo "flood $i" >&2; i=$((i+1)); done' % n
+        c = harness.Child(CHILD, name='mid', modules=self._with_parent())
+        try:
+            t0 = time.time()
+            for cid in (2, 3):
+                cfg = {'context_id': cid, 'parent_id': 1, 'name': 'gc%d' % cid,
+                       'key': '00' * 20, 'ancestors': [1, 0]}
+                req = {'id': cid, 'name': 'gc%d' % cid, 'argv': ['/bin/sh', '-c', flood],
+                       'env': {}, 'config': cfg, 'timeout': 30.0}
+                r = c.request(core.SPAWN, req)
+                self.assertTrue(isinstance(r, core.CallError) and 'ExitedEarly' in r.type, r)
+            secs = time.time() - t0
+            # Each child's stderr ends with its exit: its last summary then.
+            end = time.time() + 20
+            while time.time() < end:
+                with c.lock:
+                    logs = [r for r in c.logs if r[0].startswith(u('stderr.gc'))]
+                shown = [r for r in logs if r[2].startswith(u('flood'))]
+                lost = sum(int(r[2].split()[1]) for r in logs if r[2].startswith(u('suppressed')))
+                if len(shown) + lost >= 2 * n:
+                    break
+                time.sleep(0.05)
+        finally:
+            c.close()
+        self.assertEqual(len(shown) + lost, 2 * n, 'every line shown or counted')
+        self.assertLessEqual(len(shown), 1000 + 100 * (secs + 1), 'within one budget')
+
+
 class LogFloodTest(unittest.TestCase):
     # A child's log goes to the master within its budget (econtext_core
     # _LogBudget): a burst, then a trickle, and summaries saying how many
     # records were suppressed, so that none is lost silently.
     def test_budget_passes_a_burst_then_counts(self):
         b = core._LogBudget(burst=10, rate=0, burst_bytes=1 << 30, byte_rate=0)
-        got = [b.admit(5) for _ in range(25)]
-        self.assertEqual([ok for ok, _ in got].count(True), 10)
+        got = [b.admit(5, now=0.0) for _ in range(25)]
+        self.assertEqual([ok for ok, _, _ in got].count(True), 10)
+        self.assertEqual([owed for _, _, owed in got].count(True), 1, 'queued in _OWED once')
         self.assertEqual(b.flush(), u('suppressed 15 log records (75 bytes) from this source: '
                                       'over its log rate'))
         self.assertEqual(b.flush(), None)
+
+    def test_a_budget_refused_by_many_threads_at_once_is_owed_once_with_its_logger(self):
+        # owed is set under the budget's lock: two threads refused at once
+        # used to both queue it in _OWED, and the second report went out
+        # with logger None (the master cannot decode it: its count lost).
+        b = core._LogBudget(burst=0, rate=0)
+        owed = []
+
+        def flood():
+            for _ in range(2000):
+                ok, note, new = b.admit(10, u('stderr.gc'), 0.0)
+                if new:
+                    owed.append(1)
+        ts = [threading.Thread(target=flood) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(len(owed), 1)
+        due, logger, note = b.take_owed(5.0)
+        self.assertTrue(due)
+        self.assertEqual(logger, u('stderr.gc'))
+        self.assertEqual(note, u('suppressed 16000 log records (160000 bytes) from this source: '
+                                 'over its log rate'))
+        self.assertEqual(b.owed, None)
+        # Refused again: owed again, under the new logger.
+        self.assertEqual(b.admit(10, u('x'), 6.0), (False, None, True))
+
+    def test_a_childs_stderr_is_charged_to_the_intermediates_budget_too(self):
+        # Two children flooding stderr through a Python intermediate: the
+        # master counts them all under the intermediate's id, so together
+        # they get the intermediate's budget; each child's own counts what
+        # either refused (its summary says so).
+        mine = core._LogBudget(burst=100, rate=10, burst_bytes=1 << 30, byte_rate=1 << 30)
+        kids = [core._LogBudget(burst=100, rate=10, burst_bytes=1 << 30, byte_rate=1 << 30,
+                                parent=mine) for _ in range(2)]
+        shown = counted = 0
+        for t in (0.0, 1.0, 2.0):
+            for _ in range(300):
+                for k in kids:
+                    ok, note, _ = k.admit(7, u('stderr.gc'), t)
+                    shown += ok
+                    counted += note and int(note.split()[1]) or 0
+        self.assertEqual(shown, 100 + 2 * 10, "the intermediate's burst and rate")
+        counted += sum(int(k.flush().split()[1]) for k in kids)
+        self.assertEqual(shown + counted, 2 * 3 * 300)
+        self.assertEqual(mine.flush(), None, "the children's refusals are theirs")
+        # A child over its own budget is not charged to ours.
+        kid = core._LogBudget(burst=1, rate=0, parent=mine)
+        mine2 = mine.records
+        self.assertEqual([kid.admit(1, now=10.0)[0] for _ in range(3)], [True, False, False])
+        self.assertEqual(mine.records, min(mine2 + 8 * 10, 100) - 1)
+
+    def test_a_clock_stepping_back_makes_a_summary_due_not_late(self):
+        # 2.7 has no time.monotonic: time.time() may step back, and a
+        # negative age then counts as due (a second's wait would be hours).
+        self.assertTrue(core._mono is getattr(time, 'monotonic', time.time))
+        b = core._LogBudget(burst=1, rate=0)
+        self.assertEqual(b.admit(1, now=1000.0), (True, None, False))
+        self.assertEqual(b.admit(1, now=1000.0), (False, None, True))
+        self.assertTrue(b.take_owed(1000.0)[2])  # the first summary is due at once
+        self.assertEqual(b.admit(1, now=1000.5), (False, None, True))
+        self.assertEqual(b.take_owed(1000.5)[0], False, 'half a second: not yet')
+        due, _, note = b.take_owed(10.0)  # the clock stepped back
+        self.assertTrue(due)
+        self.assertTrue(note.startswith(u('suppressed 1 log records')))
+
+    def test_summaries_still_owed_are_sent_at_graceful_exit(self):
+        # The IO thread's graceful exit sends every budget's summary still
+        # owed (a child's stderr's too), under its own logger, not only
+        # _BUDGET's.
+        sent = []
+
+        class Recorder(object):
+            def send(self, dst, handle, obj, reply_to=0):
+                sent.append((dst, handle, obj))
+
+            def wake(self):
+                pass
+        kids = [core._LogBudget(burst=0, rate=0) for _ in range(2)]
+        saved = core.router, list(core._OWED), core.broker
+        core.router = core.broker = Recorder()
+        core._OWED.clear()
+        try:
+            for i, k in enumerate(kids):
+                for _ in range(3):
+                    core.forward_log(u('stderr.gc%d') % i, 30, u('x'), k)
+            self.assertEqual(len(core._OWED), 2)
+            self.assertEqual(sent, [])
+            core._report_owed(True)
+        finally:
+            core.router, core.broker = saved[0], saved[2]
+            core._OWED.clear()
+            core._OWED.extend(saved[1])
+        note = u('suppressed 3 log records (3 bytes) from this source: over its log rate')
+        self.assertEqual(sent, [(0, core.FORWARD_LOG, [u('stderr.gc0'), 30, note]),
+                                (0, core.FORWARD_LOG, [u('stderr.gc1'), 30, note])])
+
+    def test_warn_once_eviction_keeps_the_evicted_counts(self):
+        # Past 1024 (kind, source) pairs the oldest half is forgotten; what
+        # they had not logged is told with the next warning logged.
+        logged = []
+
+        class Log(object):
+            def warning(self, msg, *args):
+                logged.append(msg % args)
+        clock = [100.0]
+        saved = core.LOG, core._mono
+        core.LOG, core._mono = Log(), lambda: clock[0]
+        try:
+            r = core.Router({'context_id': 1, 'parent_id': 0})
+            for src in range(1024):
+                clock[0] += 0.001
+                r.warn_once('no_route', src, 'no route from %d', src)
+                r.warn_once('no_route', src, 'no route from %d', src)  # counted
+            self.assertEqual(len(logged), 1024)
+            r.warn_once('no_route', 5000, 'no route from %d', 5000)
+            self.assertEqual(logged[-1], 'no route from 5000 (and 512 other warnings not '
+                             'logged, of kinds and sources forgotten since)')
+            r.warn_once('no_route', 5001, 'no route from %d', 5001)
+            self.assertEqual(logged[-1], 'no route from 5001', 'told once')
+            # A pair logged again after 10 s says its own count, once.
+            clock[0] += 11
+            r.warn_once('no_route', 1023, 'no route from %d', 1023)
+            self.assertEqual(logged[-1], 'no route from 1023 (and 1 more like it not logged)')
+        finally:
+            core.LOG, core._mono = saved
 
     def test_a_child_logging_in_a_loop_sends_a_burst_a_trickle_and_summaries(self):
         n = 5000  # three records each: logging, print, the core's LOG
