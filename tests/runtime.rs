@@ -79,11 +79,6 @@ fn subscribers_see_starts_then_deaths_children_first_with_typed_reasons() {
     });
 }
 
-// ---- a child that stops reading ----
-
-/// A tree with a well-behaved Rust child "good" and a raw child that
-/// never reads; the master's link to the raw child is filled past its
-/// mark by [`fill_link`].
 /// A subscriber that does not read: its actor handles nothing until `go`
 /// fires, then passes every event on.
 struct Stuck {
@@ -168,6 +163,11 @@ fn a_subscriber_that_never_reads_does_not_grow_the_router() {
     });
 }
 
+// ---- a child that stops reading ----
+
+/// A tree with a well-behaved Rust child "good" and a raw child that
+/// never reads; the master's link to the raw child is filled past its
+/// mark by [`fill_link`].
 async fn tree_with_a_stalled_child(
     stall_after: Duration,
 ) -> (SimTree, ContextId, tokio::io::DuplexStream) {

@@ -1051,7 +1051,10 @@ impl Handler<WhenStopped> for Router {
 #[rtype(result = "RouterStats")]
 pub struct GetStats;
 
+/// Fields are added as the router learns to count more (hence
+/// `non_exhaustive`: read it, never build it, outside this crate).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouterStats {
     pub handles: usize,
     pub streams: Vec<ContextId>,
