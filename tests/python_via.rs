@@ -546,6 +546,23 @@ fn fake_python(dir: &Path, name: &str, body: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// Connects `python` through `mid`, expecting it to fail within `secs`.
+async fn connect_failing_via(
+    master: &Master,
+    python: &str,
+    mid: &Context,
+    secs: u64,
+) -> econtext::ConnectError {
+    master
+        .connect(
+            ConnectOptions::new(Method::Local(local(python)))
+                .via(mid)
+                .connect_timeout(Duration::from_secs(secs)),
+        )
+        .await
+        .unwrap_err()
+}
+
 #[test]
 fn failed_spawns_through_a_python_intermediate_are_typed_and_reaped() {
     let root = module_root("fail");
@@ -584,14 +601,7 @@ fn failed_spawns_through_a_python_intermediate_are_typed_and_reaped() {
         ];
         for (python, needles) in cases {
             let t0 = Instant::now();
-            let err = master
-                .connect(
-                    ConnectOptions::new(Method::Local(local(&python)))
-                        .via(&mid)
-                        .connect_timeout(Duration::from_secs(1)),
-                )
-                .await
-                .unwrap_err();
+            let err = connect_failing_via(&master, &python, &mid, 1).await;
             // A timeout keeps its type across the intermediate; the others
             // arrive as Via with the intermediate's account.
             assert!(
@@ -640,14 +650,7 @@ fn an_intermediate_whose_fds_pass_1024_still_spawns_and_reports_failures() {
         let ppid: i64 = leaf.call("os", "getppid", ()).await.unwrap();
         assert_eq!(ppid, ids(&mid).await[2]);
         let early = fake_python(&r, "early.sh", "echo 'boom: no python here' >&2\nexit 3");
-        let err = master
-            .connect(
-                ConnectOptions::new(Method::Local(local(&early)))
-                    .via(&mid)
-                    .connect_timeout(Duration::from_secs(5)),
-            )
-            .await
-            .unwrap_err();
+        let err = connect_failing_via(&master, &early, &mid, 5).await;
         let text = err.to_string();
         assert!(text.contains("exited early"), "{text}");
         assert!(text.contains("boom: no python here"), "{text}");

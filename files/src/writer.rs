@@ -596,16 +596,27 @@ mod tests {
         assert!(check_manifest(&[e("", KIND_DIR)], false, "h").is_err());
     }
 
-    #[test]
-    fn a_wrong_checksum_leaves_no_temporary_and_the_old_file_intact() {
-        let d = std::env::temp_dir().join(format!("ecfiles-writer-{}", std::process::id()));
+    /// A fresh directory holding `f` = "old", and the manifest entry of a
+    /// new `f` of `size` bytes under temporary key `key`.
+    fn old_file_and_entry(
+        tag: &str,
+        size: u64,
+        key: &str,
+    ) -> (std::path::PathBuf, std::path::PathBuf, Entry) {
+        let d = std::env::temp_dir().join(format!("ecfiles-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         let dest = d.join("f");
         std::fs::write(&dest, b"old").unwrap();
         let mut ent = e("", KIND_FILE);
-        ent.2 = 3;
-        ent.8 = Some("k1".into());
+        ent.2 = size;
+        ent.8 = Some(key.into());
+        (d, dest, ent)
+    }
+
+    #[test]
+    fn a_wrong_checksum_leaves_no_temporary_and_the_old_file_intact() {
+        let (d, dest, ent) = old_file_and_entry("writer", 3, "k1");
         let (mut w, resume) = LocalWriter::begin(dest.clone(), vec![ent], false, false).unwrap();
         assert!(resume.is_empty());
         let err = w.chunk(0, 0, b"new", Some("00")).unwrap_err();
@@ -617,14 +628,7 @@ mod tests {
 
     #[test]
     fn a_bulk_chunk_that_does_not_match_its_digest_is_never_written() {
-        let d = std::env::temp_dir().join(format!("ecfiles-bulk-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let dest = d.join("f");
-        std::fs::write(&dest, b"old").unwrap();
-        let mut ent = e("", KIND_FILE);
-        ent.2 = 6;
-        ent.8 = Some("k2".into());
+        let (d, dest, ent) = old_file_and_entry("bulk", 6, "k2");
         let (mut w, _) = LocalWriter::begin(dest.clone(), vec![ent.clone()], false, false).unwrap();
         let first: [u8; 32] = Sha256::digest(b"abc").into();
         w.bulk_chunk(0, 0, b"abc", &first, false).unwrap();
