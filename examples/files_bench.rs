@@ -19,6 +19,8 @@
 //! `--cpu --connected [--no-ssh] [--pause]`: only that push's per-process
 //! lines (`--runs` pushes; `--no-ssh`: to a local child; `--pause`: the
 //! pids, then a line on stdin, to attach perf or strace).
+//! Contexts connect as `econtext copy` does (lean, `econtext.files`
+//! preloaded); `FB_PLAIN=1` uses the default `ConnectOptions` instead.
 //! `FB_CIPHER=NAME` (with `--cpu` or `--latency-only`): ssh and our
 //! contexts use that cipher (e.g. aes128-gcm@openssh.com).
 //!
@@ -605,7 +607,7 @@ async fn ssh_rows(
         let t = Instant::now();
         let m0 = cpu::times(me).own();
         let ctx = master
-            .connect(ConnectOptions::new(Method::Ssh(opts())))
+            .connect(copy_like(Method::Ssh(opts())))
             .await
             .unwrap();
         ctx.push_with(big, out("ours.bin"), &tuned()).await.unwrap();
@@ -652,7 +654,7 @@ async fn ssh_rows(
         )));
         let t = Instant::now();
         let ctx = master
-            .connect(ConnectOptions::new(Method::Ssh(opts())))
+            .connect(copy_like(Method::Ssh(opts())))
             .await
             .unwrap();
         ctx.push_tree_with(tree, out(&format!("sshtree{i}")), &tuned())
@@ -803,7 +805,7 @@ async fn ssh_rows(
 
     // A call during a 1 GiB push over ssh.
     let ctx = master
-        .connect(ConnectOptions::new(Method::Ssh(opts())))
+        .connect(copy_like(Method::Ssh(opts())))
         .await
         .unwrap();
     let gib = dir.path("gib.bin");
@@ -839,6 +841,18 @@ async fn ssh_rows(
 }
 
 /// Options for root at the test sshd on 127.0.0.1, child Python `PY`.
+/// How `econtext copy` and `fetch` connect (src/cli/transfer.rs): the
+/// lean start with `econtext.files` in the payload. `FB_PLAIN=1`: the
+/// default `ConnectOptions` instead (a user's `Master::connect`).
+fn copy_like(method: Method) -> ConnectOptions {
+    if std::env::var_os("FB_PLAIN").is_some() {
+        return ConnectOptions::new(method);
+    }
+    ConnectOptions::new(method)
+        .lean_start(true)
+        .preload(&["econtext.files"])
+}
+
 fn root_ssh(server: &sshd::Sshd) -> SshOptions {
     let mut o = SshOptions::new("127.0.0.1");
     o.user = Some("root".into());
@@ -857,7 +871,7 @@ async fn ssh_latency(b: &mut Bench, master: &Master, dir: &sshd::TempDir) {
     }
     for _ in 0..b.runs {
         let ctx = master
-            .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+            .connect(copy_like(Method::Ssh(o.clone())))
             .await
             .unwrap();
         let mut idle = Vec::new();
@@ -920,7 +934,7 @@ async fn resume_over_ssh(
 ) {
     let dest = dir.path("resumed.bin");
     let ctx = master
-        .connect(ConnectOptions::new(Method::Ssh(opts())))
+        .connect(copy_like(Method::Ssh(opts())))
         .await
         .unwrap();
     let pid: i32 = ctx.call("os", "getpid", ()).await.unwrap();
@@ -938,7 +952,7 @@ async fn resume_over_ssh(
     close(ctx).await;
     let kept = temporaries(&dir.0);
     let ctx = master
-        .connect(ConnectOptions::new(Method::Ssh(opts())))
+        .connect(copy_like(Method::Ssh(opts())))
         .await
         .unwrap();
     let again = ctx.push_with(big, &dest, &tuned()).await;
@@ -976,17 +990,34 @@ async fn ssh_breakdown(master: &Master, dir: &sshd::TempDir, big: &Path, tree: &
     let o = root_ssh(&server);
     let tiny = dir.path("tiny.bin");
     std::fs::write(&tiny, b"x").unwrap();
+    let ssh = format!(
+        "ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+         -o BatchMode=yes -o LogLevel=ERROR root@127.0.0.1",
+        server.key.display(),
+        server.port
+    );
     for i in 0..2 {
+        let floor = sh(&format!("{ssh} true"));
+        let py = sh(&format!("{ssh} {PY} -c pass"));
+        println!("ssh true {floor:.3} s, ssh {PY} -c pass {py:.3} s");
         let t = Instant::now();
         let ctx = master
-            .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+            .connect(copy_like(Method::Ssh(o.clone())))
             .await
             .unwrap();
         let connect = t.elapsed().as_secs_f64();
         let t = Instant::now();
         ctx.push(&tiny, dir.path("tiny.out")).await.unwrap();
         let first = t.elapsed().as_secs_f64();
-        let mut row = format!("connect {connect:.3} s, first 1-byte push {first:.3} s");
+        let t = Instant::now();
+        ctx.push(&tiny, dir.path("tiny.out")).await.unwrap();
+        let second = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let _: u32 = ctx.call("os", "getpid", ()).await.unwrap();
+        let call = t.elapsed().as_secs_f64();
+        let mut row = format!(
+            "connect {connect:.3} s, first 1-byte push {first:.3} s, second {second:.3} s, a call {call:.4} s"
+        );
         for (name, fsync) in [("tree fsync", true), ("tree no fsync", false)] {
             let t = Instant::now();
             ctx.push_tree_with(
@@ -1023,7 +1054,7 @@ async fn connect_and_push(
 ) -> f64 {
     let t = Instant::now();
     let ctx = master
-        .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+        .connect(copy_like(Method::Ssh(o.clone())))
         .await
         .unwrap();
     let opts = tuned().fsync(fsync);
@@ -1130,7 +1161,7 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
     }
     // One connected push, per process and thread.
     let ctx = master
-        .connect(ConnectOptions::new(Method::Ssh(o.clone())))
+        .connect(copy_like(Method::Ssh(o.clone())))
         .await
         .unwrap();
     connected_cpu(&ctx, dir, big, Some(daemon)).await;

@@ -21,6 +21,7 @@ use crate::{ConnectOptions, Master};
 #[derive(Clone)]
 pub struct ManyHosts {
     master: Master,
+    compiled_core: bool,
     lean_start: bool,
     preload: &'static [&'static str],
 }
@@ -29,9 +30,18 @@ impl ManyHosts {
     pub fn new(master: Master) -> Self {
         ManyHosts {
             master,
+            compiled_core: true,
             lean_start: false,
             preload: &[],
         }
+    }
+
+    /// Whether direct hops get the core compiled here (default yes:
+    /// [`ConnectOptions::compiled_core`]). The CLI turns it off for a
+    /// single target, where the local compile costs more than it saves.
+    pub fn compiled_core(mut self, yes: bool) -> Self {
+        self.compiled_core = yes;
+        self
     }
 
     /// Direct hops get these builtin modules with their payload
@@ -56,9 +66,11 @@ impl Connector for ManyHosts {
         via: Option<&Context>,
         timeout: Duration,
     ) -> LocalBoxFuture<'static, Result<Context, ConnectError>> {
-        econtext_bootstrap::compiled::prewarm(hop.method.python());
+        if self.compiled_core {
+            econtext_bootstrap::compiled::prewarm(hop.method.python());
+        }
         let start = Start {
-            compiled_core: true,
+            compiled_core: self.compiled_core,
             lean: self.lean_start,
             preload: self.preload,
         };

@@ -676,6 +676,73 @@ fn cli_copy_and_fetch_with_json_per_host_directories_and_exit_codes() {
     assert!(temporaries(&dir.0).is_empty());
 }
 
+#[test]
+fn cli_copy_and_fetch_start_lean_with_the_files_module_preloaded_on_every_interpreter() {
+    // `copy` and `fetch` start their contexts lean with `econtext.files`
+    // in the payload. Its imports run before the IO thread: on builds
+    // without `_hashlib` (pyenv's 2.7 and 3.6 here) hashlib's fallback
+    // import once asked the master and waited out the import timeout.
+    let dir = TempDir::new("files-cli-lean");
+    let src = dir.path("src");
+    make_tree(&src);
+    let file = dir.path("one.bin");
+    let data = random_file(&file, 3 << 20);
+    let d = |p: &Path| p.display().to_string();
+    let mut inv = String::from("[py]\n");
+    for (i, (py, version)) in interpreters().into_iter().enumerate() {
+        let out = dir.path(&format!("out{i}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let target = format!("local?python={}", py.display());
+        let (rc, stdout, stderr) = cli(&[
+            "copy",
+            "--timeout",
+            "20",
+            &target,
+            &d(&file),
+            &d(&src),
+            &format!("{}/", d(&out)),
+        ]);
+        assert_eq!(rc, 0, "{version}: {stdout}{stderr}");
+        assert_eq!(
+            std::fs::read(out.join("one.bin")).unwrap(),
+            data,
+            "{version}"
+        );
+        assert_same_tree(&src, &out.join("src"));
+        inv += &format!(
+            "h{i} ansible_connection=local ansible_python_interpreter={}\n",
+            py.display()
+        );
+    }
+    let inv_path = dir.path("inventory");
+    std::fs::write(&inv_path, &inv).unwrap();
+    let back = dir.path("back");
+    let (rc, stdout, stderr) = cli(&[
+        "fetch",
+        "-i",
+        &d(&inv_path),
+        "--json",
+        "--stats",
+        "--timeout",
+        "20",
+        "py",
+        &d(&file),
+        &d(&back),
+    ]);
+    assert_eq!(rc, 0, "{stdout}{stderr}");
+    let hosts = inv.lines().count() - 1;
+    assert_eq!(stdout.lines().count(), hosts, "{stdout}");
+    for i in 0..hosts {
+        let got = std::fs::read(back.join(format!("h{i}")).join("one.bin")).unwrap();
+        assert_eq!(got, data, "h{i}");
+    }
+    assert!(stderr.contains("\"get_module_requests\":0,"), "{stderr}");
+    // The senders keep their ack handles until the master is done: no
+    // late credit meets a closed handle ("no handler" warnings).
+    assert!(!stderr.contains("no handler"), "{stderr}");
+    assert!(temporaries(&dir.0).is_empty());
+}
+
 /// A module that replaces the child's `econtext.files.send_begin` with a
 /// hostile one (a child's code is the attacker's in our threat model).
 const HOSTILE_FILES: &str = r#"

@@ -1599,8 +1599,10 @@ class _Thread(object):
     def __init__(self, target, args=()):
         self.target, self.args, self.ident = target, args, None
         self.running = _Lock()
+        self.started = False
 
     def start(self):
+        self.started = True
         self.running.acquire()
         _thread.start_new_thread(self._run, ())
 
@@ -2353,6 +2355,12 @@ class Importer(object):
     def _record(self, fullname):
         if broker.thread.is_current() or broker.leader == _thread.get_ident():
             # Waiting for a reply on a thread that must read it deadlocks.
+            return None
+        if not broker.thread.started:
+            # A preloaded module's imports, before the IO thread reads
+            # replies: a request would wait out IMPORT_TIMEOUT. Declining
+            # lets the stdlib's own fallbacks work (hashlib without
+            # _hashlib on 3.6 and 2.7 builds without OpenSSL).
             return None
         pkg, _, short = fullname.rpartition('.')
         if pkg in self.cache:

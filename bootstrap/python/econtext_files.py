@@ -28,7 +28,6 @@
 # hop is bounded by the window, whatever the file size.
 from __future__ import absolute_import
 
-import binascii
 import errno
 import fcntl
 import hashlib
@@ -229,6 +228,47 @@ def _raw_bulk(b):
 D_BAD = -1  # on the writer's queue only: a malformed bulk frame
 
 
+class _Hasher(object):
+    # The receiver's one pass over a chunk's bytes, on the thread that
+    # read its frame: each file's running SHA-256 is compared with the
+    # sender's digest through the chunk, so the writer thread (the
+    # pipeline's slowest stage: page cache and disk) only writes.
+    # [D_BULK, i, off, body, sha256, last] gets [ok, the running hash]
+    # appended; the writer's own checks (index, offset, size) come first
+    # there, so a chunk that is not ok for those reasons fails as they do.
+
+    def __init__(self, entries, resumed):
+        self.entries = entries
+        self.seed = dict((i, (r[0], r[1].copy())) for i, r in resumed.items())
+        self.files = {}  # index -> [next offset, running SHA-256]
+
+    def _state(self, i, off):
+        s = self.files.get(i)
+        if s is None and 0 <= i < len(self.entries) and self.entries[i][1] == F_FILE:
+            if off == 0:
+                s = [0, hashlib.sha256()]
+            elif i in self.seed and self.seed[i][0] == off:
+                s = [off, self.seed.pop(i)[1]]
+            if s is not None:
+                self.files[i] = s
+        return s
+
+    def __call__(self, m):
+        if m[0] != D_BULK:
+            return m
+        i, off, body = m[1], m[2], m[3]
+        s, ok = self._state(i, off), False
+        if s is not None and s[0] == off:
+            s[1].update(body)
+            s[0] += len(body)
+            ok = core._same(s[1].digest(), m[4])
+        if not ok or m[5]:
+            self.files.pop(i, None)
+        m.append(ok)
+        m.append(s[1] if s is not None else None)
+        return m
+
+
 def _writeall(fd, data):
     mv = memoryview(data)
     n = 0
@@ -323,6 +363,7 @@ class _Recv(object):
         # there): our writer keeps owners and set-id bits for it.
         self.handle = router.add_handler(self._on_data, accept=self.ack.context_id)
         decoded = router.handlers[self.handle]
+        hashed = _Hasher(entries, self.resumed)
 
         def on_frame(src, reply_to, data):
             # IO thread. Chunks (nearly every frame) are parsed in place;
@@ -330,7 +371,7 @@ class _Recv(object):
             if type(data) is core.Bulk:
                 if src != self.ack.context_id:
                     return router._refuse(src, self.handle)
-                return self.q.put(_raw_bulk(data))
+                return self.q.put(hashed(_raw_bulk(data)))
             if src == self.ack.context_id and not isinstance(data, Dead):
                 m = _raw_chunk(data)
                 if m is not None:
@@ -395,7 +436,7 @@ class _Recv(object):
             t = m[0]
             try:
                 if t == D_BULK:
-                    self._bulk(m[1], m[2], m[3], m[4], m[5])
+                    self._bulk(m[1], m[2], m[3], m[5], m[6], m[7])
                 elif t == D_CHUNK:
                     self._chunk(m[1], m[2], m[3], m[4])
                 elif t == D_BAD:
@@ -465,10 +506,9 @@ class _Recv(object):
         _count(u'bytes_in', n)
         self._credit()
 
-    def _bulk(self, i, off, data, sha256, last):
-        # A chunk no frame MAC covered: hashed into the file's running
-        # SHA-256 and compared with the sender's digest through it before
-        # it is written (the one pass over its bytes here).
+    def _bulk(self, i, off, data, last, ok, h):
+        # A chunk no frame MAC covered, already hashed and compared by the
+        # _Hasher (ok); written only when it matched.
         n = len(data)
         if i not in self.failed:
             f = self.open.get(i)
@@ -481,14 +521,14 @@ class _Recv(object):
                     raise ValueError('chunk at %d, expected %d' % (off, f[3]))
                 if f[3] + n > self.entries[i][2]:
                     raise ValueError('more data than the manifest said')
-                f[2].update(data)
-                if not core._same(f[2].digest(), sha256):
+                if not ok:
                     self._fail(i, u'checksum', u"the chunk at offset %d does not match the "
                                u"sender's SHA-256" % off)
                 else:
                     _writeall(f[0], data)
                     f[3] += n
                     self._writeback(f)
+                    f[2] = h
             except EnvironmentError as e:
                 self._fail(i, _kind(e), e.strerror or str(e))
             except ValueError as e:
@@ -497,7 +537,7 @@ class _Recv(object):
                 del self.open[i]
                 with self.lock:
                     self.fin_pending += 1
-                self.fin.put((i, f, _text(binascii.hexlify(sha256))))
+                self.fin.put((i, f, _text(h.hexdigest())))
         self.done_bytes += n
         _count(u'bytes_in', n)
         self._credit()
@@ -770,8 +810,10 @@ class _Send(object):
         self.handle = router.add_handler(self._on_ack)
 
     def _on_ack(self, src, rt, m):
-        # IO thread.
-        if isinstance(m, Dead) or type(m) is not list or not m:
+        # IO thread. The handle lives until the receiver is done (A_DONE)
+        # or gives up (Dead): its credits for the last window arrive after
+        # our D_END, and must not meet a closed handle.
+        if isinstance(m, Dead) or type(m) is not list or not m or m[0] == A_DONE:
             router.del_handler(self.handle)
             with self.cv:
                 self.dead = True
@@ -803,9 +845,8 @@ class _Send(object):
                     return
             self.data.send([D_END])
         except Exception:
+            # The receiver stalls out and says so; its Dead closes us.
             core.LOG.exception('sending %r failed', self.src)
-        finally:
-            router.del_handler(self.handle)
 
     def _file(self, i, e, r, sent):
         path = _join(self.src, e[0])

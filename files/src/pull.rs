@@ -125,7 +125,9 @@ pub(crate) async fn pull(
     })
     .await?;
     let (files, written, errors) = (got.files, got.bytes, got.errors);
+    // The sender keeps its ack handle for our last credits until this.
     guard.disarm();
+    let _ = ack.send(&(proto::A_DONE, ctx.me(), files, written)).await;
     if let (Some(f), Some(p)) = (
         &opts.progress,
         meter.update(Instant::now(), written + resumed, files, true),

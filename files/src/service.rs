@@ -305,7 +305,7 @@ async fn stream_out(
                 }
                 None => {
                     let _ = out.send(&(proto::D_END,)).await;
-                    return;
+                    return until_done(acks).await;
                 }
             },
             m = tokio::time::timeout(STALL, acks.next()) => match m {
@@ -320,6 +320,22 @@ async fn stream_out(
                 // long: stop; dropping rx stops the reader thread.
                 _ => return,
             },
+        }
+    }
+}
+
+/// After the end: the receiver's credits for the last window are still
+/// on their way, so the ack handle stays until it says done (or gives
+/// up, or goes quiet for [`STALL`]); a late credit never meets a closed
+/// handle.
+async fn until_done(mut acks: Channel) {
+    while let Ok(Some(m)) = tokio::time::timeout(STALL, acks.next()).await {
+        let ack = m.decode::<Value>().map_err(|e| e.to_string());
+        if !matches!(
+            ack.and_then(|v| proto::decode_ack(&v)),
+            Ok(proto::Ack::Credit { .. })
+        ) {
+            return;
         }
     }
 }

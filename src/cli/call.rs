@@ -141,7 +141,7 @@ pub fn main(env: Env, a: CallArgs) -> u8 {
         let f = move |ctx, t| call_in(ctx, t, call.clone());
         let code = if single {
             let t = targets.into_iter().next().expect("one target");
-            match super::single(&master, t, &a.fleet, f).await {
+            match super::single(econtext::ManyHosts::new(master.clone()), t, &a.fleet, f).await {
                 Ok(r) => print_single(&r),
                 Err(e) => super::usage(e),
             }

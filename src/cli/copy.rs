@@ -18,7 +18,7 @@ use econtext::{Context, FileError, FileErrorKind, FilesExt, Master, TransferOpti
 use tokio::sync::oneshot;
 
 use super::copy_groups::{group_key, Gatherer};
-use super::drive::drive;
+use super::drive::drive_on;
 use super::fleet_args::FleetArgs;
 use super::report::HostOutput;
 use super::transfer::{failed, BytesBar, Totals};
@@ -264,7 +264,7 @@ pub fn main(env: Env, mut a: CopyArgs) -> u8 {
         let f = move |ctx, t| copy_host(ctx, t, c.clone());
         let code = if single {
             let t = targets.into_iter().next().expect("one target");
-            match super::single(&master, t, &a.fleet, f).await {
+            match super::single(super::transfer::hosts(&master), t, &a.fleet, f).await {
                 Ok(r) => {
                     if let Some(b) = &bar {
                         b.finish();
@@ -275,7 +275,15 @@ pub fn main(env: Env, mut a: CopyArgs) -> u8 {
                 Err(e) => super::usage(e),
             }
         } else {
-            match drive(&master, targets, &a.fleet, env.verbose > 0, f).await {
+            match drive_on(
+                super::transfer::hosts(&master),
+                targets,
+                &a.fleet,
+                env.verbose > 0,
+                f,
+            )
+            .await
+            {
                 Ok(code) => code,
                 Err(e) => super::usage(e),
             }

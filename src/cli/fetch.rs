@@ -10,7 +10,7 @@ use clap::Args;
 use econtext::fleet::{FleetError, Target};
 use econtext::{Context, FileErrorKind, FilesExt, Master, TransferOptions};
 
-use super::drive::drive;
+use super::drive::drive_on;
 use super::fleet_args::FleetArgs;
 use super::report::{file_name, HostOutput};
 use super::transfer::{failed, BytesBar, Totals};
@@ -92,9 +92,9 @@ pub fn main(env: Env, a: FetchArgs) -> u8 {
     });
     env.block_on(move |master: Master| async move {
         let f = move |ctx, t| fetch_from(ctx, t, plan.clone());
-        if single {
+        let code = if single {
             let t = targets.into_iter().next().expect("one target");
-            return match super::single(&master, t, &a.fleet, f).await {
+            match super::single(super::transfer::hosts(&master), t, &a.fleet, f).await {
                 Ok(r) => {
                     if let Some(b) = &bar {
                         b.finish();
@@ -103,11 +103,17 @@ pub fn main(env: Env, a: FetchArgs) -> u8 {
                     super::report::exit_code(&[r.status], false)
                 }
                 Err(e) => super::usage(e),
-            };
+            }
+        } else {
+            let hosts = super::transfer::hosts(&master);
+            match drive_on(hosts, targets, &a.fleet, env.verbose > 0, f).await {
+                Ok(code) => code,
+                Err(e) => super::usage(e),
+            }
+        };
+        if a.fleet.stats {
+            super::print_stats(&master);
         }
-        match drive(&master, targets, &a.fleet, env.verbose > 0, f).await {
-            Ok(code) => code,
-            Err(e) => super::usage(e),
-        }
+        code
     })
 }

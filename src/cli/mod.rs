@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use econtext::fleet::{Fleet, FleetError, Target};
-use econtext::{Context, Master, MasterOptions};
+use econtext::{Context, ManyHosts, Master, MasterOptions};
 use futures::StreamExt;
 use slog::{o, Drain, Logger};
 
@@ -153,8 +153,11 @@ pub fn usage(msg: impl std::fmt::Display) -> u8 {
 
 /// One target without an inventory: the same fan-out (deadlines and
 /// retries apply), its one report for the subcommand to print its way.
+/// `hosts` makes the context: a subcommand's own start (lean, preloaded
+/// modules), never the core compiled here (for one host the local compile
+/// costs more than it saves).
 pub async fn single<F, Fut>(
-    master: &Master,
+    hosts: ManyHosts,
     target: Target,
     args: &FleetArgs,
     f: F,
@@ -163,7 +166,7 @@ where
     F: Fn(Context, Target) -> Fut + 'static,
     Fut: Future<Output = Result<HostOutput, FleetError>> + 'static,
 {
-    let fleet = Fleet::new(master.clone(), args.fleet_options()?);
+    let fleet = Fleet::new(hosts.compiled_core(false), args.fleet_options()?);
     let name = target.name.clone();
     let mut results = fleet.run(vec![target], f);
     let (t, r) = results

@@ -95,9 +95,15 @@ pub fn main(env: Env, args: RunArgs) -> u8 {
     let command = std::rc::Rc::new(args.command);
     env.block_on(move |master: Master| async move {
         let f = move |ctx, t| run_in(ctx, t, command.clone());
+        // `econtext.fleet.run` needs only the standard library: no second
+        // interpreter, no `site` on the hosts; and it comes with the
+        // payload instead of a GET_MODULE per host.
+        let hosts = econtext::ManyHosts::new(master.clone())
+            .lean_start(true)
+            .preload(&["econtext.fleet"]);
         if single {
             let t = targets.into_iter().next().expect("one target");
-            let r = super::single(&master, t, &args.fleet, f).await;
+            let r = super::single(hosts, t, &args.fleet, f).await;
             if args.fleet.stats {
                 super::print_stats(&master);
             }
@@ -106,12 +112,6 @@ pub fn main(env: Env, args: RunArgs) -> u8 {
                 Err(e) => super::usage(e),
             };
         }
-        // `econtext.fleet.run` needs only the standard library: no second
-        // interpreter, no `site` on the hosts; and it comes with the
-        // payload instead of a GET_MODULE per host.
-        let hosts = econtext::ManyHosts::new(master.clone())
-            .lean_start(true)
-            .preload(&["econtext.fleet"]);
         let code = match drive_on(hosts, targets, &args.fleet, env.verbose > 0, f).await {
             Ok(code) => code,
             Err(e) => super::usage(e),

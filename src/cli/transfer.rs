@@ -1,6 +1,6 @@
-//! What `copy` and `fetch` share: the bytes/rate progress bar on a
-//! terminal, a transfer's result as a host's output, and how a
-//! [`FileError`] maps onto the fleet's statuses.
+//! What `copy` and `fetch` share: how their contexts start, the
+//! bytes/rate progress bar on a terminal, a transfer's result as a host's
+//! output, and how a [`FileError`] maps onto the fleet's statuses.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -10,11 +10,21 @@ use std::time::Duration;
 use econtext::actors::DeadReason;
 use econtext::files::{Progress, ProgressFn};
 use econtext::fleet::FleetError;
-use econtext::{FileError, FileErrorKind, TransferReport};
+use econtext::{FileError, FileErrorKind, ManyHosts, Master, TransferReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::report::HostOutput;
+
+/// How `copy` and `fetch` start their contexts: `econtext.files` needs
+/// only the standard library, so no second interpreter and no `site`
+/// (the lean start), and it comes with the payload instead of a
+/// GET_MODULE round trip before the first transfer.
+pub fn hosts(master: &Master) -> ManyHosts {
+    ManyHosts::new(master.clone())
+        .lean_start(true)
+        .preload(&["econtext.files"])
+}
 
 /// Totals over the transfers one host makes (one per SRC).
 #[derive(Default)]
