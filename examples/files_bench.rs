@@ -77,6 +77,29 @@ fn sh(cmd: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// Before each timed 256 MiB row over ssh: `sync`, so no writeback of
+/// the rows before competes for the two cores, then 320 MiB of scratch
+/// written and deleted, so the row writes into page cache the guest has
+/// just used. On this VM a page the guest never touched, or gave back to
+/// the host (it does within seconds of freeing it: free page reporting),
+/// costs ~3 ns/byte of system time at first touch (~0.8 s per 256 MiB,
+/// in whichever process writes): which writer of a row got such pages
+/// decided the row (docs/PERFORMANCE.md, "Fresh pages on this VM").
+fn settle_memory(dir: &sshd::TempDir) {
+    use std::io::Write;
+    let _ = Command::new("sync").status();
+    let p = dir.path("warm.scratch");
+    if let Ok(mut f) = std::fs::File::create(&p) {
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..320 {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&p);
+}
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -584,6 +607,7 @@ async fn ssh_rows(
     let (me, daemon) = (std::process::id(), server.pid());
     let (mut cat_cpu, mut ours_cpu) = (Vec::new(), Vec::new());
     for i in 0..b.runs {
+        settle_memory(dir);
         let t0 = (cpu::times(me), cpu::times(daemon));
         cat.push(sh(&format!(
             "{ssh} 'cat > {}' < {}",
@@ -594,16 +618,22 @@ async fn ssh_rows(
         tokio::time::sleep(Duration::from_millis(400)).await;
         let (m, d) = (cpu::times(me), cpu::times(daemon));
         cat_cpu.push(m.reaped - t0.0.reaped + d.reaped - t0.1.reaped);
+        let _ = std::fs::remove_file(out("cat.bin"));
+        settle_memory(dir);
         catsync.push(sh(&format!(
             "{ssh} 'cat > {0} && sync {0}' < {1}",
             out("catsync.bin").display(),
             big.display()
         )));
+        let _ = std::fs::remove_file(out("catsync.bin"));
+        settle_memory(dir);
         scpt.push(sh(&format!(
             "{scp} {} root@127.0.0.1:{}",
             big.display(),
             out("scp.bin").display()
         )));
+        let _ = std::fs::remove_file(out("scp.bin"));
+        settle_memory(dir);
         let t = Instant::now();
         let m0 = cpu::times(me).own();
         let ctx = master
@@ -615,12 +645,14 @@ async fn ssh_rows(
         ours_cpu.push(cpu::times(me).own() - m0 + session_cpu(&ctx, me, daemon).await);
         same &= sha256(&out("ours.bin")) == big_sha;
         same &= mode(&out("ours.bin")) == mode(big);
+        settle_memory(dir);
         let t = Instant::now();
         ctx.push_with(big, out("nofs.bin"), &tuned().fsync(false))
             .await
             .unwrap();
         nofs.push(t.elapsed().as_secs_f64());
         let _ = std::fs::remove_file(out("nofs.bin"));
+        settle_memory(dir);
         let t = Instant::now();
         ctx.push_with(big, out("fs.bin"), &tuned().fsync(true))
             .await
@@ -628,11 +660,14 @@ async fn ssh_rows(
         fs.push(t.elapsed().as_secs_f64());
         same &= sha256(&out("fs.bin")) == big_sha;
         let _ = std::fs::remove_file(out("fs.bin"));
+        settle_memory(dir);
         catback.push(sh(&format!(
             "{ssh} 'cat {}' > {}",
             out("ours.bin").display(),
             out("catback.bin").display()
         )));
+        let _ = std::fs::remove_file(out("catback.bin"));
+        settle_memory(dir);
         let t = Instant::now();
         ctx.pull_with(out("ours.bin"), out("pulled.bin"), &tuned())
             .await
@@ -1137,6 +1172,8 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
             ),
         ];
         for (what, command, label, src, is_tree) in cases {
+            let _ = std::fs::remove_file(dir.path("c.bin"));
+            settle_memory(dir);
             let t0 = snap();
             let wall = sh(&command);
             settle().await;
@@ -1146,6 +1183,8 @@ async fn ssh_cpu(runs: usize, master: &Master, dir: &sshd::TempDir, big: &Path, 
                     true => dir.path(&format!("cputree{run}{fsync}")),
                     false => dir.path("e.bin"),
                 };
+                let _ = std::fs::remove_file(dir.path("e.bin"));
+                settle_memory(dir);
                 let t0 = snap();
                 let wall = connect_and_push(master, &o, src, &dest, is_tree, fsync).await;
                 if !is_tree {
