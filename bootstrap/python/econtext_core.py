@@ -1854,8 +1854,10 @@ class Router(object):
                 pass
 
     def _local(self, src, handle, reply_to, data, via):
-        if type(data) is Bulk and handle not in self.bulk:
-            # Bytes no MAC covered, for a handle that would not check them.
+        if type(data) is Bulk and handle not in self.bulk and handle in self.handlers:
+            # Bytes no MAC covered, for a handle that would not check them
+            # (to no handle at all, a late chunk of a finished transfer:
+            # "no handler", below).
             self.refused[src] = self.refused.get(src, 0) + 1
             self.warn_once('bulk', src, 'refused a bulk frame for handle %d from context %d: '
                            'not a file receiver (%d refused so far)', handle, src, self.refused[src])

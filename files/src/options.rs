@@ -33,6 +33,7 @@ pub struct TransferOptions {
     /// Called with progress events.
     pub progress: Option<ProgressFn>,
     /// Tests only ([`TransferOptions::corrupt_after_sealing`]).
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub corrupt_at: Option<u64>,
 }
@@ -45,6 +46,7 @@ impl Default for TransferOptions {
             fsync: false,
             stall_timeout: Duration::from_secs(60),
             progress: None,
+            #[cfg(feature = "fault-injection")]
             corrupt_at: None,
         }
     }
@@ -75,10 +77,23 @@ impl TransferOptions {
     /// `offset` after that chunk's SHA-256 is computed, as a corruption
     /// on a link below the frame MAC would (a bulk frame's MAC does not
     /// cover the chunk's bytes): the receiver must refuse the chunk.
+    /// Only with the `fault-injection` feature, which the workspace's
+    /// tests and examples enable (a dev-dependency) and no build for use
+    /// has.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn corrupt_after_sealing(mut self, offset: u64) -> Self {
         self.corrupt_at = Some(offset);
         self
+    }
+
+    /// The offset [`TransferOptions::corrupt_after_sealing`] named: never
+    /// one without the `fault-injection` feature.
+    pub(crate) fn corrupt_at(&self) -> Option<u64> {
+        #[cfg(feature = "fault-injection")]
+        return self.corrupt_at;
+        #[cfg(not(feature = "fault-injection"))]
+        None
     }
 
     pub fn progress(mut self, f: impl Fn(&crate::Progress) + Send + Sync + 'static) -> Self {

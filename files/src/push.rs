@@ -158,7 +158,7 @@ pub(crate) async fn push(
     let chunk = opts.chunk;
     let entries = plan.entries.clone();
     let sources = plan.sources;
-    let corrupt = opts.corrupt_at;
+    let corrupt = opts.corrupt_at();
     std::thread::Builder::new()
         .name("econtext-push-reader".into())
         .spawn(move || read_all(entries, sources, resume, chunk, corrupt, tx))
