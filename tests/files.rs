@@ -439,11 +439,25 @@ fn fanout_to_10_contexts_under_one_intermediate_crosses_the_upper_link_once() {
                 .await
                 .unwrap();
         }
+        let handlers = || async {
+            let n: u64 = via
+                .call(
+                    "builtins",
+                    "eval",
+                    ("len(__import__('econtext.core').core.router.handlers)",),
+                )
+                .await
+                .unwrap();
+            n
+        };
+        let before = handlers().await;
         let results = via
             .push_fanout(&kids, &src, "copy.bin", false, &opts)
             .await
             .unwrap();
         assert_eq!(results.len(), 10);
+        // The relay's data handle and its ack handle per leaf are gone.
+        assert_eq!(handlers().await, before);
         let mut sent_by_master = None;
         for (id, r) in &results {
             let r = r.as_ref().unwrap_or_else(|e| panic!("{id}: {e}"));

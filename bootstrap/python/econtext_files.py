@@ -672,6 +672,9 @@ def _call(cid, fn, args):
     return q
 
 
+_END = core.pack([D_END])  # as a relay sees it: raw, never decoded
+
+
 class _Relay(object):
     # One incoming stream, forwarded frame by frame (raw, never decoded) to
     # each child's data handle; our credit upward is the smallest credit
@@ -682,13 +685,14 @@ class _Relay(object):
         self.opts = dict(opts)
         del self.opts[u'relay']
         self.credit = {}
+        self.acks = {}  # child -> our ack handle for it, until it is done
         self.lock = threading.Lock()
         self.sent = 0
 
     def begin(self):
         pending = []
         for cid in self.targets:
-            h = router.add_handler(self._acker(cid))
+            h = self.acks[cid] = router.add_handler(self._acker(cid))
             pending.append((cid, h, _call(cid, u'recv_begin',
                                           [self.root, self.entries, self.opts, Sender(core.context_id, h)])))
         self.data = {}
@@ -696,7 +700,7 @@ class _Relay(object):
         for cid, h, q in pending:
             r = q.get()
             if isinstance(r, (CallError, Dead)) or type(r) is not dict or u'handle' not in r:
-                router.del_handler(h)
+                router.del_handler(self.acks.pop(cid))
                 errors.append([cid, r.get(u'error') if type(r) is dict else _err(
                     u'io', self.root, u'%r' % (r,))])
                 continue
@@ -719,6 +723,9 @@ class _Relay(object):
         # caller alone too).
         if src != self.ack.context_id:
             return router._refuse(src, self.handle)
+        if isinstance(data, Dead) or data == _END:
+            # The sender is done (or gave up): no frame comes after this.
+            router.del_handler(self.handle)
         if not isinstance(data, Dead):
             # A Bulk goes on as one (its body is never hashed here); a
             # list is consumed by each stream's send: one per child.
@@ -734,6 +741,7 @@ class _Relay(object):
         def on_ack(src, rt, m):
             if isinstance(m, Dead) or type(m) is not list or not m:
                 m = [A_ERROR, -1, _err(u'connection_lost', self.root, u'context %d is gone' % cid)]
+                self._done(cid)
                 self.ack.send(m + [cid])
                 self.ack.send([A_DONE, cid, 0, 0])
                 self.data.pop(cid, None)
@@ -745,11 +753,18 @@ class _Relay(object):
             elif m[0] == A_ERROR:
                 self.ack.send(m[:3] + [cid])
             elif m[0] == A_DONE:
+                self._done(cid)
                 self.data.pop(cid, None)
                 self.credit.pop(cid, None)
                 self.ack.send(m)
                 self._upward()
         return on_ack
+
+    def _done(self, cid):
+        # That child says nothing more: its ack handle goes.
+        h = self.acks.pop(cid, None)
+        if h is not None:
+            router.del_handler(h)
 
     def _upward(self):
         c = list(self.credit.values())
