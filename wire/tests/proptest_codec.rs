@@ -136,9 +136,15 @@ fn feed(wire: &[u8], chunks: &[usize], max: usize) -> Fed {
 /// errors (Malformed, UnknownExt) belong to a later layer, and the sending
 /// and I/O errors cannot come out of `decode`.
 fn is_codec_error(e: &WireError) -> bool {
+    // BadBatch: a mutated length field can set the batch bit on a frame
+    // with routing fields (or a trailer), refused from the header alone,
+    // before any MAC is checked.
     matches!(
         e,
-        WireError::Truncated { .. } | WireError::BadMac { .. } | WireError::Oversized { .. }
+        WireError::Truncated { .. }
+            | WireError::BadMac { .. }
+            | WireError::Oversized { .. }
+            | WireError::BadBatch { .. }
     )
 }
 
