@@ -85,8 +85,23 @@ fn sh(cmd: &str) -> f64 {
 /// costs ~3 ns/byte of system time at first touch (~0.8 s per 256 MiB,
 /// in whichever process writes): which writer of a row got such pages
 /// decided the row (docs/PERFORMANCE.md, "Fresh pages on this VM").
+///
+/// It also waits (3 s at most) until no child of ours is still being
+/// reaped: the contexts of earlier rows exit and are reaped a moment
+/// after they are closed, and their CPU would land in the next row's
+/// "CPU seconds" (6.36 s for one `ssh cat` once).
 fn settle_memory(dir: &sshd::TempDir) {
     use std::io::Write;
+    let me = std::process::id();
+    let mut last = cpu::times(me).reaped;
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = cpu::times(me).reaped;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let _ = Command::new("sync").status();
     let p = dir.path("warm.scratch");
     if let Ok(mut f) = std::fs::File::create(&p) {
@@ -561,7 +576,18 @@ async fn local_rows(
         "once (<= 1.05x the file)",
         (1.0..=1.05).contains(&once),
     );
+    // The intermediate reaps its leaves as it exits and is reaped by us
+    // some seconds later: their CPU (about 5 s) then lands in our
+    // children's counters. Wait for that here, not in the next row's
+    // "CPU seconds".
+    let pid: u32 = via.call("os", "getpid", ()).await.unwrap_or(0);
     close(via).await;
+    for _ in 0..100 {
+        if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn ssh_rows(
