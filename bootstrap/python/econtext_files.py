@@ -528,7 +528,6 @@ class _Recv(object):
                     _writeall(f[0], data)
                     f[3] += n
                     self._writeback(f)
-                    f[2] = h
             except EnvironmentError as e:
                 self._fail(i, _kind(e), e.strerror or str(e))
             except ValueError as e:
@@ -537,6 +536,7 @@ class _Recv(object):
                 del self.open[i]
                 with self.lock:
                     self.fin_pending += 1
+                f[2] = h  # the _Hasher's, through the last chunk
                 self.fin.put((i, f, _text(h.hexdigest())))
         self.done_bytes += n
         _count(u'bytes_in', n)
