@@ -674,7 +674,21 @@ def unpack_call(b):
         c = b[i]
         if not PY3:
             c = ord(c)
-        if 0x90 <= c <= 0x9f:  # a short args array
+        if c == 0x91:  # one argument: a small integer inline, as _arr would
+            c = b[i + 1]
+            if not PY3:
+                c = ord(c)
+            if c < 0x80:
+                args, i = [c], i + 2
+            elif 0xcc <= c <= 0xd3:
+                s = _SCALAR[c]
+                j = i + 2 + s.size
+                if j > n:
+                    _trunc()
+                args, i = [s.unpack_from(b, i + 2)[0]], j
+            else:
+                args, i = _arr(b, i + 1, 2, n, 1)
+        elif 0x90 <= c <= 0x9f:  # a short args array
             args, i = _arr(b, i + 1, 2, n, c - 0x90)
         else:
             args, i = _unp(b, i, 1, n)
@@ -1106,6 +1120,11 @@ class Stream(object):
         self.held = []
         self.batch = []
         self.blen = 0
+        # Replies the main thread's _dispatch appends without the lock
+        # while more calls are queued (fields and data, as in batch):
+        # whoever next seals or writes under wlock moves them into batch
+        # first (_take_replies).
+        self.replies = []
         # How many small frames and bytes seal has held since the last
         # write (in held and batch): past HOLD_FRAMES or HOLD_BYTES the
         # held replies go out at once, whatever the call queue holds (a
@@ -1169,11 +1188,14 @@ class Stream(object):
     def seal(self, body, hold):
         # A small frame (its fields and data in body) is sealed in one
         # piece, and held back as one item while the main thread has more
-        # calls queued (hold, see _dispatch, which calls this directly for
-        # its replies: send's checks cost as much as the rest).
+        # calls queued (hold: a call's own sends). _dispatch calls this
+        # directly for a reply when the queue is empty (send's checks cost
+        # as much as the rest) and holds the others in replies.
         with self.wlock:
             if self.closed:
                 raise EOFError('stream to %d is closed' % self.remote_id)
+            if self.replies:
+                self._take_replies()
             batch, n = self.batch, len(body)
             if batch:
                 if self.blen + n > self.bmax:
@@ -1192,9 +1214,37 @@ class Stream(object):
                     return
             self._write_held()
 
+    def _take_replies(self):
+        # Under wlock: the main thread's unsealed replies (see replies)
+        # into batch, in order, a batch frame sealed whenever one is full.
+        # Copying then deleting what was copied loses no append racing
+        # it; one that lands after the copy stays, and the broker is told
+        # (the appender, finding others there, did not tell it).
+        replies = self.replies
+        items = replies[:]
+        del replies[:len(items)]
+        n = sum(_imap(len, items))
+        if self.blen + n <= self.bmax:
+            self.batch.extend(items)
+            self.blen += n
+        else:
+            for body in items:
+                if self.batch and self.blen + len(body) > self.bmax:
+                    self._seal_held_batch()
+                self.batch.append(body)
+                self.blen += len(body)
+        if replies:
+            broker.hold(self)
+
     def _close_batch(self):
-        # Under wlock: the small frames waiting in batch, sealed (their
-        # sequence number taken) as one batch frame, or alone if one.
+        # Under wlock: the small frames waiting in batch (and replies),
+        # sealed (their sequence number taken) as one batch frame, or
+        # alone if one.
+        if self.replies:
+            self._take_replies()
+        self._seal_held_batch()
+
+    def _seal_held_batch(self):
         batch = self.batch
         if batch:
             # The length from the parts (at most HOLD_FRAMES of them), not
@@ -1216,6 +1266,7 @@ class Stream(object):
             # and nothing may be written again by a later flush.
             self.closed = True
             del held[:], self.batch[:]
+            del self.replies[:]
             raise
         del held[:]
 
@@ -1304,7 +1355,7 @@ class Stream(object):
 
     def flush(self):
         with self.wlock:
-            if (self.held or self.batch) and not self.closed:
+            if (self.held or self.batch or self.replies) and not self.closed:
                 try:
                     self._write_held()
                 except EnvironmentError:
@@ -2621,7 +2672,7 @@ def _dispatch():
     calls = q.q
     popleft, pack_fields = calls.popleft, _FLD.pack
     small = min(BIG_FRAME, router.max_size + 1)
-    hold = False
+    hold, held = False, 0
     while True:
         if calls:
             item = popleft()
@@ -2629,6 +2680,7 @@ def _dispatch():
                 broker.on()  # never run a call with the IO thread not reading
         else:
             _HOLD.on = hold = False
+            held = 0
             broker._flush_held()
             # Nothing of the last call outlives it while the next is
             # awaited: a large argument's frame buffer is then the next
@@ -2671,7 +2723,22 @@ def _dispatch():
             # anything else goes the long way.
             s = streams.get(src)
             if s is not None and n < small and not s.closed:
-                s.seal(pack_fields(src, me, reply_to, 0, n) + out, hold)
+                if not hold:
+                    s.seal(pack_fields(src, me, reply_to, 0, n) + out, False)
+                    continue
+                # Held without the lock (see Stream.replies): the IO
+                # thread is told when the stream starts holding, and the
+                # replies go out at once past HOLD_FRAMES or HOLD_BYTES
+                # (held counts bytes since this thread last wrote: a hint,
+                # which the IO thread's writes make only larger).
+                r = s.replies
+                r.append(pack_fields(src, me, reply_to, 0, n) + out)
+                held += n
+                if len(r) == 1:
+                    broker.hold(s)
+                elif len(r) >= HOLD_FRAMES or held >= HOLD_BYTES:
+                    s.flush()
+                    held = 0
             else:
                 router.route(src, me, reply_to, 0, out)
         except MsgError:
@@ -2682,6 +2749,9 @@ def _dispatch():
     _HOLD.on = False
     broker.on()
     broker._flush_held()
+    for s in list(streams.values()):
+        if s.replies:  # (the broker holds every such stream: belt and braces)
+            s.flush()
     for item in list(q.q):
         if item:
             router._dead(item[0], item[1], 'context %d is shutting down' % context_id)

@@ -1151,6 +1151,22 @@ class LeaderTest(unittest.TestCase):
                                              [0.3 if i == 0 else i], {}], reply_to=h)
         self.assertEqual([q.get(timeout=30) for q in qs], [0.3] + list(range(1, 50)))
 
+    def test_replies_held_before_a_slow_call_are_not_kept_for_it(self):
+        # While calls are queued the main thread holds their replies back
+        # (Stream.replies); a slow call next in line must not keep them:
+        # the IO thread writes them within HOLD_MS. The first call, a short
+        # sleep, lets the rest queue up behind it.
+        calls = [('sleep', 0.2)] + [('echo', i) for i in range(20)] + [('sleep', 3.0)]
+        qs = []
+        for fn, arg in calls:
+            h = self.c.alloc()
+            qs.append(harness.queue.Queue())
+            self.c.waiters[h] = qs[-1]
+            self.c.send(core.CALL_FUNCTION, ['ectest', None, fn, [arg], {}], reply_to=h)
+        self.assertEqual([q.get(timeout=30) for q in qs[:-1]], [0.2] + list(range(20)))
+        self.assertTrue(qs[-1].empty(), 'the replies waited for the slow call after them')
+        self.assertEqual(qs[-1].get(timeout=30), 3.0)
+
     def test_shutdown_while_idle_and_while_a_call_runs(self):
         c = harness.Child(CHILD)
         h = c.alloc()
