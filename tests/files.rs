@@ -783,6 +783,22 @@ def window_overrun():
     return True
 
 
+def flipped_byte():
+    # A bulk chunk (the whole file) whose bytes do not match the SHA-256
+    # it claims for them: the hash of the real bytes, one byte flipped
+    # after hashing.
+    import hashlib
+    def run(self, resume):
+        n = self.entries[0][2]
+        body = bytearray(b'\1' * n)
+        sha = hashlib.sha256(bytes(body)).digest()
+        body[n // 2] ^= 1
+        self.data.send_bulk(core.pack([files.D_BULK, 0, 0, bytearray(sha), True]), bytes(body))
+        self.data.send([files.D_END])
+    files._Send._run = run
+    return True
+
+
 def longer_than_manifest():
     # Twice the size the manifest said, then a made-up checksum and the end.
     def run(self, resume):
@@ -966,6 +982,11 @@ fn abandoned_transfers_stop_the_far_side_threads() {
 /// The file pulled is 100,000 bytes: less than a window, so only the
 /// attack itself can break the rules.
 fn hostile_pull(tag: &str, attack: &str) -> econtext::FileError {
+    hostile_pull_failing_with(tag, attack, FileErrorKind::Protocol)
+}
+
+/// [`hostile_pull`], failing with an error of `kind`.
+fn hostile_pull_failing_with(tag: &str, attack: &str, kind: FileErrorKind) -> econtext::FileError {
     let dir = TempDir::new(tag);
     std::fs::write(dir.path("hostile_files.py"), HOSTILE_FILES).unwrap();
     let src = dir.path("src.bin");
@@ -985,7 +1006,7 @@ fn hostile_pull(tag: &str, attack: &str) -> econtext::FileError {
             .window(256 << 10)
             .chunk(256 << 10);
         let e = ctx.pull_with(&src, &dest, &opts).await.unwrap_err();
-        assert_eq!(e.kind, FileErrorKind::Protocol, "{e}");
+        assert_eq!(e.kind, kind, "{e}");
         assert_eq!(std::fs::read(&dest).unwrap(), b"the old version");
         assert!(temporaries(&dir.path("inbox")).is_empty());
         // The context is still usable.
@@ -1004,6 +1025,19 @@ fn pull_from_a_child_overrunning_its_window_is_a_protocol_error() {
     let e = hostile_pull("files-overrun", "window_overrun");
     assert!(e.detail.contains("overran its window"), "{e}");
     assert!(e.host.starts_with("local."), "names the child: {e}");
+}
+
+#[test]
+fn a_pulled_chunk_not_matching_its_sha256_is_refused_and_names_the_sender() {
+    // The child claims the SHA-256 of other bytes than it sends: nothing
+    // of them is kept, the old file stays, and the error says who sent
+    // them.
+    let e = hostile_pull_failing_with(
+        "files-pull-flipped",
+        "flipped_byte",
+        FileErrorKind::Checksum,
+    );
+    assert!(e.detail.contains("sent by local."), "{e}");
 }
 
 #[test]
@@ -1396,37 +1430,64 @@ fn a_flipped_byte_in_a_chunk_fails_the_transfer_and_leaves_no_temporary() {
     });
 }
 
+/// Pushes a file through `via` to two Python leaves under it with a bit
+/// flipped after sealing: the intermediate forwards chunks as bulk frames
+/// without hashing them; each leaf checks them against the file's SHA-256.
+async fn push_fanout_corrupted(
+    master: &econtext::Master,
+    via: &econtext::Context,
+    dir: &TempDir,
+    tag: &str,
+) {
+    let src = dir.path(&format!("{tag}-src.bin"));
+    random_file(&src, 600_000);
+    let mut kids = Vec::new();
+    for i in 0..2 {
+        let leaf = ConnectOptions::new(Method::Local(local(&python3())))
+            .name(format!("{tag}-leaf{i}"))
+            .via(via);
+        kids.push(master.connect(leaf).await.unwrap());
+    }
+    let dest = dir.path(&format!("{tag}-fanned.bin"));
+    let opts = TransferOptions::default().corrupt_after_sealing(599_999);
+    let results = via
+        .push_fanout(&kids, &src, &dest, false, &opts)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    for (id, r) in &results {
+        let e = r.as_ref().expect_err("corrupted");
+        assert_eq!(e.kind, FileErrorKind::Checksum, "{id}: {e}");
+        assert!(e.host.starts_with(&format!("{tag}-leaf")), "{e}");
+    }
+    assert!(!dest.exists());
+    assert!(temporaries(&dir.0).is_empty());
+    for k in kids {
+        k.shutdown().await.unwrap();
+    }
+}
+
 #[test]
 fn a_flipped_byte_relayed_by_a_python_intermediate_fails_at_each_leaf() {
-    // The intermediate forwards chunks as bulk frames without hashing
-    // them; each leaf checks them against the file's SHA-256.
     let dir = TempDir::new("files-flipped-fanout");
-    let src = dir.path("src.bin");
-    random_file(&src, 600_000);
     run(async {
         let master = master(&Capture::default());
         let via = master.local(local(&python3())).await.unwrap();
-        let mut kids = Vec::new();
-        for i in 0..2 {
-            let leaf = ConnectOptions::new(Method::Local(local(&python3())))
-                .name(format!("leaf{i}"))
-                .via(&via);
-            kids.push(master.connect(leaf).await.unwrap());
-        }
-        let dest = dir.path("fanned.bin");
-        let opts = TransferOptions::default().corrupt_after_sealing(599_999);
-        let results = via
-            .push_fanout(&kids, &src, &dest, false, &opts)
+        push_fanout_corrupted(&master, &via, &dir, "py").await;
+    });
+}
+
+#[test]
+fn a_flipped_byte_relayed_by_a_rust_intermediate_fails_at_each_leaf() {
+    // files/src/relay.rs forwards without hashing too.
+    let dir = TempDir::new("files-flipped-rust-fanout");
+    run(async {
+        let master = master(&Capture::default());
+        let via = master
+            .rust_context("rusty", None, econtext::Functions::default())
             .await
             .unwrap();
-        assert_eq!(results.len(), 2);
-        for (id, r) in &results {
-            let e = r.as_ref().expect_err("corrupted");
-            assert_eq!(e.kind, FileErrorKind::Checksum, "{id}: {e}");
-            assert!(e.host.starts_with("leaf"), "{e}");
-        }
-        assert!(!dest.exists());
-        assert!(temporaries(&dir.0).is_empty());
+        push_fanout_corrupted(&master, &via, &dir, "rs").await;
     });
 }
 
