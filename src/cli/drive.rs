@@ -51,7 +51,7 @@ where
     let mut results = fleet.run(targets, f);
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
-    let mut interrupted = false;
+    let (mut interrupted, mut aborted) = (false, false);
     loop {
         tokio::select! {
             next = results.next() => {
@@ -78,6 +78,7 @@ where
                         )));
                         reporter.host(&HostReport::new(&host, r, Default::default()));
                     }
+                    aborted = true;
                     break;
                 }
             }
@@ -86,5 +87,10 @@ where
     // Hosts the stream did not get to yield (a second Ctrl+C) get their
     // `skipped` line from finish().
     drop(results);
+    if !aborted {
+        // The bastions (contexts shared by several hosts) end in order,
+        // their last log lines flushed, each within its own bound.
+        fleet.release_shared().await;
+    }
     Ok(reporter.finish(interrupted))
 }
