@@ -675,6 +675,8 @@ def unpack_call(b):
         if not PY3:
             c = ord(c)
         if c == 0x91:  # one argument: a small integer inline, as _arr would
+            if i + 1 >= n:
+                _trunc()
             c = b[i + 1]
             if not PY3:
                 c = ord(c)
@@ -1222,17 +1224,23 @@ class Stream(object):
         # (the appender, finding others there, did not tell it).
         replies = self.replies
         items = replies[:]
-        del replies[:len(items)]
-        n = sum(_imap(len, items))
-        if self.blen + n <= self.bmax:
-            self.batch.extend(items)
-            self.blen += n
-        else:
-            for body in items:
-                if self.batch and self.blen + len(body) > self.bmax:
-                    self._seal_held_batch()
-                self.batch.append(body)
-                self.blen += len(body)
+        try:
+            del replies[:len(items)]
+            n = sum(_imap(len, items))
+            if self.blen + n <= self.bmax:
+                self.batch.extend(items)
+                self.blen += n
+            else:
+                for body in items:
+                    if self.batch and self.blen + len(body) > self.bmax:
+                        self._seal_held_batch()
+                    self.batch.append(body)
+                    self.blen += len(body)
+        except BaseException:
+            # An interrupt midway may have lost replies to earlier calls:
+            # their callers must learn it from the stream's end, not wait.
+            self.closed = True
+            raise
         if replies:
             broker.hold(self)
 
@@ -1968,6 +1976,9 @@ class Broker(object):
         self.pending = deque()
         self.stopping = False
         self.held = set()
+        # When the streams in held began holding (a hint: a race between
+        # hold and _flush_held makes it early or late by one episode).
+        self.held_since = 0.0
         self.iologgers = []
         self.thread = _Thread(self._run)
         # Leader/follower reading of the parent stream (add_parent, lead):
@@ -2130,6 +2141,8 @@ class Broker(object):
         # A stream now holds replies back: the IO thread writes them within
         # HOLD_S if the main thread has not by then (a slow call must not
         # delay the replies before it).
+        if not self.held:
+            self.held_since = _mono()
         self.held.add(stream)
         self.wake()
 
@@ -2171,6 +2184,12 @@ class Broker(object):
         return not self.off and not self.held and self.pfd is not None \
             and 'econtext.parent' not in sys.modules
 
+    def _flush_due(self, evs, now):
+        # Held replies go out when the poll found nothing, or after HOLD_MS
+        # however busy the fds are (frames arriving all through a slow call
+        # must not keep the replies before it).
+        return bool(self.held) and (not evs or now - self.held_since >= HOLD_MS / 1000.0)
+
     def _run(self):
         try:
             while not router.lost:
@@ -2185,7 +2204,7 @@ class Broker(object):
                         _report_owed()
                     if _KEPT[1] is not None:
                         _release_idle()
-                    if not evs and self.held:
+                    if self.held and self._flush_due(evs, _mono()):
                         self._flush_held()
                 except Exception as e:
                     if e.args and e.args[0] == errno.EINTR:
