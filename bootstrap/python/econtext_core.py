@@ -2691,7 +2691,7 @@ def _dispatch():
     calls = q.q
     popleft, pack_fields = calls.popleft, _FLD.pack
     small = min(BIG_FRAME, router.max_size + 1)
-    hold, held = False, 0
+    hold = False
     while True:
         if calls:
             item = popleft()
@@ -2699,7 +2699,6 @@ def _dispatch():
                 broker.on()  # never run a call with the IO thread not reading
         else:
             _HOLD.on = hold = False
-            held = 0
             broker._flush_held()
             # Nothing of the last call outlives it while the next is
             # awaited: a large argument's frame buffer is then the next
@@ -2748,16 +2747,15 @@ def _dispatch():
                 # Held without the lock (see Stream.replies): the IO
                 # thread is told when the stream starts holding, and the
                 # replies go out at once past HOLD_FRAMES or HOLD_BYTES
-                # (held counts bytes since this thread last wrote: a hint,
-                # which the IO thread's writes make only larger).
+                # (the stream's hbytes, which counts what seal holds too
+                # and which every write resets: a hint here, as there).
                 r = s.replies
                 r.append(pack_fields(src, me, reply_to, 0, n) + out)
-                held += n
+                s.hbytes += n
                 if len(r) == 1:
                     broker.hold(s)
-                elif len(r) >= HOLD_FRAMES or held >= HOLD_BYTES:
+                elif len(r) >= HOLD_FRAMES or s.hbytes >= HOLD_BYTES:
                     s.flush()
-                    held = 0
             else:
                 router.route(src, me, reply_to, 0, out)
         except MsgError:
@@ -2769,7 +2767,7 @@ def _dispatch():
     broker.on()
     broker._flush_held()
     for s in list(streams.values()):
-        if s.replies:  # (the broker holds every such stream: belt and braces)
+        if s.replies:  # an interrupt between an append and its broker.hold
             s.flush()
     for item in list(q.q):
         if item:
