@@ -28,6 +28,7 @@ fn a_hundred_children_import_a_master_only_package_at_once_and_log_every_record(
     )
     .unwrap();
     let cap = Capture::default();
+    let scratch = root.clone();
     run(async move {
         let master = Master::new(
             MasterOptions::default()
@@ -65,4 +66,5 @@ fn a_hundred_children_import_a_master_only_package_at_once_and_log_every_record(
         assert_eq!(count(), 10_000, "every record of every child arrived");
         master.shutdown().await;
     });
+    let _ = std::fs::remove_dir_all(scratch);
 }

@@ -21,10 +21,27 @@ fn py_target() -> String {
     format!("local?python={}", common::python3())
 }
 
-fn scratch_dir(tag: &str) -> std::path::PathBuf {
+/// A test's own directory, removed when it goes out of scope (a test
+/// that fails removes it too: the value drops while the panic unwinds).
+struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_dir(tag: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("econtext-hostile-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// A program that records that it ran: what an injected option would run.
@@ -155,7 +172,6 @@ fn a_grandchilds_non_utf8_stderr_reaches_the_operator_escaped() {
         !out.stderr.iter().any(|&b| b == 0x1b || b >= 0xf8),
         "raw bytes reached the terminal: {err:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -459,7 +475,6 @@ fn a_sibling_cannot_write_into_a_receiver_made_for_its_caller() {
             .unwrap();
         assert_eq!(refused, 1, "the sibling's message was refused and counted");
     });
-    let _ = std::fs::remove_dir_all(scratch_dir("receiver"));
 }
 
 // ---- item 7: the master's memory ----
@@ -1030,7 +1045,7 @@ mod router_side {
             let dir = super::scratch_dir("module-flood");
             let size = big_module(&dir, "bigmod", 256);
             let stats = Arc::new(ImporterStats::default());
-            let finder = econtext::bootstrap::modules::ModuleFinder::new(vec![dir]);
+            let finder = econtext::bootstrap::modules::ModuleFinder::new(vec![dir.to_path_buf()]);
             Importer::new(
                 0,
                 t.master().clone(),
