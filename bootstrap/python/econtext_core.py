@@ -76,14 +76,19 @@ class _Log(object):
     # package costs 27 ms and 2.5 MB to import, so it is loaded only when
     # user code imports it (see _LoggingHook). A record sent while sending
     # one (a route failure reported from inside send) is dropped, never
-    # recursed into.
+    # recursed into, and counted (`nested`; no lock: the thread may hold a
+    # budget's lock already), so the context's last summary says so.
     level = 20
+    nested = 0
 
     def __init__(self):
         self.busy = _local()
 
     def _log(self, lvl, msg, args, exc):
-        if lvl < self.level or router is None or router.lost or getattr(self.busy, 'on', False):
+        if lvl < self.level or router is None or router.lost:
+            return
+        if getattr(self.busy, 'on', False):
+            self.nested += 1
             return
         self.busy.on = True
         try:
@@ -271,6 +276,17 @@ def flush_log(budget=_BUDGET, logger=u'econtext'):
     note = budget.flush()
     if note:
         _send_note(logger, note)
+    if budget is _BUDGET:
+        note = _nested_note()
+        if note:
+            _send_note(logger, note)
+
+
+def _nested_note():
+    # What _Log dropped while sending a record, once (None: nothing).
+    n, LOG.nested = LOG.nested, 0
+    if n:
+        return u'dropped %d log records of the core raised while sending another' % n
 
 
 def _send_note(logger, note):
@@ -1131,7 +1147,8 @@ class Stream(object):
         # write (in held and batch): past HOLD_FRAMES or HOLD_BYTES the
         # held replies go out at once, whatever the call queue holds (a
         # hint only: a count an interrupt leaves stale costs one early
-        # or late write, never a wrong frame).
+        # or late write, never a wrong frame). Every write of what is held
+        # resets them (_write_held, and the large and bulk frames' sends).
         self.hframes = 0
         self.hbytes = 0
         # A batch never outgrows what the receiver takes as one frame.
@@ -1180,6 +1197,7 @@ class Stream(object):
                 held.append(head)
                 _write(self.wfd, b''.join(held))
                 del held[:]
+                self.hframes = self.hbytes = 0  # what seal held went too
                 _write(self.wfd, body)
             except BaseException:
                 # As in seal: part of a frame may be out.
@@ -1307,6 +1325,7 @@ class Stream(object):
                     held.append(m)
                 _write(self.wfd, b''.join(held))
                 del held[:]
+                self.hframes = self.hbytes = 0  # what seal held went too
                 for c in chunks:
                     _write(self.wfd, c)
             except BaseException:
@@ -1328,6 +1347,7 @@ class Stream(object):
             self._close_batch()  # before this frame takes its number
             st = self.tx.begin(n)
             h, fd, out = st[0], self.wfd, self.held
+            self.hframes = self.hbytes = 0  # what seal held goes first
             h.update(f)
             out.append(_NO_MAC + f)
             try:

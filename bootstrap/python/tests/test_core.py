@@ -1296,6 +1296,11 @@ class SpawnTest(unittest.TestCase):
         self.assertLessEqual(len(shown), 1000 + 100 * (secs + 1), 'within one budget')
 
 
+class _LostlessRouter(object):
+    # What _Log asks of the router before it logs: that it is not lost.
+    lost = False
+
+
 class LogFloodTest(unittest.TestCase):
     # A child's log goes to the master within its budget (econtext_core
     # _LogBudget): a burst, then a trickle, and summaries saying how many
@@ -1308,6 +1313,24 @@ class LogFloodTest(unittest.TestCase):
         self.assertEqual(b.flush(), u('suppressed 15 log records (75 bytes) from this source: '
                                       'over its log rate'))
         self.assertEqual(b.flush(), None)
+
+    def test_a_record_logged_while_sending_one_is_counted_not_lost(self):
+        # A route failure reported from inside send: dropped (never
+        # recursed into) and said at the end of the context.
+        log = core._Log()
+        saved, core.LOG = core.LOG, log
+        router, core.router = core.router, _LostlessRouter()
+        try:
+            log.busy.on = True
+            log.warning('inside a send')
+            log.error('again')
+            log.busy.on = False
+            self.assertEqual(log.nested, 2)
+            self.assertEqual(core._nested_note(),
+                             u('dropped 2 log records of the core raised while sending another'))
+            self.assertEqual(core._nested_note(), None, 'said once')
+        finally:
+            core.LOG, core.router = saved, router
 
     def test_a_budget_refused_by_many_threads_at_once_is_owed_once_with_its_logger(self):
         # owed is set under the budget's lock: two threads refused at once
