@@ -21,27 +21,10 @@ fn py_target() -> String {
     format!("local?python={}", common::python3())
 }
 
-/// A test's own directory, removed when it goes out of scope (a test
-/// that fails removes it too: the value drops while the panic unwinds).
-struct Scratch(std::path::PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = std::path::PathBuf;
-    fn deref(&self) -> &std::path::PathBuf {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch_dir(tag: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("econtext-hostile-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+/// A test's own directory, removed when it goes out of scope (also when
+/// the test fails: the value drops while the panic unwinds).
+fn scratch_dir(tag: &str) -> common::sshd::TempDir {
+    common::sshd::TempDir::new(&format!("hostile-{tag}"))
 }
 
 /// A program that records that it ran: what an injected option would run.
