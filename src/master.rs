@@ -21,6 +21,7 @@ use econtext_agent::master_side::{agent_spec, agent_start};
 use econtext_bootstrap::connect::{connect_with, Payload};
 use econtext_bootstrap::first_stage::{python_argv_for, Start};
 use econtext_bootstrap::modules::ModuleFinder;
+use econtext_bootstrap::payload::CoreSource;
 use econtext_bootstrap::spawner::Spawner;
 use econtext_bootstrap::{ChildConfig, ConnectError, LocalOptions, Method};
 use econtext_wire::messages::Spawn;
@@ -644,6 +645,12 @@ impl Master {
                     compiled: opts.compiled_core,
                     python: opts.method.python(),
                     preload: &opts.preload,
+                    // A lean start is a leaf (direct, never an intermediate
+                    // unless asked later: then it fetches the source).
+                    source: match opts.lean_start {
+                        true => CoreSource::OmitIfCompiled,
+                        false => CoreSource::Send,
+                    },
                 };
                 connect_with(&spec, payload, timeout, &log).await?
             }

@@ -902,6 +902,87 @@ mod api {
         Hop::named(Method::Local(LocalOptions::new(python)), name)
     }
 
+    /// What a probe expression evaluates to in `ctx` (eval, from
+    /// `builtins` or, on Python 2, `__builtin__`).
+    async fn probe(ctx: &Context, version: &str, expr: &str) -> serde_json::Value {
+        let builtins = match version.starts_with("2.") {
+            true => "__builtin__",
+            false => "builtins",
+        };
+        ctx.call::<serde_json::Value>(builtins, "eval", (expr,))
+            .await
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))
+    }
+
+    /// `[major, len(CORE_SOURCE), COMPILED, econtext.fleet compiled on the
+    /// master]` (the last: its code has no column table, which only the
+    /// master's `-X no_debug_ranges` leaves out; None before 3.11).
+    const START_PROBE: &str = "(lambda s, c, r: [s.version_info[0], len(c.CORE_SOURCE or b''), \
+        c.COMPILED, all(p[2] is None for p in \
+        getattr(r.__code__, 'co_positions', lambda: [(0, 0, None)])())])\
+        (__import__('sys'), __import__('econtext.core').core, \
+        __import__('sys').modules['econtext.fleet'].run)";
+
+    /// A lean start with the core compiled is a leaf's: the code of the
+    /// core and of its preloaded econtext.fleet comes compiled and the
+    /// core's source stays home. Asked to start a child anyway, it fetches
+    /// the source from the master (builtin econtext.core) and the
+    /// grandchild gets it whole. 2.7, which names no bytecode magic, gets
+    /// the source as always.
+    #[test]
+    fn a_lean_leaf_without_the_core_source_fetches_it_to_start_a_child() {
+        common::run(async move {
+            let master = Master::new(Default::default());
+            for (py, version) in common::interpreters() {
+                let py = py.display().to_string();
+                let opts = econtext::ConnectOptions::new(Method::Local(LocalOptions::new(&py)))
+                    .lean_start(true)
+                    .compiled_core(true)
+                    .preload(&["econtext.fleet"]);
+                let leaf = master.connect(opts).await.expect("lean leaf");
+                let v = probe(&leaf, &version, START_PROBE).await;
+                if v[0] == 3 {
+                    assert_eq!(v[1], 0, "{version}: the source went too: {v}");
+                    assert_eq!(v[2], true, "{version}: {v}");
+                    let columns_left_out = !version.starts_with("3.") || {
+                        let minor: u32 = version[2..].split('.').next().unwrap().parse().unwrap();
+                        minor < 11 || v[3] == true
+                    };
+                    assert!(
+                        columns_left_out,
+                        "{version}: econtext.fleet compiled here: {v}"
+                    );
+                } else {
+                    assert!(v[1].as_u64().unwrap() > 10_000, "{version}: {v}");
+                }
+                let via =
+                    econtext::ConnectOptions::new(Method::Local(LocalOptions::new(&py))).via(&leaf);
+                let grandchild = master.connect(via).await.expect("a child of the leaf");
+                let g = probe(
+                    &grandchild,
+                    &version,
+                    "len(__import__('econtext.core').core.CORE_SOURCE)",
+                )
+                .await;
+                assert!(g.as_u64().unwrap() > 10_000, "{version}: {g}");
+                let l = probe(
+                    &leaf,
+                    &version,
+                    "len(__import__('econtext.core').core.CORE_SOURCE)",
+                )
+                .await;
+                // (the grandchild's has one more newline: its parent's
+                // script put one before the `main(...)` line)
+                assert!(
+                    l.as_u64().unwrap() > 10_000,
+                    "{version}: the leaf keeps what it fetched: {l}"
+                );
+                let _ = grandchild.shutdown().await;
+                let _ = leaf.shutdown().await;
+            }
+        });
+    }
+
     #[test]
     fn fan_out_yields_in_completion_order_within_the_forks_limit() {
         let py = common::python3();

@@ -46,6 +46,10 @@ GRACE = 2.0
 # Set by main(); user code reaches its context through econtext.core.*.
 context_id = parent_id = context_name = router = broker = importer = None
 CORE_SOURCE = None
+# Modules the master compiled for this interpreter and sent with the
+# payload, as (name, filename, code object): blocks run after this module
+# body append to it (bootstrap/src/compiled.rs), main() creates them.
+_PRE = []
 # Whether this core arrived compiled (marshal, made on the master for this
 # interpreter) rather than as source alone.
 COMPILED = False
@@ -2864,7 +2868,8 @@ def _read_all(fd):
 
 def _preload(name, filename, source):
     # A module the master sent with the payload (`econtext run`'s
-    # econtext.fleet): made here at start, with no GET_MODULE round trip
+    # econtext.fleet), as source or as a code object it compiled for this
+    # interpreter (_PRE): made here at start, with no GET_MODULE round trip
     # and none of the import machinery (importlib.machinery alone costs
     # more than compiling it). It runs before the IO thread starts, so it
     # may import only what the child has itself (the master's modules
@@ -2880,10 +2885,15 @@ def _preload(name, filename, source):
         spec = sys.modules['_frozen_importlib'].ModuleSpec(name, importer, origin=filename)
         spec.has_location = True
         mod.__spec__ = spec
-    exec(compile(source, filename, 'exec'), mod.__dict__)
+    if type(source) is not _CODE:
+        source = compile(source, filename, 'exec')
+    exec(source, mod.__dict__)
     sys.modules[name] = mod
     if pkg in sys.modules:
         setattr(sys.modules[pkg], short, mod)
+
+
+_CODE = type(_preload.__code__)
 
 
 def main(cfg, preload=None):
@@ -2914,6 +2924,9 @@ def main(cfg, preload=None):
         s = s[i + 1:i + 1 + int(head[1])]
     for name in ('_P', '_C', '_c', '_i', '_k', '_m', '_n', '_x', 'marshal'):
         g.pop(name, None)
+    # Empty when the master left the source out (a lean start with the
+    # core compiled): econtext.parent fetches it if this context ever
+    # starts a child.
     CORE_SOURCE = s[:s.rfind(b'\nmain(') + 1]
     del s
     rfd = _cloexec(os.dup(100))
@@ -2936,6 +2949,9 @@ def main(cfg, preload=None):
         sys.meta_path.append(importer)
     else:
         sys.meta_path.insert(0, importer)
+    for name, filename, code in _PRE:
+        _preload(name, filename, code)
+    del _PRE[:]
     for name in preload or ():
         _preload(name, *preload[name])
     for name in list(_AFTER):

@@ -53,6 +53,7 @@ import os  # noqa: E402
 import select  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import termios  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -765,6 +766,28 @@ def _preexec(tty_name):
     return child
 
 
+def _core_source():
+    # The core this context was bootstrapped with, or, when the master left
+    # it out of a lean start's payload (it sent the core compiled), the
+    # master's builtin econtext.core: fetched once, on this worker thread,
+    # bounded by the import timeout like any GET_MODULE.
+    if not core.CORE_SOURCE:
+        imp = core.importer
+        if 'econtext.core' not in imp.cache:
+            try:
+                imp._fetch('econtext.core')
+            except ImportError:
+                e = sys.exc_info()[1]
+                raise _Fail('Spawn', 'cannot start a child: this context has no copy of the '
+                            'core to send it (%s)' % (e,))
+        rec = imp.cache.get('econtext.core')
+        if not rec or not rec[3]:
+            raise _Fail('Spawn', 'cannot start a child: this context has no copy of the core '
+                        'to send it, and its parent did not send one')
+        core.CORE_SOURCE = zlib.decompress(rec[3])
+    return core.CORE_SOURCE
+
+
 def _payload(cfg, agent):
     # What follows EC0, and what follows EC1. A Rust agent (SPAWN `agent`):
     # the master's framed binary, then the agent's config; else our core.
@@ -772,7 +795,7 @@ def _payload(cfg, agent):
         if type(agent) is dict:
             agent = agent['payload'], agent['config']
         return bytes(agent[0]), bytes(agent[1])
-    script = core.CORE_SOURCE + ('\nmain(%s)\n' % _literal(cfg)).encode('ascii')
+    script = _core_source() + ('\nmain(%s)\n' % _literal(cfg)).encode('ascii')
     z = zlib.compress(script, 9)
     return ('%d\n' % len(z)).encode('ascii') + z, b''
 

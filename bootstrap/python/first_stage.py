@@ -27,7 +27,8 @@ while n[-1:]!=b'\n':n+=g(1)
 z=g(int(n));C=b''
 while z:d=zlib.decompressobj();C+=d.decompress(z);z=d.unused_data
 B=[];m=C[:1]==b'\0';i=0
-if m:k=C.index(b'\n');i=k+1+int(C[1:k]);B.append(C[k+1:i]);C=C[i:];i=C.rfind(b'\nmain(')+1
+while C[:1]==b'\0':k=C.index(b'\n');i=k+1+int(C[1:k]);B.append(C[k+1:i]);C=C[i:]
+if m:i=C.rfind(b'\nmain(')+1
 k=C.count(b'\n',0,i)
 while i<len(C):
 	j=min(C.find(b'\nclass ',i+1024)%len(C),C.find(b'\ndef ',i+1024)%len(C))+1

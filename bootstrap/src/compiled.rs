@@ -24,25 +24,64 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
+use crate::minimize::minimize_source;
+use crate::modules::BUILTIN_MODULES;
 use crate::payload::{compress, core_with_newline};
 
-/// A local interpreter's answer: its tag on a line, then the core
-/// compiled, when the tag is the one asked for or `*` was asked (run as
-/// `python -S -c SCRIPT TAG`, core on stdin; `-S`: nothing from
-/// site-packages runs).
-const COMPILE_SCRIPT: &str = "import sys,marshal,binascii\n\
-I=sys.implementation;M=sys.modules['_frozen_importlib_external'].MAGIC_NUMBER\n\
-t=I.cache_tag+' '+binascii.hexlify(M).decode()\n\
-if sys.argv[1] not in(t,'*'):sys.exit(3)\n\
-c=compile(sys.stdin.buffer.read(),'<stdin>','exec')\n\
-sys.stdout.buffer.write(t.encode()+b'\\n'+marshal.dumps(c))\n";
+/// A local interpreter's answer: its tag on a line, then, for each piece
+/// on stdin (`<len> <name> <filename>\n<source>`, the core first), the
+/// size of its marshal data on a line and the data: the core's code, and
+/// for each module a block that appends `(name, filename, code)` to the
+/// core's `_PRE` (so the target neither parses the module nor a literal of
+/// it). Only when the tag is the one asked for or `*` was asked (run as
+/// `python -S -X no_debug_ranges -c SCRIPT TAG`: nothing from
+/// site-packages runs, and 3.11's column tables, a third of the compressed
+/// code, stay out; tracebacks keep their line numbers).
+const COMPILE_SCRIPT: &str = r#"import sys,marshal,binascii
+I=sys.implementation;M=sys.modules['_frozen_importlib_external'].MAGIC_NUMBER
+t=I.cache_tag+' '+binascii.hexlify(M).decode()
+if sys.argv[1] not in(t,'*'):sys.exit(3)
+r=sys.stdin.buffer;w=sys.stdout.buffer;w.write(t.encode()+b'\n');first=1
+while 1:
+ h=r.readline()
+ if not h:break
+ h=h[:-1].split(b' ',2)
+ c=compile(r.read(int(h[0])),h[2].decode(),'exec')
+ if not first:c=compile('_PRE.append((%r,%r,marshal.loads(%r)))'%(h[1].decode(),h[2].decode(),marshal.dumps(c)),'<preload>','exec')
+ d=marshal.dumps(c);w.write(b'%d\n'%len(d)+d);first=0
+"#;
+
+/// The builtin modules compiled with the core, for
+/// [`crate::payload::framed_preloading`]: the ones a subcommand preloads.
+pub const PRELOADABLE: &[&str] = &["econtext.fleet", "econtext.files"];
 
 /// The most a compiled core may take (it is about 100 KB).
 const MAX_COMPILED: usize = 8 << 20;
 /// How long one local interpreter may take to answer.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(20);
 
-type Cell = Arc<OnceCell<Option<Arc<Vec<u8>>>>>;
+/// The core, and the [`PRELOADABLE`] modules, compiled for one kind of
+/// interpreter: each the zlib stream of `NUL <size> \n <marshal data>`,
+/// the pieces the first stage runs in turn before the `main(...)` line.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub core: Vec<u8>,
+    modules: HashMap<String, Vec<u8>>,
+}
+
+impl Compiled {
+    /// From the pieces' zlib streams (the core's, each module's block).
+    pub(crate) fn from_parts(core: Vec<u8>, modules: HashMap<String, Vec<u8>>) -> Self {
+        Compiled { core, modules }
+    }
+
+    /// The block that creates the builtin module `name`, if compiled.
+    pub fn module(&self, name: &str) -> Option<&[u8]> {
+        self.modules.get(name).map(Vec::as_slice)
+    }
+}
+
+type Cell = Arc<OnceCell<Option<Arc<Compiled>>>>;
 
 fn cells() -> &'static Mutex<HashMap<String, Cell>> {
     static CELLS: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
@@ -66,8 +105,8 @@ pub fn prewarm(python: &str) {
     };
     PREWARM.get_or_init(|| {
         let task = tokio::spawn(async move {
-            if let Some((tag, code)) = compile_with(&python, "*").await {
-                let _ = cell(&tag).set(Some(Arc::new(framed(&code))));
+            if let Some((tag, compiled)) = compile_with(&python, "*").await {
+                let _ = cell(&tag).set(Some(Arc::new(compiled)));
             }
         });
         Mutex::new(Some(task))
@@ -92,19 +131,18 @@ fn framed(code: &[u8]) -> Vec<u8> {
     compress(&framed)
 }
 
-/// The zlib stream of `NUL <size> \n <marshal data>` for the core
-/// compiled for `tag`, or `None` when no local interpreter has that tag.
-/// `hint` is the interpreter the target was told to run (tried too when
-/// it is an absolute path here). Concurrent callers with one tag share one
-/// compile; its outcome, either way, is kept for this process.
-pub async fn core_for(tag: &str, hint: &str) -> Option<Arc<Vec<u8>>> {
+/// The core (and the preloadable modules) compiled for `tag`, or `None`
+/// when no local interpreter has that tag. `hint` is the interpreter the
+/// target was told to run (tried too when it is an absolute path here).
+/// Concurrent callers with one tag share one compile; its outcome, either
+/// way, is kept for this process.
+pub async fn core_for(tag: &str, hint: &str) -> Option<Arc<Compiled>> {
     prewarmed().await;
     cell(tag)
         .get_or_init(|| compile_for(tag.to_string(), hint.to_string()))
         .await
         .clone()
 }
-
 /// Local interpreters that may have `tag` (`cpython-311 ...`): the
 /// versioned names first.
 fn candidates(tag: &str, hint: &str) -> Vec<String> {
@@ -130,23 +168,44 @@ fn candidates(tag: &str, hint: &str) -> Vec<String> {
     out
 }
 
-async fn compile_for(tag: String, hint: String) -> Option<Arc<Vec<u8>>> {
+async fn compile_for(tag: String, hint: String) -> Option<Arc<Compiled>> {
     for python in candidates(&tag, &hint) {
         if python.starts_with('/') && !std::path::Path::new(&python).exists() {
             continue;
         }
-        if let Some((_, code)) = compile_with(&python, &tag).await {
-            return Some(Arc::new(framed(&code)));
+        if let Some((_, compiled)) = compile_with(&python, &tag).await {
+            return Some(Arc::new(compiled));
         }
     }
     None
 }
 
-/// `python`'s tag and marshal of the minimized core, if its tag is `tag`
-/// (or `tag` is `*`).
-async fn compile_with(python: &str, tag: &str) -> Option<(String, Vec<u8>)> {
+/// What the compile script reads: the minimized core, then each
+/// preloadable module, each under its `<len> <name> <filename>` line.
+fn compile_input() -> Vec<u8> {
+    let mut input = Vec::new();
+    let mut piece = |name: &str, filename: &str, src: &str| {
+        input.extend_from_slice(format!("{} {name} {filename}\n", src.len()).as_bytes());
+        input.extend_from_slice(src.as_bytes());
+    };
+    piece("econtext.core", "<stdin>", core_with_newline());
+    for name in PRELOADABLE {
+        if let Some((_, src)) = BUILTIN_MODULES.iter().find(|(n, _)| n == name) {
+            piece(
+                name,
+                &format!("<econtext builtin {name}>"),
+                &minimize_source(src),
+            );
+        }
+    }
+    input
+}
+
+/// `python`'s tag and what it compiled, if its tag is `tag` (or `tag` is
+/// `*`).
+async fn compile_with(python: &str, tag: &str) -> Option<(String, Compiled)> {
     let mut child = tokio::process::Command::new(python)
-        .args(["-S", "-c", COMPILE_SCRIPT, tag])
+        .args(["-S", "-X", "no_debug_ranges", "-c", COMPILE_SCRIPT, tag])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -157,7 +216,7 @@ async fn compile_with(python: &str, tag: &str) -> Option<(String, Vec<u8>)> {
     let mut stdout = child.stdout.take()?;
     let work = async {
         let feed = async {
-            let r = stdin.write_all(core_with_newline().as_bytes()).await;
+            let r = stdin.write_all(&compile_input()).await;
             drop(stdin);
             r
         };
@@ -175,15 +234,42 @@ async fn compile_with(python: &str, tag: &str) -> Option<(String, Vec<u8>)> {
         if !status.success() || out.len() > MAX_COMPILED {
             return None;
         }
-        let nl = out.iter().position(|&b| b == b'\n')?;
-        let code = out.split_off(nl + 1);
-        let got = String::from_utf8(out).ok()?.trim_end().to_string();
-        (!code.is_empty() && (tag == "*" || got == tag)).then_some((got, code))
+        let (got, compiled) = parse_output(&out)?;
+        (tag == "*" || got == tag).then_some((got, compiled))
     };
     tokio::time::timeout(COMPILE_TIMEOUT, work)
         .await
         .ok()
         .flatten()
+}
+
+/// The compile script's answer: the tag, the core and every preloadable
+/// module (all of them, or it is not an answer).
+fn parse_output(out: &[u8]) -> Option<(String, Compiled)> {
+    let mut pieces = Vec::new();
+    let mut rest = out;
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let line = std::str::from_utf8(&rest[..nl]).ok()?;
+        rest = &rest[nl + 1..];
+        if pieces.is_empty() {
+            pieces.push(line.trim_end().as_bytes());
+            continue;
+        }
+        let len: usize = line.parse().ok()?;
+        pieces.push(rest.get(..len)?);
+        rest = &rest[len..];
+    }
+    if pieces.len() != 2 + PRELOADABLE.len() || pieces[1].is_empty() {
+        return None;
+    }
+    let tag = String::from_utf8(pieces[0].to_vec()).ok()?;
+    let modules = PRELOADABLE
+        .iter()
+        .zip(&pieces[2..])
+        .map(|(name, code)| (name.to_string(), framed(code)))
+        .collect();
+    Some((tag, Compiled::from_parts(framed(pieces[1]), modules)))
 }
 
 #[cfg(test)]
@@ -229,13 +315,16 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (got, code) = rt.block_on(compile_with(python, &tag)).expect("compiled");
+        let (got, compiled) = rt.block_on(compile_with(python, &tag)).expect("compiled");
         assert_eq!(got, tag);
-        assert!(code.len() > 10_000, "{}", code.len());
+        assert!(compiled.core.len() > 10_000, "{}", compiled.core.len());
+        for name in PRELOADABLE {
+            assert!(compiled.module(name).is_some(), "{name}");
+        }
+        assert!(compiled.module("econtext.parent").is_none());
         assert_eq!(rt.block_on(compile_with(python, "*")).expect("any").0, tag);
-        assert_eq!(
-            rt.block_on(compile_with(python, "cpython-10 00000000")),
-            None
-        );
+        assert!(rt
+            .block_on(compile_with(python, "cpython-10 00000000"))
+            .is_none());
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::error::ConnectError;
 use crate::handshake::{Handshake, Stage, Step};
 use crate::method::SpawnSpec;
-use crate::payload::{framed_preloading, ChildConfig};
+use crate::payload::{framed_preloading, ChildConfig, CoreSource};
 use crate::process::{spawn_spec, ChildProcess};
 use crate::prompt::{classify_exit, Asked, Auth, PromptRules, PromptScanner, Secret};
 use crate::pty::PtyMaster;
@@ -152,6 +152,8 @@ pub enum Payload<'a> {
         /// Builtin modules sent with the payload and created at start
         /// ([`crate::payload::framed_preloading`]).
         preload: &'a [&'a str],
+        /// Whether the source goes too when the core goes compiled.
+        source: CoreSource,
     },
 }
 
@@ -177,22 +179,20 @@ async fn payload_bytes<'a>(
         Payload::Bytes(b) => b.into(),
         Payload::Core {
             config,
-            compiled: true,
+            compiled,
             python,
             preload,
-        } if tag.is_some() => {
-            let tag = tag.unwrap_or_default();
-            match crate::compiled::core_for(tag, python).await {
-                Some(code) => {
-                    debug!(log, "sending the core compiled"; "for" => tag, "bytes" => code.len());
-                    framed_preloading(config, Some(&code), preload).into()
-                }
-                None => framed_preloading(config, None, preload).into(),
+            source,
+        } => {
+            let code = match tag {
+                Some(tag) if compiled => crate::compiled::core_for(tag, python).await,
+                _ => None,
+            };
+            if let Some(c) = &code {
+                debug!(log, "sending the core compiled"; "for" => tag, "bytes" => c.core.len());
             }
+            framed_preloading(config, code.as_deref(), preload, source).into()
         }
-        Payload::Core {
-            config, preload, ..
-        } => framed_preloading(config, None, preload).into(),
     }
 }
 

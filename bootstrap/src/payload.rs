@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use flate2::{write::ZlibEncoder, Compression};
 
+use crate::compiled::Compiled;
 use crate::minimize::minimize_source;
 use crate::modules::BUILTIN_MODULES;
 
@@ -173,35 +174,51 @@ fn core_z() -> &'static [u8] {
 /// second zlib stream (the first stage inflates concatenated streams).
 /// Compressing the core at level 9 costs 5 ms, on every connect before.
 pub fn framed_payload(config: &ChildConfig) -> Vec<u8> {
-    framed(config, None)
+    framed_preloading(config, None, &[], CoreSource::Send)
 }
 
-/// [`framed_payload`] with the core's code object first: `compiled` is
-/// the zlib stream of `NUL <size> \n <marshal data>` that
-/// [`crate::compiled::core_for`] made for this target's interpreter. The
-/// loader runs that code and then only the `main(...)` line of the source
-/// (which stays, for grandchildren: CORE_SOURCE).
-pub fn framed_payload_compiled(config: &ChildConfig, compiled: &[u8]) -> Vec<u8> {
-    framed(config, Some(compiled))
+/// Whether a payload that carries the core compiled carries its source
+/// too (without the compiled core it always does: it is what runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreSource {
+    /// For grandchildren: the context keeps it as CORE_SOURCE.
+    Send,
+    /// Left out (a lean start's leaf, 19 KB and a quarter of a millisecond
+    /// of inflating less): if the context ever starts a child, it fetches
+    /// the builtin `econtext.core` from the master first.
+    OmitIfCompiled,
 }
 
-fn framed(config: &ChildConfig, compiled: Option<&[u8]>) -> Vec<u8> {
-    framed_preloading(config, compiled, &[])
-}
-
-/// [`framed_payload`] (or, with `compiled`, [`framed_payload_compiled`])
-/// whose `main(...)` line also carries the builtin modules named in
-/// `preload` (`econtext.fleet`...), minimized: the core creates them at
-/// start, so a context that is sure to need one never asks for it with
-/// GET_MODULE. Names that are not builtin modules are left out.
+/// [`framed_payload`], with the core's code (and each module of `preload`
+/// the master compiled too) first when `compiled` is given: the code
+/// [`crate::compiled::core_for`] made for this target's interpreter, which
+/// the first stage runs block by block before the `main(...)` line
+/// (compiling only that line). The builtin modules named in `preload`
+/// (`econtext.fleet`...) are created at start, so a context that is sure
+/// to need one never asks for it with GET_MODULE: compiled when they can
+/// be, else minimized on the `main(...)` line. Names that are not builtin
+/// modules are left out.
 pub fn framed_preloading(
     config: &ChildConfig,
-    compiled: Option<&[u8]>,
+    compiled: Option<&Compiled>,
     preload: &[&str],
+    source: CoreSource,
 ) -> Vec<u8> {
-    let core = core_z();
-    let code = compiled.unwrap_or_default();
-    let tail = match preload_z(preload) {
+    let mut blocks: Vec<&[u8]> = Vec::new();
+    let mut by_source = Vec::new();
+    if let Some(c) = compiled {
+        blocks.push(&c.core);
+    }
+    for &name in preload {
+        match compiled.and_then(|c| c.module(name)) {
+            Some(block) => blocks.push(block),
+            None => by_source.push(name),
+        }
+    }
+    if compiled.is_none() || source == CoreSource::Send {
+        blocks.push(core_z());
+    }
+    let tail = match preload_z(&by_source) {
         // `main({config}` then the modules' `, {...})\n`, compressed once
         // per process (level 9 on their 4 KB was a tenth of the master's
         // CPU per fleet host): the first stage inflates streams in turn.
@@ -212,10 +229,12 @@ pub fn framed_preloading(
         }
         None => compress(main_line(config, &[]).as_bytes()),
     };
-    let mut out = format!("{}\n", code.len() + core.len() + tail.len()).into_bytes();
-    out.reserve(code.len() + core.len() + tail.len());
-    out.extend_from_slice(code);
-    out.extend_from_slice(core);
+    let len = blocks.iter().map(|b| b.len()).sum::<usize>() + tail.len();
+    let mut out = format!("{len}\n").into_bytes();
+    out.reserve(len);
+    for b in blocks {
+        out.extend_from_slice(b);
+    }
     out.extend_from_slice(&tail);
     out
 }
@@ -341,23 +360,67 @@ mod tests {
 
     #[test]
     fn preloading_payload_inflates_to_core_and_the_one_main_line() {
-        use std::io::Read;
-        let framed = framed_preloading(&config(), None, &["econtext.fleet"]);
-        let nl = framed.iter().position(|&b| b == b'\n').unwrap();
-        let mut z = &framed[nl + 1..];
-        let mut text = Vec::new();
-        // As the first stage: one zlib stream after another.
-        while !z.is_empty() {
-            let mut d = flate2::bufread::ZlibDecoder::new(z);
-            d.read_to_end(&mut text).unwrap();
-            z = &z[d.total_in() as usize..];
-        }
+        let framed = framed_preloading(&config(), None, &["econtext.fleet"], CoreSource::Send);
         let want = format!(
             "{}{}",
             core_with_newline(),
             main_line(&config(), &["econtext.fleet"])
         );
-        assert_eq!(String::from_utf8(text).unwrap(), want);
+        assert_eq!(String::from_utf8(inflated(&framed)).unwrap(), want);
+    }
+
+    /// The zlib streams of a framed payload, inflated one after another
+    /// as the first stage does.
+    fn inflated(framed: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let nl = framed.iter().position(|&b| b == b'\n').unwrap();
+        let mut z = &framed[nl + 1..];
+        let mut text = Vec::new();
+        while !z.is_empty() {
+            let mut d = flate2::bufread::ZlibDecoder::new(z);
+            d.read_to_end(&mut text).unwrap();
+            z = &z[d.total_in() as usize..];
+        }
+        text
+    }
+
+    #[test]
+    fn compiled_pieces_go_first_and_a_lean_leaf_gets_no_core_source() {
+        let modules = [("econtext.fleet".to_string(), compress(b"\x001\nF"))].into();
+        let c = Compiled::from_parts(compress(b"\x001\nC"), modules);
+        let main = main_line(&config(), &[]);
+        // The compiled module goes as a block, so not on the main line;
+        // a builtin with no block still rides there as source.
+        let lean = framed_preloading(
+            &config(),
+            Some(&c),
+            &["econtext.fleet"],
+            CoreSource::OmitIfCompiled,
+        );
+        assert_eq!(
+            inflated(&lean),
+            format!("\x001\nC\x001\nF{main}").into_bytes()
+        );
+        let two = framed_preloading(&config(), Some(&c), &["econtext.fleet"], CoreSource::Send);
+        let want = format!("\x001\nC\x001\nF{}{main}", core_with_newline());
+        assert_eq!(inflated(&two), want.into_bytes());
+        let mixed = framed_preloading(
+            &config(),
+            Some(&c),
+            &["econtext.files", "econtext.fleet"],
+            CoreSource::OmitIfCompiled,
+        );
+        let want = format!(
+            "\x001\nC\x001\nF{}",
+            main_line(&config(), &["econtext.files"])
+        );
+        assert_eq!(inflated(&mixed), want.into_bytes());
+        // Without the compiled core the source always goes: it is what runs.
+        let source = framed_preloading(&config(), None, &[], CoreSource::OmitIfCompiled);
+        assert_eq!(
+            inflated(&source),
+            format!("{}{main}", core_with_newline()).into_bytes()
+        );
     }
 
     #[test]

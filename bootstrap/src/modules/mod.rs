@@ -67,6 +67,10 @@ pub const BUILTIN_MODULES: &[(&str, &str)] = &[
         "econtext.files",
         include_str!("../../python/econtext_files.py"),
     ),
+    // The core itself, for a context started without its source (a lean
+    // start with the core compiled, crate::payload::CoreSource) that is
+    // asked to start a child: it has it in sys.modules, never imports it.
+    ("econtext.core", crate::payload::CORE_SOURCE),
 ];
 
 /// One module found on disk, prepared for sending.
