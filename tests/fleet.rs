@@ -915,11 +915,12 @@ mod api {
     }
 
     /// `[major, len(CORE_SOURCE), COMPILED, econtext.fleet compiled on the
-    /// master]` (the last: its code has no column table, which only the
-    /// master's `-X no_debug_ranges` leaves out; None before 3.11).
+    /// master, os loaded]` (the fourth: its code has no column table, which
+    /// only the master's `-X no_debug_ranges` leaves out; true before
+    /// 3.11, which has none).
     const START_PROBE: &str = "(lambda s, c, r: [s.version_info[0], len(c.CORE_SOURCE or b''), \
         c.COMPILED, all(p[2] is None for p in \
-        getattr(r.__code__, 'co_positions', lambda: [(0, 0, None)])())])\
+        getattr(r.__code__, 'co_positions', lambda: [(0, 0, None)])()), 'os' in s.modules])\
         (__import__('sys'), __import__('econtext.core').core, \
         __import__('sys').modules['econtext.fleet'].run)";
 
@@ -952,6 +953,9 @@ mod api {
                         columns_left_out,
                         "{version}: econtext.fleet compiled here: {v}"
                     );
+                    // Neither the first stage, the core nor econtext.fleet
+                    // loads os.py (1 ms of a leaf's start).
+                    assert_eq!(v[4], false, "{version}: os was imported: {v}");
                 } else {
                     assert!(v[1].as_u64().unwrap() > 10_000, "{version}: {v}");
                 }

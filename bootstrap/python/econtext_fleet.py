@@ -6,13 +6,14 @@ stdout, stderr and the interpreter that ran it, in one reply.
 interpreter() names that interpreter (for the fleet's report of what
 interpreter discovery chose).
 
-On Python 3.8+ the command starts with os.posix_spawn and its output is
-read with select, both already loaded by the core: `import subprocess`
+On Python 3.8+ the command starts with posix_spawn and its output is
+read with select, both already loaded by the core (posix, not os: a lean
+leaf never loads posix.py, whose imports cost it 1 ms): `import subprocess`
 (signal, locale, re, enum, collections, functools...) costs more CPU than
 the rest of a fleet host's call (24 ms of a ~60 ms Python side on 3.11),
 on every host. Older interpreters use subprocess.
 """
-import os
+import posix
 import select
 import sys
 
@@ -26,7 +27,7 @@ def run(argv):
         raise ValueError('empty command')
     if len(argv) == 1:
         argv = ['/bin/sh', '-c', argv[0]]
-    if hasattr(os, 'posix_spawn'):
+    if hasattr(posix, 'posix_spawn'):
         rc, out, err = _spawn_and_read(argv)
     else:
         rc, out, err = _with_subprocess(argv)
@@ -47,7 +48,7 @@ def _default_sigpipe():
 
 def _with_subprocess(argv):
     import subprocess
-    null = open(os.devnull, 'rb')
+    null = open('/dev/null', 'rb')
     # Python 2's subprocess has no restore_signals.
     pre = _default_sigpipe if sys.version_info[0] < 3 else None
     try:
@@ -61,41 +62,48 @@ def _with_subprocess(argv):
 
 
 def _spawn_and_read(argv):
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    out_r, out_w = posix.pipe()
+    err_r, err_w = posix.pipe()
     try:
         # The child gets /dev/null, the two pipes and nothing else: every
         # fd Python opened is non-inheritable already; any inherited one
         # the core holds is closed for the child.
         actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2),
+            (posix.POSIX_SPAWN_OPEN, 0, '/dev/null', posix.O_RDONLY, 0),
+            (posix.POSIX_SPAWN_DUP2, out_w, 1),
+            (posix.POSIX_SPAWN_DUP2, err_w, 2),
         ]
         for fd in _inheritable_fds():
-            actions.append((os.POSIX_SPAWN_CLOSE, fd))
-        spawn = os.posix_spawn if '/' in argv[0] else os.posix_spawnp
-        pid = spawn(argv[0], argv, os.environ, file_actions=actions,
+            actions.append((posix.POSIX_SPAWN_CLOSE, fd))
+        spawn = posix.posix_spawn if '/' in argv[0] else posix.posix_spawnp
+        pid = spawn(argv[0], argv, _environ(), file_actions=actions,
                     setsigdef=_ignored_by_python())
     except BaseException:
         for fd in (out_r, err_r):
-            os.close(fd)
+            posix.close(fd)
         raise
     finally:
-        os.close(out_w)
-        os.close(err_w)
+        posix.close(out_w)
+        posix.close(err_w)
     chunks = {out_r: [], err_r: []}
     try:
         _read_until_eof(chunks)
     finally:
         for fd in chunks:
-            os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        rc = 128 + os.WTERMSIG(status)
+            posix.close(fd)
+    _, status = posix.waitpid(pid, 0)
+    if posix.WIFSIGNALED(status):
+        rc = 128 + posix.WTERMSIG(status)
     else:
-        rc = os.WEXITSTATUS(status)
+        rc = posix.WEXITSTATUS(status)
     return rc, b''.join(chunks[out_r]), b''.join(chunks[err_r])
+
+
+def _environ():
+    # os.environ once something has loaded os (it may have changed it);
+    # until then the process's own, which is posix's.
+    os = sys.modules.get('os')
+    return os.environ if os else posix.environ
 
 
 def _ignored_by_python():
@@ -116,7 +124,7 @@ def _read_until_eof(chunks):
         except InterruptedError:
             continue
         for fd in ready:
-            data = os.read(fd, 65536)
+            data = posix.read(fd, 65536)
             if data:
                 chunks[fd].append(data)
             else:
@@ -127,7 +135,7 @@ def _inheritable_fds():
     """fds above 2 a spawned child would inherit (an fd passed to the
     core at start, say)."""
     try:
-        names = os.listdir('/proc/self/fd')
+        names = posix.listdir('/proc/self/fd')
     except OSError:
         return []
     fds = []
@@ -136,7 +144,7 @@ def _inheritable_fds():
         if fd <= 2:
             continue
         try:
-            if os.get_inheritable(fd):
+            if posix.get_inheritable(fd):
                 fds.append(fd)
         except OSError:
             pass  # the listdir's own fd, closed by now

@@ -1,7 +1,8 @@
-import os,sys,zlib,binascii,marshal
+import sys,zlib,binascii,marshal
 L=0
-if L:os.dup2(0,100)
+if L:import posix as os;os.dup2(0,100)
 else:
+	import os
 	R,W=os.pipe()
 	r,w=os.pipe()
 	if os.fork():
