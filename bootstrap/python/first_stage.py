@@ -11,7 +11,7 @@ else:
 		os.dup2(r,101)
 		for f in(R,r,W,w):os.close(f)
 		os.environ['ARGV0']=e=sys.executable
-		os.execl(e,e+'(econtext:CONTEXT_NAME)')
+		os.execl(e,e+'(econtext:'+N+')')
 	os.write(W,b"import os,marshal\n_P=[]\nwhile 1:\n\t_c=os.read(101,65536)\n\tif not _c:break\n\t_P.append(_c)\nos.close(101)\n_P=b''.join(_P)\n_i=_P.index(b'\\n');_C=[int(_x) for _x in _P[:_i].split()];_m=_C.pop(0);_n=_i+1+_C[0];_s=_P[_i+1:_n]\nfor _k in range(1,len(_C)):_C[_k],_n=_P[_n:_n+_C[_k]],_n+_C[_k]\ndel _C[0],_P\nwhile _C:exec(marshal.loads(_C.pop(0)))\n")
 	os.close(W)
 I=getattr(sys,'implementation',0)

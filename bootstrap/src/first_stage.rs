@@ -1,11 +1,12 @@
 //! The `python -c` command line that starts the first stage.
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use base64::Engine;
 use flate2::{write::ZlibEncoder, Compression};
 
-/// The first stage's source; `CONTEXT_NAME` is replaced per context.
+/// The first stage's source; it finds the context's name in `N`.
 pub const FIRST_STAGE: &str = include_str!("../python/first_stage.py");
 
 /// How the first stage hands over to the core.
@@ -89,8 +90,8 @@ pub fn python_c_arg(name: &str) -> String {
 
 /// [`python_c_arg`] for the hand-over `start` asks for.
 pub fn python_c_arg_for(name: &str, start: Start) -> String {
-    // The name lands inside a Python string literal in the first stage:
-    // keep it to characters that cannot end or escape that literal.
+    // The name lands inside a Python string literal (`N`, which the first
+    // stage reads): keep it to characters that cannot end or escape it.
     let safe: String = name
         .chars()
         .map(|c| {
@@ -101,16 +102,33 @@ pub fn python_c_arg_for(name: &str, start: Start) -> String {
             }
         })
         .collect();
-    let mut src = FIRST_STAGE.replace("CONTEXT_NAME", &safe);
-    if start == Start::Lean {
-        src = src.replacen("\nL=0\n", "\nL=1\n", 1);
-    }
-    let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
-    z.write_all(src.as_bytes()).expect("in-memory write");
-    let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().expect("in-memory"));
     // binascii, not base64: importing base64 imports re (with enum and
     // functools), which costs more instructions than starting Python does.
-    format!("import binascii,zlib;exec(zlib.decompress(binascii.a2b_base64('{b64}')))")
+    format!(
+        "import binascii,zlib;N='{safe}';exec(zlib.decompress(binascii.a2b_base64('{}')))",
+        compressed_source(start)
+    )
+}
+
+/// The first stage's source for `start`, compressed and base64-encoded
+/// once per process: the context's name stays out of it (`N`), because
+/// deflating it anew for every host was 1.4 ms of the master's CPU each.
+fn compressed_source(start: Start) -> &'static str {
+    static TWO: OnceLock<String> = OnceLock::new();
+    static LEAN: OnceLock<String> = OnceLock::new();
+    let cell = match start {
+        Start::TwoStage => &TWO,
+        Start::Lean => &LEAN,
+    };
+    cell.get_or_init(|| {
+        let mut src = FIRST_STAGE.to_string();
+        if start == Start::Lean {
+            src = src.replacen("\nL=0\n", "\nL=1\n", 1);
+        }
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
+        z.write_all(src.as_bytes()).expect("in-memory write");
+        base64::engine::general_purpose::STANDARD.encode(z.finish().expect("in-memory"))
+    })
 }
 
 #[cfg(test)]
@@ -120,7 +138,7 @@ mod tests {
     /// The first stage's source inside a `-c` argument.
     fn source_of(c_arg: &str) -> String {
         use std::io::Read;
-        let b64 = c_arg.split('\'').nth(1).unwrap();
+        let b64 = c_arg.split('\'').nth(3).unwrap();
         let z = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .unwrap();
@@ -135,14 +153,22 @@ mod tests {
     fn hostile_names_are_neutralised() {
         let argv = python_argv("python3", "local.1'; rm -rf / #");
         assert_eq!(argv[1..3], ["-S", "-c"]);
-        // Only base64 between the quotes: no shell or Python metacharacter
-        // from the name survives into the command line.
-        let b64 = argv[3].split('\'').nth(1).unwrap();
+        // The name, restricted to characters that cannot end a Python
+        // string literal, then only base64 between the quotes: no shell or
+        // Python metacharacter from the name survives into the command.
+        assert!(
+            argv[3].starts_with("import binascii,zlib;N='local.1___rm_-rf_/__';exec("),
+            "{}",
+            argv[3]
+        );
+        let b64 = argv[3].split('\'').nth(3).unwrap();
         assert!(b64
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
         let src = source_of(&argv[3]);
-        assert!(src.contains("(econtext:local.1___rm_-rf_/__)"), "{src}");
+        assert!(src.contains("(econtext:'+N+')"), "{src}");
+        // The same compressed source for every name.
+        assert_eq!(source_of(&python_argv("python3", "h2")[3]), src);
     }
 
     #[test]

@@ -74,10 +74,12 @@ def compressed_core_size():
 
 def first_stage_argv(python, name):
     with open(FIRST_STAGE_PATH, 'rb') as f:
-        src = f.read().decode('utf-8').replace(u'CONTEXT_NAME', name)
-    b64 = base64.b64encode(zlib.compress(src.encode('utf-8'), 9)).decode('ascii')
-    # As bootstrap/src/first_stage.rs: -S, and binascii (base64 imports re).
-    return [python, '-S', '-c', "import binascii,zlib;exec(zlib.decompress(binascii.a2b_base64('%s')))" % b64]
+        src = f.read()
+    b64 = base64.b64encode(zlib.compress(src, 9)).decode('ascii')
+    # As bootstrap/src/first_stage.rs: -S, binascii (base64 imports re),
+    # and the name in N, outside the compressed source.
+    return [python, '-S', '-c',
+            "import binascii,zlib;N='%s';exec(zlib.decompress(binascii.a2b_base64('%s')))" % (name, b64)]
 
 
 def config_literal(cfg):
