@@ -155,3 +155,54 @@ fn stats_print_importer_counters_and_module_path_serves_packages() {
     assert!(stats["bytes_sent"].as_u64().unwrap() > 1000, "{line}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// A child logs 300 records of 1 KB while the operator's stderr is a pipe
+/// nobody reads (a paused terminal, `2>&1 | less` at rest): the call's
+/// result still comes out on stdout, because the CLI writes records from a
+/// bounded queue on a thread of its own; once stderr is read, every record
+/// is there and the exit status is 0.
+#[test]
+fn a_stalled_stderr_stalls_no_call() {
+    use std::io::{BufRead, Read};
+    use std::process::Stdio;
+    let dir = common::sshd::TempDir::new("stalled-stderr");
+    std::fs::write(
+        dir.0.join("ecflood.py"),
+        "import logging\n\n\ndef flood(n):\n    for i in range(n):\n        \
+         logging.warning('record %d %s', i, 'x' * 1000)\n    return 'done'\n",
+    )
+    .unwrap();
+    let target = format!("local?python={}", common::python3());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_econtext"))
+        .args(["call", "--module-path", dir.0.to_str().unwrap(), &target])
+        .args(["ecflood.flood", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // A bound on a hang, not a timing: a blocked writer never prints.
+    let line = rx.recv_timeout(Duration::from_secs(60));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        line.as_deref().map(str::trim),
+        Ok("\"done\""),
+        "no result while stderr was not read"
+    );
+    assert!(status.success(), "{err}");
+    let records = err.matches("WARN record ").count();
+    assert_eq!(records, 300, "{}", &err[err.len().saturating_sub(2000)..]);
+}

@@ -30,9 +30,9 @@ pub enum Start {
 /// The source is compressed and base64-encoded so that the command line
 /// survives any shell quoting (ssh and sudo pass it through a shell) and
 /// stays short. `-S` skips `site` for the first stage only (it needs
-/// nothing beyond posix or os, sys and zlib): 9 ms of every connect here, 46 ms on
-/// an interpreter with .pth files. The re-executed interpreter that runs
-/// the core starts normally, with site-packages.
+/// nothing beyond posix or os, sys and zlib): 9 ms of every connect here,
+/// 46 ms on an interpreter with .pth files. The re-executed interpreter
+/// that runs the core starts normally, with site-packages.
 pub fn python_argv(python: &str, name: &str) -> Vec<String> {
     python_argv_for(python, name, Start::TwoStage)
 }

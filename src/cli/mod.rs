@@ -14,7 +14,6 @@ pub mod text;
 pub mod transfer;
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -95,7 +94,7 @@ impl Env {
         F: FnOnce(Master) -> Fut,
         Fut: Future<Output = u8>,
     {
-        let log = logger(self.verbose);
+        let (log, flushed) = logger(self.verbose);
         let opts = MasterOptions::default()
             .module_path(self.module_path.clone())
             .module_allow(self.module_allow.clone())
@@ -103,7 +102,9 @@ impl Env {
             .log_level(if self.verbose > 0 { 10 } else { 20 })
             .connect_timeout(self.connect_timeout);
         let system = actix_rt::System::new();
-        system.block_on(async move { f(Master::new(opts)).await })
+        let rc = system.block_on(async move { f(Master::new(opts)).await });
+        drop(flushed); // every record queued so far is on stderr
+        rc
     }
 }
 
@@ -133,16 +134,30 @@ fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(Duration::from_secs(30))
 }
 
-fn logger(verbose: u8) -> Logger {
+/// Records queued for stderr at most; beyond, they are counted and the
+/// count is logged ("dropped messages due to channel overflow").
+const LOG_QUEUE: usize = 8192;
+
+/// The CLI's logger: records go through a bounded queue to a thread that
+/// writes them to stderr, so a stalled stderr (a paused terminal, a full
+/// pipe nobody reads) stalls no host's traffic, only that thread. The
+/// guard, once dropped, has written every record queued before.
+fn logger(verbose: u8) -> (Logger, slog_async::AsyncGuard) {
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::CompactFormat::new(decorator).build().fuse();
+    let (drain, guard) = slog_async::Async::new(drain)
+        .chan_size(LOG_QUEUE)
+        .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
+        .thread_name("econtext-log".into())
+        .build_with_guard();
     let level = if verbose > 0 {
         slog::Level::Debug
     } else {
         slog::Level::Info
     };
-    let drain = slog::LevelFilter::new(Mutex::new(drain), level).fuse();
-    Logger::root(drain, o!())
+    // After the guard is gone a record has nowhere to go: ignored.
+    let drain = slog::LevelFilter::new(drain.ignore_res(), level).ignore_res();
+    (Logger::root(drain, o!()), guard)
 }
 
 /// A usage error (bad JSON, bad function name, bad target): 64.
