@@ -37,7 +37,7 @@ while i<len(C):
 if L:
 	os.write(1,b'EC1\n')
 	_m,_s,_C=m,C,B
-	del I,M,g,n,z,C,B,m,i,k,L
+	del I,M,g,n,z,C,B,m,i,k,L,N
 	while _C:exec(marshal.loads(_C.pop(0)))
 f=os.fdopen(w,'wb');f.write(('%d %d%s\n'%(m,len(C),''.join(' %d'%len(b) for b in B))).encode()+C+b''.join(B));f.close()
 os.write(1,b'EC1\n')
