@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::minimize::minimize_source;
-use crate::modules::BUILTIN_MODULES;
+use crate::modules::builtin_source;
 use crate::payload::{compress, core_with_newline};
 
 /// A local interpreter's answer: its tag on a line, then, for each piece
@@ -143,6 +143,7 @@ pub async fn core_for(tag: &str, hint: &str) -> Option<Arc<Compiled>> {
         .await
         .clone()
 }
+
 /// Local interpreters that may have `tag` (`cpython-311 ...`): the
 /// versioned names first.
 fn candidates(tag: &str, hint: &str) -> Vec<String> {
@@ -190,7 +191,7 @@ fn compile_input() -> Vec<u8> {
     };
     piece("econtext.core", "<stdin>", core_with_newline());
     for name in PRELOADABLE {
-        if let Some((_, src)) = BUILTIN_MODULES.iter().find(|(n, _)| n == name) {
+        if let Some(src) = builtin_source(name) {
             piece(
                 name,
                 &format!("<econtext builtin {name}>"),
@@ -246,30 +247,27 @@ async fn compile_with(python: &str, tag: &str) -> Option<(String, Compiled)> {
 /// The compile script's answer: the tag, the core and every preloadable
 /// module (all of them, or it is not an answer).
 fn parse_output(out: &[u8]) -> Option<(String, Compiled)> {
+    let nl = out.iter().position(|&b| b == b'\n')?;
+    let tag = std::str::from_utf8(&out[..nl]).ok()?.trim_end().to_string();
     let mut pieces = Vec::new();
-    let mut rest = out;
+    let mut rest = &out[nl + 1..];
     while !rest.is_empty() {
         let nl = rest.iter().position(|&b| b == b'\n')?;
-        let line = std::str::from_utf8(&rest[..nl]).ok()?;
-        rest = &rest[nl + 1..];
-        if pieces.is_empty() {
-            pieces.push(line.trim_end().as_bytes());
-            continue;
-        }
-        let len: usize = line.parse().ok()?;
-        pieces.push(rest.get(..len)?);
-        rest = &rest[len..];
+        let len: usize = std::str::from_utf8(&rest[..nl]).ok()?.parse().ok()?;
+        let end = (nl + 1).checked_add(len)?;
+        pieces.push(rest.get(nl + 1..end)?);
+        rest = &rest[end..];
     }
-    if pieces.len() != 2 + PRELOADABLE.len() || pieces[1].is_empty() {
+    let (core, modules) = pieces.split_first()?;
+    if modules.len() != PRELOADABLE.len() || core.is_empty() {
         return None;
     }
-    let tag = String::from_utf8(pieces[0].to_vec()).ok()?;
     let modules = PRELOADABLE
         .iter()
-        .zip(&pieces[2..])
+        .zip(modules)
         .map(|(name, code)| (name.to_string(), framed(code)))
         .collect();
-    Some((tag, Compiled::from_parts(framed(pieces[1]), modules)))
+    Some((tag, Compiled::from_parts(framed(core), modules)))
 }
 
 #[cfg(test)]

@@ -73,6 +73,14 @@ pub const BUILTIN_MODULES: &[(&str, &str)] = &[
     ("econtext.core", crate::payload::CORE_SOURCE),
 ];
 
+/// The source of the builtin module `name`, if it is one.
+pub fn builtin_source(name: &str) -> Option<&'static str> {
+    BUILTIN_MODULES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, src)| *src)
+}
+
 /// One module found on disk, prepared for sending.
 #[derive(Debug, Clone)]
 struct Prepared {
@@ -160,7 +168,7 @@ impl ModuleFinder {
     }
 
     fn builtin(fullname: &str) -> Option<Arc<Prepared>> {
-        let (_, source) = BUILTIN_MODULES.iter().find(|(n, _)| *n == fullname)?;
+        let source = builtin_source(fullname)?;
         let package = fullname.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
         Some(Arc::new(Prepared {
             record: ModuleSource {
@@ -197,8 +205,7 @@ impl ModuleFinder {
     /// The allow list's verdict (built-ins are always served).
     fn allowed(&self, fullname: &str) -> bool {
         let top = fullname.split('.').next().unwrap_or("");
-        self.allow.as_ref().map_or(true, |a| a.contains(top))
-            || BUILTIN_MODULES.iter().any(|(n, _)| *n == fullname)
+        self.allow.as_ref().map_or(true, |a| a.contains(top)) || builtin_source(fullname).is_some()
     }
 
     /// Python's search for `short` in `dirs`, entry by entry: a regular
