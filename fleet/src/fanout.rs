@@ -13,6 +13,7 @@ use futures::future::{LocalBoxFuture, Shared};
 use futures::stream::{self, LocalBoxStream};
 use futures::{FutureExt, StreamExt};
 
+use crate::gate::{ConnectGate, Permit};
 use crate::retry::Backoff;
 use crate::{FleetError, Hop, Target};
 
@@ -51,6 +52,10 @@ pub struct FleetOptions {
     pub retries: u32,
     /// First retry's mean delay; doubled each time, jittered by ±50%.
     pub retry_delay: Duration,
+    /// Connects at once beyond a floor of 4 per CPU only while the CPUs
+    /// have idle time (default on; see `pacer.rs` for why). Off: up to
+    /// `forks` connect at once whatever the load.
+    pub pace_connects: bool,
 }
 
 impl Default for FleetOptions {
@@ -61,6 +66,7 @@ impl Default for FleetOptions {
             call_timeout: None,
             retries: 0,
             retry_delay: Duration::from_millis(500),
+            pace_connects: true,
         }
     }
 }
@@ -86,6 +92,10 @@ impl FleetOptions {
         self.retry_delay = d;
         self
     }
+    pub fn pace_connects(mut self, on: bool) -> Self {
+        self.pace_connects = on;
+        self
+    }
 }
 
 type SharedConnect = Shared<LocalBoxFuture<'static, Result<Context, ConnectError>>>;
@@ -100,6 +110,7 @@ struct Inner<C> {
     /// How long each finished target took, connect and call together.
     took: RefCell<HashMap<String, Duration>>,
     stopped: Cell<bool>,
+    gate: ConnectGate,
 }
 
 /// A fan-out over a fleet. Cheap to clone: clones share the bastion
@@ -124,6 +135,7 @@ impl<C: Connector> Fleet<C> {
         Fleet {
             inner: Rc::new(Inner {
                 connector,
+                gate: ConnectGate::new(opts.pace_connects),
                 opts,
                 shared: RefCell::new(HashMap::new()),
                 shared_keys: RefCell::new(HashSet::new()),
@@ -208,11 +220,16 @@ where
     if inner.stopped.get() {
         return (t, Err(FleetError::NotStarted));
     }
+    let permit = inner.gate.enter().await;
+    // A stop while waiting for a place: this target never started.
+    if inner.stopped.get() {
+        return (t, Err(FleetError::NotStarted));
+    }
     inner.running.borrow_mut().insert(t.name.clone());
     let start = std::time::Instant::now();
     let owned = RefCell::new(Vec::new());
     let r = async {
-        let ctx = connect_with_retries(&inner, &t, &owned)
+        let ctx = connect_with_retries(&inner, &t, &owned, permit)
             .await
             .map_err(FleetError::Unreachable)?;
         let call = f(ctx, t.clone());
@@ -244,9 +261,17 @@ async fn connect_with_retries<C: Connector>(
     inner: &Inner<C>,
     t: &Target,
     owned: &RefCell<Vec<Context>>,
+    first: Permit<'_>,
 ) -> Result<Context, ConnectError> {
     let mut backoff = Backoff::new(inner.opts.retry_delay, inner.opts.retries);
+    let mut permit = Some(first);
     loop {
+        // The place is held for one attempt, not across the backoff; the
+        // deadline starts once the target has its place.
+        let held = match permit.take() {
+            Some(p) => p,
+            None => inner.gate.enter().await,
+        };
         let deadline = inner.opts.connect_timeout;
         let r = tokio::time::timeout(deadline, connect_chain(inner, t, owned))
             .await
@@ -257,6 +282,7 @@ async fn connect_with_retries<C: Connector>(
                     stderr: Vec::new(),
                 })
             });
+        drop(held);
         match r {
             Ok(ctx) => return Ok(ctx),
             Err(e) => {

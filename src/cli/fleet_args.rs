@@ -25,6 +25,13 @@ pub struct FleetArgs {
     /// Seconds allowed for each host's command or call (default: none).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// Start every fork's connect at once, whatever the load. By default
+    /// at most 4 per CPU connect at once while the CPUs are saturated
+    /// (more while they have idle time): a saturated master finishes the
+    /// fleet sooner that way, and deadlines fire for the hosts' delays,
+    /// not for ours.
+    #[arg(long)]
+    pub no_connect_pacing: bool,
     /// Connect attempts after a failed one, with jittered backoff.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub retries: u32,
@@ -95,7 +102,8 @@ impl FleetArgs {
             .forks(self.forks)
             .connect_timeout(secs("--connect-timeout", self.connect_timeout)?)
             .call_timeout(self.timeout.map(|t| secs("--timeout", t)).transpose()?)
-            .retries(self.retries))
+            .retries(self.retries)
+            .pace_connects(!self.no_connect_pacing))
     }
 
     /// The targets TARGET or PATTERN names: one target when no inventory
