@@ -2938,7 +2938,7 @@ def main(cfg, preload=None):
         head = s[:i].split()
         COMPILED = head[0] == b'1'
         s = s[i + 1:i + 1 + int(head[1])]
-    for name in ('_P', '_C', '_c', '_i', '_k', '_m', '_n', '_x', 'marshal'):
+    for name in ('_P', '_C', '_c', '_i', '_k', '_m', '_n', '_t', '_x', 'marshal'):
         g.pop(name, None)
     # Empty when the master left the source out (a lean start with the
     # core compiled): econtext.parent fetches it if this context ever

@@ -31,14 +31,15 @@ B=[];m=C[:1]==b'\0';i=0
 while C[:1]==b'\0':k=C.index(b'\n');i=k+1+int(C[1:k]);B.append(C[k+1:i]);C=C[i:]
 if m:i=C.rfind(b'\nmain(')+1
 k=C.count(b'\n',0,i)
+if L:
+	os.write(1,b'EC1\n')
+	_m,_s,_C,_t=m,C,B,b'\n'*k+C[i:]
+	del I,M,g,n,z,C,B,m,i,k,L,N
+	while _C:exec(marshal.loads(_C.pop(0)))
+	exec(_t if _m else compile(_t,'<stdin>','exec'))
 while i<len(C):
 	j=min(C.find(b'\nclass ',i+1024)%len(C),C.find(b'\ndef ',i+1024)%len(C))+1
 	B.append(marshal.dumps(compile(b'\n'*k+C[i:j],'<stdin>','exec')));k+=C.count(b'\n',i,j);i=j
-if L:
-	os.write(1,b'EC1\n')
-	_m,_s,_C=m,C,B
-	del I,M,g,n,z,C,B,m,i,k,L,N
-	while _C:exec(marshal.loads(_C.pop(0)))
 f=os.fdopen(w,'wb');f.write(('%d %d%s\n'%(m,len(C),''.join(' %d'%len(b) for b in B))).encode()+C+b''.join(B));f.close()
 os.write(1,b'EC1\n')
 os._exit(0)
