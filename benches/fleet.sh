@@ -7,7 +7,8 @@
 # the order ssh, run, run, ssh (odd rounds) or run, ssh, ssh, run (even
 # rounds), then `econtext call` once: each adjacent ssh/run pair gives one
 # ratio that the machine's drift hits on both sides. Then fleet_peers.sh
-# times plain ssh, Ansible ad-hoc and Ansible with Mitogen once each.
+# times plain ssh, Ansible ad-hoc and Ansible with Mitogen once each
+# (with the peers, Ansible ad-hoc also runs once per round).
 #
 # Wall seconds, and the CPU seconds of every process of a run, which a
 # shared machine distorts far less: with cgroups (cpuacct, as root), the
