@@ -124,11 +124,14 @@ run() { ec run -i "$INV" -f 64 --json --stats fleet -- uname -r; }
 V=/tmp/mitobench/venv
 ansible() {
   measure env ANSIBLE_CONFIG="$D/ansible.cfg" "$V/bin/ansible" all -i "$INV" -m command -a 'uname -r' -o
-  echo '}'
+  # A failed run is not a fast one: its hosts' lines and exit code.
+  printf ', "lines": %s, "rc": %s}\n' \
+    "$(grep -c ' | CHANGED | rc=0' "$OUT.stdout" || true)" "$(cat "$OUT.rc")"
 }
 PEERS=${FLEET_PEERS:-1}
-if [ "$PEERS" != 0 ] && { [ ! -x "$V/bin/ansible" ] || [ ! -f "$D/ansible.cfg" ]; }; then
-  # First use: fleet_peers.sh installs Ansible and writes its config.
+if [ "$PEERS" != 0 ] && { [ ! -x "$V/bin/ansible" ] || ! grep -qx "forks = $N" "$D/ansible.cfg" 2>/dev/null; }; then
+  # First use, or another N: fleet_peers.sh installs Ansible and writes
+  # its config (forks = N).
   bash "$PB/fleet_peers.sh" "$N" >/dev/null
 fi
 call() { ec call -i "$INV" -f 64 --json --stats fleet platform.python_version; }
@@ -198,6 +201,9 @@ if 'ansible_adhoc_s' in peers:
     print('ansible ad-hoc / econtext run = %.2fx with fleet_peers.sh own run' % (peers['ansible_adhoc_s'] / run_w))
 if 'plain_ssh_all_at_once_s' in peers:
     print('(fleet_peers.sh own plain ssh run: %.2f s)' % peers['plain_ssh_all_at_once_s'])
+bad = [r['ansible'] for r in rows if 'ansible' in r and (r['ansible']['lines'] != n or r['ansible']['rc'] != 0)]
+if bad:
+    print('ansible ad-hoc: %d runs without %d ok lines and exit 0!' % (len(bad), n))
 for k in ('run', 'call'):
     s = [r[k]['stats'] for r in rows if k in r and r[k].get('stats')]
     bad = [r[k] for r in rows if k in r and (r[k]['lines'] != n or r[k]['rc'] != 0)]

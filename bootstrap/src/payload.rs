@@ -193,7 +193,8 @@ pub enum CoreSource {
 /// the master compiled too) first when `compiled` is given: the code
 /// [`crate::compiled::core_for`] made for this target's interpreter, which
 /// the first stage runs block by block before the `main(...)` line
-/// (compiling only that line). The builtin modules named in `preload`
+/// (a lean start execs that line's source; the two-stage start compiles
+/// it for the second interpreter). The builtin modules named in `preload`
 /// (`econtext.fleet`...) are created at start, so a context that is sure
 /// to need one never asks for it with GET_MODULE: compiled when they can
 /// be, else minimized on the `main(...)` line. Names that are not builtin

@@ -177,6 +177,7 @@ impl<C: Connector> Fleet<C> {
     /// Stops starting new targets; those running go on.
     pub fn stop(&self) {
         self.inner.stopped.set(true);
+        self.inner.gate.wake_all();
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -220,11 +221,10 @@ where
     if inner.stopped.get() {
         return (t, Err(FleetError::NotStarted));
     }
-    let permit = inner.gate.enter().await;
     // A stop while waiting for a place: this target never started.
-    if inner.stopped.get() {
+    let Some(permit) = inner.gate.enter(Some(&inner.stopped)).await else {
         return (t, Err(FleetError::NotStarted));
-    }
+    };
     inner.running.borrow_mut().insert(t.name.clone());
     let start = std::time::Instant::now();
     let owned = RefCell::new(Vec::new());
@@ -270,7 +270,8 @@ async fn connect_with_retries<C: Connector>(
         // deadline starts once the target has its place.
         let held = match permit.take() {
             Some(p) => p,
-            None => inner.gate.enter().await,
+            // A retry is part of a started target: a stop does not end it.
+            None => inner.gate.enter(None).await.expect("no stop to see"),
         };
         let deadline = inner.opts.connect_timeout;
         let r = tokio::time::timeout(deadline, connect_chain(inner, t, owned))

@@ -12,8 +12,10 @@ use tokio::time::Instant;
 use crate::cpu_load::CpuLoad;
 use crate::pacer::Pacer;
 
-/// How often the CPUs' load is sampled while targets wait.
-const INTERVAL: Duration = Duration::from_millis(50);
+/// How often the CPUs' load is sampled while targets wait: /proc/stat
+/// counts in ticks of 10 ms per CPU, so 100 ms is 20 ticks on 2 CPUs,
+/// and one tick of rounding cannot turn a saturated interval idle.
+const INTERVAL: Duration = Duration::from_millis(100);
 
 /// The CPUs' busy fraction since the previous call (None: unknown).
 type LoadSource = Box<dyn FnMut() -> Option<f64>>;
@@ -59,22 +61,32 @@ impl ConnectGate {
         }
     }
 
-    /// Waits for a place. Bounded: places are given back when connects
-    /// end, and every connect has its deadline.
-    pub(crate) async fn enter(&self) -> Permit<'_> {
+    /// Waits for a place; None once `stop` is set (checked at every
+    /// wake-up, and [`ConnectGate::wake_all`] wakes the waiters at once).
+    /// Bounded: places are given back when connects end, and every
+    /// connect has its deadline.
+    pub(crate) async fn enter(&self, stop: Option<&Cell<bool>>) -> Option<Permit<'_>> {
         loop {
+            if stop.is_some_and(Cell::get) {
+                return None;
+            }
             if self.paced {
                 self.sample_if_due();
             }
             let freed = self.freed.notified();
             if !self.paced || self.pacer.borrow_mut().try_start() {
-                return Permit { gate: self };
+                return Some(Permit { gate: self });
             }
             tokio::select! {
                 _ = freed => {}
                 _ = tokio::time::sleep(INTERVAL) => {}
             }
         }
+    }
+
+    /// Wakes every waiting target (to see a stop).
+    pub(crate) fn wake_all(&self) {
+        self.freed.notify_waiters();
     }
 
     fn sample_if_due(&self) {
@@ -109,7 +121,7 @@ mod tests {
         let connects = (0..n).map(|_| {
             let (gate, now, peak) = (gate.clone(), now.clone(), peak.clone());
             async move {
-                let _permit = gate.enter().await;
+                let _permit = gate.enter(None).await.expect("no stop");
                 now.set(now.get() + 1);
                 peak.set(peak.get().max(now.get()));
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -132,6 +144,28 @@ mod tests {
         // Idle CPUs: the handshakes are waiting, not computing.
         let gate = ConnectGate::with_load(true, 2, Box::new(|| Some(0.2)));
         assert_eq!(peak_connecting(gate, 40).await, 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_for_a_place_at_once() {
+        let gate = ConnectGate::with_load(true, 1, Box::new(|| Some(1.0)));
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(gate.enter(None).await.expect("a place"));
+        }
+        let stop = Cell::new(false);
+        let start = Instant::now();
+        let stopper = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stop.set(true);
+            gate.wake_all();
+        };
+        let (waited, ()) = futures::join!(gate.enter(Some(&stop)), stopper);
+        assert!(waited.is_none());
+        // Paused time: only the stopper's sleep passed, not a sampling
+        // interval, and the four places are still held.
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
+        assert_eq!(held.len(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,12 +10,17 @@
 //! fire because of our own load, not the targets'. So a fan-out keeps a
 //! floor of handshakes going (enough to hide network round trips) and
 //! starts more only while the CPUs have idle time: on a network of real
-//! hosts, where a handshake mostly waits, that is every fork at once; on
-//! a saturated master it is the floor. Measured on 50 loopback hosts on
-//! 2 cores (docs/PERFORMANCE.md): 4 to 12 handshakes at once finish the
-//! fleet 25-35% sooner than 64 do, and 2 leave the cores idle.
+//! hosts, where a handshake mostly waits, that soon becomes every fork
+//! (the number grows by a floor per interval); on a saturated master it
+//! is the floor. The load is the whole machine's (/proc/stat): other work
+//! on a shared master holds the connects to the floor too, and a CPU
+//! quota the machine's counters do not show goes unseen. Measured on 50
+//! loopback hosts on 2 cores (docs/PERFORMANCE.md): 4 to 12 handshakes at
+//! once finish the fleet 25-35% sooner than 64 do, and 2 leave the cores
+//! idle.
 
-/// At or above this busy fraction the machine has no time to spare.
+/// At or above this busy fraction the machine has no time to spare
+/// (over an interval of 20 ticks, two idle ticks are not spare time).
 pub(crate) const BUSY: f64 = 0.9;
 
 /// Handshakes kept going per CPU whatever the load.
