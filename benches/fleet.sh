@@ -119,6 +119,7 @@ ec() {
     "$(tail -1 "$OUT.stderr" | grep '^{' || echo null)"
 }
 run() { ec run -i "$INV" -f 64 --json --stats fleet -- uname -r; }
+call() { ec call -i "$INV" -f 64 --json --stats fleet platform.python_version; }
 # Ansible ad-hoc as fleet_peers.sh runs it (its ansible.cfg: forks = N,
 # pipelining), once per round, so that its ratio has the rounds' drift too.
 V=/tmp/mitobench/venv
@@ -134,7 +135,6 @@ if [ "$PEERS" != 0 ] && { [ ! -x "$V/bin/ansible" ] || ! grep -qx "forks = $N" "
   # its config (forks = N).
   bash "$PB/fleet_peers.sh" "$N" >/dev/null
 fi
-call() { ec call -i "$INV" -f 64 --json --stats fleet platform.python_version; }
 row() { echo "{\"round\": $1, \"pair\": $2, \"$3\": $($3)}"; }
 {
   echo "{\"cpu_from\": \"$([ $USE_CG = 1 ] && echo cgroup || echo rusage)\"}"

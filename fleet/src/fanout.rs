@@ -218,10 +218,7 @@ where
     F: Fn(Context, Target) -> Fut,
     Fut: Future<Output = Result<T, FleetError>>,
 {
-    if inner.stopped.get() {
-        return (t, Err(FleetError::NotStarted));
-    }
-    // A stop while waiting for a place: this target never started.
+    // A stop before or while waiting for a place: never started.
     let Some(permit) = inner.gate.enter(Some(&inner.stopped)).await else {
         return (t, Err(FleetError::NotStarted));
     };

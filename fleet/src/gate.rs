@@ -38,7 +38,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.gate.paced {
             self.gate.pacer.borrow_mut().finished();
-            self.gate.freed.notify_waiters();
+            self.gate.wake_all();
         }
     }
 }
@@ -84,7 +84,7 @@ impl ConnectGate {
         }
     }
 
-    /// Wakes every waiting target (to see a stop).
+    /// Wakes every waiting target (to take a freed place, or see a stop).
     pub(crate) fn wake_all(&self) {
         self.freed.notify_waiters();
     }

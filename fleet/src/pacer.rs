@@ -21,7 +21,7 @@
 
 /// At or above this busy fraction the machine has no time to spare
 /// (over an interval of 20 ticks, two idle ticks are not spare time).
-pub(crate) const BUSY: f64 = 0.9;
+const BUSY: f64 = 0.9;
 
 /// Handshakes kept going per CPU whatever the load.
 const FLOOR_PER_CPU: usize = 4;
